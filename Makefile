@@ -1,0 +1,21 @@
+# Flowdeck: the two commands of the README, plus helpers for developers.
+.PHONY: run test build prepare fmt lint
+
+run:      ## install what is missing, build, migrate, serve the dashboard
+	@scripts/run.sh
+
+test:     ## every test: unit, integration (real PostgreSQL), end-to-end (Chromium)
+	@scripts/test.sh
+
+build:    ## release build of server and wasm
+	@scripts/build.sh
+
+prepare:  ## regenerate .sqlx/ after changing a query or migration
+	@scripts/prepare.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	SQLX_OFFLINE=true cargo clippy -p server --all-targets -- -D warnings
+	SQLX_OFFLINE=true cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings

@@ -1,0 +1,181 @@
+//! The REST surface under `/api`: extractors that answer in the one error shape, the
+//! health check, and the JSON 404 for unknown API paths.
+
+use axum::Router;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts};
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
+use serde::de::DeserializeOwned;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Largest JSON body the API reads.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A JSON body whose errors name the offending field (`422 {"field": "stages.2"}`).
+pub struct ApiJson<T>(pub T);
+
+fn path_of(path: &serde_path_to_error::Path) -> String {
+    let text = path.to_string();
+    if text == "." || text.is_empty() {
+        "body".to_owned()
+    } else {
+        text
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+            });
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| AppError::invalid("body", format!("must be at most {MAX_BODY_BYTES} bytes")))?;
+        if !is_json {
+            return Err(AppError::invalid("content-type", "must be application/json"));
+        }
+        Self::parse(&bytes)
+    }
+}
+
+impl<T: DeserializeOwned> ApiJson<T> {
+    /// Parses `bytes`; an empty body parses as `{}` when `T` allows it (optional bodies).
+    fn parse(bytes: &[u8]) -> Result<Self, AppError> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = path_of(e.path());
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return AppError::invalid("body", format!("is not valid JSON: {inner}"));
+            }
+            let message = inner.to_string();
+            // serde reports a missing field at its parent; name the field itself.
+            match message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+            {
+                Some(missing) if path == "body" => AppError::invalid(missing, "is required"),
+                Some(missing) => AppError::invalid(format!("{path}.{missing}"), "is required"),
+                None => AppError::invalid(path, message),
+            }
+        })?;
+        de.end()
+            .map_err(|e| AppError::invalid("body", format!("has trailing data: {e}")))?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// A JSON body that may be absent altogether (the seed's trigger sends none).
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let has_body = req.headers().get(header::CONTENT_TYPE).is_some()
+            || req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|len| len != "0");
+        if has_body {
+            ApiJson::<T>::from_request(req, state)
+                .await
+                .map(|ApiJson(v)| OptionalJson(v))
+        } else {
+            Ok(OptionalJson(T::default()))
+        }
+    }
+}
+
+/// Query parameters whose errors name the offending parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| AppError::invalid(path_of(e.path()), e.into_inner().to_string()))
+    }
+}
+
+/// A numeric id in the path; anything else is an unknown id (404).
+pub struct ApiId(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiId {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| AppError::invalid("id", "must be a positive integer"))?;
+        raw.parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(ApiId)
+            .ok_or_else(|| AppError::invalid("id", "must be a positive integer"))
+    }
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn unknown_api_path() -> AppError {
+    AppError::not_found("API route")
+}
+
+/// Every REST route under `/api`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/health", get(health))
+        .merge(crate::pipelines::http::router())
+        .merge(crate::runs::http::router())
+        .route("/api", any(unknown_api_path))
+        .route("/api/{*rest}", any(unknown_api_path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "only the parse result matters here")]
+    struct Sample {
+        name: String,
+        stages: Option<Vec<String>>,
+    }
+
+    fn field(bytes: &[u8]) -> String {
+        match ApiJson::<Sample>::parse(bytes) {
+            Err(AppError::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {:?}", other.map(|ApiJson(s)| s)),
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        assert_eq!(field(br#"{"stages": ["a"]}"#), "name");
+        assert_eq!(field(br#"{"name": 3}"#), "name");
+        assert_eq!(field(br#"{"name": "x", "stages": ["a", 2]}"#), "stages[1]");
+        assert_eq!(field(br#"{"name": "x", "colour": "red"}"#), "colour");
+        assert_eq!(field(br#"{"name": "#), "body");
+        assert!(ApiJson::<Sample>::parse(br#"{"name": "x"}"#).is_ok());
+    }
+}

@@ -1,0 +1,192 @@
+//! Identity: API keys, browser sessions, roles, and who is calling (the [`Principal`]).
+//!
+//! Identity is established once per request by [`middleware::identify`]; REST handlers and
+//! server functions read the resulting [`Principal`] and ask it for a role.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AppError, Result};
+
+pub mod page;
+
+#[cfg(feature = "ssr")]
+pub mod db;
+#[cfg(feature = "ssr")]
+pub mod keys;
+#[cfg(feature = "ssr")]
+pub mod middleware;
+
+/// What a caller may do. Ordered: each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// Also triggers, cancels and retries runs, and reports stage status.
+    Operator,
+    /// Also manages pipelines, keys and the audit trail.
+    Admin,
+}
+
+impl Role {
+    /// All roles, weakest first.
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    /// The role's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = AppError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str() == s)
+            .ok_or_else(|| AppError::invalid("role", "must be one of viewer, operator, admin"))
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is calling, established once per request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// Stable, human-readable identity, e.g. `api-key:ci-bot`.
+    pub actor: String,
+    /// What the caller may do.
+    pub role: Role,
+    /// How the caller proved who it is.
+    pub via: AuthMethod,
+}
+
+/// The kind of credential a [`Principal`] presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// `Authorization: Bearer <api key>`.
+    ApiKey,
+    /// The browser's session cookie.
+    Session,
+    /// A command run on the server itself (the CLI).
+    Local,
+}
+
+impl Principal {
+    /// Fails with [`AppError::Forbidden`] unless the principal has at least `needed`.
+    pub fn require(&self, needed: Role) -> Result<()> {
+        if self.role >= needed {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden {
+                needed: needed.as_str().to_owned(),
+            })
+        }
+    }
+}
+
+/// The principal of the request being served (server functions and SSR).
+#[cfg(feature = "ssr")]
+pub fn current_principal() -> Result<Principal> {
+    use_context::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Principal>().cloned())
+        .ok_or(AppError::Unauthorized)
+}
+
+/// The signed-in user as the UI shows it, or `None` when signed out.
+#[server(prefix = "/sfn", endpoint = "whoami")]
+pub async fn whoami() -> Result<Option<Principal>, AppError> {
+    Ok(current_principal().ok())
+}
+
+/// Exchanges an API key for a browser session cookie, then goes to `next`.
+#[server(prefix = "/sfn", endpoint = "sign_in")]
+pub async fn sign_in(api_key: String, next: Option<String>) -> Result<(), AppError> {
+    let state = expect_context::<crate::state::AppState>();
+    let meta = middleware::RequestMeta::current();
+    let session = middleware::sign_in(&state.db, api_key.trim(), &meta).await?;
+    let response = expect_context::<leptos_axum::ResponseOptions>();
+    response.append_header(
+        http::header::SET_COOKIE,
+        session.cookie_header(state.secure_cookies),
+    );
+    leptos_axum::redirect(&safe_next(next.as_deref()));
+    Ok(())
+}
+
+/// Ends the browser session and returns to the sign-in page.
+#[server(prefix = "/sfn", endpoint = "sign_out")]
+pub async fn sign_out() -> Result<(), AppError> {
+    let state = expect_context::<crate::state::AppState>();
+    let meta = middleware::RequestMeta::current();
+    middleware::sign_out(&state.db, &meta).await?;
+    let response = expect_context::<leptos_axum::ResponseOptions>();
+    response.append_header(
+        http::header::SET_COOKIE,
+        middleware::clear_cookie_header(state.secure_cookies),
+    );
+    leptos_axum::redirect("/login");
+    Ok(())
+}
+
+/// Only same-site absolute paths are followed after sign-in, never another origin.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+            path.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered_from_viewer_to_admin() {
+        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
+    }
+
+    #[test]
+    fn require_refuses_a_weaker_role_and_names_the_needed_one() {
+        let viewer = Principal {
+            actor: "t".into(),
+            role: Role::Viewer,
+            via: AuthMethod::ApiKey,
+        };
+        assert_eq!(viewer.require(Role::Viewer), Ok(()));
+        assert_eq!(
+            viewer.require(Role::Operator),
+            Err(AppError::Forbidden {
+                needed: "operator".into()
+            })
+        );
+    }
+
+    #[test]
+    fn next_only_follows_local_paths() {
+        assert_eq!(safe_next(Some("/pipelines/3")), "/pipelines/3");
+        assert_eq!(safe_next(Some("//evil.example")), "/");
+        assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn role_parses_only_known_names() {
+        assert_eq!("operator".parse::<Role>(), Ok(Role::Operator));
+        assert!("root".parse::<Role>().is_err());
+    }
+}

@@ -1,0 +1,72 @@
+//! The sign-in page, the sign-out button and the signed-in user as context.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
+
+use super::{Principal, SignIn, SignOut, whoami};
+use crate::error::AppError;
+
+/// The signed-in user, loaded once per page frame.
+pub type MeResource = Resource<Result<Option<Principal>, AppError>>;
+
+/// Loads the signed-in user and makes it available to the page below.
+pub fn provide_me() -> MeResource {
+    let me = Resource::new(|| (), |_| whoami());
+    provide_context(me);
+    me
+}
+
+/// The signed-in user resource provided by the page frame.
+pub fn use_me() -> MeResource {
+    expect_context::<MeResource>()
+}
+
+/// Sign in with an API key; the session lives in an HttpOnly cookie.
+#[component]
+pub fn LoginPage() -> impl IntoView {
+    let action = ServerAction::<SignIn>::new();
+    let query = use_query_map();
+    let next = move || query.read().get("next").unwrap_or_else(|| "/".to_owned());
+    let failed = move || matches!(action.value().get(), Some(Err(_)));
+    view! {
+        <main class="login">
+            <section class="login-card">
+                <h1>
+                    <span class="brand-mark" aria-hidden="true">"◆"</span>
+                    " Flowdeck"
+                </h1>
+                <p class="muted">"Sign in with an API key. Create one with "
+                    <code>"flowdeck api-key create"</code>"."</p>
+                <ActionForm action>
+                    <input type="hidden" name="next" value=next />
+                    <label for="api_key">"API key"</label>
+                    <input
+                        id="api_key"
+                        name="api_key"
+                        type="password"
+                        autocomplete="current-password"
+                        placeholder="fdk_…"
+                        required
+                    />
+                    <Show when=failed>
+                        <p class="form-error" role="alert">"That key is not valid, expired or revoked."</p>
+                    </Show>
+                    <button type="submit" class="primary" disabled=move || action.pending().get()>
+                        "Sign in"
+                    </button>
+                </ActionForm>
+            </section>
+        </main>
+    }
+}
+
+/// Ends the session.
+#[component]
+pub fn SignOutButton() -> impl IntoView {
+    let action = ServerAction::<SignOut>::new();
+    view! {
+        <ActionForm action attr:class="inline">
+            <button type="submit" class="link">"Sign out"</button>
+        </ActionForm>
+    }
+}

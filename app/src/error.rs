@@ -1,0 +1,120 @@
+//! The one error type of Flowdeck, shared by REST handlers, server functions and the browser.
+//!
+//! Every variant is something a client can act on. Conversions from internal errors
+//! (`sqlx`, I/O) log the detail once, here, and keep it out of the answer.
+
+use serde::{Deserialize, Serialize};
+
+/// Result with [`AppError`] as the default error.
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum AppError {
+    /// The named thing does not exist (or the caller may not know it does).
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for, e.g. `Pipeline`.
+        what: String,
+    },
+    /// The request clashes with the current state (a duplicate, a finished run).
+    #[error("{message}")]
+    Conflict {
+        /// Why the request clashes.
+        message: String,
+    },
+    /// A field of the request is missing or wrong.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The offending field, as a dotted path (`stages.2`), or `body`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No valid credential came with the request.
+    #[error("authentication required")]
+    Unauthorized,
+    /// The credential is valid but its role does not allow the operation.
+    #[error("this operation needs the {needed} role")]
+    Forbidden {
+        /// The least role that would do.
+        needed: String,
+    },
+    /// A service Flowdeck depends on failed.
+    #[error("upstream service failed: {service}")]
+    Upstream {
+        /// Which service (`prefect`).
+        service: String,
+    },
+    /// Something failed inside Flowdeck; details are in its logs, not here.
+    #[error("internal error")]
+    Internal,
+}
+
+impl AppError {
+    /// A [`AppError::NotFound`] for `what`.
+    pub fn not_found(what: &str) -> Self {
+        Self::NotFound {
+            what: what.to_owned(),
+        }
+    }
+
+    /// A [`AppError::Invalid`] naming `field`.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A [`AppError::Conflict`] with `message`.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::Conflict {
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            Self::NotFound { .. } => 404,
+            Self::Conflict { .. } => 409,
+            Self::Invalid { .. } => 422,
+            Self::Unauthorized => 401,
+            Self::Forbidden { .. } => 403,
+            Self::Upstream { .. } => 502,
+            Self::Internal => 500,
+        }
+    }
+
+    /// The machine-readable code of the error, as in the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::Conflict { .. } => "conflict",
+            Self::Invalid { .. } => "invalid",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
+            Self::Upstream { .. } => "upstream",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl leptos::server_fn::error::FromServerFnError for AppError {
+    type Encoder = leptos::server_fn::codec::JsonEncoding;
+
+    fn from_server_fn_error(value: leptos::server_fn::error::ServerFnErrorErr) -> Self {
+        use leptos::server_fn::error::ServerFnErrorErr as E;
+        match value {
+            E::Args(reason) | E::MissingArg(reason) => Self::invalid("body", reason),
+            _ => Self::Internal,
+        }
+    }
+}
+
+#[cfg(feature = "ssr")]
+mod http;
+#[cfg(feature = "ssr")]
+pub use http::{ErrorBody, ResultExt};

@@ -1,0 +1,71 @@
+//! How [`AppError`] becomes an HTTP answer, and how internal errors become an [`AppError`].
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::AppError;
+
+/// The one JSON error body of the API: `{"detail", "code", "field"?}`.
+///
+/// `detail` keeps the seed's (FastAPI's) field name, so existing clients still read it.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    /// Human-readable explanation.
+    pub detail: String,
+    /// Machine-readable code (`not_found`, `invalid`, ...).
+    pub code: &'a str,
+    /// The offending field, for `invalid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'a str>,
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let field = match &self {
+            AppError::Invalid { field, .. } => Some(field.as_str()),
+            _ => None,
+        };
+        let body = ErrorBody {
+            detail: self.to_string(),
+            code: self.code(),
+            field,
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::RowNotFound => AppError::not_found("Record"),
+            other => {
+                tracing::error!(error = %other, "database error");
+                AppError::Internal
+            }
+        }
+    }
+}
+
+/// Turns a unique-constraint violation into [`AppError::Conflict`] (after realworld's
+/// `on_constraint`), leaving every other error to the usual conversion.
+pub trait ResultExt<T> {
+    /// Maps a violation of `constraint` to a conflict with `message`.
+    fn on_constraint(self, constraint: &str, message: &str) -> Result<T, AppError>;
+}
+
+impl<T> ResultExt<T> for Result<T, sqlx::Error> {
+    fn on_constraint(self, constraint: &str, message: &str) -> Result<T, AppError> {
+        self.map_err(|error| match &error {
+            sqlx::Error::Database(db) if db.constraint() == Some(constraint) => AppError::conflict(message),
+            _ => AppError::from(error),
+        })
+    }
+}

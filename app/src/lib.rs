@@ -1,0 +1,74 @@
+//! Flowdeck's application: pages, server functions and shared types, compiled for the
+//! server (`ssr`) and for the browser (`hydrate`); server-only capabilities sit behind
+//! `ssr` on their `mod` lines.
+
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::{SsrMode, path};
+
+pub mod auth;
+pub mod error;
+pub mod pipelines;
+pub mod runs;
+pub mod ui;
+
+#[cfg(feature = "ssr")]
+pub mod api;
+#[cfg(feature = "ssr")]
+pub mod audit;
+#[cfg(feature = "ssr")]
+pub mod routes;
+#[cfg(feature = "ssr")]
+pub mod state;
+
+/// The HTML document around the app, rendered on the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light dark" />
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// The app's routes.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    // Effects run only in the browser: the attribute tells tests (and people debugging)
+    // that the wasm has taken over the server-rendered page.
+    Effect::new(|_| {
+        if let Some(body) = document().body() {
+            body.set_attribute("data-hydrated", "true").ok();
+        }
+    });
+    view! {
+        <Stylesheet id="leptos" href="/pkg/flowdeck.css" />
+        <Title text="Flowdeck" />
+        <Router>
+            <Routes fallback=ui::NotFoundPage>
+                <Route path=path!("/login") view=auth::page::LoginPage />
+                // Async: the whole page is rendered before the first byte, so a missing
+                // pipeline or run can still answer 404 rather than a streamed 200.
+                <Route path=path!("/") view=pipelines::page::DashboardPage ssr=SsrMode::Async />
+                <Route
+                    path=path!("/pipelines/:id")
+                    view=pipelines::page::PipelinePage
+                    ssr=SsrMode::Async
+                />
+                <Route path=path!("/runs/:id") view=runs::page::RunPage ssr=SsrMode::Async />
+            </Routes>
+        </Router>
+    }
+}

@@ -1,0 +1,142 @@
+//! Queries for pipelines.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+use super::validate::ValidPipeline;
+
+/// A pipeline row joined with its latest run's summary.
+pub struct PipelineRow {
+    /// Pipeline id.
+    pub id: i64,
+    /// Unique slug.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Prefect deployment.
+    pub deployment: Option<String>,
+    /// Ordered stage names.
+    pub stage_names: Vec<String>,
+    /// Default parameters.
+    pub default_parameters: serde_json::Value,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Concurrency limit.
+    pub max_concurrent_runs: Option<i32>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change to the pipeline or its latest run.
+    pub updated_at: DateTime<Utc>,
+    /// Latest run id.
+    pub run_id: Option<i64>,
+    /// Latest run status.
+    pub run_status: Option<String>,
+    /// Latest run's Prefect flow run.
+    pub prefect_flow_run_id: Option<String>,
+    /// Latest run's records.
+    pub records_processed: Option<i64>,
+    /// Latest run's error.
+    pub error_message: Option<String>,
+}
+
+/// The parts of a pipeline a trigger needs, with the row locked.
+pub struct LockedPipeline {
+    /// Ordered stage names.
+    pub stage_names: Vec<String>,
+    /// Default parameters.
+    pub default_parameters: serde_json::Value,
+    /// Concurrency limit.
+    pub max_concurrent_runs: Option<i32>,
+}
+
+/// Stores a pipeline under `slug`; returns its id.
+pub async fn insert_pipeline(db: impl PgExecutor<'_>, p: &ValidPipeline, slug: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        "INSERT INTO pipelines (slug, name, description, deployment, stage_names,
+                                default_parameters, tags, max_concurrent_runs)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        slug,
+        p.name,
+        p.description,
+        p.deployment,
+        &p.stage_names,
+        p.default_parameters,
+        &p.tags,
+        p.max_concurrent_runs,
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Slugs in use that equal `base` or extend it with a dash.
+pub async fn slugs_like(db: impl PgExecutor<'_>, base: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r"SELECT slug FROM pipelines WHERE slug = $1 OR slug LIKE $1 || '-%'",
+        base
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Locks a pipeline's row so that concurrent triggers see each other's runs.
+pub async fn lock_pipeline(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<LockedPipeline>> {
+    sqlx::query_as!(
+        LockedPipeline,
+        "SELECT stage_names, default_parameters, max_concurrent_runs FROM pipelines WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// A page of pipelines, newest first, each with its latest run.
+pub async fn list_pipelines(
+    db: impl PgExecutor<'_>,
+    skip: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<PipelineRow>> {
+    sqlx::query_as!(
+        PipelineRow,
+        r#"SELECT p.id, p.slug, p.name, p.description, p.deployment, p.stage_names,
+                  p.default_parameters, p.tags, p.max_concurrent_runs, p.created_at,
+                  GREATEST(p.updated_at, r.updated_at) AS "updated_at!",
+                  r.id AS "run_id?", r.status AS "run_status?",
+                  r.prefect_flow_run_id AS "prefect_flow_run_id?",
+                  r.records_processed AS "records_processed?", r.error_message AS "error_message?"
+           FROM pipelines p
+           LEFT JOIN LATERAL (
+               SELECT * FROM runs WHERE runs.pipeline_id = p.id
+               ORDER BY runs.created_at DESC, runs.id DESC LIMIT 1
+           ) r ON true
+           ORDER BY p.created_at DESC, p.id DESC
+           OFFSET $1 LIMIT $2"#,
+        skip,
+        limit
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// One pipeline with its latest run.
+pub async fn pipeline_by_id(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<PipelineRow>> {
+    sqlx::query_as!(
+        PipelineRow,
+        r#"SELECT p.id, p.slug, p.name, p.description, p.deployment, p.stage_names,
+                  p.default_parameters, p.tags, p.max_concurrent_runs, p.created_at,
+                  GREATEST(p.updated_at, r.updated_at) AS "updated_at!",
+                  r.id AS "run_id?", r.status AS "run_status?",
+                  r.prefect_flow_run_id AS "prefect_flow_run_id?",
+                  r.records_processed AS "records_processed?", r.error_message AS "error_message?"
+           FROM pipelines p
+           LEFT JOIN LATERAL (
+               SELECT * FROM runs WHERE runs.pipeline_id = p.id
+               ORDER BY runs.created_at DESC, runs.id DESC LIMIT 1
+           ) r ON true
+           WHERE p.id = $1"#,
+        id
+    )
+    .fetch_optional(db)
+    .await
+}

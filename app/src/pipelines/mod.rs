@@ -1,0 +1,129 @@
+//! Pipelines: definitions (stages, deployment, defaults) shown with their latest run.
+
+use chrono::{DateTime, Utc};
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+use crate::runs::{Run, RunStatus, Stage};
+
+pub mod page;
+
+#[cfg(feature = "ssr")]
+pub mod db;
+#[cfg(feature = "ssr")]
+pub mod http;
+#[cfg(feature = "ssr")]
+pub mod service;
+#[cfg(feature = "ssr")]
+pub mod validate;
+
+/// The seed's five stages, used when a pipeline is created without its own.
+pub const DEFAULT_STAGES: [&str; 5] = [
+    "Data Generation",
+    "Data Ingestion",
+    "Spark Processing",
+    "DBT Transformation",
+    "Data Export",
+];
+
+/// A pipeline with its latest run, in the seed's shape plus the definition's fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    /// Pipeline id.
+    pub id: i64,
+    /// Unique, URL-safe name.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// What it does.
+    pub description: Option<String>,
+    /// Status of the latest run; `pending` when it never ran.
+    pub status: RunStatus,
+    /// When the pipeline was created.
+    pub created_at: DateTime<Utc>,
+    /// Last change to the pipeline or its latest run.
+    pub updated_at: DateTime<Utc>,
+    /// Prefect flow run of the latest run.
+    pub prefect_flow_run_id: Option<String>,
+    /// Records processed by the latest run.
+    pub records_processed: i64,
+    /// Error of the latest run.
+    pub error_message: Option<String>,
+    /// Stages of the latest run (or the planned stages).
+    pub stages: Vec<Stage>,
+    /// The latest run's id.
+    pub latest_run_id: Option<i64>,
+    /// Prefect deployment (id or `flow/deployment`); `None` uses the default one.
+    pub deployment: Option<String>,
+    /// Ordered stage names.
+    pub stage_names: Vec<String>,
+    /// Parameters every run starts from.
+    pub default_parameters: serde_json::Value,
+    /// Free-form labels.
+    pub tags: Vec<String>,
+    /// At most this many unfinished runs at once; `None` for no limit.
+    pub max_concurrent_runs: Option<i32>,
+}
+
+/// Body of `POST /api/pipelines/`: the seed's `{name, description}` plus the definition.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPipeline {
+    /// Display name (required).
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// URL-safe unique name; derived from `name` when absent.
+    #[serde(default)]
+    pub slug: Option<String>,
+    /// Prefect deployment: UUID or `flow-name/deployment-name`.
+    #[serde(default)]
+    pub deployment: Option<String>,
+    /// Ordered stage names; the seed's five when absent.
+    #[serde(default)]
+    pub stages: Option<Vec<String>>,
+    /// Parameters every run starts from (a JSON object).
+    #[serde(default)]
+    pub default_parameters: Option<serde_json::Value>,
+    /// Free-form labels.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// At most this many unfinished runs at once.
+    #[serde(default)]
+    pub max_concurrent_runs: Option<i32>,
+    /// Accepted for the seed's clients, which send `"pending"`; a pipeline's status is
+    /// always its latest run's.
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// A pipeline with its recent runs, for the pipeline page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineDetail {
+    /// The pipeline.
+    pub pipeline: Pipeline,
+    /// Its latest runs, newest first.
+    pub recent_runs: Vec<Run>,
+}
+
+/// Pipelines, newest first, with their latest runs.
+#[server(prefix = "/sfn", endpoint = "list_pipelines")]
+pub async fn list_pipelines(skip: i64, limit: i64) -> Result<Vec<Pipeline>, AppError> {
+    let state = expect_context::<crate::state::AppState>();
+    service::list(&state.db, &crate::auth::current_principal()?, skip, limit).await
+}
+
+/// One pipeline with its recent runs.
+#[server(prefix = "/sfn", endpoint = "get_pipeline_detail")]
+pub async fn get_pipeline_detail(id: i64) -> Result<PipelineDetail, AppError> {
+    let state = expect_context::<crate::state::AppState>();
+    let principal = crate::auth::current_principal()?;
+    let pipeline = service::get(&state.db, &principal, id).await?;
+    let recent_runs = crate::runs::service::recent_for_pipeline(&state.db, &principal, id).await?;
+    Ok(PipelineDetail {
+        pipeline,
+        recent_runs,
+    })
+}

@@ -1,0 +1,298 @@
+//! The dashboard (all pipelines) and the pipeline page (definition, stages, recent runs).
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+use super::{Pipeline, get_pipeline_detail, list_pipelines};
+use crate::auth::Role;
+use crate::auth::page::use_me;
+use crate::error::AppError;
+use crate::runs::{RunStatus, TriggerRun};
+use crate::ui::{ErrorView, Frame, StatusBadge, duration, when};
+
+/// How many pipelines the dashboard loads.
+const DASHBOARD_LIMIT: i64 = 500;
+
+/// Every pipeline with its latest run; filtered in the browser as you type.
+#[component]
+pub fn DashboardPage() -> impl IntoView {
+    let pipelines = Resource::new(|| (), |_| list_pipelines(0, DASHBOARD_LIMIT));
+    view! {
+        <Frame>
+            <Suspense fallback=|| view! { <p class="muted">"Loading pipelines…"</p> }>
+                {move || Suspend::new(async move {
+                    match pipelines.await {
+                        Ok(list) => view! { <PipelineTable pipelines=list /> }.into_any(),
+                        Err(error) => view! { <ErrorView error /> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </Frame>
+    }
+}
+
+fn matches(p: &Pipeline, text: &str, status: &str) -> bool {
+    let text_ok = text.is_empty()
+        || p.name.to_lowercase().contains(text)
+        || p.slug.contains(text)
+        || p.tags.iter().any(|t| t.to_lowercase().contains(text));
+    text_ok && (status.is_empty() || p.status.as_str() == status)
+}
+
+/// The pipeline list with its filter box and status menu.
+#[component]
+fn PipelineTable(pipelines: Vec<Pipeline>) -> impl IntoView {
+    let total = pipelines.len();
+    let all = StoredValue::new(pipelines);
+    let (text, set_text) = signal(String::new());
+    let (status, set_status) = signal(String::new());
+    let shown = move || {
+        let needle = text.get().trim().to_lowercase();
+        let status = status.get();
+        all.with_value(|list| {
+            list.iter()
+                .filter(|p| matches(p, &needle, &status))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
+    let counts = move || {
+        all.with_value(|list| {
+            RunStatus::ALL
+                .into_iter()
+                .map(|s| (s, list.iter().filter(|p| p.status == s).count()))
+                .filter(|(_, n)| *n > 0)
+                .collect::<Vec<_>>()
+        })
+    };
+    view! {
+        <section class="page-head">
+            <h1>"Pipelines"</h1>
+            <ul class="totals" aria-label="Pipelines by status">
+                {counts()
+                    .into_iter()
+                    .map(|(s, n)| view! { <li><StatusBadge status=s />" "{n}</li> })
+                    .collect_view()}
+            </ul>
+        </section>
+        <div class="toolbar" role="search">
+            <input
+                type="search"
+                class="filter"
+                placeholder="Filter by name, slug or tag"
+                aria-label="Filter pipelines"
+                data-testid="pipeline-filter"
+                prop:value=text
+                on:input=move |ev| set_text.set(event_target_value(&ev))
+            />
+            <select
+                aria-label="Status"
+                data-testid="status-filter"
+                on:change=move |ev| set_status.set(event_target_value(&ev))
+            >
+                <option value="">"Any status"</option>
+                {RunStatus::ALL
+                    .into_iter()
+                    .map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> })
+                    .collect_view()}
+            </select>
+            <span class="muted" data-testid="pipeline-count">
+                {move || format!("{} of {}", shown().len(), total)}
+            </span>
+        </div>
+        <Show
+            when=move || { total > 0 }
+            fallback=|| {
+                view! {
+                    <p class="empty">
+                        "No pipelines yet. Create one with "
+                        <code>"POST /api/pipelines/"</code>"."
+                    </p>
+                }
+            }
+        >
+            <table class="grid">
+                <thead>
+                    <tr>
+                        <th scope="col">"Pipeline"</th>
+                        <th scope="col">"Status"</th>
+                        <th scope="col">"Stages"</th>
+                        <th scope="col">"Records"</th>
+                        <th scope="col">"Updated"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    <For each=shown key=|p| (p.id, p.updated_at) let:p>
+                        <tr data-testid="pipeline-row">
+                            <td>
+                                <a href=format!("/pipelines/{}", p.id)>{p.name.clone()}</a>
+                                <div class="muted small">
+                                    {p.slug.clone()}
+                                    {p.tags.iter().map(|t| view! { " " <span class="tag">{t.clone()}</span> }).collect_view()}
+                                </div>
+                            </td>
+                            <td><StatusBadge status=p.status /></td>
+                            <td>
+                                <StageDots stages=p.stages.iter().map(|s| (s.name.clone(), s.status)).collect() />
+                            </td>
+                            <td class="num">{p.records_processed}</td>
+                            <td class="small">{when(Some(p.updated_at))}</td>
+                        </tr>
+                    </For>
+                </tbody>
+            </table>
+        </Show>
+    }
+}
+
+/// One dot per stage, coloured by status.
+#[component]
+fn StageDots(stages: Vec<(String, RunStatus)>) -> impl IntoView {
+    view! {
+        <span class="dots">
+            {stages
+                .into_iter()
+                .map(|(name, status)| {
+                    let label = format!("{name}: {status}");
+                    view! { <span class=format!("dot dot-{}", status.as_str()) title=label.clone() aria-label=label></span> }
+                })
+                .collect_view()}
+        </span>
+    }
+}
+
+/// One pipeline: its definition, latest stages, recent runs, and a Run button.
+#[component]
+pub fn PipelinePage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").and_then(|id| id.parse::<i64>().ok());
+    let detail = Resource::new(id, |id| async move {
+        match id {
+            Some(id) => get_pipeline_detail(id).await,
+            None => Err(AppError::not_found("Pipeline")),
+        }
+    });
+    view! {
+        <Frame>
+            <Suspense fallback=|| view! { <p class="muted">"Loading pipeline…"</p> }>
+                {move || Suspend::new(async move {
+                    match detail.await {
+                        Ok(d) => view! { <PipelineView detail=d /> }.into_any(),
+                        Err(error) => view! { <ErrorView error /> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </Frame>
+    }
+}
+
+#[component]
+fn PipelineView(detail: super::PipelineDetail) -> impl IntoView {
+    let p = detail.pipeline;
+    let params = serde_json::to_string_pretty(&p.default_parameters).unwrap_or_default();
+    view! {
+        <section class="page-head">
+            <div>
+                <p class="crumbs"><a href="/">"Pipelines"</a>" / "{p.slug.clone()}</p>
+                <h1>{p.name.clone()}" " <StatusBadge status=p.status /></h1>
+                <p class="muted">{p.description.clone().unwrap_or_default()}</p>
+            </div>
+            <RunButton pipeline_id=p.id />
+        </section>
+        <div class="columns">
+            <section class="card">
+                <h2>"Definition"</h2>
+                <dl class="facts">
+                    <dt>"Deployment"</dt>
+                    <dd>{p.deployment.clone().unwrap_or_else(|| "default".to_owned())}</dd>
+                    <dt>"Tags"</dt>
+                    <dd>{if p.tags.is_empty() { "—".to_owned() } else { p.tags.join(", ") }}</dd>
+                    <dt>"Concurrency"</dt>
+                    <dd>{p.max_concurrent_runs.map_or_else(|| "unlimited".to_owned(), |n| format!("{n} at a time"))}</dd>
+                    <dt>"Created"</dt>
+                    <dd>{when(Some(p.created_at))}</dd>
+                </dl>
+                <h3>"Default parameters"</h3>
+                <pre class="code">{params}</pre>
+            </section>
+            <section class="card">
+                <h2>{if p.latest_run_id.is_some() { "Latest run's stages" } else { "Stages" }}</h2>
+                <ol class="stages">
+                    {p.stages
+                        .iter()
+                        .map(|s| view! {
+                            <li>
+                                <span class="stage-name">{s.name.clone()}</span>
+                                <StatusBadge status=s.status />
+                                <span class="muted small">{duration(s.execution_time_seconds)}</span>
+                            </li>
+                        })
+                        .collect_view()}
+                </ol>
+            </section>
+        </div>
+        <section class="card">
+            <h2>"Recent runs"</h2>
+            <Show
+                when={
+                    let empty = detail.recent_runs.is_empty();
+                    move || !empty
+                }
+                fallback=|| view! { <p class="empty">"This pipeline has not run yet."</p> }
+            >
+                <table class="grid">
+                    <thead>
+                        <tr>
+                            <th scope="col">"Run"</th>
+                            <th scope="col">"Status"</th>
+                            <th scope="col">"Triggered by"</th>
+                            <th scope="col">"Created"</th>
+                            <th scope="col">"Records"</th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        {detail.recent_runs
+                            .iter()
+                            .map(|r| view! {
+                                <tr data-testid="run-row">
+                                    <td><a href=format!("/runs/{}", r.id)>{format!("#{}", r.id)}</a></td>
+                                    <td><StatusBadge status=r.status /></td>
+                                    <td class="small">{r.actor.clone()}" via "{r.source.clone()}</td>
+                                    <td class="small">{when(Some(r.created_at))}</td>
+                                    <td class="num">{r.records_processed}</td>
+                                </tr>
+                            })
+                            .collect_view()}
+                    </tbody>
+                </table>
+            </Show>
+        </section>
+    }
+}
+
+/// Triggers a run; shown to operators and admins only.
+#[component]
+fn RunButton(pipeline_id: i64) -> impl IntoView {
+    let me = use_me();
+    let action = ServerAction::<TriggerRun>::new();
+    let error = move || match action.value().get() {
+        Some(Err(e)) => Some(e.to_string()),
+        _ => None,
+    };
+    view! {
+        <Suspense>
+            {move || Suspend::new(async move {
+                let may_run = me.await.ok().flatten().is_some_and(|p| p.role >= Role::Operator);
+                may_run.then(|| view! {
+                    <ActionForm action attr:class="run-form">
+                        <input type="hidden" name="pipeline_id" value=pipeline_id.to_string() />
+                        <button type="submit" class="primary" disabled=move || action.pending().get()>
+                            "▶ Run"
+                        </button>
+                        {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
+                    </ActionForm>
+                })
+            })}
+        </Suspense>
+    }
+}

@@ -1,0 +1,341 @@
+//! Queries for runs, stage runs and run events.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+use super::{Run, RunStatus, Stage};
+
+/// A run's row, locked for an update.
+pub struct LockedRun {
+    /// Run id.
+    pub id: i64,
+    /// Current status.
+    pub status: RunStatus,
+}
+
+/// A stage run's row, locked for an update.
+pub struct LockedStage {
+    /// Stage run id.
+    pub id: i64,
+    /// Current status.
+    pub status: RunStatus,
+}
+
+/// Inserts a pending run with one pending stage run per stage name; returns the run id.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one column each; a struct would only rename them"
+)]
+pub async fn insert_run(
+    db: impl PgExecutor<'_>,
+    pipeline_id: i64,
+    parameters: &serde_json::Value,
+    actor: &str,
+    source: &str,
+    request_id: &str,
+    idempotency_key: Option<&str>,
+    stage_names: &[String],
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"WITH run AS (
+               INSERT INTO runs (pipeline_id, parameters, actor, source, request_id, idempotency_key)
+               VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
+           ), stages AS (
+               INSERT INTO stage_runs (run_id, position, name)
+               SELECT run.id, (s.ord - 1)::int, s.name
+               FROM run, unnest($7::text[]) WITH ORDINALITY AS s (name, ord)
+           )
+           SELECT id AS "id!" FROM run"#,
+        pipeline_id,
+        parameters,
+        actor,
+        source,
+        request_id,
+        idempotency_key,
+        stage_names,
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Runs of a pipeline that have not finished.
+pub async fn count_active_runs(db: impl PgExecutor<'_>, pipeline_id: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM runs
+           WHERE pipeline_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled', 'crashed')"#,
+        pipeline_id
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Appends an event to a run's history; false when `event_id` was already recorded.
+pub async fn insert_run_event(
+    db: impl PgExecutor<'_>,
+    run_id: i64,
+    event_id: Option<&str>,
+    kind: &str,
+    stage_name: Option<&str>,
+    status: Option<RunStatus>,
+    message: Option<&str>,
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query!(
+        "INSERT INTO run_events (run_id, event_id, kind, stage_name, status, message)
+         VALUES ($1, coalesce($2, gen_random_uuid()::text), $3, $4, $5, $6)
+         ON CONFLICT ON CONSTRAINT run_events_event_id_key DO NOTHING",
+        run_id,
+        event_id,
+        kind,
+        stage_name,
+        status.map(RunStatus::as_str),
+        message,
+    )
+    .execute(db)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Locks a run for an update.
+pub async fn lock_run(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Option<LockedRun>> {
+    let row = sqlx::query!("SELECT id, status FROM runs WHERE id = $1 FOR UPDATE", run_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|r| LockedRun {
+        id: r.id,
+        status: RunStatus::from_db(&r.status),
+    }))
+}
+
+/// The latest run of a pipeline, locked for an update.
+pub async fn lock_latest_run(db: impl PgExecutor<'_>, pipeline_id: i64) -> sqlx::Result<Option<LockedRun>> {
+    let row = sqlx::query!(
+        "SELECT id, status FROM runs WHERE pipeline_id = $1
+         ORDER BY created_at DESC, id DESC LIMIT 1 FOR UPDATE",
+        pipeline_id
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| LockedRun {
+        id: r.id,
+        status: RunStatus::from_db(&r.status),
+    }))
+}
+
+/// A stage of a run by name, locked for an update.
+pub async fn lock_stage(
+    db: impl PgExecutor<'_>,
+    run_id: i64,
+    name: &str,
+) -> sqlx::Result<Option<LockedStage>> {
+    let row = sqlx::query!(
+        "SELECT id, status FROM stage_runs WHERE run_id = $1 AND name = $2 FOR UPDATE",
+        run_id,
+        name
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| LockedStage {
+        id: r.id,
+        status: RunStatus::from_db(&r.status),
+    }))
+}
+
+/// Moves a stage to `status`, stamping start and end times and keeping the latest details.
+pub async fn update_stage(
+    db: impl PgExecutor<'_>,
+    stage_id: i64,
+    status: RunStatus,
+    message: Option<&str>,
+    records_processed: Option<i64>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE stage_runs SET
+             status = $2,
+             started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
+             ended_at = CASE WHEN $3 THEN now() ELSE ended_at END,
+             message = coalesce($4, message),
+             records_processed = coalesce($5, records_processed),
+             updated_at = now()
+         WHERE id = $1",
+        stage_id,
+        status.as_str(),
+        status.is_terminal(),
+        message,
+        records_processed,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records processed by a run, raised to at least `records` (stages report running totals).
+pub async fn raise_run_records(db: impl PgExecutor<'_>, run_id: i64, records: i64) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE runs SET records_processed = GREATEST(records_processed, $2), updated_at = now() WHERE id = $1",
+        run_id,
+        records
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Moves a run to `status`, stamping start and end times.
+pub async fn update_run_status(
+    db: impl PgExecutor<'_>,
+    run_id: i64,
+    status: RunStatus,
+    error_message: Option<&str>,
+    records_processed: Option<i64>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE runs SET
+             status = $2,
+             started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
+             ended_at = CASE WHEN $3 THEN now() ELSE ended_at END,
+             error_message = coalesce($4, error_message),
+             records_processed = coalesce($5, records_processed),
+             updated_at = now()
+         WHERE id = $1",
+        run_id,
+        status.as_str(),
+        status.is_terminal(),
+        error_message,
+        records_processed,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Whether every stage of the run has completed.
+pub async fn all_stages_completed(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"SELECT bool_and(status = 'completed') AS "done" FROM stage_runs WHERE run_id = $1"#,
+        run_id
+    )
+    .fetch_one(db)
+    .await
+    .map(|done| done.unwrap_or(false))
+}
+
+struct RunRow {
+    id: i64,
+    pipeline_id: i64,
+    pipeline_name: String,
+    status: String,
+    parameters: serde_json::Value,
+    actor: String,
+    source: String,
+    request_id: Option<String>,
+    idempotency_key: Option<String>,
+    retry_of_run_id: Option<i64>,
+    prefect_flow_run_id: Option<String>,
+    prefect_state: Option<String>,
+    records_processed: i64,
+    error_message: Option<String>,
+    created_at: DateTime<Utc>,
+    submitted_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<RunRow> for Run {
+    fn from(r: RunRow) -> Self {
+        Run {
+            id: r.id,
+            pipeline_id: r.pipeline_id,
+            pipeline_name: r.pipeline_name,
+            status: RunStatus::from_db(&r.status),
+            parameters: r.parameters,
+            actor: r.actor,
+            source: r.source,
+            request_id: r.request_id,
+            idempotency_key: r.idempotency_key,
+            retry_of_run_id: r.retry_of_run_id,
+            prefect_flow_run_id: r.prefect_flow_run_id,
+            prefect_state: r.prefect_state,
+            records_processed: r.records_processed,
+            error_message: r.error_message,
+            created_at: r.created_at,
+            submitted_at: r.submitted_at,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            updated_at: r.updated_at,
+            stages: Vec::new(),
+        }
+    }
+}
+
+/// A run without its stages.
+pub async fn run_by_id(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Option<Run>> {
+    let row = sqlx::query_as!(
+        RunRow,
+        "SELECT r.id, r.pipeline_id, p.name AS pipeline_name, r.status, r.parameters, r.actor,
+                r.source, r.request_id, r.idempotency_key, r.retry_of_run_id,
+                r.prefect_flow_run_id, r.prefect_state, r.records_processed, r.error_message,
+                r.created_at, r.submitted_at, r.started_at, r.ended_at, r.updated_at
+         FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE r.id = $1",
+        run_id
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(Run::from))
+}
+
+/// The latest runs of a pipeline, newest first, without their stages.
+pub async fn runs_for_pipeline(
+    db: impl PgExecutor<'_>,
+    pipeline_id: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<Run>> {
+    let rows = sqlx::query_as!(
+        RunRow,
+        "SELECT r.id, r.pipeline_id, p.name AS pipeline_name, r.status, r.parameters, r.actor,
+                r.source, r.request_id, r.idempotency_key, r.retry_of_run_id,
+                r.prefect_flow_run_id, r.prefect_state, r.records_processed, r.error_message,
+                r.created_at, r.submitted_at, r.started_at, r.ended_at, r.updated_at
+         FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE r.pipeline_id = $1
+         ORDER BY r.created_at DESC, r.id DESC LIMIT $2",
+        pipeline_id,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(Run::from).collect())
+}
+
+/// The stages of the given runs, ordered by run and position.
+pub async fn stages_for_runs(db: impl PgExecutor<'_>, run_ids: &[i64]) -> sqlx::Result<Vec<Stage>> {
+    let rows = sqlx::query!(
+        r#"SELECT s.id, r.pipeline_id, s.run_id, s.position, s.name, s.status, s.message,
+                  s.records_processed, s.started_at, s.ended_at,
+                  extract(epoch FROM s.ended_at - s.started_at)::float8 AS "seconds?"
+           FROM stage_runs s JOIN runs r ON r.id = s.run_id
+           WHERE s.run_id = ANY($1)
+           ORDER BY s.run_id, s.position"#,
+        run_ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Stage {
+            id: Some(r.id),
+            pipeline_id: r.pipeline_id,
+            run_id: Some(r.run_id),
+            position: r.position,
+            description: Some(format!("Pipeline stage: {}", r.name)),
+            name: r.name,
+            status: RunStatus::from_db(&r.status),
+            started_at: r.started_at,
+            completed_at: r.ended_at,
+            execution_time_seconds: r.seconds,
+            records_processed: r.records_processed,
+            error_message: r.message,
+        })
+        .collect())
+}

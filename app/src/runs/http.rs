@@ -1,0 +1,77 @@
+//! REST routes for runs: triggers (canonical and seed), run reads and status callbacks.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
+use crate::api::{ApiId, ApiJson, OptionalJson};
+use crate::auth::Principal;
+use crate::auth::middleware::RequestMeta;
+use crate::error::Result;
+use crate::state::AppState;
+
+async fn create_run(
+    State(db): State<PgPool>,
+    principal: Principal,
+    meta: RequestMeta,
+    ApiId(pipeline_id): ApiId,
+    OptionalJson(request): OptionalJson<TriggerRequest>,
+) -> Result<(StatusCode, Json<Run>)> {
+    let run = service::trigger(&db, &principal, &meta, pipeline_id, request, "api").await?;
+    Ok((StatusCode::ACCEPTED, Json(run)))
+}
+
+/// The seed's trigger answer, with the accepted run added.
+#[derive(Serialize)]
+struct SeedTriggerAck {
+    success: bool,
+    message: String,
+    run_id: i64,
+    run: Run,
+}
+
+async fn trigger_pipeline(
+    State(db): State<PgPool>,
+    principal: Principal,
+    meta: RequestMeta,
+    ApiId(pipeline_id): ApiId,
+    OptionalJson(request): OptionalJson<TriggerRequest>,
+) -> Result<(StatusCode, Json<SeedTriggerAck>)> {
+    let run = service::trigger(&db, &principal, &meta, pipeline_id, request, "seed-api").await?;
+    let ack = SeedTriggerAck {
+        success: true,
+        message: format!("Pipeline {pipeline_id} triggered"),
+        run_id: run.id,
+        run,
+    };
+    Ok((StatusCode::ACCEPTED, Json(ack)))
+}
+
+async fn get_run(State(db): State<PgPool>, principal: Principal, ApiId(id): ApiId) -> Result<Json<Run>> {
+    service::get(&db, &principal, id).await.map(Json)
+}
+
+async fn update_status(
+    State(db): State<PgPool>,
+    principal: Principal,
+    meta: RequestMeta,
+    ApiJson(update): ApiJson<StatusUpdate>,
+) -> Result<Json<StatusUpdateAck>> {
+    service::apply_status_update(&db, &principal, &meta, update)
+        .await
+        .map(Json)
+}
+
+/// Run routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/pipelines/{id}/runs", post(create_run))
+        .route("/api/trigger/{id}", post(trigger_pipeline))
+        .route("/api/runs/{id}", get(get_run))
+        .route("/api/status-update", post(update_status))
+        .route("/api/status-update/", post(update_status))
+}

@@ -1,0 +1,189 @@
+//! Runs: one execution of a pipeline, its stages, triggers and status callbacks.
+
+use chrono::{DateTime, Utc};
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+
+mod status;
+pub use status::RunStatus;
+
+pub mod page;
+
+#[cfg(feature = "ssr")]
+pub mod db;
+#[cfg(feature = "ssr")]
+pub mod http;
+#[cfg(feature = "ssr")]
+pub mod service;
+
+/// One stage of one run (or of a pipeline that has not run yet), in the seed's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// Stage run id; `None` for a pipeline that has never run.
+    pub id: Option<i64>,
+    /// The pipeline the stage belongs to.
+    pub pipeline_id: i64,
+    /// The run the stage belongs to, if any.
+    pub run_id: Option<i64>,
+    /// Position in the pipeline, from 0.
+    pub position: i32,
+    /// Stage name, e.g. `Data Ingestion`.
+    pub name: String,
+    /// Seed field: a short description.
+    pub description: Option<String>,
+    /// Current status.
+    pub status: RunStatus,
+    /// When the stage reported `running`.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the stage finished.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Seconds between start and finish.
+    pub execution_time_seconds: Option<f64>,
+    /// Records the stage processed, as reported.
+    pub records_processed: Option<i64>,
+    /// The error a failed stage reported.
+    pub error_message: Option<String>,
+}
+
+impl Stage {
+    /// A stage that has not run: how a fresh pipeline shows its definition.
+    pub fn planned(pipeline_id: i64, position: i32, name: &str) -> Self {
+        Stage {
+            id: None,
+            pipeline_id,
+            run_id: None,
+            position,
+            name: name.to_owned(),
+            description: Some(format!("Pipeline stage: {name}")),
+            status: RunStatus::Pending,
+            started_at: None,
+            completed_at: None,
+            execution_time_seconds: None,
+            records_processed: None,
+            error_message: None,
+        }
+    }
+}
+
+/// One execution of a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// Run id.
+    pub id: i64,
+    /// The pipeline run.
+    pub pipeline_id: i64,
+    /// The pipeline's name, for display.
+    pub pipeline_name: String,
+    /// Current status.
+    pub status: RunStatus,
+    /// Parameters actually used.
+    pub parameters: serde_json::Value,
+    /// Who triggered it (`api-key:ci`).
+    pub actor: String,
+    /// Through what (`api`, `ui`, `seed-api`).
+    pub source: String,
+    /// Request id of the trigger.
+    pub request_id: Option<String>,
+    /// `Idempotency-Key` of the trigger, if any.
+    pub idempotency_key: Option<String>,
+    /// The run this one retries, if any.
+    pub retry_of_run_id: Option<i64>,
+    /// Prefect's flow run id, once submitted.
+    pub prefect_flow_run_id: Option<String>,
+    /// Prefect's state name, as last seen.
+    pub prefect_state: Option<String>,
+    /// Records processed, as reported.
+    pub records_processed: i64,
+    /// Why the run failed, if it did.
+    pub error_message: Option<String>,
+    /// When the trigger was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When it was submitted to Prefect.
+    pub submitted_at: Option<DateTime<Utc>>,
+    /// When it started running.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Its stages, in order (empty in run listings).
+    pub stages: Vec<Stage>,
+}
+
+/// Body of a trigger: optional parameter overrides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRequest {
+    /// Overrides merged over the pipeline's default parameters.
+    #[serde(default)]
+    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A status callback, in the seed's shape (`POST /api/status-update/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusUpdate {
+    /// The pipeline whose current (latest) run is meant.
+    #[serde(default)]
+    pub pipeline_id: Option<i64>,
+    /// The run meant; takes precedence over `pipeline_id`.
+    #[serde(default)]
+    pub run_id: Option<i64>,
+    /// The stage reporting; without it the update is about the whole run.
+    #[serde(default)]
+    pub stage_name: Option<String>,
+    /// The new status.
+    pub status: String,
+    /// The error, for `failed`.
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// Records processed so far.
+    #[serde(default)]
+    pub records_processed: Option<i64>,
+    /// Sender's unique id for this report; a repeat with the same id changes nothing.
+    #[serde(default)]
+    pub event_id: Option<String>,
+}
+
+/// The answer to a status callback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusUpdateAck {
+    /// Always true: the seed's clients read it.
+    pub success: bool,
+    /// The run the update was applied to.
+    pub run_id: i64,
+    /// False when the report was stale (it would have moved a status backwards).
+    pub applied: bool,
+    /// True when the same `event_id` had already been received.
+    pub duplicate: bool,
+    /// The run's status after the update.
+    pub run_status: RunStatus,
+}
+
+/// Triggers a run of a pipeline from the UI; goes to the new run's page.
+#[server(prefix = "/sfn", endpoint = "trigger_run")]
+pub async fn trigger_run(pipeline_id: i64) -> Result<i64, AppError> {
+    let state = expect_context::<crate::state::AppState>();
+    let principal = crate::auth::current_principal()?;
+    let meta = crate::auth::middleware::RequestMeta::current();
+    let run = service::trigger(
+        &state.db,
+        &principal,
+        &meta,
+        pipeline_id,
+        TriggerRequest::default(),
+        "ui",
+    )
+    .await?;
+    leptos_axum::redirect(&format!("/runs/{}", run.id));
+    Ok(run.id)
+}
+
+/// A run with its stages.
+#[server(prefix = "/sfn", endpoint = "get_run")]
+pub async fn get_run(id: i64) -> Result<Run, AppError> {
+    let state = expect_context::<crate::state::AppState>();
+    service::get(&state.db, &crate::auth::current_principal()?, id).await
+}

@@ -1,0 +1,109 @@
+//! The run page: a run's status, timings, parameters and stages.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+use super::{Run, get_run};
+use crate::error::AppError;
+use crate::ui::{ErrorView, Frame, StatusBadge, duration, when};
+
+/// One run and its stages.
+#[component]
+pub fn RunPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").and_then(|id| id.parse::<i64>().ok());
+    let run = Resource::new(id, |id| async move {
+        match id {
+            Some(id) => get_run(id).await,
+            None => Err(AppError::not_found("Run")),
+        }
+    });
+    view! {
+        <Frame>
+            <Suspense fallback=|| view! { <p class="muted">"Loading run…"</p> }>
+                {move || Suspend::new(async move {
+                    match run.await {
+                        Ok(run) => view! { <RunView run /> }.into_any(),
+                        Err(error) => view! { <ErrorView error /> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </Frame>
+    }
+}
+
+#[component]
+fn RunView(run: Run) -> impl IntoView {
+    let parameters = serde_json::to_string_pretty(&run.parameters).unwrap_or_default();
+    view! {
+        <section class="page-head">
+            <div>
+                <p class="crumbs">
+                    <a href="/">"Pipelines"</a>" / "
+                    <a href=format!("/pipelines/{}", run.pipeline_id)>{run.pipeline_name.clone()}</a>
+                    " / run"
+                </p>
+                <h1>{format!("Run #{} ", run.id)}<StatusBadge status=run.status /></h1>
+                {run.error_message.clone().map(|e| view! { <p class="form-error">{e}</p> })}
+            </div>
+        </section>
+        <div class="columns">
+            <section class="card">
+                <h2>"Stages"</h2>
+                <table class="grid" data-testid="stage-table">
+                    <thead>
+                        <tr>
+                            <th scope="col">"#"</th>
+                            <th scope="col">"Stage"</th>
+                            <th scope="col">"Status"</th>
+                            <th scope="col">"Started"</th>
+                            <th scope="col">"Duration"</th>
+                            <th scope="col">"Records"</th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        {run.stages
+                            .iter()
+                            .map(|s| view! {
+                                <tr data-testid="stage-row">
+                                    <td class="num">{s.position + 1}</td>
+                                    <td>
+                                        {s.name.clone()}
+                                        {s.error_message.clone().map(|e| view! { <div class="form-error small">{e}</div> })}
+                                    </td>
+                                    <td><StatusBadge status=s.status /></td>
+                                    <td class="small">{when(s.started_at)}</td>
+                                    <td class="small">{duration(s.execution_time_seconds)}</td>
+                                    <td class="num">{s.records_processed.map_or_else(|| "—".to_owned(), |n| n.to_string())}</td>
+                                </tr>
+                            })
+                            .collect_view()}
+                    </tbody>
+                </table>
+            </section>
+            <section class="card">
+                <h2>"Details"</h2>
+                <dl class="facts">
+                    <dt>"Triggered by"</dt>
+                    <dd>{run.actor.clone()}" via "{run.source.clone()}</dd>
+                    <dt>"Request id"</dt>
+                    <dd><code>{run.request_id.clone().unwrap_or_default()}</code></dd>
+                    <dt>"Created"</dt>
+                    <dd>{when(Some(run.created_at))}</dd>
+                    <dt>"Submitted"</dt>
+                    <dd>{when(run.submitted_at)}</dd>
+                    <dt>"Started"</dt>
+                    <dd>{when(run.started_at)}</dd>
+                    <dt>"Ended"</dt>
+                    <dd>{when(run.ended_at)}</dd>
+                    <dt>"Prefect flow run"</dt>
+                    <dd>{run.prefect_flow_run_id.clone().unwrap_or_else(|| "not submitted yet".to_owned())}</dd>
+                    <dt>"Records"</dt>
+                    <dd>{run.records_processed}</dd>
+                </dl>
+                <h3>"Parameters"</h3>
+                <pre class="code">{parameters}</pre>
+            </section>
+        </div>
+    }
+}

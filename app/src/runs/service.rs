@@ -1,0 +1,262 @@
+//! Run operations shared by REST handlers and server functions: validate, authorize,
+//! change, audit, commit.
+
+use sqlx::PgPool;
+
+use super::{Run, RunStatus, StatusUpdate, StatusUpdateAck, TriggerRequest, db};
+use crate::audit;
+use crate::auth::middleware::RequestMeta;
+use crate::auth::{Principal, Role};
+use crate::error::{AppError, Result};
+use crate::pipelines;
+
+/// The most recent runs a pipeline page shows.
+pub const RECENT_RUNS: i64 = 20;
+/// Longest accepted stage name or error message in a callback.
+const MAX_MESSAGE_LEN: usize = 10_000;
+
+/// Accepts a trigger: records a `pending` run with its stages, its first event and the
+/// audit line in one transaction. Submitting it to Prefect happens after commit.
+pub async fn trigger(
+    pool: &PgPool,
+    principal: &Principal,
+    meta: &RequestMeta,
+    pipeline_id: i64,
+    request: TriggerRequest,
+    source: &str,
+) -> Result<Run> {
+    principal.require(Role::Operator)?;
+    let mut tx = pool.begin().await?;
+    let pipeline = pipelines::db::lock_pipeline(&mut *tx, pipeline_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Pipeline"))?;
+    if let Some(limit) = pipeline.max_concurrent_runs {
+        let active = db::count_active_runs(&mut *tx, pipeline_id).await?;
+        if active >= i64::from(limit) {
+            return Err(AppError::conflict(format!(
+                "pipeline already has {active} unfinished run(s), its limit is {limit}"
+            )));
+        }
+    }
+    let mut parameters = match pipeline.default_parameters {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    parameters.extend(request.parameters.unwrap_or_default());
+    let parameters = serde_json::Value::Object(parameters);
+    let run_id = db::insert_run(
+        &mut *tx,
+        pipeline_id,
+        &parameters,
+        &principal.actor,
+        source,
+        &meta.request_id,
+        None,
+        &pipeline.stage_names,
+    )
+    .await?;
+    db::insert_run_event(
+        &mut *tx,
+        run_id,
+        None,
+        "accepted",
+        None,
+        Some(RunStatus::Pending),
+        None,
+    )
+    .await?;
+    audit::record_success(&mut *tx, principal, "run.trigger", &format!("run:{run_id}"), meta).await?;
+    tx.commit().await?;
+    tracing::info!(run.id = run_id, pipeline.id = pipeline_id, "run accepted");
+    get_unchecked(pool, run_id).await
+}
+
+/// A run with its stages, for any signed-in caller.
+pub async fn get(pool: &PgPool, principal: &Principal, run_id: i64) -> Result<Run> {
+    principal.require(Role::Viewer)?;
+    get_unchecked(pool, run_id).await
+}
+
+async fn get_unchecked(pool: &PgPool, run_id: i64) -> Result<Run> {
+    let mut run = db::run_by_id(pool, run_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Run"))?;
+    run.stages = db::stages_for_runs(pool, &[run_id]).await?;
+    Ok(run)
+}
+
+/// The latest runs of a pipeline, newest first.
+pub async fn recent_for_pipeline(pool: &PgPool, principal: &Principal, pipeline_id: i64) -> Result<Vec<Run>> {
+    principal.require(Role::Viewer)?;
+    Ok(db::runs_for_pipeline(pool, pipeline_id, RECENT_RUNS).await?)
+}
+
+fn validate_update(update: &StatusUpdate) -> Result<RunStatus> {
+    let status = RunStatus::parse(&update.status, "status")?;
+    if update.pipeline_id.is_none() && update.run_id.is_none() {
+        return Err(AppError::invalid(
+            "pipeline_id",
+            "pipeline_id or run_id is required",
+        ));
+    }
+    if update.records_processed.is_some_and(|n| n < 0) {
+        return Err(AppError::invalid("records_processed", "must not be negative"));
+    }
+    if let Some(name) = &update.stage_name {
+        if name.trim().is_empty() || name.len() > 200 {
+            return Err(AppError::invalid("stage_name", "must be 1 to 200 characters"));
+        }
+    }
+    if update
+        .error_message
+        .as_ref()
+        .is_some_and(|m| m.len() > MAX_MESSAGE_LEN)
+    {
+        return Err(AppError::invalid(
+            "error_message",
+            "must be at most 10000 characters",
+        ));
+    }
+    if let Some(id) = &update.event_id {
+        if id.is_empty() || id.len() > 200 {
+            return Err(AppError::invalid("event_id", "must be 1 to 200 characters"));
+        }
+    }
+    Ok(status)
+}
+
+/// Applies a status callback to a run or one of its stages, forward only.
+///
+/// A stage's `running` starts the run, its `failed` fails the run, and the last stage's
+/// `completed` completes it, as the seed did. A report that would move a status backwards
+/// is recorded in the run's history but changes nothing (`applied: false`).
+pub async fn apply_status_update(
+    pool: &PgPool,
+    principal: &Principal,
+    meta: &RequestMeta,
+    update: StatusUpdate,
+) -> Result<StatusUpdateAck> {
+    principal.require(Role::Operator)?;
+    let status = validate_update(&update)?;
+    let mut tx = pool.begin().await?;
+    let run = match (update.run_id, update.pipeline_id) {
+        (Some(run_id), pipeline_id) => {
+            let run = db::lock_run(&mut *tx, run_id)
+                .await?
+                .ok_or_else(|| AppError::not_found("Run"))?;
+            if let Some(pipeline_id) = pipeline_id {
+                let owner = db::run_by_id(&mut *tx, run_id).await?.map(|r| r.pipeline_id);
+                if owner != Some(pipeline_id) {
+                    return Err(AppError::invalid(
+                        "pipeline_id",
+                        "does not match the run's pipeline",
+                    ));
+                }
+            }
+            run
+        }
+        (None, Some(pipeline_id)) => {
+            pipelines::db::lock_pipeline(&mut *tx, pipeline_id)
+                .await?
+                .ok_or_else(|| AppError::not_found("Pipeline"))?;
+            db::lock_latest_run(&mut *tx, pipeline_id)
+                .await?
+                .ok_or_else(|| AppError::conflict("pipeline has no run to update; trigger it first"))?
+        }
+        (None, None) => unreachable!("validate_update requires one of them"),
+    };
+    let fresh = db::insert_run_event(
+        &mut *tx,
+        run.id,
+        update.event_id.as_deref(),
+        if update.stage_name.is_some() {
+            "stage_status"
+        } else {
+            "run_status"
+        },
+        update.stage_name.as_deref(),
+        Some(status),
+        update.error_message.as_deref(),
+    )
+    .await?;
+    if !fresh {
+        tx.rollback().await?;
+        return Ok(StatusUpdateAck {
+            success: true,
+            run_id: run.id,
+            applied: false,
+            duplicate: true,
+            run_status: run.status,
+        });
+    }
+    let mut run_status = run.status;
+    let applied = match &update.stage_name {
+        Some(name) => {
+            let stage = db::lock_stage(&mut *tx, run.id, name)
+                .await?
+                .ok_or_else(|| AppError::not_found(&format!("Stage '{name}'")))?;
+            let applied = stage.status.may_become(status);
+            if applied {
+                db::update_stage(
+                    &mut *tx,
+                    stage.id,
+                    status,
+                    update.error_message.as_deref(),
+                    update.records_processed,
+                )
+                .await?;
+                if let Some(records) = update.records_processed {
+                    db::raise_run_records(&mut *tx, run.id, records).await?;
+                }
+                let follow = match status {
+                    RunStatus::Running => Some(RunStatus::Running),
+                    RunStatus::Failed => Some(RunStatus::Failed),
+                    RunStatus::Completed if db::all_stages_completed(&mut *tx, run.id).await? => {
+                        Some(RunStatus::Completed)
+                    }
+                    _ => None,
+                };
+                if let Some(next) = follow.filter(|next| run.status.may_become(*next)) {
+                    let error = update
+                        .error_message
+                        .as_deref()
+                        .filter(|_| next == RunStatus::Failed);
+                    db::update_run_status(&mut *tx, run.id, next, error, None).await?;
+                    run_status = next;
+                }
+            }
+            applied
+        }
+        None => {
+            let applied = run.status.may_become(status);
+            if applied {
+                db::update_run_status(
+                    &mut *tx,
+                    run.id,
+                    status,
+                    update.error_message.as_deref(),
+                    update.records_processed,
+                )
+                .await?;
+                run_status = status;
+            }
+            applied
+        }
+    };
+    audit::record_success(
+        &mut *tx,
+        principal,
+        "run.status_update",
+        &format!("run:{}", run.id),
+        meta,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusUpdateAck {
+        success: true,
+        run_id: run.id,
+        applied,
+        duplicate: false,
+        run_status,
+    })
+}

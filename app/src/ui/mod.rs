@@ -1,0 +1,104 @@
+//! Pieces every page uses: the frame with navigation, status badges, times, errors.
+
+use chrono::{DateTime, Utc};
+use leptos::prelude::*;
+
+use crate::auth::page::{SignOutButton, provide_me};
+use crate::error::AppError;
+use crate::runs::RunStatus;
+
+#[cfg(feature = "ssr")]
+#[path = "status_ssr.rs"]
+mod http_status;
+#[cfg(not(feature = "ssr"))]
+#[path = "status_browser.rs"]
+mod http_status;
+
+/// The page frame: header with navigation and the signed-in user, then the page.
+#[component]
+pub fn Frame(children: Children) -> impl IntoView {
+    let me = provide_me();
+    view! {
+        <header class="topbar">
+            <a class="brand" href="/">
+                <span class="brand-mark" aria-hidden="true">"◆"</span>
+                "Flowdeck"
+            </a>
+            <nav aria-label="Main">
+                <a href="/">"Pipelines"</a>
+            </nav>
+            <div class="who">
+                <Suspense>
+                    {move || Suspend::new(async move {
+                        me.await
+                            .ok()
+                            .flatten()
+                            .map(|p| {
+                                view! {
+                                    <span class="actor" title=p.actor.clone()>
+                                        {p.actor.clone()}
+                                    </span>
+                                    <span class="role">{p.role.as_str()}</span>
+                                    <SignOutButton />
+                                }
+                            })
+                    })}
+                </Suspense>
+            </div>
+        </header>
+        <main class="page">{children()}</main>
+    }
+}
+
+/// A coloured badge for a run or stage status.
+#[component]
+pub fn StatusBadge(status: RunStatus) -> impl IntoView {
+    view! { <span class=format!("badge badge-{}", status.as_str())>{status.as_str()}</span> }
+}
+
+/// A timestamp in UTC, or a dash.
+pub fn when(at: Option<DateTime<Utc>>) -> String {
+    at.map_or_else(
+        || "—".to_owned(),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
+}
+
+/// Seconds as `1m 05s` or `3.2s`.
+pub fn duration(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "—".to_owned(),
+        Some(s) if s < 60.0 => format!("{s:.1}s"),
+        Some(s) => format!("{}m {:02}s", (s / 60.0).floor(), (s % 60.0).floor()),
+    }
+}
+
+/// An error in place of a page's content; sets the HTTP status when rendered on the server.
+#[component]
+pub fn ErrorView(error: AppError) -> impl IntoView {
+    http_status::set(error.status_code());
+    let (title, hint) = match &error {
+        AppError::NotFound { .. } => ("Not found", "It may have been deleted, or the link is wrong."),
+        AppError::Forbidden { .. } => ("Not allowed", "Your role does not allow this."),
+        AppError::Unauthorized => ("Signed out", "Sign in again to continue."),
+        _ => ("Something went wrong", "Try again in a moment."),
+    };
+    view! {
+        <section class="error-panel" role="alert">
+            <h1>{title}</h1>
+            <p>{error.to_string()}</p>
+            <p class="muted">{hint}</p>
+            <a href="/">"Back to pipelines"</a>
+        </section>
+    }
+}
+
+/// The page for any path the app does not know.
+#[component]
+pub fn NotFoundPage() -> impl IntoView {
+    view! {
+        <Frame>
+            <ErrorView error=AppError::not_found("Page") />
+        </Frame>
+    }
+}

@@ -1,0 +1,64 @@
+import { expect, test, type Page } from "@playwright/test";
+
+const key = process.env.FLOWDECK_ADMIN_KEY ?? "";
+
+async function signIn(page: Page) {
+  await page.goto("/");
+  await expect(page).toHaveURL(/\/login\?next=/);
+  await page.getByLabel("API key").fill(key);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await expect(page).toHaveURL(/\/$/);
+}
+
+test.beforeAll(() => {
+  expect(key, "FLOWDECK_ADMIN_KEY must be set").toMatch(/^fdk_/);
+});
+
+test("signing in works without JavaScript and the dashboard is server-rendered", async ({ browser }) => {
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  await signIn(page);
+  await expect(page.getByRole("heading", { name: "Pipelines" })).toBeVisible();
+  await expect(page.getByTestId("pipeline-row")).toHaveCount(3);
+  await expect(page.getByRole("link", { name: "Alpha ingest" })).toBeVisible();
+  // Without the wasm nothing filters: typing changes no row.
+  await page.getByTestId("pipeline-filter").fill("alpha");
+  await expect(page.getByTestId("pipeline-row")).toHaveCount(3);
+  await context.close();
+});
+
+test("after hydration the list filters as you type, without a reload", async ({ page }) => {
+  await signIn(page);
+  await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
+  let reloaded = false;
+  page.on("framenavigated", (frame) => {
+    if (frame === page.mainFrame()) reloaded = true;
+  });
+  await expect(page.getByTestId("pipeline-count")).toHaveText("3 of 3");
+  await page.getByTestId("pipeline-filter").fill("alpha");
+  await expect(page.getByTestId("pipeline-row")).toHaveCount(1);
+  await expect(page.getByTestId("pipeline-count")).toHaveText("1 of 3");
+  await page.getByTestId("pipeline-filter").fill("");
+  await page.getByTestId("status-filter").selectOption("completed");
+  await expect(page.getByTestId("pipeline-row")).toHaveCount(1);
+  await expect(page.getByRole("link", { name: "Gamma export" })).toBeVisible();
+  expect(reloaded, "filtering must not reload the page").toBe(false);
+});
+
+test("an operator runs a pipeline and lands on the new run's page", async ({ page }) => {
+  await signIn(page);
+  await page.getByRole("link", { name: "Beta transform" }).click();
+  await expect(page).toHaveURL(/\/pipelines\/\d+$/);
+  await expect(page.getByRole("heading", { name: /Beta transform/ })).toBeVisible();
+  await page.getByRole("button", { name: "▶ Run" }).click();
+  await expect(page).toHaveURL(/\/runs\/\d+$/);
+  await expect(page.getByRole("heading", { name: /Run #\d+/ })).toContainText("pending");
+  await expect(page.getByTestId("stage-row")).toHaveCount(5);
+});
+
+test("unknown pages answer 404 with a helpful page", async ({ page }) => {
+  await signIn(page);
+  const response = await page.goto("/pipelines/987654");
+  expect(response?.status()).toBe(404);
+  await expect(page.getByRole("heading", { name: "Not found" })).toBeVisible();
+});

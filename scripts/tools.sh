@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what building and testing Flowdeck needs, skipping whatever is already there.
+# Usage: scripts/tools.sh [build|test]
+source "$(dirname "$0")/lib.sh"
+want="${1:-build}"
+
+CARGO_LEPTOS_VERSION=0.3.10   # 0.3.11 needs a newer rustc than this toolchain
+BINARYEN_VERSION=132.0.0      # wasm-opt from npm; Debian's wasm-opt 108 builds a wasm that never hydrates
+
+command -v cargo >/dev/null || die "cargo is missing: install Rust with rustup (https://rustup.rs)"
+command -v cc >/dev/null || apt_install gcc libc6-dev
+command -v pkg-config >/dev/null || apt_install pkg-config
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  say "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown || die "rustup could not add the wasm32 target"
+fi
+
+if [ "$(cargo leptos --version 2>/dev/null | awk '{print $2}')" != "$CARGO_LEPTOS_VERSION" ]; then
+  say "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 20 minutes on 2 cores, once per machine)"
+  cargo install --locked "cargo-leptos@$CARGO_LEPTOS_VERSION" || die "cargo install cargo-leptos failed"
+fi
+
+wbg="$(locked_version wasm-bindgen)"
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wbg" ]; then
+  say "installing wasm-bindgen-cli $wbg (must equal the wasm-bindgen in Cargo.lock)"
+  cargo install wasm-bindgen-cli --version "$wbg" || die "cargo install wasm-bindgen-cli $wbg failed"
+fi
+
+command -v npm >/dev/null || apt_install nodejs npm
+if ! "$TOOLS_DIR/node_modules/.bin/wasm-opt" --version >/dev/null 2>&1; then
+  say "installing wasm-opt (npm binaryen@$BINARYEN_VERSION) into $TOOLS_DIR"
+  mkdir -p "$TOOLS_DIR"
+  npm install --prefix "$TOOLS_DIR" --no-audit --no-fund --silent "binaryen@$BINARYEN_VERSION" \
+    || die "npm install binaryen failed"
+fi
+
+if [ "$want" = test ]; then
+  command -v chromium >/dev/null || { say "installing Debian's chromium"; apt_install chromium; }
+  if [ ! -d "$ROOT/end2end/node_modules/@playwright/test" ] \
+     || [ "$ROOT/end2end/package-lock.json" -nt "$ROOT/end2end/node_modules/.package-lock.json" ]; then
+    say "installing Playwright (no browser download: Debian's chromium is used)"
+    (cd "$ROOT/end2end" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent) \
+      || die "npm ci in end2end failed"
+  fi
+fi

@@ -1,0 +1,111 @@
+//! Configuration from environment variables, read once at start-up, and start-up helpers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use leptos::config::LeptosOptions;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tracing_subscriber::EnvFilter;
+
+/// Default database: a `flowdeck` database on the local PostgreSQL.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/flowdeck";
+/// Default listen address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
+
+/// Everything Flowdeck reads from its environment.
+pub struct Config {
+    /// `DATABASE_URL`.
+    pub database_url: String,
+    /// `FLOWDECK_ADDR`.
+    pub addr: SocketAddr,
+    /// `FLOWDECK_LOG_FORMAT=json` for JSON lines.
+    pub json_logs: bool,
+    /// `FLOWDECK_SECURE_COOKIES=true` when served over HTTPS.
+    pub secure_cookies: bool,
+    /// `LEPTOS_SITE_ROOT`: where the built site (`pkg/`, assets) lives.
+    pub site_root: String,
+}
+
+fn var(name: &str) -> anyhow::Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(value) if value.trim().is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!("{name} is not valid UTF-8"),
+    }
+}
+
+fn flag(name: &str) -> anyhow::Result<bool> {
+    match var(name)?.as_deref() {
+        None | Some("0" | "false" | "no") => Ok(false),
+        Some("1" | "true" | "yes") => Ok(true),
+        Some(other) => anyhow::bail!("{name} must be true or false, not {other:?}"),
+    }
+}
+
+impl Config {
+    /// Reads the environment; fails with the name of the variable that is wrong.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let addr = var("FLOWDECK_ADDR")?.unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        let addr = addr
+            .parse()
+            .with_context(|| format!("FLOWDECK_ADDR must be host:port, like {DEFAULT_ADDR}"))?;
+        let json_logs = match var("FLOWDECK_LOG_FORMAT")?.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => anyhow::bail!("FLOWDECK_LOG_FORMAT must be text or json, not {other:?}"),
+        };
+        Ok(Config {
+            database_url: var("DATABASE_URL")?.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            addr,
+            json_logs,
+            secure_cookies: flag("FLOWDECK_SECURE_COOKIES")?,
+            site_root: var("LEPTOS_SITE_ROOT")?.unwrap_or_else(|| "target/site".to_owned()),
+        })
+    }
+
+    /// Connects to PostgreSQL, failing fast with a message that names `DATABASE_URL`
+    /// (but never prints it: it may hold a password).
+    pub async fn connect(&self) -> anyhow::Result<PgPool> {
+        PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&self.database_url)
+            .await
+            .context("cannot connect to the database given by DATABASE_URL")
+    }
+
+    /// Leptos' options for this deployment.
+    pub fn leptos_options(&self) -> LeptosOptions {
+        LeptosOptions::builder()
+            .output_name("flowdeck")
+            .site_root(self.site_root.as_str())
+            .site_pkg_dir("pkg")
+            .site_addr(self.addr)
+            .build()
+    }
+}
+
+/// Applies the migrations under `migrations/` that the database lacks.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::migrate!("../migrations")
+        .run(pool)
+        .await
+        .context("database migration failed")
+}
+
+/// Logs to stderr: human-readable, or JSON lines with `FLOWDECK_LOG_FORMAT=json`; level from
+/// `RUST_LOG` (default `info`).
+pub fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.json_logs {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

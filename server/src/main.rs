@@ -1,0 +1,91 @@
+//! `flowdeck`: the Flowdeck server and its admin commands.
+
+mod cli;
+mod config;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use app::state::AppState;
+use clap::Parser;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::cli::{ApiKeyCommand, Cli, Command};
+use crate::config::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::from_env()?;
+    config::init_tracing(&config);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let pool = config.connect().await?;
+            config::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::ApiKey { action } => {
+            let pool = config.connect().await?;
+            config::migrate(&pool).await?;
+            match action {
+                ApiKeyCommand::Create {
+                    role,
+                    name,
+                    expires_in_days,
+                } => cli::create_api_key(&pool, role, &name, expires_in_days).await,
+                ApiKeyCommand::List => cli::list_api_keys(&pool).await,
+                ApiKeyCommand::Revoke { id } => cli::revoke_api_key(&pool, id).await,
+            }
+        }
+        Command::Check => cli::check(&config).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let pool = config.connect().await?;
+    config::migrate(&pool).await?;
+    let state = AppState {
+        leptos_options: config.leptos_options(),
+        db: pool,
+        secure_cookies: config.secure_cookies,
+    };
+    let app = app::routes::router(state)
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http());
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on FLOWDECK_ADDR={}", config.addr))?;
+    tracing::info!(addr = %config.addr, "flowdeck listening on http://{}", config.addr);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    tracing::info!("flowdeck stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

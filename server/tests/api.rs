@@ -1,0 +1,421 @@
+//! The REST API through the real router against real PostgreSQL: the seed's contract,
+//! canonical routes, validation, and "nothing written on rejection".
+
+mod common;
+
+use axum::http::StatusCode;
+use common::TestApp;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+#[sqlx::test(migrations = "../migrations")]
+async fn health_answers_without_credentials(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let answer = app.call("GET", "/api/health", None, None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json()["status"], "ok");
+    assert!(answer.header("x-request-id").is_some_and(|id| !id.is_empty()));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn seed_contract_round_trip(db: PgPool) {
+    let app = TestApp::new(db).await;
+
+    // The seed's create payload: name, description, status.
+    let created = app
+        .post(
+            "/api/pipelines/",
+            &app.admin,
+            json!({"name": "Daily sales", "description": "ETL", "status": "pending"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let p = created.json();
+    let id = p["id"].as_i64().unwrap();
+    for field in [
+        "id",
+        "name",
+        "description",
+        "status",
+        "created_at",
+        "updated_at",
+        "prefect_flow_run_id",
+        "records_processed",
+        "error_message",
+        "stages",
+    ] {
+        assert!(p.get(field).is_some(), "pipeline lacks seed field {field}: {p}");
+    }
+    assert_eq!(p["status"], "pending");
+    assert_eq!(p["records_processed"], 0);
+    assert_eq!(p["slug"], "daily-sales");
+    let stage_names: Vec<&str> = p["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stage_names,
+        [
+            "Data Generation",
+            "Data Ingestion",
+            "Spark Processing",
+            "DBT Transformation",
+            "Data Export"
+        ]
+    );
+
+    let list = app.get("/api/pipelines/?skip=0&limit=10", &app.viewer).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.json().as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.get(&format!("/api/pipelines/{id}"), &app.viewer).await.json()["name"],
+        "Daily sales"
+    );
+
+    // Trigger the seed way: no body.
+    let trigger = app
+        .call("POST", &format!("/api/trigger/{id}"), Some(&app.operator), None)
+        .await;
+    assert_eq!(trigger.status, StatusCode::ACCEPTED, "{}", trigger.text());
+    let ack = trigger.json();
+    assert_eq!(ack["success"], true);
+    assert_eq!(ack["run"]["status"], "pending");
+    let run_id = ack["run_id"].as_i64().unwrap();
+
+    // The flow reports each stage; the pipeline's current run follows.
+    let stages = [
+        "Data Generation",
+        "Data Ingestion",
+        "Spark Processing",
+        "DBT Transformation",
+        "Data Export",
+    ];
+    for (i, stage) in stages.iter().enumerate() {
+        for status in ["running", "completed"] {
+            let update = json!({"pipeline_id": id, "stage_name": stage, "status": status, "records_processed": 100 * (i + 1)});
+            let answer = app.post("/api/status-update/", &app.operator, update).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+            assert_eq!(answer.json()["success"], true);
+        }
+        if i == 0 {
+            assert_eq!(
+                app.get(&format!("/api/pipelines/{id}"), &app.viewer).await.json()["status"],
+                "running"
+            );
+        }
+    }
+    let done = app.get(&format!("/api/pipelines/{id}"), &app.viewer).await.json();
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["records_processed"], 500);
+    assert_eq!(done["latest_run_id"], run_id);
+
+    let stages_answer = app.get(&format!("/api/pipelines/{id}/stages"), &app.viewer).await;
+    let stages_json = stages_answer.json();
+    let listed = stages_json.as_array().unwrap();
+    assert_eq!(listed.len(), 5);
+    assert!(
+        listed
+            .iter()
+            .all(|s| s["status"] == "completed" && s["completed_at"].is_string())
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|s| s["execution_time_seconds"].as_f64().is_some_and(|d| d >= 0.0))
+    );
+
+    let run = app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json();
+    assert_eq!(run["status"], "completed");
+    assert!(run["started_at"].is_string() && run["ended_at"].is_string());
+    assert_eq!(run["stages"].as_array().unwrap().len(), 5);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn canonical_trigger_records_a_pending_run_with_merged_parameters(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app
+        .pipeline(
+            json!({"name": "p", "stages": ["a", "b"], "default_parameters": {"rows": 10, "fail": false}}),
+        )
+        .await;
+    let answer = app
+        .post(
+            &format!("/api/pipelines/{id}/runs"),
+            &app.operator,
+            json!({"parameters": {"rows": 99}}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
+    let run = answer.json();
+    assert_eq!(run["status"], "pending");
+    assert_eq!(run["parameters"], json!({"rows": 99, "fail": false}));
+    assert_eq!(run["actor"], "api-key:test-operator");
+    assert_eq!(run["source"], "api");
+    assert_eq!(run["stages"].as_array().unwrap().len(), 2);
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM run_events WHERE kind = 'accepted'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(events, 1);
+    let audits: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'run.trigger' AND outcome = 'success'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(audits, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn concurrency_limit_refuses_an_extra_run(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app
+        .pipeline(json!({"name": "one at a time", "max_concurrent_runs": 1}))
+        .await;
+    assert_eq!(
+        app.post(&format!("/api/pipelines/{id}/runs"), &app.operator, json!({}))
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    let before = app.footprint().await;
+    let second = app
+        .post(&format!("/api/pipelines/{id}/runs"), &app.operator, json!({}))
+        .await;
+    assert_eq!(second.status, StatusCode::CONFLICT);
+    assert_eq!(app.footprint().await, before);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn unknown_ids_are_404_in_the_error_shape(db: PgPool) {
+    let app = TestApp::new(db).await;
+    for (method, uri) in [
+        ("GET", "/api/pipelines/999"),
+        ("GET", "/api/pipelines/999/stages"),
+        ("GET", "/api/runs/999"),
+        ("POST", "/api/trigger/999"),
+        ("POST", "/api/pipelines/999/runs"),
+        ("GET", "/api/no-such-route"),
+    ] {
+        let answer = app.call(method, uri, Some(&app.admin), None).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{method} {uri}");
+        let body = answer.json();
+        assert_eq!(body["code"], "not_found", "{method} {uri}");
+        assert!(body["detail"].as_str().is_some_and(|d| d.contains("not found")));
+    }
+    let answer = app
+        .post(
+            "/api/status-update/",
+            &app.operator,
+            json!({"pipeline_id": 999, "status": "running"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    let answer = app.get("/api/pipelines/abc", &app.viewer).await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(answer.json()["field"], "id");
+}
+
+/// Each bad request, with the field its 422 must name.
+fn bad_pipelines() -> Vec<(Value, &'static str)> {
+    vec![
+        (json!({}), "name"),
+        (json!({"name": ""}), "name"),
+        (json!({"name": 5}), "name"),
+        (json!({"name": "x", "stages": ["a", "a"]}), "stages.1"),
+        (json!({"name": "x", "stages": ["a", 7]}), "stages[1]"),
+        (
+            json!({"name": "x", "default_parameters": [1, 2]}),
+            "default_parameters",
+        ),
+        (json!({"name": "x", "slug": "Not A Slug"}), "slug"),
+        (json!({"name": "x", "tags": ["fine", "not fine"]}), "tags.1"),
+        (
+            json!({"name": "x", "max_concurrent_runs": 0}),
+            "max_concurrent_runs",
+        ),
+        (json!({"name": "x", "deployment": "nope"}), "deployment"),
+        (json!({"name": "x", "colour": "red"}), "colour"),
+    ]
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn invalid_pipelines_are_422_naming_the_field_and_write_nothing(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let before = app.footprint().await;
+    for (body, field) in bad_pipelines() {
+        let answer = app.post("/api/pipelines/", &app.admin, body.clone()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            answer.text()
+        );
+        let error = answer.json();
+        assert_eq!(error["code"], "invalid", "{body}");
+        assert_eq!(error["field"], field, "{body}: {error}");
+    }
+    let malformed = app
+        .send(
+            axum::http::Request::post("/api/pipelines/")
+                .header("authorization", format!("Bearer {}", app.admin))
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from("{\"name\": "))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(malformed.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(malformed.json()["field"], "body");
+    let not_json = app
+        .send(
+            axum::http::Request::post("/api/pipelines/")
+                .header("authorization", format!("Bearer {}", app.admin))
+                .header("content-type", "text/plain")
+                .body(axum::body::Body::from("name=x"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(not_json.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        app.footprint().await,
+        before,
+        "a rejected request wrote something"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn duplicate_slug_is_a_conflict_but_a_duplicate_name_gets_a_new_slug(db: PgPool) {
+    let app = TestApp::new(db).await;
+    app.pipeline(json!({"name": "ETL", "slug": "etl"})).await;
+    let again = app
+        .post("/api/pipelines/", &app.admin, json!({"name": "ETL"}))
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.json()["slug"], "etl-2");
+    let before = app.footprint().await;
+    let clash = app
+        .post(
+            "/api/pipelines/",
+            &app.admin,
+            json!({"name": "Other", "slug": "etl"}),
+        )
+        .await;
+    assert_eq!(clash.status, StatusCode::CONFLICT);
+    assert_eq!(clash.json()["code"], "conflict");
+    assert_eq!(app.footprint().await, before);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn bad_status_updates_are_rejected_and_write_nothing(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app.pipeline(json!({"name": "p"})).await;
+    let no_run = app
+        .post(
+            "/api/status-update/",
+            &app.operator,
+            json!({"pipeline_id": id, "status": "running"}),
+        )
+        .await;
+    assert_eq!(no_run.status, StatusCode::CONFLICT);
+    app.call("POST", &format!("/api/trigger/{id}"), Some(&app.operator), None)
+        .await;
+    let before = app.footprint().await;
+    for (body, status, field) in [
+        (json!({"pipeline_id": id, "status": "done"}), 422, Some("status")),
+        (json!({"status": "running"}), 422, Some("pipeline_id")),
+        (
+            json!({"pipeline_id": id, "status": "running", "records_processed": -1}),
+            422,
+            Some("records_processed"),
+        ),
+        (
+            json!({"pipeline_id": "one", "status": "running"}),
+            422,
+            Some("pipeline_id"),
+        ),
+        (
+            json!({"pipeline_id": id, "stage_name": "Nope", "status": "running"}),
+            404,
+            None,
+        ),
+    ] {
+        let answer = app.post("/api/status-update/", &app.operator, body.clone()).await;
+        assert_eq!(answer.status.as_u16(), status, "{body}: {}", answer.text());
+        if let Some(field) = field {
+            assert_eq!(answer.json()["field"], field, "{body}");
+        }
+    }
+    assert_eq!(app.footprint().await, before);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn late_and_duplicate_callbacks_never_move_status_backwards(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app.pipeline(json!({"name": "p", "stages": ["only"]})).await;
+    let run_id = app
+        .post(&format!("/api/pipelines/{id}/runs"), &app.operator, json!({}))
+        .await
+        .json()["id"]
+        .as_i64()
+        .unwrap();
+    let update = |status: &str, event: &str| json!({"run_id": run_id, "stage_name": "only", "status": status, "event_id": event});
+
+    let first = app
+        .post("/api/status-update/", &app.operator, update("completed", "e1"))
+        .await
+        .json();
+    assert_eq!(first["applied"], true);
+    assert_eq!(first["run_status"], "completed");
+
+    let late = app
+        .post("/api/status-update/", &app.operator, update("running", "e0"))
+        .await
+        .json();
+    assert_eq!(late["applied"], false);
+    assert_eq!(late["run_status"], "completed");
+
+    let repeat = app
+        .post("/api/status-update/", &app.operator, update("completed", "e1"))
+        .await
+        .json();
+    assert_eq!(repeat["duplicate"], true);
+
+    let run = app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json();
+    assert_eq!(run["status"], "completed");
+    assert_eq!(run["stages"][0]["status"], "completed");
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM run_events WHERE run_id = $1 AND kind = 'stage_status'")
+            .bind(run_id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(events, 2, "the duplicate is not recorded twice");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_failed_stage_fails_the_run_with_its_error(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app.pipeline(json!({"name": "p", "stages": ["a", "b"]})).await;
+    app.call("POST", &format!("/api/trigger/{id}"), Some(&app.operator), None)
+        .await;
+    app.post(
+        "/api/status-update/",
+        &app.operator,
+        json!({"pipeline_id": id, "stage_name": "a", "status": "running"}),
+    )
+    .await;
+    let failed = app
+        .post(
+            "/api/status-update/",
+            &app.operator,
+            json!({"pipeline_id": id, "stage_name": "a", "status": "failed", "error_message": "disk full"}),
+        )
+        .await;
+    assert_eq!(failed.json()["run_status"], "failed");
+    let p = app.get(&format!("/api/pipelines/{id}"), &app.viewer).await.json();
+    assert_eq!(p["status"], "failed");
+    assert_eq!(p["error_message"], "disk full");
+    assert_eq!(p["stages"][0]["error_message"], "disk full");
+}

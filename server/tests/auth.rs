@@ -1,0 +1,277 @@
+//! Identity through the real router: 401 without a credential, 403 for a weaker role,
+//! keys stored only as hashes, browser sign-in with an HttpOnly cookie, pages behind it.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::TestApp;
+use serde_json::json;
+use sqlx::PgPool;
+
+/// Every API route with a body that would succeed for a strong enough role.
+fn routes(pipeline: i64) -> Vec<(&'static str, String, Option<serde_json::Value>)> {
+    vec![
+        ("GET", "/api/pipelines/".into(), None),
+        ("GET", "/api/pipelines".into(), None),
+        ("GET", format!("/api/pipelines/{pipeline}"), None),
+        ("GET", format!("/api/pipelines/{pipeline}/stages"), None),
+        ("POST", "/api/pipelines/".into(), Some(json!({"name": "new"}))),
+        ("POST", format!("/api/trigger/{pipeline}"), None),
+        ("POST", format!("/api/pipelines/{pipeline}/runs"), Some(json!({}))),
+        ("GET", "/api/runs/1".into(), None),
+        (
+            "POST",
+            "/api/status-update/".into(),
+            Some(json!({"pipeline_id": pipeline, "status": "running"})),
+        ),
+    ]
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_api_route_needs_a_credential(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app.pipeline(json!({"name": "p"})).await;
+    for (method, uri, body) in routes(id) {
+        for key in [
+            None,
+            Some("fdk_0000000000000000000000000000000000000000000000000000000000000000"),
+            Some("garbage"),
+        ] {
+            let answer = app.call(method, &uri, key, body.clone()).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {uri} with {key:?}"
+            );
+            assert_eq!(answer.json()["code"], "unauthorized");
+            assert_eq!(answer.header("www-authenticate"), Some("Bearer"));
+        }
+    }
+    let refused: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE outcome = 'denied'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert!(refused > 0, "refused bearer credentials are audited");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn roles_gate_every_operation(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app.pipeline(json!({"name": "p"})).await;
+    // (route index, least role that may call it)
+    let needed = [
+        "viewer", "viewer", "viewer", "viewer", "admin", "operator", "operator", "viewer", "operator",
+    ];
+    // The status update needs a run to apply to.
+    app.call("POST", &format!("/api/trigger/{id}"), Some(&app.admin), None)
+        .await;
+    for ((method, uri, body), least) in routes(id).into_iter().zip(needed) {
+        for (role, key) in [
+            ("viewer", &app.viewer),
+            ("operator", &app.operator),
+            ("admin", &app.admin),
+        ] {
+            let allowed = match least {
+                "viewer" => true,
+                "operator" => role != "viewer",
+                _ => role == "admin",
+            };
+            let answer = app.call(method, &uri, Some(key), body.clone()).await;
+            if allowed {
+                assert!(
+                    answer.status.is_success(),
+                    "{role} {method} {uri}: {} {}",
+                    answer.status,
+                    answer.text()
+                );
+            } else {
+                assert_eq!(answer.status, StatusCode::FORBIDDEN, "{role} {method} {uri}");
+                assert_eq!(answer.json()["code"], "forbidden");
+            }
+        }
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn revoked_and_expired_keys_stop_working(db: PgPool) {
+    let app = TestApp::new(db).await;
+    assert_eq!(
+        app.get("/api/pipelines/", &app.viewer).await.status,
+        StatusCode::OK
+    );
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE name = 'test-viewer'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get("/api/pipelines/", &app.viewer).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    sqlx::query("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE name = 'test-operator'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get("/api/pipelines/", &app.operator).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn keys_are_stored_only_as_hashes(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let dump: String = sqlx::query_scalar("SELECT string_agg(t::text, ' ') FROM api_keys t")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    for key in [&app.viewer, &app.operator, &app.admin] {
+        assert!(!dump.contains(key.as_str()), "a clear key is in the database");
+        assert!(!dump.contains(&key[4..]), "a clear key's body is in the database");
+    }
+}
+
+fn sign_in_request(key: &str, origin: Option<&str>) -> Request<Body> {
+    let mut builder = Request::post("/sfn/sign_in")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("host", "127.0.0.1:8000");
+    if let Some(origin) = origin {
+        builder = builder.header("origin", origin);
+    }
+    builder
+        .body(Body::from(format!("api_key={key}&next=%2Fpipelines%2F1")))
+        .unwrap()
+}
+
+async fn session_cookie(app: &TestApp, key: &str) -> String {
+    let answer = app.send(sign_in_request(key, None)).await;
+    assert!(
+        answer.status.is_redirection() || answer.status.is_success(),
+        "{} {}",
+        answer.status,
+        answer.text()
+    );
+    let cookie = answer.header("set-cookie").expect("a session cookie").to_owned();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+fn page(uri: &str, cookie: Option<&str>) -> Request<Body> {
+    let mut builder = Request::get(uri);
+    if let Some(cookie) = cookie {
+        builder = builder.header("cookie", cookie);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn pages_redirect_to_sign_in_and_render_after_it(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app.pipeline(json!({"name": "Quarterly revenue"})).await;
+
+    let anonymous = app.send(page("/", None)).await;
+    assert!(anonymous.status.is_redirection());
+    assert_eq!(anonymous.header("location"), Some("/login?next=/"));
+    let login = app.send(page("/login", None)).await;
+    assert_eq!(login.status, StatusCode::OK);
+    assert!(login.text().contains("Sign in"));
+
+    let refused = app.send(sign_in_request("fdk_wrong", None)).await;
+    assert!(
+        refused.header("set-cookie").is_none(),
+        "no cookie for a wrong key"
+    );
+
+    let cookie = session_cookie(&app, &app.viewer).await;
+    let dashboard = app.send(page("/", Some(&cookie))).await;
+    assert_eq!(dashboard.status, StatusCode::OK);
+    let html = dashboard.text();
+    assert!(
+        html.contains("Quarterly revenue"),
+        "the dashboard is server-rendered with its data"
+    );
+    assert!(
+        html.contains("/pkg/flowdeck.js") || html.contains("flowdeck"),
+        "hydration script is linked"
+    );
+
+    let detail = app.send(page(&format!("/pipelines/{id}"), Some(&cookie))).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(detail.text().contains("Data Ingestion"));
+    assert!(!detail.text().contains("▶ Run"), "viewers get no Run button");
+
+    let operator = session_cookie(&app, &app.operator).await;
+    assert!(
+        app.send(page(&format!("/pipelines/{id}"), Some(&operator)))
+            .await
+            .text()
+            .contains("▶ Run")
+    );
+
+    assert_eq!(
+        app.send(page("/pipelines/424242", Some(&cookie))).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.send(page("/no/such/page", Some(&cookie))).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // The cookie authenticates API reads too.
+    assert_eq!(
+        app.send(page("/api/pipelines/", Some(&cookie))).await.status,
+        StatusCode::OK
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn cookie_requests_from_another_site_cannot_change_anything(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app.pipeline(json!({"name": "p"})).await;
+    let cookie = session_cookie(&app, &app.operator).await;
+    let before = app.footprint().await;
+    let forged = Request::post(format!("/api/trigger/{id}"))
+        .header("cookie", &cookie)
+        .header("host", "127.0.0.1:8000")
+        .header("origin", "http://evil.test")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(forged).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.footprint().await, before);
+    let same_site = Request::post(format!("/api/trigger/{id}"))
+        .header("cookie", &cookie)
+        .header("host", "127.0.0.1:8000")
+        .header("origin", "http://127.0.0.1:8000")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(same_site).await.status, StatusCode::ACCEPTED);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn sign_out_revokes_the_session(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let cookie = session_cookie(&app, &app.viewer).await;
+    assert_eq!(
+        app.send(page("/api/pipelines/", Some(&cookie))).await.status,
+        StatusCode::OK
+    );
+    let out = Request::post("/sfn/sign_out")
+        .header("cookie", &cookie)
+        .header("host", "127.0.0.1:8000")
+        .header("origin", "http://127.0.0.1:8000")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::empty())
+        .unwrap();
+    let answer = app.send(out).await;
+    assert!(
+        answer
+            .header("set-cookie")
+            .is_some_and(|c| c.contains("Max-Age=0")),
+        "{:?}",
+        answer.headers
+    );
+    assert_eq!(
+        app.send(page("/api/pipelines/", Some(&cookie))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}

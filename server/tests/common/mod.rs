@@ -1,0 +1,152 @@
+//! Helpers for tests that drive the real router against a fresh PostgreSQL database.
+
+use app::auth::{Role, db as auth_db, keys};
+use app::state::AppState;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use leptos::config::LeptosOptions;
+use serde_json::Value;
+use sqlx::PgPool;
+use tower::ServiceExt;
+
+/// The router of `main`, around a test database, with one API key per role.
+pub struct TestApp {
+    pub router: Router,
+    pub db: PgPool,
+    pub viewer: String,
+    pub operator: String,
+    pub admin: String,
+}
+
+/// A response read to the end.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+async fn key(db: &PgPool, role: Role) -> String {
+    let key = keys::new_api_key();
+    auth_db::insert_api_key(
+        db,
+        &format!("test-{role}"),
+        role,
+        &key.shown_prefix,
+        &key.hash,
+        "test",
+    )
+    .await
+    .expect("insert api key");
+    key.clear
+}
+
+impl TestApp {
+    pub async fn new(db: PgPool) -> Self {
+        let state = AppState {
+            leptos_options: LeptosOptions::builder().output_name("flowdeck").build(),
+            db: db.clone(),
+            secure_cookies: false,
+        };
+        TestApp {
+            router: app::routes::router(state),
+            viewer: key(&db, Role::Viewer).await,
+            operator: key(&db, Role::Operator).await,
+            admin: key(&db, Role::Admin).await,
+            db,
+        }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Answer {
+        let response: Response<Body> = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("router answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A request with an optional bearer key and an optional JSON body.
+    pub async fn call(&self, method: &str, uri: &str, key: Option<&str>, body: Option<Value>) -> Answer {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(key) = key {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let request = match body {
+            Some(json) => builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(json.to_string())),
+            None => builder.body(Body::empty()),
+        };
+        self.send(request.expect("valid request")).await
+    }
+
+    pub async fn get(&self, uri: &str, key: &str) -> Answer {
+        self.call("GET", uri, Some(key), None).await
+    }
+
+    pub async fn post(&self, uri: &str, key: &str, body: Value) -> Answer {
+        self.call("POST", uri, Some(key), Some(body)).await
+    }
+
+    /// Creates a pipeline as admin and returns its id.
+    pub async fn pipeline(&self, body: Value) -> i64 {
+        let answer = self.post("/api/pipelines/", &self.admin, body).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text());
+        answer.json()["id"].as_i64().expect("id")
+    }
+
+    /// Rows in a table, to prove that a rejected request wrote nothing.
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&self.db)
+            .await
+            .expect("count")
+    }
+
+    /// Row counts of every table a request could write to.
+    pub async fn footprint(&self) -> Vec<i64> {
+        let mut counts = Vec::new();
+        for table in [
+            "pipelines",
+            "runs",
+            "stage_runs",
+            "run_events",
+            "audit_events",
+            "sessions",
+        ] {
+            counts.push(self.count(table).await);
+        }
+        counts
+    }
+}
