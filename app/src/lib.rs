@@ -2,6 +2,8 @@
 //! server (`ssr`) and for the browser (`hydrate`); server-only capabilities sit behind
 //! `ssr` on their `mod` lines.
 
+#![recursion_limit = "256"]
+
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::components::{Route, Router, Routes};

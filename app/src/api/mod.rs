@@ -26,23 +26,30 @@ fn path_of(path: &serde_path_to_error::Path) -> String {
     }
 }
 
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+        })
+}
+
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body::Bytes, AppError> {
+    axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|_| AppError::invalid("body", format!("must be at most {MAX_BODY_BYTES} bytes")))
+}
+
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| {
-                let mime = mime.trim();
-                mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
-            });
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|_| AppError::invalid("body", format!("must be at most {MAX_BODY_BYTES} bytes")))?;
-        if !is_json {
+        let json = is_json(&req);
+        let bytes = body_bytes(req, state).await?;
+        if !json {
             return Err(AppError::invalid("content-type", "must be application/json"));
         }
         Self::parse(&bytes)
@@ -50,7 +57,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 impl<T: DeserializeOwned> ApiJson<T> {
-    /// Parses `bytes`; an empty body parses as `{}` when `T` allows it (optional bodies).
+    /// Parses `bytes`, naming the offending field when that fails.
     fn parse(bytes: &[u8]) -> Result<Self, AppError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -83,19 +90,15 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        let has_body = req.headers().get(header::CONTENT_TYPE).is_some()
-            || req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|len| len != "0");
-        if has_body {
-            ApiJson::<T>::from_request(req, state)
-                .await
-                .map(|ApiJson(v)| OptionalJson(v))
-        } else {
-            Ok(OptionalJson(T::default()))
+        let json = is_json(&req);
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
         }
+        if !json {
+            return Err(AppError::invalid("content-type", "must be application/json"));
+        }
+        ApiJson::parse(&bytes).map(|ApiJson(v)| OptionalJson(v))
     }
 }
 
