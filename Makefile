@@ -16,6 +16,5 @@ prepare:  ## regenerate .sqlx/ after changing a query or migration
 fmt:
 	cargo fmt --all
 
-lint:
-	SQLX_OFFLINE=true cargo clippy -p server --all-targets -- -D warnings
-	SQLX_OFFLINE=true cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
+lint:     ## cargo fmt --check and clippy -D warnings (server and wasm); part of make test
+	@scripts/lint.sh

@@ -5,6 +5,7 @@ source "$(dirname "$0")/lib.sh"
 "$ROOT/scripts/tools.sh" test
 "$ROOT/scripts/db.sh"
 cd "$ROOT"
+"$ROOT/scripts/lint.sh"
 
 say "unit and integration tests"
 # sqlx::test creates (and drops) one database per test through this admin connection.

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 pub struct AppState {
     /// Leptos' rendering options (site root, output name).
     pub leptos_options: LeptosOptions,
-    /// The PostgreSQL pool.
+    /// The `PostgreSQL` pool.
     pub db: PgPool,
     /// Whether cookies get `Secure` and the `__Host-` prefix (served over HTTPS).
     pub secure_cookies: bool,

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tracing_subscriber::EnvFilter;
 
-/// Default database: a `flowdeck` database on the local PostgreSQL.
+/// Default database: a `flowdeck` database on the local `PostgreSQL`.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/flowdeck";
 /// Default listen address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
@@ -66,7 +66,7 @@ impl Config {
         })
     }
 
-    /// Connects to PostgreSQL, failing fast with a message that names `DATABASE_URL`
+    /// Connects to `PostgreSQL`, failing fast with a message that names `DATABASE_URL`
     /// (but never prints it: it may hold a password).
     pub async fn connect(&self) -> anyhow::Result<PgPool> {
         PgPoolOptions::new()

@@ -1,4 +1,4 @@
-//! The REST API through the real router against real PostgreSQL: the seed's contract,
+//! The REST API through the real router against real `PostgreSQL`: the seed's contract,
 //! canonical routes, validation, and "nothing written on rejection".
 
 mod common;

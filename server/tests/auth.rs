@@ -1,5 +1,5 @@
 //! Identity through the real router: 401 without a credential, 403 for a weaker role,
-//! keys stored only as hashes, browser sign-in with an HttpOnly cookie, pages behind it.
+//! keys stored only as hashes, browser sign-in with an `HttpOnly` cookie, pages behind it.
 
 mod common;
 

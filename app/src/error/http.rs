@@ -8,7 +8,7 @@ use super::AppError;
 
 /// The one JSON error body of the API: `{"detail", "code", "field"?}`.
 ///
-/// `detail` keeps the seed's (FastAPI's) field name, so existing clients still read it.
+/// `detail` keeps the seed's (`FastAPI`'s) field name, so existing clients still read it.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody<'a> {
     /// Human-readable explanation.

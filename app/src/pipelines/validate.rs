@@ -86,25 +86,25 @@ impl NewPipeline {
                 "must be at most 4000 characters",
             ));
         }
-        if let Some(slug) = &self.slug {
-            if !is_slug(slug) {
-                return Err(AppError::invalid(
-                    "slug",
-                    "must be 1 to 63 lower-case letters, digits or inner dashes",
-                ));
-            }
+        if let Some(slug) = &self.slug
+            && !is_slug(slug)
+        {
+            return Err(AppError::invalid(
+                "slug",
+                "must be 1 to 63 lower-case letters, digits or inner dashes",
+            ));
         }
         let deployment = self
             .deployment
             .map(|d| d.trim().to_owned())
             .filter(|d| !d.is_empty());
-        if let Some(d) = &deployment {
-            if d.len() > 200 || !is_deployment_ref(d) {
-                return Err(AppError::invalid(
-                    "deployment",
-                    "must be a deployment id or flow-name/deployment-name",
-                ));
-            }
+        if let Some(d) = &deployment
+            && (d.len() > 200 || !is_deployment_ref(d))
+        {
+            return Err(AppError::invalid(
+                "deployment",
+                "must be a deployment id or flow-name/deployment-name",
+            ));
         }
         let stage_names = match self.stages {
             None => DEFAULT_STAGES.iter().map(|s| (*s).to_owned()).collect(),

@@ -102,10 +102,10 @@ fn validate_update(update: &StatusUpdate) -> Result<RunStatus> {
     if update.records_processed.is_some_and(|n| n < 0) {
         return Err(AppError::invalid("records_processed", "must not be negative"));
     }
-    if let Some(name) = &update.stage_name {
-        if name.trim().is_empty() || name.len() > 200 {
-            return Err(AppError::invalid("stage_name", "must be 1 to 200 characters"));
-        }
+    if let Some(name) = &update.stage_name
+        && (name.trim().is_empty() || name.len() > 200)
+    {
+        return Err(AppError::invalid("stage_name", "must be 1 to 200 characters"));
     }
     if update
         .error_message
@@ -117,10 +117,10 @@ fn validate_update(update: &StatusUpdate) -> Result<RunStatus> {
             "must be at most 10000 characters",
         ));
     }
-    if let Some(id) = &update.event_id {
-        if id.is_empty() || id.len() > 200 {
-            return Err(AppError::invalid("event_id", "must be 1 to 200 characters"));
-        }
+    if let Some(id) = &update.event_id
+        && (id.is_empty() || id.len() > 200)
+    {
+        return Err(AppError::invalid("event_id", "must be 1 to 200 characters"));
     }
     Ok(status)
 }

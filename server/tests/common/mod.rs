@@ -1,4 +1,4 @@
-//! Helpers for tests that drive the real router against a fresh PostgreSQL database.
+//! Helpers for tests that drive the real router against a fresh `PostgreSQL` database.
 
 use app::auth::{Role, db as auth_db, keys};
 use app::state::AppState;
