@@ -47,9 +47,8 @@ fn RunView(run: Run) -> impl IntoView {
                 {run.error_message.clone().map(|e| view! { <p class="form-error">{e}</p> })}
             </div>
         </section>
-        <div class="columns">
-            <section class="card">
-                <h2>"Stages"</h2>
+        <section class="card">
+            <h2>"Stages"</h2>
                 <table class="grid" data-testid="stage-table">
                     <thead>
                         <tr>
@@ -80,7 +79,8 @@ fn RunView(run: Run) -> impl IntoView {
                             .collect_view()}
                     </tbody>
                 </table>
-            </section>
+        </section>
+        <div class="columns">
             <section class="card">
                 <h2>"Details"</h2>
                 <dl class="facts">
@@ -101,7 +101,9 @@ fn RunView(run: Run) -> impl IntoView {
                     <dt>"Records"</dt>
                     <dd>{run.records_processed}</dd>
                 </dl>
-                <h3>"Parameters"</h3>
+            </section>
+            <section class="card">
+                <h2>"Parameters"</h2>
                 <pre class="code">{parameters}</pre>
             </section>
         </div>
