@@ -14,7 +14,13 @@ Environment:
   FLOWDECK_LOG_FORMAT      text or json [default: text]
   FLOWDECK_SECURE_COOKIES  true when served over HTTPS [default: false]
   LEPTOS_SITE_ROOT         built site directory [default: target/site]
-  RUST_LOG                 log filter [default: info]";
+  RUST_LOG                 log filter [default: info]
+  PREFECT_API_URL          Prefect API, e.g. http://127.0.0.1:4200/api (unset: runs wait as pending)
+  PREFECT_API_KEY          Prefect Cloud API key (sent as Bearer)
+  PREFECT_API_AUTH_STRING  self-hosted Prefect user:pass (sent as Basic)
+  FLOWDECK_DEFAULT_DEPLOYMENT  deployment (flow/deployment or id) of pipelines naming none
+  FLOWDECK_PUBLIC_URL      URL flows use to reach Flowdeck [default: http://FLOWDECK_ADDR]
+  FLOWDECK_SYNC_INTERVAL_MS  how often run states are read from Prefect [default: 2000]";
 
 /// Flowdeck: control plane and live dashboard for Prefect pipelines.
 #[derive(Parser)]

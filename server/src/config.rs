@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use app::prefect::{PrefectAuth, PrefectClient};
+use app::runs::dispatch::DispatchConfig;
 use leptos::config::LeptosOptions;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -26,6 +28,16 @@ pub struct Config {
     pub secure_cookies: bool,
     /// `LEPTOS_SITE_ROOT`: where the built site (`pkg/`, assets) lives.
     pub site_root: String,
+    /// `PREFECT_API_URL`; without it runs are accepted and wait as `pending`.
+    pub prefect_api_url: Option<String>,
+    /// `PREFECT_API_KEY` (Cloud, Bearer) or `PREFECT_API_AUTH_STRING` (self-hosted, Basic).
+    prefect_auth: PrefectAuth,
+    /// `FLOWDECK_DEFAULT_DEPLOYMENT`: the deployment of pipelines that name none.
+    pub default_deployment: Option<String>,
+    /// `FLOWDECK_PUBLIC_URL`: how flows reach Flowdeck [default: `http://FLOWDECK_ADDR`].
+    pub public_url: String,
+    /// `FLOWDECK_SYNC_INTERVAL_MS`: how often run states are read from Prefect.
+    pub sync_interval: Duration,
 }
 
 fn var(name: &str) -> anyhow::Result<Option<String>> {
@@ -57,7 +69,26 @@ impl Config {
             Some("json") => true,
             Some(other) => anyhow::bail!("FLOWDECK_LOG_FORMAT must be text or json, not {other:?}"),
         };
+        let prefect_auth = match (var("PREFECT_API_KEY")?, var("PREFECT_API_AUTH_STRING")?) {
+            (Some(_), Some(_)) => anyhow::bail!("set PREFECT_API_KEY or PREFECT_API_AUTH_STRING, not both"),
+            (Some(key), None) => PrefectAuth::Bearer(key),
+            (None, Some(user_pass)) => PrefectAuth::Basic(user_pass),
+            (None, None) => PrefectAuth::None,
+        };
+        let sync_ms: u64 = var("FLOWDECK_SYNC_INTERVAL_MS")?
+            .map(|v| {
+                v.parse()
+                    .context("FLOWDECK_SYNC_INTERVAL_MS must be a number of milliseconds")
+            })
+            .transpose()?
+            .unwrap_or(2000);
+        let public_url = var("FLOWDECK_PUBLIC_URL")?.unwrap_or_else(|| format!("http://{addr}"));
         Ok(Config {
+            prefect_api_url: var("PREFECT_API_URL")?,
+            prefect_auth,
+            default_deployment: var("FLOWDECK_DEFAULT_DEPLOYMENT")?,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            sync_interval: Duration::from_millis(sync_ms.max(100)),
             database_url: var("DATABASE_URL")?.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             addr,
             json_logs,
@@ -75,6 +106,26 @@ impl Config {
             .connect(&self.database_url)
             .await
             .context("cannot connect to the database given by DATABASE_URL")
+    }
+
+    /// The Prefect client, when `PREFECT_API_URL` is set.
+    pub fn prefect(&self) -> anyhow::Result<Option<PrefectClient>> {
+        self.prefect_api_url
+            .as_deref()
+            .map(|url| {
+                PrefectClient::new(url, self.prefect_auth.clone(), Duration::from_secs(15))
+                    .context("PREFECT_API_URL, PREFECT_API_KEY or PREFECT_API_AUTH_STRING is unusable")
+            })
+            .transpose()
+    }
+
+    /// What the dispatcher needs.
+    pub fn dispatch(&self) -> DispatchConfig {
+        DispatchConfig {
+            default_deployment: self.default_deployment.clone(),
+            callback_url: format!("{}/api/status-update/", self.public_url),
+            lease: Duration::from_secs(120),
+        }
     }
 
     /// Leptos' options for this deployment.

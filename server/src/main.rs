@@ -53,6 +53,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         db: pool,
         secure_cookies: config.secure_cookies,
     };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    match config.prefect()? {
+        Some(prefect) => {
+            let prefect = std::sync::Arc::new(prefect);
+            tracing::info!(prefect.url = prefect.base_url(), "following Prefect");
+            workers.push(tokio::spawn(app::runs::dispatch::run(
+                state.db.clone(),
+                prefect.clone(),
+                config.dispatch(),
+                stopped.clone(),
+            )));
+            workers.push(tokio::spawn(app::runs::sync::run(
+                state.db.clone(),
+                prefect,
+                config.sync_interval,
+                stopped.clone(),
+            )));
+        }
+        None => tracing::warn!("PREFECT_API_URL is not set: runs are accepted and wait as pending"),
+    }
     let app = app::routes::router(state)
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -67,6 +88,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;
+    stop.send(true).ok();
+    for worker in workers {
+        worker.await.ok();
+    }
     tracing::info!("flowdeck stopped");
     Ok(())
 }

@@ -43,6 +43,14 @@ pub fn new_api_key() -> NewSecret {
     secret(format!("{API_KEY_PREFIX}{}", random_hex()))
 }
 
+/// Every per-run callback credential starts with this.
+pub const CALLBACK_TOKEN_PREFIX: &str = "fdc_";
+
+/// A fresh callback credential for one run: `fdc_` followed by 64 hex digits.
+pub fn new_callback_token() -> NewSecret {
+    secret(format!("{CALLBACK_TOKEN_PREFIX}{}", random_hex()))
+}
+
 /// A fresh session token for a browser cookie.
 pub fn new_session_token() -> NewSecret {
     secret(random_hex())
@@ -55,8 +63,17 @@ pub fn hash_secret(clear: &str) -> Vec<u8> {
 
 /// Whether `candidate` has the shape of an API key, checked before any database work.
 pub fn looks_like_api_key(candidate: &str) -> bool {
+    has_shape(candidate, API_KEY_PREFIX)
+}
+
+/// Whether `candidate` has the shape of a run's callback credential.
+pub fn looks_like_callback_token(candidate: &str) -> bool {
+    has_shape(candidate, CALLBACK_TOKEN_PREFIX)
+}
+
+fn has_shape(candidate: &str, prefix: &str) -> bool {
     candidate
-        .strip_prefix(API_KEY_PREFIX)
+        .strip_prefix(prefix)
         .is_some_and(|rest| rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 

@@ -19,6 +19,8 @@ const COOKIE_NAME: &str = "flowdeck_session";
 const SECURE_COOKIE_NAME: &str = "__Host-flowdeck_session";
 /// A session ends this long after sign-in, however active.
 const SESSION_HOURS: i32 = 12;
+/// A run's callback credential keeps working this long after the run ended (late reports).
+const CALLBACK_GRACE_MINUTES: i32 = 10;
 /// A session ends after this long without a request.
 const SESSION_IDLE_MINUTES: i32 = 120;
 
@@ -134,6 +136,20 @@ fn is_cross_site(headers: &HeaderMap) -> bool {
 
 async fn authenticate(db: &PgPool, headers: &HeaderMap, meta: &RequestMeta) -> Result<Option<Principal>> {
     if let Some(token) = bearer(headers) {
+        if keys::looks_like_callback_token(token) {
+            let hash = keys::hash_secret(token);
+            let run = crate::runs::db::run_for_callback_token(db, &hash, CALLBACK_GRACE_MINUTES).await?;
+            return run
+                .map(|run_id| {
+                    Some(Principal {
+                        actor: format!("run:{run_id}"),
+                        role: super::Role::Operator,
+                        via: AuthMethod::RunCallback,
+                        run_scope: Some(run_id),
+                    })
+                })
+                .ok_or(AppError::Unauthorized);
+        }
         if !keys::looks_like_api_key(token) {
             return Err(AppError::Unauthorized);
         }
@@ -144,6 +160,7 @@ async fn authenticate(db: &PgPool, headers: &HeaderMap, meta: &RequestMeta) -> R
                     actor: c.actor,
                     role: c.role,
                     via: AuthMethod::ApiKey,
+                    run_scope: None,
                 })
             })
             .ok_or(AppError::Unauthorized);
@@ -156,6 +173,7 @@ async fn authenticate(db: &PgPool, headers: &HeaderMap, meta: &RequestMeta) -> R
         actor: c.actor,
         role: c.role,
         via: AuthMethod::Session,
+        run_scope: None,
     }))
 }
 

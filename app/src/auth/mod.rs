@@ -69,6 +69,9 @@ pub struct Principal {
     pub role: Role,
     /// How the caller proved who it is.
     pub via: AuthMethod,
+    /// A run's callback credential may only report on that run.
+    #[serde(default)]
+    pub run_scope: Option<i64>,
 }
 
 /// The kind of credential a [`Principal`] presented.
@@ -81,17 +84,36 @@ pub enum AuthMethod {
     Session,
     /// A command run on the server itself (the CLI).
     Local,
+    /// A flow's per-run callback credential.
+    RunCallback,
 }
 
 impl Principal {
     /// Fails with [`AppError::Forbidden`] unless the principal has at least `needed`.
+    ///
+    /// A run's callback credential passes no role check: it may only report on its run
+    /// (see [`Principal::may_report_on`]).
     pub fn require(&self, needed: Role) -> Result<()> {
-        if self.role >= needed {
+        if self.role >= needed && self.run_scope.is_none() {
             Ok(())
         } else {
             Err(AppError::Forbidden {
                 needed: needed.as_str().to_owned(),
             })
+        }
+    }
+}
+
+impl Principal {
+    /// Whether the caller may report stage and run status of `run_id`: operators for any
+    /// run, a callback credential for its own run only.
+    pub fn may_report_on(&self, run_id: i64) -> Result<()> {
+        match self.run_scope {
+            Some(scope) if scope == run_id => Ok(()),
+            Some(_) => Err(AppError::Forbidden {
+                needed: "a credential for this run".into(),
+            }),
+            None => self.require(Role::Operator),
         }
     }
 }
@@ -165,6 +187,7 @@ mod tests {
             actor: "t".into(),
             role: Role::Viewer,
             via: AuthMethod::ApiKey,
+            run_scope: None,
         };
         assert_eq!(viewer.require(Role::Viewer), Ok(()));
         assert_eq!(
@@ -173,6 +196,19 @@ mod tests {
                 needed: "operator".into()
             })
         );
+    }
+
+    #[test]
+    fn a_callback_credential_reports_on_its_run_and_does_nothing_else() {
+        let flow = Principal {
+            actor: "run:7".into(),
+            role: Role::Operator,
+            via: AuthMethod::RunCallback,
+            run_scope: Some(7),
+        };
+        assert_eq!(flow.may_report_on(7), Ok(()));
+        assert!(flow.may_report_on(8).is_err());
+        assert!(flow.require(Role::Viewer).is_err());
     }
 
     #[test]

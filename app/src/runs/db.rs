@@ -339,3 +339,219 @@ pub async fn stages_for_runs(db: impl PgExecutor<'_>, run_ids: &[i64]) -> sqlx::
         })
         .collect())
 }
+
+/// A claimed outbox row with what submitting its run needs.
+pub struct OutboxRun {
+    /// The run.
+    pub run_id: i64,
+    /// Attempts so far, this one included.
+    pub attempts: i32,
+    /// The run's callback credential, in clear until submitted.
+    pub callback_token: String,
+    /// Parameters of the run.
+    pub parameters: serde_json::Value,
+    /// Request id of the trigger.
+    pub request_id: Option<String>,
+    /// The pipeline's slug.
+    pub pipeline_slug: String,
+    /// The pipeline's deployment, if it names one.
+    pub deployment: Option<String>,
+}
+
+/// Queues a run for submission, waking the dispatchers once the transaction commits.
+pub async fn insert_outbox(
+    db: &mut sqlx::PgConnection,
+    run_id: i64,
+    callback_token: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO run_outbox (run_id, callback_token) VALUES ($1, $2)",
+        run_id,
+        callback_token
+    )
+    .execute(&mut *db)
+    .await?;
+    sqlx::query!("SELECT pg_notify('flowdeck_outbox', $1)", run_id.to_string())
+        .execute(&mut *db)
+        .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` due rows for `lease_seconds`, skipping rows other dispatchers hold.
+pub async fn claim_outbox(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+    lease_seconds: i32,
+) -> sqlx::Result<Vec<OutboxRun>> {
+    sqlx::query_as!(
+        OutboxRun,
+        r#"WITH claimed AS (
+               UPDATE run_outbox SET attempts = attempts + 1,
+                                     locked_until = now() + make_interval(secs => $2)
+               WHERE run_id IN (
+                   SELECT run_id FROM run_outbox
+                   WHERE next_attempt_at <= now() AND (locked_until IS NULL OR locked_until < now())
+                   ORDER BY next_attempt_at, run_id
+                   LIMIT $1
+                   FOR UPDATE SKIP LOCKED
+               )
+               RETURNING run_id, attempts, callback_token
+           )
+           SELECT c.run_id AS "run_id!", c.attempts AS "attempts!", c.callback_token AS "callback_token!",
+                  r.parameters, r.request_id, p.slug AS pipeline_slug, p.deployment
+           FROM claimed c JOIN runs r ON r.id = c.run_id JOIN pipelines p ON p.id = r.pipeline_id
+           ORDER BY c.run_id"#,
+        limit,
+        f64::from(lease_seconds),
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Records the flow run Prefect created and drops the outbox row (with the clear token).
+pub async fn mark_submitted(pool: &sqlx::PgPool, run_id: i64, flow_run_id: &str) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "UPDATE runs SET prefect_flow_run_id = $2, submitted_at = coalesce(submitted_at, now()),
+                         status = CASE WHEN status = 'pending' THEN 'scheduled' ELSE status END,
+                         updated_at = now()
+         WHERE id = $1",
+        run_id,
+        flow_run_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!("DELETE FROM run_outbox WHERE run_id = $1", run_id)
+        .execute(&mut *tx)
+        .await?;
+    let event = format!("submitted-{run_id}");
+    insert_run_event(
+        &mut *tx,
+        run_id,
+        Some(&event),
+        "submitted",
+        None,
+        Some(RunStatus::Scheduled),
+        Some(flow_run_id),
+    )
+    .await?;
+    tx.commit().await
+}
+
+/// Fails a run Prefect refused for good, with the reason, and drops its outbox row.
+pub async fn fail_submission(pool: &sqlx::PgPool, run_id: i64, reason: &str) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "UPDATE runs SET status = 'failed', error_message = $2, ended_at = now(), updated_at = now()
+         WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled', 'crashed')",
+        run_id,
+        reason
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!("DELETE FROM run_outbox WHERE run_id = $1", run_id)
+        .execute(&mut *tx)
+        .await?;
+    let event = format!("submit-failed-{run_id}");
+    insert_run_event(
+        &mut *tx,
+        run_id,
+        Some(&event),
+        "submit_failed",
+        None,
+        Some(RunStatus::Failed),
+        Some(reason),
+    )
+    .await?;
+    tx.commit().await
+}
+
+/// Releases a claimed row to be tried again in `delay_seconds`.
+pub async fn retry_later(
+    db: impl PgExecutor<'_>,
+    run_id: i64,
+    delay_seconds: i32,
+    error: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE run_outbox SET locked_until = NULL, last_error = $3,
+                               next_attempt_at = now() + make_interval(secs => $2)
+         WHERE run_id = $1",
+        run_id,
+        f64::from(delay_seconds),
+        error
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The run a live callback credential belongs to: the run must be unfinished or have
+/// ended less than `grace_minutes` ago.
+pub async fn run_for_callback_token(
+    db: impl PgExecutor<'_>,
+    token_hash: &[u8],
+    grace_minutes: i32,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar!(
+        "SELECT id FROM runs WHERE callback_token_hash = $1
+           AND (ended_at IS NULL OR ended_at > now() - make_interval(mins => $2))",
+        token_hash,
+        grace_minutes
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Stores the hash of a run's callback credential.
+pub async fn set_callback_token_hash(
+    db: impl PgExecutor<'_>,
+    run_id: i64,
+    token_hash: &[u8],
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE runs SET callback_token_hash = $2 WHERE id = $1",
+        run_id,
+        token_hash
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A run Prefect knows and that has not finished.
+pub struct FollowedRun {
+    /// Run id.
+    pub id: i64,
+    /// Prefect's flow run id.
+    pub flow_run_id: String,
+}
+
+/// Unfinished runs that Prefect knows, oldest first.
+pub async fn unfinished_submitted_runs(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<FollowedRun>> {
+    sqlx::query_as!(
+        FollowedRun,
+        r#"SELECT id, prefect_flow_run_id AS "flow_run_id!" FROM runs
+           WHERE prefect_flow_run_id IS NOT NULL
+             AND status NOT IN ('completed', 'failed', 'cancelled', 'crashed')
+           ORDER BY id LIMIT $1"#,
+        limit
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Records Prefect's state name on a run.
+pub async fn set_prefect_state(db: impl PgExecutor<'_>, run_id: i64, state_name: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE runs SET prefect_state = $2 WHERE id = $1 AND prefect_state IS DISTINCT FROM $2",
+        run_id,
+        state_name
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}

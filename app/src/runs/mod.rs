@@ -14,9 +14,13 @@ pub mod page;
 #[cfg(feature = "ssr")]
 pub mod db;
 #[cfg(feature = "ssr")]
+pub mod dispatch;
+#[cfg(feature = "ssr")]
 pub mod http;
 #[cfg(feature = "ssr")]
 pub mod service;
+#[cfg(feature = "ssr")]
+pub mod sync;
 
 /// One stage of one run (or of a pipeline that has not run yet), in the seed's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use super::{Run, RunStatus, StatusUpdate, StatusUpdateAck, TriggerRequest, db};
 use crate::audit;
 use crate::auth::middleware::RequestMeta;
-use crate::auth::{Principal, Role};
+use crate::auth::{Principal, Role, keys};
 use crate::error::{AppError, Result};
 use crate::pipelines;
 
@@ -55,6 +55,9 @@ pub async fn trigger(
         &pipeline.stage_names,
     )
     .await?;
+    let callback = keys::new_callback_token();
+    db::set_callback_token_hash(&mut *tx, run_id, &callback.hash).await?;
+    db::insert_outbox(&mut tx, run_id, &callback.clear).await?;
     db::insert_run_event(
         &mut *tx,
         run_id,
@@ -136,7 +139,9 @@ pub async fn apply_status_update(
     meta: &RequestMeta,
     update: StatusUpdate,
 ) -> Result<StatusUpdateAck> {
-    principal.require(Role::Operator)?;
+    if principal.run_scope.is_none() {
+        principal.require(Role::Operator)?;
+    }
     let status = validate_update(&update)?;
     let mut tx = pool.begin().await?;
     let run = match (update.run_id, update.pipeline_id) {
@@ -165,6 +170,7 @@ pub async fn apply_status_update(
         }
         (None, None) => unreachable!("validate_update requires one of them"),
     };
+    principal.may_report_on(run.id)?;
     let fresh = db::insert_run_event(
         &mut *tx,
         run.id,
@@ -259,4 +265,42 @@ pub async fn apply_status_update(
         duplicate: false,
         run_status,
     })
+}
+
+/// Moves a run to the state Prefect reports, forward only; each Prefect state (by id) is
+/// recorded once in the run's history.
+pub async fn apply_prefect_state(
+    pool: &PgPool,
+    run_id: i64,
+    status: RunStatus,
+    state_name: &str,
+    state_id: &str,
+    message: Option<&str>,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let run = db::lock_run(&mut *tx, run_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Run"))?;
+    let event_id = format!("prefect-state-{state_id}");
+    let fresh = db::insert_run_event(
+        &mut *tx,
+        run_id,
+        Some(&event_id),
+        "prefect_state",
+        None,
+        Some(status),
+        Some(state_name),
+    )
+    .await?;
+    if !fresh {
+        return Ok(());
+    }
+    db::set_prefect_state(&mut *tx, run_id, state_name).await?;
+    if run.status.may_become(status) {
+        let error = message.filter(|_| matches!(status, RunStatus::Failed | RunStatus::Crashed));
+        db::update_run_status(&mut *tx, run_id, status, error, None).await?;
+        tracing::info!(run.id = run_id, run.status = %status, prefect.state = state_name, "run state from Prefect");
+    }
+    tx.commit().await?;
+    Ok(())
 }

@@ -1,0 +1,345 @@
+//! The Prefect REST client: one typed method per endpoint, with retries on the failures
+//! that pass (429 with `Retry-After`, 502, 503, 504, timeouts, refused connections) and
+//! typed, permanent errors for the rest. Works with a self-hosted server (optional Basic
+//! auth) and Prefect Cloud (Bearer key).
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The API version Flowdeck speaks, sent on every request.
+const API_VERSION: &str = "0.8.4";
+
+/// What went wrong talking to Prefect.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefectError {
+    /// Prefect refused the request for good (400, 401, 403, 404, 409, 422); its message is kept.
+    #[error("Prefect rejected the request ({status}): {message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// Prefect's `detail`, or the body.
+        message: String,
+    },
+    /// Prefect did not answer usefully after the retries (5xx, 429, timeouts, no connection).
+    #[error("Prefect is unavailable: {0}")]
+    Unavailable(String),
+    /// Prefect answered 2xx with a body Flowdeck cannot read.
+    #[error("unexpected answer from Prefect: {0}")]
+    Garbage(String),
+}
+
+impl PrefectError {
+    /// Whether trying again later cannot help. An unreadable 2xx answer is worth a retry:
+    /// every write Flowdeck makes is idempotent, so repeating it cannot duplicate anything.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, PrefectError::Rejected { .. })
+    }
+}
+
+/// One attempt's failure, before retries are decided.
+#[derive(Debug)]
+struct Attempt {
+    error: PrefectError,
+    retry_after: Option<Duration>,
+}
+
+/// How Flowdeck authenticates to Prefect.
+#[derive(Clone)]
+pub enum PrefectAuth {
+    /// No credential (a local server).
+    None,
+    /// Self-hosted server with `PREFECT_SERVER_API_AUTH_STRING` (`user:pass`).
+    Basic(String),
+    /// Prefect Cloud API key.
+    Bearer(String),
+}
+
+/// A Prefect flow run, as far as Flowdeck reads it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct FlowRun {
+    /// Flow run id.
+    pub id: String,
+    /// `SCHEDULED`, `RUNNING`, `COMPLETED`, ...
+    pub state_type: Option<String>,
+    /// `Scheduled`, `Late`, `Running`, ...
+    pub state_name: Option<String>,
+    /// The current state, with its id and message.
+    pub state: Option<FlowRunState>,
+}
+
+/// A flow run's state.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct FlowRunState {
+    /// State id: unique per transition.
+    pub id: Option<String>,
+    /// State type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// State name.
+    pub name: Option<String>,
+    /// Why the run is in this state.
+    pub message: Option<String>,
+}
+
+/// Prefect's answer to a state change request.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SetStateResult {
+    /// `ACCEPT`, `REJECT`, `ABORT` or `WAIT`.
+    pub status: String,
+    /// The state the run is in afterwards.
+    pub state: Option<FlowRunState>,
+}
+
+/// What to create a flow run with.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewFlowRun {
+    /// Parameters for the flow.
+    pub parameters: Value,
+    /// Makes the request safe to repeat: Prefect returns the first flow run for a key.
+    pub idempotency_key: String,
+    /// Tags on the flow run.
+    pub tags: Vec<String>,
+    /// Labels on the flow run.
+    pub labels: serde_json::Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct Deployment {
+    id: String,
+}
+
+/// A client for one Prefect API (`PREFECT_API_URL`).
+#[derive(Clone)]
+pub struct PrefectClient {
+    http: reqwest::Client,
+    base_url: String,
+    retries: usize,
+}
+
+impl PrefectClient {
+    /// A client for `base_url` (e.g. `http://127.0.0.1:4200/api`), each call bounded by `timeout`.
+    pub fn new(base_url: &str, auth: PrefectAuth, timeout: Duration) -> Result<Self, PrefectError> {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-prefect-api-version", HeaderValue::from_static(API_VERSION));
+        let credential = match auth {
+            PrefectAuth::None => None,
+            PrefectAuth::Basic(user_pass) => {
+                use base64::Engine;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(user_pass);
+                Some(format!("Basic {encoded}"))
+            }
+            PrefectAuth::Bearer(key) => Some(format!("Bearer {key}")),
+        };
+        if let Some(credential) = credential {
+            let mut value = HeaderValue::from_str(&credential)
+                .map_err(|_| PrefectError::Garbage("the Prefect credential is not a valid header".into()))?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| PrefectError::Garbage(format!("cannot build the HTTP client: {e}")))?;
+        Ok(PrefectClient {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            retries: 5,
+        })
+    }
+
+    /// The same client with at most `retries` retries per call (tests use few).
+    pub fn with_retries(mut self, retries: usize) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The Prefect API base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, Attempt> {
+        let url = format!("{}{}", self.base_url, path);
+        let mut request = self.http.request(method, &url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| Attempt {
+            error: PrefectError::Unavailable(if e.is_timeout() {
+                "timed out".into()
+            } else {
+                "no connection".into()
+            }),
+            retry_after: None,
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|secs| Duration::from_secs(secs.min(60)));
+        let bytes = response.bytes().await.map_err(|_| Attempt {
+            error: PrefectError::Unavailable("the answer was cut off".into()),
+            retry_after: None,
+        })?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| Attempt {
+                error: PrefectError::Garbage(format!("{path}: {e}")),
+                retry_after: None,
+            });
+        }
+        let transient = matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::BAD_GATEWAY
+                | StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::GATEWAY_TIMEOUT
+                | StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let error = if transient {
+            PrefectError::Unavailable(format!("HTTP {}", status.as_u16()))
+        } else {
+            let message = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| {
+                    v.get("detail")
+                        .map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_owned))
+                })
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(500).collect());
+            PrefectError::Rejected {
+                status: status.as_u16(),
+                message,
+            }
+        };
+        Err(Attempt { error, retry_after })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, PrefectError> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(self.retries)
+            .with_jitter();
+        (|| self.attempt::<T>(method.clone(), path, body.as_ref()))
+            .retry(backoff)
+            .when(|a: &Attempt| !a.error.is_permanent())
+            .adjust(|a: &Attempt, delay| a.retry_after.or(delay))
+            .notify(|a: &Attempt, delay| {
+                tracing::warn!(prefect.path = path, error = %a.error, retry.in_ms = delay.as_millis() as u64, "Prefect call failed; retrying");
+            })
+            .await
+            .map_err(|a| a.error)
+    }
+
+    /// The id of a deployment given as an id or as `flow-name/deployment-name`.
+    pub async fn deployment_id(&self, reference: &str) -> Result<String, PrefectError> {
+        if is_uuid(reference) {
+            return Ok(reference.to_owned());
+        }
+        let (flow, deployment) = reference.split_once('/').ok_or_else(|| PrefectError::Rejected {
+            status: 422,
+            message: format!("deployment {reference:?} is neither an id nor flow-name/deployment-name"),
+        })?;
+        let path = format!("/deployments/name/{}/{}", encode(flow), encode(deployment));
+        let found: Deployment = self.call(Method::GET, &path, None).await?;
+        Ok(found.id)
+    }
+
+    /// Creates a flow run of a deployment (`POST /deployments/{id}/create_flow_run`).
+    pub async fn create_flow_run(
+        &self,
+        deployment_id: &str,
+        run: &NewFlowRun,
+    ) -> Result<FlowRun, PrefectError> {
+        let body = serde_json::to_value(run).map_err(|e| PrefectError::Garbage(e.to_string()))?;
+        self.call(
+            Method::POST,
+            &format!("/deployments/{}/create_flow_run", encode(deployment_id)),
+            Some(body),
+        )
+        .await
+    }
+
+    /// The flow runs with these ids (`POST /flow_runs/filter`).
+    pub async fn flow_runs(&self, ids: &[String]) -> Result<Vec<FlowRun>, PrefectError> {
+        let body = json!({ "flow_runs": { "id": { "any_": ids } }, "limit": ids.len().max(1) });
+        self.call(Method::POST, "/flow_runs/filter", Some(body)).await
+    }
+
+    /// Asks Prefect to cancel a flow run (`set_state` `CANCELLING`).
+    pub async fn cancel_flow_run(&self, id: &str) -> Result<SetStateResult, PrefectError> {
+        let body = json!({ "state": { "type": "CANCELLING", "name": "Cancelling", "message": "Cancelled from Flowdeck" } });
+        self.call(
+            Method::POST,
+            &format!("/flow_runs/{}/set_state", encode(id)),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Whether the API answers its health check.
+    pub async fn healthy(&self) -> bool {
+        self.attempt::<Value>(Method::GET, "/health", None).await.is_ok()
+    }
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| {
+            if [8, 13, 18, 23].contains(&i) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+fn encode(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unavailability_is_worth_retrying() {
+        assert!(!PrefectError::Unavailable("HTTP 503".into()).is_permanent());
+        assert!(
+            PrefectError::Rejected {
+                status: 404,
+                message: "x".into()
+            }
+            .is_permanent()
+        );
+        assert!(!PrefectError::Garbage("x".into()).is_permanent());
+    }
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(encode("my flow/x"), "my%20flow%2Fx");
+        assert!(is_uuid("0b7c6a0e-5d0f-4c59-9d7e-1a2b3c4d5e6f"));
+        assert!(!is_uuid("etl/demo"));
+    }
+}

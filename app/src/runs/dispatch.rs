@@ -1,0 +1,192 @@
+//! The dispatcher: takes accepted runs from the outbox and submits each to Prefect exactly
+//! once, however often Flowdeck or Prefect fail in between.
+//!
+//! Exactly once rests on two things: the outbox row is committed with the run (nothing is
+//! submitted that was not accepted, nothing accepted is forgotten), and every attempt for a
+//! run uses the same Prefect idempotency key, so a repeated `create_flow_run` returns the
+//! first flow run. Replicas claim rows with `FOR UPDATE SKIP LOCKED` and a lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+
+use super::db;
+use crate::prefect::{NewFlowRun, PrefectClient, PrefectError};
+
+/// The channel a committed trigger notifies, waking every replica's dispatcher.
+pub const OUTBOX_CHANNEL: &str = "flowdeck_outbox";
+
+/// What the dispatcher needs to know about this deployment of Flowdeck.
+#[derive(Clone)]
+pub struct DispatchConfig {
+    /// Deployment used by pipelines without their own (`flow/deployment` or id).
+    pub default_deployment: Option<String>,
+    /// Where flows send their status callbacks (`.../api/status-update/`).
+    pub callback_url: String,
+    /// How long a claimed row stays with one dispatcher before another may retry it.
+    pub lease: Duration,
+}
+
+/// The Prefect idempotency key of a run: the same on every attempt, on every replica.
+pub fn idempotency_key(run_id: i64) -> String {
+    format!("flowdeck-run-{run_id}")
+}
+
+/// Delay before attempt `attempts + 1`: 1 s doubling to 5 minutes.
+pub fn backoff_seconds(attempts: i32) -> i32 {
+    let exponent = attempts.clamp(1, 10) - 1;
+    (1_i32 << exponent).min(300)
+}
+
+fn flow_parameters(run: &db::OutboxRun, token: &str, callback_url: &str) -> Value {
+    let mut parameters = match &run.parameters {
+        Value::Object(map) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    parameters.insert("flowdeck_run_id".into(), json!(run.run_id));
+    parameters.insert("flowdeck_callback_url".into(), json!(callback_url));
+    parameters.insert("flowdeck_token".into(), json!(token));
+    parameters.insert("flowdeck_request_id".into(), json!(run.request_id));
+    Value::Object(parameters)
+}
+
+async fn submit(
+    prefect: &PrefectClient,
+    config: &DispatchConfig,
+    run: &db::OutboxRun,
+) -> Result<String, PrefectError> {
+    let reference = run
+        .deployment
+        .as_deref()
+        .or(config.default_deployment.as_deref())
+        .ok_or_else(|| PrefectError::Rejected {
+            status: 422,
+            message: "the pipeline has no deployment and no default deployment is configured".into(),
+        })?;
+    let deployment_id = prefect.deployment_id(reference).await?;
+    let mut labels = serde_json::Map::new();
+    labels.insert("flowdeck.run_id".into(), json!(run.run_id.to_string()));
+    labels.insert("flowdeck.pipeline".into(), json!(run.pipeline_slug));
+    if let Some(request_id) = &run.request_id {
+        labels.insert("flowdeck.request_id".into(), json!(request_id));
+    }
+    let new_run = NewFlowRun {
+        parameters: flow_parameters(run, &run.callback_token, &config.callback_url),
+        idempotency_key: idempotency_key(run.run_id),
+        tags: [
+            Some("flowdeck".to_owned()),
+            Some(format!("flowdeck-pipeline:{}", run.pipeline_slug)),
+            run.request_id.as_ref().map(|id| format!("flowdeck-request:{id}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        labels,
+    };
+    let flow_run = prefect.create_flow_run(&deployment_id, &new_run).await?;
+    Ok(flow_run.id)
+}
+
+/// Claims due outbox rows and submits them, one at a time (a SQLite-backed Prefect answers
+/// 503 to concurrent writes). Returns how many rows were handled.
+pub async fn dispatch_due(
+    pool: &PgPool,
+    prefect: &PrefectClient,
+    config: &DispatchConfig,
+) -> sqlx::Result<usize> {
+    let lease = i32::try_from(config.lease.as_secs()).unwrap_or(120);
+    let claimed = db::claim_outbox(pool, 10, lease).await?;
+    let count = claimed.len();
+    for run in claimed {
+        match submit(prefect, config, &run).await {
+            Ok(flow_run_id) => {
+                db::mark_submitted(pool, run.run_id, &flow_run_id).await?;
+                tracing::info!(run.id = run.run_id, prefect.flow_run_id = %flow_run_id, "run submitted to Prefect");
+            }
+            Err(error) if error.is_permanent() => {
+                let reason = error.to_string();
+                db::fail_submission(pool, run.run_id, &reason).await?;
+                tracing::warn!(run.id = run.run_id, error = %reason, "Prefect refused the run; marked failed");
+            }
+            Err(error) => {
+                let delay = backoff_seconds(run.attempts);
+                db::retry_later(pool, run.run_id, delay, &error.to_string()).await?;
+                tracing::warn!(run.id = run.run_id, retry.in_s = delay, error = %error, "Prefect unavailable; run stays pending");
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Runs the dispatcher until `shutdown` turns true: woken by NOTIFY after each trigger,
+/// and every second for retries that came due.
+pub async fn run(
+    pool: PgPool,
+    prefect: Arc<PrefectClient>,
+    config: DispatchConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut listener = match PgListener::connect_with(&pool).await {
+        Ok(mut listener) => match listener.listen(OUTBOX_CHANNEL).await {
+            Ok(()) => Some(listener),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN; the dispatcher polls instead");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot LISTEN; the dispatcher polls instead");
+            None
+        }
+    };
+    loop {
+        loop {
+            match dispatch_due(&pool, &prefect, &config).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "dispatcher database error");
+                    break;
+                }
+            }
+        }
+        let wake = async {
+            match listener.as_mut() {
+                Some(l) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), l.recv()).await;
+                }
+                None => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        };
+        tokio::select! {
+            () = wake => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        assert_eq!(backoff_seconds(1), 1);
+        assert_eq!(backoff_seconds(2), 2);
+        assert_eq!(backoff_seconds(5), 16);
+        assert_eq!(backoff_seconds(40), 300);
+    }
+
+    #[test]
+    fn the_idempotency_key_depends_only_on_the_run() {
+        assert_eq!(idempotency_key(42), idempotency_key(42));
+        assert_ne!(idempotency_key(42), idempotency_key(43));
+    }
+}
