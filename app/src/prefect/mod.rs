@@ -1,6 +1,7 @@
-//! The Prefect REST client: one typed method per endpoint, with retries on the failures
-//! that pass (429 with `Retry-After`, 502, 503, 504, timeouts, refused connections) and
-//! typed, permanent errors for the rest. Works with a self-hosted server (optional Basic
+//! The Prefect REST client: one typed method per endpoint.
+//!
+//! It retries the failures that pass (429 with `Retry-After`, 5xx, timeouts, refused
+//! connections, unreadable answers) and gives typed, permanent errors for the rest. Works with a self-hosted server (optional Basic
 //! auth) and Prefect Cloud (Bearer key).
 
 use std::time::Duration;

@@ -1,4 +1,5 @@
 //! State sync: Prefect is the source of truth for a run's state once it has the run.
+//!
 //! This follower polls `POST /flow_runs/filter` for every unfinished run Prefect knows and
 //! moves each forward (never backwards) to the state Prefect reports.
 
