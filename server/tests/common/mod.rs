@@ -1,4 +1,5 @@
 //! Helpers for tests that drive the real router against a fresh `PostgreSQL` database.
+#![allow(dead_code, reason = "each test crate uses a different part of these helpers")]
 
 use app::auth::{Role, db as auth_db, keys};
 use app::state::AppState;
