@@ -25,3 +25,9 @@ CREATE UNIQUE INDEX runs_callback_token_hash_key ON runs (callback_token_hash)
 CREATE INDEX runs_unfinished_idx ON runs (id)
     WHERE prefect_flow_run_id IS NOT NULL
       AND status NOT IN ('completed', 'failed', 'cancelled', 'crashed');
+
+-- The Prefect idempotency key of each run. Prefect keeps keys per flow forever, so the key
+-- must be unique across every Flowdeck database that ever talks to that Prefect: a run id
+-- alone would collide after a database reset or between installations.
+ALTER TABLE runs ADD COLUMN prefect_idempotency_key text NOT NULL
+    DEFAULT ('flowdeck-run-' || gen_random_uuid()::text);

@@ -9,7 +9,15 @@ cd "$ROOT"
 
 say "unit and integration tests"
 # sqlx::test creates (and drops) one database per test through this admin connection.
-DATABASE_URL="$DB_ADMIN_URL" cargo test -p app -p server --no-fail-fast 2>&1 | tee /tmp/flowdeck-cargo-test.log
-[ "${PIPESTATUS[0]}" -eq 0 ] || die "cargo test failed"
+DATABASE_URL="$DB_ADMIN_URL" cargo test -p app -p server --no-fail-fast || die "cargo test failed"
+
+say "contract tests against a real Prefect server and worker"
+prefect_dir="$(mktemp -d -t flowdeck-prefect.XXXXXX)"
+prefect_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+trap '"$ROOT/scripts/prefect.sh" stop "$prefect_dir"' EXIT
+"$ROOT/scripts/prefect.sh" start "$prefect_dir" "$prefect_port"
+DATABASE_URL="$DB_ADMIN_URL" FLOWDECK_TEST_PREFECT_URL="http://127.0.0.1:$prefect_port/api" \
+  cargo test -p server --test prefect -- --ignored \
+  || { tail -n 30 "$prefect_dir/worker.log"; die "Prefect contract tests failed"; }
 
 "$ROOT/scripts/e2e.sh"

@@ -194,10 +194,19 @@ async fn prefect_errors_keep_the_run_pending_until_it_is_submitted_once(db: PgPo
         "nothing left to submit"
     );
 
-    let runs = fake.runs.lock().unwrap();
+    let runs = fake.runs.lock().unwrap().clone();
     assert_eq!(runs.len(), 1, "exactly one flow run");
     let (key, (_, parameters)) = runs.iter().next().unwrap();
-    assert_eq!(key, &format!("flowdeck-run-{id}"));
+    let stored: String = sqlx::query_scalar("SELECT prefect_idempotency_key FROM runs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(key, &stored);
+    assert!(
+        key.starts_with("flowdeck-run-") && key.len() > 40,
+        "a key unique across databases: {key}"
+    );
     assert_eq!(parameters["flowdeck_run_id"], id);
     assert!(parameters["flowdeck_token"].as_str().unwrap().starts_with("fdc_"));
 }
@@ -314,7 +323,12 @@ async fn a_callback_credential_reports_on_its_own_run_only(db: PgPool) {
     dispatch_due(&db, &client(&url, 0, Duration::from_secs(5)), &config())
         .await
         .unwrap();
-    let token = fake.runs.lock().unwrap()[&format!("flowdeck-run-{mine}")].1["flowdeck_token"]
+    let key: String = sqlx::query_scalar("SELECT prefect_idempotency_key FROM runs WHERE id = $1")
+        .bind(mine)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let token = fake.runs.lock().unwrap()[&key].1["flowdeck_token"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -286,6 +286,12 @@ impl PrefectClient {
         self.call(Method::POST, "/flow_runs/filter", Some(body)).await
     }
 
+    /// The flow runs carrying `tag` (e.g. `flowdeck-request:<id>`), at most 200.
+    pub async fn flow_runs_with_tag(&self, tag: &str) -> Result<Vec<FlowRun>, PrefectError> {
+        let body = json!({ "flow_runs": { "tags": { "all_": [tag] } }, "limit": 200 });
+        self.call(Method::POST, "/flow_runs/filter", Some(body)).await
+    }
+
     /// Asks Prefect to cancel a flow run (`set_state` `CANCELLING`).
     pub async fn cancel_flow_run(&self, id: &str) -> Result<SetStateResult, PrefectError> {
         let body = json!({ "state": { "type": "CANCELLING", "name": "Cancelling", "message": "Cancelled from Flowdeck" } });

@@ -356,6 +356,8 @@ pub struct OutboxRun {
     pub pipeline_slug: String,
     /// The pipeline's deployment, if it names one.
     pub deployment: Option<String>,
+    /// The run's Prefect idempotency key, the same on every attempt.
+    pub idempotency_key: String,
 }
 
 /// Queues a run for submission, waking the dispatchers once the transaction commits.
@@ -398,7 +400,8 @@ pub async fn claim_outbox(
                RETURNING run_id, attempts, callback_token
            )
            SELECT c.run_id AS "run_id!", c.attempts AS "attempts!", c.callback_token AS "callback_token!",
-                  r.parameters, r.request_id, p.slug AS pipeline_slug, p.deployment
+                  r.parameters, r.request_id, p.slug AS pipeline_slug, p.deployment,
+                  r.prefect_idempotency_key AS idempotency_key
            FROM claimed c JOIN runs r ON r.id = c.run_id JOIN pipelines p ON p.id = r.pipeline_id
            ORDER BY c.run_id"#,
         limit,

@@ -3,8 +3,8 @@
 //!
 //! Exactly once rests on two things: the outbox row is committed with the run (nothing is
 //! submitted that was not accepted, nothing accepted is forgotten), and every attempt for a
-//! run uses the same Prefect idempotency key, so a repeated `create_flow_run` returns the
-//! first flow run. Replicas claim rows with `FOR UPDATE SKIP LOCKED` and a lease.
+//! run uses the same Prefect idempotency key (stored on the run, unique across databases),
+//! so a repeated `create_flow_run` returns the first flow run. Replicas claim rows with `FOR UPDATE SKIP LOCKED` and a lease.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,11 +29,6 @@ pub struct DispatchConfig {
     pub callback_url: String,
     /// How long a claimed row stays with one dispatcher before another may retry it.
     pub lease: Duration,
-}
-
-/// The Prefect idempotency key of a run: the same on every attempt, on every replica.
-pub fn idempotency_key(run_id: i64) -> String {
-    format!("flowdeck-run-{run_id}")
 }
 
 /// Delay before attempt `attempts + 1`: 1 s doubling to 5 minutes.
@@ -76,7 +71,7 @@ async fn submit(
     }
     let new_run = NewFlowRun {
         parameters: flow_parameters(run, &run.callback_token, &config.callback_url),
-        idempotency_key: idempotency_key(run.run_id),
+        idempotency_key: run.idempotency_key.clone(),
         tags: [
             Some("flowdeck".to_owned()),
             Some(format!("flowdeck-pipeline:{}", run.pipeline_slug)),
@@ -182,11 +177,5 @@ mod tests {
         assert_eq!(backoff_seconds(2), 2);
         assert_eq!(backoff_seconds(5), 16);
         assert_eq!(backoff_seconds(40), 300);
-    }
-
-    #[test]
-    fn the_idempotency_key_depends_only_on_the_run() {
-        assert_eq!(idempotency_key(42), idempotency_key(42));
-        assert_ne!(idempotency_key(42), idempotency_key(43));
     }
 }

@@ -1,0 +1,233 @@
+//! Contract tests against a real Prefect server and process worker (started by
+//! `make test`, which passes `FLOWDECK_TEST_PREFECT_URL`): a trigger becomes exactly one
+//! real flow run, the demo flow reports every stage back over HTTP with its run's own
+//! credential, and the run ends as Prefect says.
+//!
+//! They are `#[ignore]`d so that a bare `cargo test` needs no Prefect; `make test` runs
+//! them with `--ignored` and fails if the variable is missing.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use app::prefect::{PrefectAuth, PrefectClient};
+use app::runs::dispatch::{DispatchConfig, dispatch_due};
+use app::runs::sync::sync_once;
+use common::TestApp;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+fn prefect() -> PrefectClient {
+    let url = std::env::var("FLOWDECK_TEST_PREFECT_URL")
+        .expect("FLOWDECK_TEST_PREFECT_URL must point at a Prefect API with the demo deployment");
+    PrefectClient::new(&url, PrefectAuth::None, Duration::from_secs(15)).unwrap()
+}
+
+/// Serves the real router on a loopback port, as flows reach it; returns the callback URL.
+async fn serve(app: &TestApp) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app.router.clone();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    format!("http://{addr}/api/status-update/")
+}
+
+/// Submits due runs and follows Prefect until `run_id` finishes (or `limit` passes).
+async fn drive(
+    app: &TestApp,
+    prefect: &PrefectClient,
+    callback_url: &str,
+    run_id: i64,
+    limit: Duration,
+) -> Value {
+    let config = DispatchConfig {
+        default_deployment: Some("etl/demo".into()),
+        callback_url: callback_url.to_owned(),
+        lease: Duration::from_secs(60),
+    };
+    let started = Instant::now();
+    loop {
+        dispatch_due(&app.db, prefect, &config).await.unwrap();
+        sync_once(&app.db, prefect).await.ok();
+        let run = app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json();
+        let status = run["status"].as_str().unwrap().to_owned();
+        if ["completed", "failed", "cancelled", "crashed"].contains(&status.as_str())
+            || started.elapsed() > limit
+        {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+#[ignore = "needs a real Prefect: make test runs it"]
+async fn a_trigger_becomes_one_real_flow_run_that_reports_every_stage(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let prefect = Arc::new(prefect());
+    let callback_url = serve(&app).await;
+    let pipeline = app
+        .pipeline(json!({"name": "demo", "deployment": "etl/demo", "default_parameters": {"stage_seconds": 0.05, "rows": 400}}))
+        .await;
+    let started = Instant::now();
+    let accepted = app
+        .post(
+            &format!("/api/pipelines/{pipeline}/runs"),
+            &app.operator,
+            json!({}),
+        )
+        .await
+        .json();
+    let run_id = accepted["id"].as_i64().unwrap();
+    let request_id = accepted["request_id"].as_str().unwrap().to_owned();
+
+    let run = drive(&app, &prefect, &callback_url, run_id, Duration::from_secs(120)).await;
+    println!("trigger to completed: {:?}", started.elapsed());
+    assert_eq!(run["status"], "completed", "{run}");
+    let stages = run["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 5);
+    for stage in stages {
+        assert_eq!(stage["status"], "completed", "{stage}");
+        assert!(stage["records_processed"].as_i64().unwrap() > 0, "{stage}");
+    }
+    assert_eq!(run["records_processed"], 400);
+    let flow_run_id = run["prefect_flow_run_id"].as_str().unwrap();
+
+    // Exactly one flow run carries this trigger's request id, and it is ours.
+    let tagged = prefect
+        .flow_runs_with_tag(&format!("flowdeck-request:{request_id}"))
+        .await
+        .unwrap();
+    assert_eq!(tagged.len(), 1);
+    assert_eq!(tagged[0].id, flow_run_id);
+    // Prefect itself finishes the run too; the follower records it without moving back.
+    for _ in 0..40 {
+        sync_once(&app.db, &prefect).await.ok();
+        if prefect.flow_runs(&[flow_run_id.to_owned()]).await.unwrap()[0]
+            .state_type
+            .as_deref()
+            == Some("COMPLETED")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let after = app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json();
+    assert_eq!(after["status"], "completed");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+#[ignore = "needs a real Prefect: make test runs it"]
+async fn submitting_again_returns_the_same_flow_run(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    let prefect = prefect();
+    let pipeline = app
+        .pipeline(
+            json!({"name": "demo", "deployment": "etl/demo", "default_parameters": {"stage_seconds": 0}}),
+        )
+        .await;
+    let accepted = app
+        .post(
+            &format!("/api/pipelines/{pipeline}/runs"),
+            &app.operator,
+            json!({}),
+        )
+        .await
+        .json();
+    let run_id = accepted["id"].as_i64().unwrap();
+    let token: String = sqlx::query_scalar("SELECT callback_token FROM run_outbox WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let config = DispatchConfig {
+        default_deployment: None,
+        callback_url: "http://127.0.0.1:9/api/status-update/".into(),
+        lease: Duration::from_secs(60),
+    };
+    dispatch_due(&db, &prefect, &config).await.unwrap();
+    // As if the first answer had been lost: the same run is submitted again.
+    sqlx::query("INSERT INTO run_outbox (run_id, callback_token) VALUES ($1, $2)")
+        .bind(run_id)
+        .bind(&token)
+        .execute(&db)
+        .await
+        .unwrap();
+    dispatch_due(&db, &prefect, &config).await.unwrap();
+    let tag = format!("flowdeck-request:{}", accepted["request_id"].as_str().unwrap());
+    let flow_runs = prefect.flow_runs_with_tag(&tag).await.unwrap();
+    assert_eq!(
+        flow_runs.len(),
+        1,
+        "Prefect holds exactly one flow run for the trigger"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+#[ignore = "needs a real Prefect: make test runs it"]
+async fn a_failing_stage_fails_the_run_with_its_reason(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let prefect = prefect();
+    let callback_url = serve(&app).await;
+    let pipeline = app
+        .pipeline(json!({"name": "demo", "deployment": "etl/demo"}))
+        .await;
+    let accepted = app
+        .post(
+            &format!("/api/pipelines/{pipeline}/runs"),
+            &app.operator,
+            json!({"parameters": {"fail_stage": "Spark Processing", "stage_seconds": 0}}),
+        )
+        .await
+        .json();
+    let run_id = accepted["id"].as_i64().unwrap();
+    let run = drive(&app, &prefect, &callback_url, run_id, Duration::from_secs(120)).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        run["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("Spark Processing"),
+        "{run}"
+    );
+    assert_eq!(run["stages"][1]["status"], "completed");
+    assert_eq!(run["stages"][2]["status"], "failed");
+    assert_eq!(run["stages"][3]["status"], "pending");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+#[ignore = "needs a real Prefect: make test runs it"]
+async fn parameters_prefect_rejects_fail_the_run(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let prefect = prefect();
+    let pipeline = app
+        .pipeline(json!({"name": "demo", "deployment": "etl/demo"}))
+        .await;
+    let accepted = app
+        .post(
+            &format!("/api/pipelines/{pipeline}/runs"),
+            &app.operator,
+            json!({"parameters": {"rows": "many"}}),
+        )
+        .await
+        .json();
+    let run_id = accepted["id"].as_i64().unwrap();
+    let run = drive(
+        &app,
+        &prefect,
+        "http://127.0.0.1:9/api/status-update/",
+        run_id,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["error_message"].as_str().unwrap().contains("rows"), "{run}");
+}
