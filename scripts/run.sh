@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: installs what is missing, builds, migrates and serves the dashboard.
+# `make run`: installs what is missing, builds, migrates and serves the dashboard, with a
+# local Prefect server, worker and demo pipelines unless PREFECT_API_URL names a Prefect.
 source "$(dirname "$0")/lib.sh"
 "$ROOT/scripts/tools.sh" build
 if [ -z "${DATABASE_URL:-}" ]; then
@@ -9,16 +10,51 @@ fi
 "$ROOT/scripts/build.sh"
 bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/flowdeck"
 export LEPTOS_SITE_ROOT="${LEPTOS_SITE_ROOT:-$ROOT/target/site}"
-addr="${FLOWDECK_ADDR:-127.0.0.1:8000}"
+export FLOWDECK_ADDR="${FLOWDECK_ADDR:-127.0.0.1:8000}"
+
+local_prefect=""
+if [ -z "${PREFECT_API_URL:-}" ]; then
+  local_prefect="$ROOT/.flowdeck/prefect"
+  mkdir -p "$local_prefect"
+  "$ROOT/scripts/prefect.sh" start "$local_prefect" "${PREFECT_PORT:-4200}"
+  export PREFECT_API_URL="http://127.0.0.1:${PREFECT_PORT:-4200}/api"
+  export FLOWDECK_DEFAULT_DEPLOYMENT="${FLOWDECK_DEFAULT_DEPLOYMENT:-etl/demo}"
+fi
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  [ -n "$local_prefect" ] && "$ROOT/scripts/prefect.sh" stop "$local_prefect"
+}
+trap cleanup EXIT INT TERM
+
 "$bin" migrate >/dev/null
 key="$("$bin" api-key create --role admin --name "make-run $(date -u +%Y-%m-%dT%H:%M:%SZ)" | tail -n 1)"
+"$bin" serve &
+server_pid=$!
+url="http://$FLOWDECK_ADDR"
+for _ in $(seq 1 100); do curl -fsS "$url/api/health" >/dev/null 2>&1 && break; sleep 0.2; done
+curl -fsS "$url/api/health" >/dev/null 2>&1 || die "flowdeck did not start on $url"
+
+if [ -n "$local_prefect" ]; then
+  # Demo pipelines bound to the demo deployment; a slug that exists already answers 409.
+  seed() {
+    curl -sS -o /dev/null -X POST -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+      "$url/api/pipelines/" -d "$1"
+  }
+  seed '{"name": "Demo ETL", "slug": "demo-etl", "deployment": "etl/demo", "tags": ["demo"],
+         "description": "The seed five-stage ETL running as a Prefect flow", "default_parameters": {"rows": 5000, "stage_seconds": 1}}'
+  seed '{"name": "Demo ETL that fails", "slug": "demo-etl-fails", "deployment": "etl/demo", "tags": ["demo"],
+         "description": "Fails in Spark Processing, on purpose", "default_parameters": {"fail_stage": "Spark Processing", "stage_seconds": 1}}'
+fi
+
 cat <<TXT
 
-  Flowdeck is starting on  http://$addr/
+  Flowdeck is running on   $url/
+  Prefect API              $PREFECT_API_URL
   Sign in with this admin API key (shown once; a new one is made on each 'make run'):
 
   $key
 
   Stop with Ctrl-C.
 TXT
-exec "$bin" serve
+wait "$server_pid"
