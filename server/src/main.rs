@@ -52,12 +52,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         leptos_options: config.leptos_options(),
         db: pool,
         secure_cookies: config.secure_cookies,
+        prefect: config.prefect()?.map(std::sync::Arc::new),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
-    match config.prefect()? {
+    match state.prefect.clone() {
         Some(prefect) => {
-            let prefect = std::sync::Arc::new(prefect);
             tracing::info!(prefect.url = prefect.base_url(), "following Prefect");
             workers.push(tokio::spawn(app::runs::dispatch::run(
                 state.db.clone(),

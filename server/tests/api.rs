@@ -419,3 +419,120 @@ async fn a_failed_stage_fails_the_run_with_its_error(db: PgPool) {
     assert_eq!(p["error_message"], "disk full");
     assert_eq!(p["stages"][0]["error_message"], "disk full");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_pending_run_is_cancelled_here_and_a_finished_one_can_be_retried(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app
+        .pipeline(json!({"name": "p", "default_parameters": {"rows": 5}}))
+        .await;
+    let run = app
+        .post(
+            &format!("/api/pipelines/{id}/runs"),
+            &app.operator,
+            json!({"parameters": {"rows": 7}}),
+        )
+        .await
+        .json();
+    let run_id = run["id"].as_i64().unwrap();
+
+    assert_eq!(
+        app.call(
+            "POST",
+            &format!("/api/runs/{run_id}/cancel"),
+            Some(&app.viewer),
+            None
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    let retry_live = app
+        .call(
+            "POST",
+            &format!("/api/runs/{run_id}/retry"),
+            Some(&app.operator),
+            None,
+        )
+        .await;
+    assert_eq!(
+        retry_live.status,
+        StatusCode::CONFLICT,
+        "a live run is not retried"
+    );
+
+    let cancelled = app
+        .call(
+            "POST",
+            &format!("/api/runs/{run_id}/cancel"),
+            Some(&app.operator),
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::ACCEPTED, "{}", cancelled.text());
+    assert_eq!(cancelled.json()["status"], "cancelled");
+    assert_eq!(
+        app.count("run_outbox").await,
+        0,
+        "a cancelled run is never submitted"
+    );
+    let again = app
+        .call(
+            "POST",
+            &format!("/api/runs/{run_id}/cancel"),
+            Some(&app.operator),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+
+    let retried = app
+        .call(
+            "POST",
+            &format!("/api/runs/{run_id}/retry"),
+            Some(&app.operator),
+            None,
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::ACCEPTED, "{}", retried.text());
+    let retry = retried.json();
+    assert_ne!(retry["id"], run_id);
+    assert_eq!(retry["retry_of_run_id"], run_id);
+    assert_eq!(retry["status"], "pending");
+    assert_eq!(
+        retry["parameters"],
+        json!({"rows": 7}),
+        "the retry repeats the original's parameters"
+    );
+    assert_eq!(app.count("run_outbox").await, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_run_being_submitted_is_not_cancelled_behind_the_dispatchers_back(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    let id = app.pipeline(json!({"name": "p"})).await;
+    let run_id = app
+        .post(&format!("/api/pipelines/{id}/runs"), &app.operator, json!({}))
+        .await
+        .json()["id"]
+        .as_i64()
+        .unwrap();
+    sqlx::query("UPDATE run_outbox SET locked_until = now() + interval '1 minute'")
+        .execute(&db)
+        .await
+        .unwrap();
+    let answer = app
+        .call(
+            "POST",
+            &format!("/api/runs/{run_id}/cancel"),
+            Some(&app.operator),
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CONFLICT);
+    assert_eq!(
+        app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json()["status"],
+        "pending"
+    );
+    assert_eq!(app.count("run_outbox").await, 1);
+}

@@ -231,3 +231,63 @@ async fn parameters_prefect_rejects_fail_the_run(db: PgPool) {
     assert_eq!(run["status"], "failed", "{run}");
     assert!(run["error_message"].as_str().unwrap().contains("rows"), "{run}");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+#[ignore = "needs a real Prefect: make test runs it"]
+async fn cancelling_a_running_run_stops_it_in_prefect(db: PgPool) {
+    let prefect = Arc::new(prefect());
+    let app = TestApp::with_prefect(db, Some(prefect.clone())).await;
+    let callback_url = serve(&app).await;
+    let pipeline = app
+        .pipeline(
+            json!({"name": "slow", "deployment": "etl/demo", "default_parameters": {"stage_seconds": 4}}),
+        )
+        .await;
+    let run_id = app
+        .post(
+            &format!("/api/pipelines/{pipeline}/runs"),
+            &app.operator,
+            json!({}),
+        )
+        .await
+        .json()["id"]
+        .as_i64()
+        .unwrap();
+    let config = DispatchConfig {
+        default_deployment: None,
+        callback_url: callback_url.clone(),
+        lease: Duration::from_secs(60),
+    };
+    let started = Instant::now();
+    loop {
+        dispatch_due(&app.db, &prefect, &config).await.unwrap();
+        sync_once(&app.db, &prefect).await.ok();
+        let run = app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json();
+        if run["status"] == "running" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "never started: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let answer = app
+        .call(
+            "POST",
+            &format!("/api/runs/{run_id}/cancel"),
+            Some(&app.operator),
+            None,
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        axum::http::StatusCode::ACCEPTED,
+        "{}",
+        answer.text()
+    );
+    assert_eq!(answer.json()["status"], "cancelling");
+    let run = drive(&app, &prefect, &callback_url, run_id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert_eq!(run["prefect_state"], "Cancelled");
+}

@@ -35,11 +35,13 @@ pub async fn insert_run(
     request_id: &str,
     idempotency_key: Option<&str>,
     stage_names: &[String],
+    retry_of_run_id: Option<i64>,
 ) -> sqlx::Result<i64> {
     sqlx::query_scalar!(
         r#"WITH run AS (
-               INSERT INTO runs (pipeline_id, parameters, actor, source, request_id, idempotency_key)
-               VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
+               INSERT INTO runs (pipeline_id, parameters, actor, source, request_id, idempotency_key,
+                                 retry_of_run_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $8) RETURNING id
            ), stages AS (
                INSERT INTO stage_runs (run_id, position, name)
                SELECT run.id, (s.ord - 1)::int, s.name
@@ -53,6 +55,7 @@ pub async fn insert_run(
         request_id,
         idempotency_key,
         stage_names,
+        retry_of_run_id,
     )
     .fetch_one(db)
     .await
@@ -409,6 +412,22 @@ pub async fn claim_outbox(
     )
     .fetch_all(db)
     .await
+}
+
+/// Takes a run out of the outbox unless a dispatcher holds it right now; false if one does.
+pub async fn withdraw_from_outbox(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<bool> {
+    let held = sqlx::query_scalar!(
+        r#"WITH gone AS (
+               DELETE FROM run_outbox WHERE run_id = $1 AND (locked_until IS NULL OR locked_until < now())
+               RETURNING run_id
+           )
+           SELECT EXISTS (SELECT 1 FROM run_outbox WHERE run_id = $1)
+                  AND NOT EXISTS (SELECT 1 FROM gone) AS "held!""#,
+        run_id
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(!held)
 }
 
 /// Records the flow run Prefect created and drops the outbox row (with the clear token).

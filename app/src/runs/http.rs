@@ -66,12 +66,34 @@ async fn update_status(
         .map(Json)
 }
 
+async fn cancel_run(
+    State(state): State<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    ApiId(id): ApiId,
+) -> Result<(StatusCode, Json<Run>)> {
+    let run = service::cancel(&state.db, state.prefect.as_deref(), &principal, &meta, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(run)))
+}
+
+async fn retry_run(
+    State(db): State<PgPool>,
+    principal: Principal,
+    meta: RequestMeta,
+    ApiId(id): ApiId,
+) -> Result<(StatusCode, Json<Run>)> {
+    let run = service::retry(&db, &principal, &meta, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(run)))
+}
+
 /// Run routes.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/pipelines/{id}/runs", post(create_run))
         .route("/api/trigger/{id}", post(trigger_pipeline))
         .route("/api/runs/{id}", get(get_run))
+        .route("/api/runs/{id}/cancel", post(cancel_run))
+        .route("/api/runs/{id}/retry", post(retry_run))
         .route("/api/status-update", post(update_status))
         .route("/api/status-update/", post(update_status))
 }

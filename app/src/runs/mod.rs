@@ -185,6 +185,26 @@ pub async fn trigger_run(pipeline_id: i64) -> Result<i64, AppError> {
     Ok(run.id)
 }
 
+/// Cancels a run from the UI.
+#[server(prefix = "/sfn", endpoint = "cancel_run")]
+pub async fn cancel_run(id: i64) -> Result<Run, AppError> {
+    let state = expect_context::<crate::state::AppState>();
+    let principal = crate::auth::current_principal()?;
+    let meta = crate::auth::middleware::RequestMeta::current();
+    service::cancel(&state.db, state.prefect.as_deref(), &principal, &meta, id).await
+}
+
+/// Retries a finished run from the UI; goes to the new run's page.
+#[server(prefix = "/sfn", endpoint = "retry_run")]
+pub async fn retry_run(id: i64) -> Result<i64, AppError> {
+    let state = expect_context::<crate::state::AppState>();
+    let principal = crate::auth::current_principal()?;
+    let meta = crate::auth::middleware::RequestMeta::current();
+    let run = service::retry(&state.db, &principal, &meta, id).await?;
+    leptos_axum::redirect(&format!("/runs/{}", run.id));
+    Ok(run.id)
+}
+
 /// A run with its stages.
 #[server(prefix = "/sfn", endpoint = "get_run")]
 pub async fn get_run(id: i64) -> Result<Run, AppError> {

@@ -3,7 +3,9 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use super::{Run, get_run};
+use super::{CancelRun, RetryRun, Run, get_run};
+use crate::auth::Role;
+use crate::auth::page::use_me;
 use crate::error::AppError;
 use crate::ui::{ErrorView, Frame, StatusBadge, duration, when};
 
@@ -12,18 +14,22 @@ use crate::ui::{ErrorView, Frame, StatusBadge, duration, when};
 pub fn RunPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.read().get("id").and_then(|id| id.parse::<i64>().ok());
-    let run = Resource::new(id, |id| async move {
-        match id {
-            Some(id) => get_run(id).await,
-            None => Err(AppError::not_found("Run")),
-        }
-    });
+    let cancel = ServerAction::<CancelRun>::new();
+    let run = Resource::new(
+        move || (id(), cancel.version().get()),
+        |(id, _)| async move {
+            match id {
+                Some(id) => get_run(id).await,
+                None => Err(AppError::not_found("Run")),
+            }
+        },
+    );
     view! {
         <Frame>
             <Suspense fallback=|| view! { <p class="muted">"Loading run…"</p> }>
                 {move || Suspend::new(async move {
                     match run.await {
-                        Ok(run) => view! { <RunView run /> }.into_any(),
+                        Ok(run) => view! { <RunView run cancel /> }.into_any(),
                         Err(error) => view! { <ErrorView error /> }.into_any(),
                     }
                 })}
@@ -32,8 +38,55 @@ pub fn RunPage() -> impl IntoView {
     }
 }
 
+/// Cancel (while the run is live) and Retry (once it has finished), for operators.
 #[component]
-fn RunView(run: Run) -> impl IntoView {
+fn RunActions(run_id: i64, finished: bool, cancel: ServerAction<CancelRun>) -> impl IntoView {
+    let me = use_me();
+    let retry = ServerAction::<RetryRun>::new();
+    let error = move || {
+        let failed =
+            |r: Option<Result<_, crate::error::AppError>>| r.and_then(|r| r.err()).map(|e| e.to_string());
+        failed(cancel.value().get().map(|r| r.map(|_| ())))
+            .or_else(|| failed(retry.value().get().map(|r| r.map(|_| ()))))
+    };
+    view! {
+        <Suspense>
+            {move || Suspend::new(async move {
+                let may = me.await.ok().flatten().is_some_and(|p| p.role >= Role::Operator);
+                may.then(|| {
+                    view! {
+                        <div class="run-form">
+                            <Show
+                                when=move || finished
+                                fallback=move || {
+                                    view! {
+                                        <ActionForm action=cancel>
+                                            <input type="hidden" name="id" value=run_id.to_string() />
+                                            <button type="submit" disabled=move || cancel.pending().get()>
+                                                "■ Cancel"
+                                            </button>
+                                        </ActionForm>
+                                    }
+                                }
+                            >
+                                <ActionForm action=retry>
+                                    <input type="hidden" name="id" value=run_id.to_string() />
+                                    <button type="submit" class="primary" disabled=move || retry.pending().get()>
+                                        "↻ Retry"
+                                    </button>
+                                </ActionForm>
+                            </Show>
+                            {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
+                        </div>
+                    }
+                })
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn RunView(run: Run, cancel: ServerAction<CancelRun>) -> impl IntoView {
     let parameters = serde_json::to_string_pretty(&run.parameters).unwrap_or_default();
     view! {
         <section class="page-head">
@@ -45,7 +98,11 @@ fn RunView(run: Run) -> impl IntoView {
                 </p>
                 <h1>{format!("Run #{} ", run.id)}<StatusBadge status=run.status /></h1>
                 {run.error_message.clone().map(|e| view! { <p class="form-error">{e}</p> })}
+                {run.retry_of_run_id.map(|original| view! {
+                    <p class="muted small">"Retry of "<a href=format!("/runs/{original}")>{format!("run #{original}")}</a></p>
+                })}
             </div>
+            <RunActions run_id=run.id finished=run.status.is_terminal() cancel />
         </section>
         <section class="card">
             <h2>"Stages"</h2>

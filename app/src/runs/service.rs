@@ -9,23 +9,37 @@ use crate::auth::middleware::RequestMeta;
 use crate::auth::{Principal, Role, keys};
 use crate::error::{AppError, Result};
 use crate::pipelines;
+use crate::prefect::{PrefectClient, PrefectError};
 
 /// The most recent runs a pipeline page shows.
 pub const RECENT_RUNS: i64 = 20;
 /// Longest accepted stage name or error message in a callback.
 const MAX_MESSAGE_LEN: usize = 10_000;
 
-/// Accepts a trigger: records a `pending` run with its stages, its first event and the
-/// audit line in one transaction. Submitting it to Prefect happens after commit.
-pub async fn trigger(
+/// Where a new run's parameters come from.
+enum Parameters {
+    /// The pipeline's defaults with these overrides on top (a trigger).
+    Overrides(serde_json::Map<String, serde_json::Value>),
+    /// Exactly these (a retry repeats what the original used).
+    Exact(serde_json::Value),
+}
+
+/// Records a `pending` run with its stages, callback credential, outbox entry, first event
+/// and audit line in one transaction. Submitting it to Prefect happens after commit.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each says something different about the run"
+)]
+async fn accept(
     pool: &PgPool,
     principal: &Principal,
     meta: &RequestMeta,
     pipeline_id: i64,
-    request: TriggerRequest,
+    parameters: Parameters,
     source: &str,
+    retry_of: Option<i64>,
+    action: &str,
 ) -> Result<Run> {
-    principal.require(Role::Operator)?;
     let mut tx = pool.begin().await?;
     let pipeline = pipelines::db::lock_pipeline(&mut *tx, pipeline_id)
         .await?
@@ -38,12 +52,17 @@ pub async fn trigger(
             )));
         }
     }
-    let mut parameters = match pipeline.default_parameters {
-        serde_json::Value::Object(map) => map,
-        _ => serde_json::Map::new(),
+    let parameters = match parameters {
+        Parameters::Overrides(overrides) => {
+            let mut merged = match pipeline.default_parameters {
+                serde_json::Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            };
+            merged.extend(overrides);
+            serde_json::Value::Object(merged)
+        }
+        Parameters::Exact(parameters) => parameters,
     };
-    parameters.extend(request.parameters.unwrap_or_default());
-    let parameters = serde_json::Value::Object(parameters);
     let run_id = db::insert_run(
         &mut *tx,
         pipeline_id,
@@ -53,6 +72,7 @@ pub async fn trigger(
         &meta.request_id,
         None,
         &pipeline.stage_names,
+        retry_of,
     )
     .await?;
     let callback = keys::new_callback_token();
@@ -68,9 +88,141 @@ pub async fn trigger(
         None,
     )
     .await?;
-    audit::record_success(&mut *tx, principal, "run.trigger", &format!("run:{run_id}"), meta).await?;
+    audit::record_success(&mut *tx, principal, action, &format!("run:{run_id}"), meta).await?;
     tx.commit().await?;
     tracing::info!(run.id = run_id, pipeline.id = pipeline_id, "run accepted");
+    get_unchecked(pool, run_id).await
+}
+
+/// Accepts a trigger: a `pending` run with the pipeline's defaults and the caller's overrides.
+pub async fn trigger(
+    pool: &PgPool,
+    principal: &Principal,
+    meta: &RequestMeta,
+    pipeline_id: i64,
+    request: TriggerRequest,
+    source: &str,
+) -> Result<Run> {
+    principal.require(Role::Operator)?;
+    let overrides = Parameters::Overrides(request.parameters.unwrap_or_default());
+    accept(
+        pool,
+        principal,
+        meta,
+        pipeline_id,
+        overrides,
+        source,
+        None,
+        "run.trigger",
+    )
+    .await
+}
+
+/// Runs a finished run again: a new run with the same parameters, linked to the original.
+pub async fn retry(pool: &PgPool, principal: &Principal, meta: &RequestMeta, run_id: i64) -> Result<Run> {
+    principal.require(Role::Operator)?;
+    let original = db::run_by_id(pool, run_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Run"))?;
+    if !original.status.is_terminal() {
+        return Err(AppError::conflict(format!(
+            "only a finished run can be retried; this one is {}",
+            original.status
+        )));
+    }
+    let parameters = Parameters::Exact(original.parameters);
+    accept(
+        pool,
+        principal,
+        meta,
+        original.pipeline_id,
+        parameters,
+        "retry",
+        Some(run_id),
+        "run.retry",
+    )
+    .await
+}
+
+/// Cancels a run. One that has not reached Prefect is taken out of the outbox and cancelled
+/// here; one that has is set to `CANCELLING` in Prefect, which then stops it.
+pub async fn cancel(
+    pool: &PgPool,
+    prefect: Option<&PrefectClient>,
+    principal: &Principal,
+    meta: &RequestMeta,
+    run_id: i64,
+) -> Result<Run> {
+    principal.require(Role::Operator)?;
+    let mut tx = pool.begin().await?;
+    let locked = db::lock_run(&mut *tx, run_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Run"))?;
+    if locked.status.is_terminal() {
+        return Err(AppError::conflict(format!(
+            "the run is already {}",
+            locked.status
+        )));
+    }
+    let flow_run_id = db::run_by_id(&mut *tx, run_id)
+        .await?
+        .and_then(|r| r.prefect_flow_run_id);
+    match flow_run_id {
+        None => {
+            if !db::withdraw_from_outbox(&mut *tx, run_id).await? {
+                return Err(AppError::conflict(
+                    "the run is being handed to Prefect right now; try again in a moment",
+                ));
+            }
+            let reason = "cancelled before it reached Prefect";
+            db::update_run_status(&mut *tx, run_id, RunStatus::Cancelled, Some(reason), None).await?;
+            db::insert_run_event(
+                &mut *tx,
+                run_id,
+                None,
+                "cancelled",
+                None,
+                Some(RunStatus::Cancelled),
+                Some(reason),
+            )
+            .await?;
+            audit::record_success(&mut *tx, principal, "run.cancel", &format!("run:{run_id}"), meta).await?;
+            tx.commit().await?;
+        }
+        Some(flow_run_id) => {
+            tx.rollback().await?;
+            let prefect = prefect.ok_or_else(|| AppError::Upstream {
+                service: "prefect".into(),
+            })?;
+            let answer = prefect.cancel_flow_run(&flow_run_id).await.map_err(|error| {
+                tracing::warn!(run.id = run_id, error = %error, "Prefect did not cancel the flow run");
+                match error {
+                    PrefectError::Rejected { message, .. } => {
+                        AppError::conflict(format!("Prefect refused to cancel: {message}"))
+                    }
+                    _ => AppError::Upstream {
+                        service: "prefect".into(),
+                    },
+                }
+            })?;
+            // REJECT can come with the run already CANCELLED (it had not started); ABORT
+            // with a finished state: either way the returned state is the truth.
+            if let Some(state) = &answer.state
+                && let Some(status) = super::sync::status_for(&state.kind)
+            {
+                let name = state.name.clone().unwrap_or_else(|| state.kind.clone());
+                let state_id = state
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| format!("{flow_run_id}-{}", state.kind));
+                apply_prefect_state(pool, run_id, status, &name, &state_id, state.message.as_deref()).await?;
+            }
+            audit::record_success(pool, principal, "run.cancel", &format!("run:{run_id}"), meta).await?;
+            if answer.status == "ABORT" {
+                return Err(AppError::conflict("Prefect says the run has already finished"));
+            }
+        }
+    }
     get_unchecked(pool, run_id).await
 }
 

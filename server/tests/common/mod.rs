@@ -60,10 +60,18 @@ async fn key(db: &PgPool, role: Role) -> String {
 
 impl TestApp {
     pub async fn new(db: PgPool) -> Self {
+        Self::with_prefect(db, None).await
+    }
+
+    pub async fn with_prefect(
+        db: PgPool,
+        prefect: Option<std::sync::Arc<app::prefect::PrefectClient>>,
+    ) -> Self {
         let state = AppState {
             leptos_options: LeptosOptions::builder().output_name("flowdeck").build(),
             db: db.clone(),
             secure_cookies: false,
+            prefect,
         };
         TestApp {
             router: app::routes::router(state),
