@@ -536,3 +536,108 @@ async fn a_run_being_submitted_is_not_cancelled_behind_the_dispatchers_back(db: 
     );
     assert_eq!(app.count("run_outbox").await, 1);
 }
+
+fn keyed_trigger(
+    pipeline: i64,
+    api_key: &str,
+    idempotency_key: &str,
+    body: Value,
+) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::post(format!("/api/pipelines/{pipeline}/runs"))
+        .header("authorization", format!("Bearer {api_key}"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", idempotency_key)
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_idempotency_key_replays_the_first_run_and_refuses_another_body(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app.pipeline(json!({"name": "p"})).await;
+    let first = app
+        .send(keyed_trigger(
+            id,
+            &app.operator,
+            "job-42",
+            json!({"parameters": {"a": 1, "b": 2}}),
+        ))
+        .await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let run_id = first.json()["id"].as_i64().unwrap();
+    // The same request, keys in another order: the same run comes back.
+    let again = app
+        .send(keyed_trigger(
+            id,
+            &app.operator,
+            "job-42",
+            json!({"parameters": {"b": 2, "a": 1}}),
+        ))
+        .await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.json()["id"], run_id);
+    assert_eq!(app.count("runs").await, 1);
+
+    let before = app.footprint().await;
+    let other = app
+        .send(keyed_trigger(
+            id,
+            &app.operator,
+            "job-42",
+            json!({"parameters": {"a": 9}}),
+        ))
+        .await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(other.json()["field"], "Idempotency-Key");
+    let too_long = app
+        .send(keyed_trigger(id, &app.operator, &"k".repeat(300), json!({})))
+        .await;
+    assert_eq!(too_long.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.footprint().await, before);
+
+    // Keys belong to their caller: another caller's identical key is a new request.
+    let admin = app
+        .send(keyed_trigger(
+            id,
+            &app.admin,
+            "job-42",
+            json!({"parameters": {"a": 1, "b": 2}}),
+        ))
+        .await;
+    assert_eq!(admin.status, StatusCode::ACCEPTED);
+    assert_ne!(admin.json()["id"], run_id);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn concurrent_triggers_with_one_idempotency_key_make_one_run(db: PgPool) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let app = TestApp::new(db).await;
+    let id = app.pipeline(json!({"name": "p"})).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let router = app.router.clone();
+        let request = keyed_trigger(id, &app.operator, "burst", json!({}));
+        tasks.spawn(async move {
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&body).unwrap())
+        });
+    }
+    let mut ids = std::collections::HashSet::new();
+    while let Some(answer) = tasks.join_next().await {
+        let (status, body) = answer.unwrap();
+        assert!(
+            status == StatusCode::ACCEPTED || status == StatusCode::CONFLICT,
+            "{status} {body}"
+        );
+        if status == StatusCode::ACCEPTED {
+            ids.insert(body["id"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(ids.len(), 1, "every accepted answer names the same run");
+    assert_eq!(app.count("runs").await, 1);
+    assert_eq!(app.count("run_outbox").await, 1);
+}

@@ -1,7 +1,7 @@
 //! REST routes for runs: triggers (canonical and seed), run reads and status callbacks.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
@@ -11,17 +11,30 @@ use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
 use crate::api::{ApiId, ApiJson, OptionalJson};
 use crate::auth::Principal;
 use crate::auth::middleware::RequestMeta;
-use crate::error::Result;
+use crate::error::{AppError, Result};
 use crate::state::AppState;
+
+/// The `Idempotency-Key` header, if the caller sent one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| AppError::invalid("Idempotency-Key", "must be visible ASCII"))
+        })
+        .transpose()
+}
 
 async fn create_run(
     State(db): State<PgPool>,
     principal: Principal,
     meta: RequestMeta,
+    headers: HeaderMap,
     ApiId(pipeline_id): ApiId,
     OptionalJson(request): OptionalJson<TriggerRequest>,
 ) -> Result<(StatusCode, Json<Run>)> {
-    let run = service::trigger(&db, &principal, &meta, pipeline_id, request, "api").await?;
+    let key = idempotency_key(&headers)?;
+    let run = service::trigger(&db, &principal, &meta, pipeline_id, request, "api", key).await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
@@ -38,10 +51,12 @@ async fn trigger_pipeline(
     State(db): State<PgPool>,
     principal: Principal,
     meta: RequestMeta,
+    headers: HeaderMap,
     ApiId(pipeline_id): ApiId,
     OptionalJson(request): OptionalJson<TriggerRequest>,
 ) -> Result<(StatusCode, Json<SeedTriggerAck>)> {
-    let run = service::trigger(&db, &principal, &meta, pipeline_id, request, "seed-api").await?;
+    let key = idempotency_key(&headers)?;
+    let run = service::trigger(&db, &principal, &meta, pipeline_id, request, "seed-api", key).await?;
     let ack = SeedTriggerAck {
         success: true,
         message: format!("Pipeline {pipeline_id} triggered"),

@@ -179,6 +179,7 @@ pub async fn trigger_run(pipeline_id: i64) -> Result<i64, AppError> {
         pipeline_id,
         TriggerRequest::default(),
         "ui",
+        None,
     )
     .await?;
     leptos_axum::redirect(&format!("/runs/{}", run.id));

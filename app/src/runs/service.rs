@@ -39,7 +39,13 @@ async fn accept(
     source: &str,
     retry_of: Option<i64>,
     action: &str,
+    idempotency: Option<&Idempotency>,
 ) -> Result<Run> {
+    if let Some(idempotency) = idempotency
+        && let Some(run) = replay(pool, principal, idempotency).await?
+    {
+        return Ok(run);
+    }
     let mut tx = pool.begin().await?;
     let pipeline = pipelines::db::lock_pipeline(&mut *tx, pipeline_id)
         .await?
@@ -70,11 +76,29 @@ async fn accept(
         &principal.actor,
         source,
         &meta.request_id,
-        None,
+        idempotency.map(|i| i.key.as_str()),
         &pipeline.stage_names,
         retry_of,
     )
     .await?;
+    if let Some(idempotency) = idempotency {
+        // A concurrent request with the same key waits here until the first commits, then
+        // finds the key taken: it drops its own run and answers with the first one.
+        let claimed = db::insert_idempotency_key(
+            &mut *tx,
+            &principal.actor,
+            &idempotency.key,
+            &idempotency.hash,
+            run_id,
+        )
+        .await?;
+        if !claimed {
+            tx.rollback().await?;
+            return replay(pool, principal, idempotency)
+                .await?
+                .ok_or_else(|| AppError::conflict("a request with this Idempotency-Key is in progress"));
+        }
+    }
     let callback = keys::new_callback_token();
     db::set_callback_token_hash(&mut *tx, run_id, &callback.hash).await?;
     db::insert_outbox(&mut tx, run_id, &callback.clear).await?;
@@ -94,7 +118,48 @@ async fn accept(
     get_unchecked(pool, run_id).await
 }
 
+/// A trigger's `Idempotency-Key` with the fingerprint of what it asked for.
+pub struct Idempotency {
+    key: String,
+    hash: Vec<u8>,
+}
+
+impl Idempotency {
+    /// Checks the header value and fingerprints the request (target and parsed body, so
+    /// the same JSON with other spacing or key order counts as the same request).
+    pub fn new(key: &str, pipeline_id: i64, request: &TriggerRequest) -> Result<Self> {
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(AppError::invalid(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            ));
+        }
+        let body = serde_json::to_string(request).map_err(|_| AppError::Internal)?;
+        let hash = keys::hash_secret(&format!("trigger {pipeline_id} {body}"));
+        Ok(Idempotency {
+            key: key.to_owned(),
+            hash,
+        })
+    }
+}
+
+/// The run an earlier request with the same key made, if any; refuses a different request.
+async fn replay(pool: &PgPool, principal: &Principal, idempotency: &Idempotency) -> Result<Option<Run>> {
+    let Some((hash, run_id)) = db::find_idempotency_key(pool, &principal.actor, &idempotency.key).await?
+    else {
+        return Ok(None);
+    };
+    if hash != idempotency.hash {
+        return Err(AppError::invalid(
+            "Idempotency-Key",
+            "was already used for a different request; use a new key",
+        ));
+    }
+    get_unchecked(pool, run_id).await.map(Some)
+}
+
 /// Accepts a trigger: a `pending` run with the pipeline's defaults and the caller's overrides.
+/// With an `Idempotency-Key`, a repeat of the same request returns the same run.
 pub async fn trigger(
     pool: &PgPool,
     principal: &Principal,
@@ -102,8 +167,12 @@ pub async fn trigger(
     pipeline_id: i64,
     request: TriggerRequest,
     source: &str,
+    idempotency_key: Option<&str>,
 ) -> Result<Run> {
     principal.require(Role::Operator)?;
+    let idempotency = idempotency_key
+        .map(|key| Idempotency::new(key, pipeline_id, &request))
+        .transpose()?;
     let overrides = Parameters::Overrides(request.parameters.unwrap_or_default());
     accept(
         pool,
@@ -114,6 +183,7 @@ pub async fn trigger(
         source,
         None,
         "run.trigger",
+        idempotency.as_ref(),
     )
     .await
 }
@@ -140,6 +210,7 @@ pub async fn retry(pool: &PgPool, principal: &Principal, meta: &RequestMeta, run
         "retry",
         Some(run_id),
         "run.retry",
+        None,
     )
     .await
 }
