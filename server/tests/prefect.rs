@@ -24,20 +24,44 @@ fn prefect() -> PrefectClient {
     PrefectClient::new(&url, PrefectAuth::None, Duration::from_secs(15)).unwrap()
 }
 
-/// Serves the real router on a loopback port, as flows reach it; returns the callback URL.
-async fn serve(app: &TestApp) -> String {
+/// The real router served on a loopback port, as flows reach it.
+struct Served {
+    callback_url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    /// Stops serving and waits, so the test database has no connection left to drop.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+        self.task.await.ok();
+    }
+}
+
+async fn serve(app: &TestApp) -> Served {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = app.router.clone();
-    tokio::spawn(async move {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
         axum::serve(
             listener,
             router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
+        .with_graceful_shutdown(async move {
+            stopped.await.ok();
+        })
         .await
-        .unwrap()
+        .unwrap();
     });
-    format!("http://{addr}/api/status-update/")
+    Served {
+        callback_url: format!("http://{addr}/api/status-update/"),
+        stop: Some(stop),
+        task,
+    }
 }
 
 /// Submits due runs and follows Prefect until `run_id` finishes (or `limit` passes).
@@ -73,7 +97,8 @@ async fn drive(
 async fn a_trigger_becomes_one_real_flow_run_that_reports_every_stage(db: PgPool) {
     let app = TestApp::new(db).await;
     let prefect = Arc::new(prefect());
-    let callback_url = serve(&app).await;
+    let served = serve(&app).await;
+    let callback_url = served.callback_url.clone();
     let pipeline = app
         .pipeline(json!({"name": "demo", "deployment": "etl/demo", "default_parameters": {"stage_seconds": 0.05, "rows": 400}}))
         .await;
@@ -122,6 +147,7 @@ async fn a_trigger_becomes_one_real_flow_run_that_reports_every_stage(db: PgPool
     }
     let after = app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json();
     assert_eq!(after["status"], "completed");
+    served.stop().await;
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -176,7 +202,8 @@ async fn submitting_again_returns_the_same_flow_run(db: PgPool) {
 async fn a_failing_stage_fails_the_run_with_its_reason(db: PgPool) {
     let app = TestApp::new(db).await;
     let prefect = prefect();
-    let callback_url = serve(&app).await;
+    let served = serve(&app).await;
+    let callback_url = served.callback_url.clone();
     let pipeline = app
         .pipeline(json!({"name": "demo", "deployment": "etl/demo"}))
         .await;
@@ -201,6 +228,7 @@ async fn a_failing_stage_fails_the_run_with_its_reason(db: PgPool) {
     assert_eq!(run["stages"][1]["status"], "completed");
     assert_eq!(run["stages"][2]["status"], "failed");
     assert_eq!(run["stages"][3]["status"], "pending");
+    served.stop().await;
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -237,7 +265,8 @@ async fn parameters_prefect_rejects_fail_the_run(db: PgPool) {
 async fn cancelling_a_running_run_stops_it_in_prefect(db: PgPool) {
     let prefect = Arc::new(prefect());
     let app = TestApp::with_prefect(db, Some(prefect.clone())).await;
-    let callback_url = serve(&app).await;
+    let served = serve(&app).await;
+    let callback_url = served.callback_url.clone();
     let pipeline = app
         .pipeline(
             json!({"name": "slow", "deployment": "etl/demo", "default_parameters": {"stage_seconds": 4}}),
@@ -290,4 +319,5 @@ async fn cancelling_a_running_run_stops_it_in_prefect(db: PgPool) {
     let run = drive(&app, &prefect, &callback_url, run_id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "cancelled", "{run}");
     assert_eq!(run["prefect_state"], "Cancelled");
+    served.stop().await;
 }
