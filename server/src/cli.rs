@@ -20,7 +20,8 @@ Environment:
   PREFECT_API_AUTH_STRING  self-hosted Prefect user:pass (sent as Basic)
   FLOWDECK_DEFAULT_DEPLOYMENT  deployment (flow/deployment or id) of pipelines naming none
   FLOWDECK_PUBLIC_URL      URL flows use to reach Flowdeck [default: http://FLOWDECK_ADDR]
-  FLOWDECK_SYNC_INTERVAL_MS  how often run states are read from Prefect [default: 2000]";
+  FLOWDECK_SYNC_INTERVAL_MS  how often run states are read from Prefect [default: 2000]
+  FLOWDECK_STUCK_AFTER_S   flag a running run silent this long as stuck [default: 600]";
 
 /// Flowdeck: control plane and live dashboard for Prefect pipelines.
 #[derive(Parser)]

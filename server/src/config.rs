@@ -38,6 +38,8 @@ pub struct Config {
     pub public_url: String,
     /// `FLOWDECK_SYNC_INTERVAL_MS`: how often run states are read from Prefect.
     pub sync_interval: Duration,
+    /// `FLOWDECK_STUCK_AFTER_S`: a running run silent this long is flagged as stuck.
+    pub stuck_after: Duration,
 }
 
 fn var(name: &str) -> anyhow::Result<Option<String>> {
@@ -82,6 +84,13 @@ impl Config {
             })
             .transpose()?
             .unwrap_or(2000);
+        let stuck_s: u64 = var("FLOWDECK_STUCK_AFTER_S")?
+            .map(|v| {
+                v.parse()
+                    .context("FLOWDECK_STUCK_AFTER_S must be a number of seconds")
+            })
+            .transpose()?
+            .unwrap_or(600);
         let public_url = var("FLOWDECK_PUBLIC_URL")?.unwrap_or_else(|| format!("http://{addr}"));
         Ok(Config {
             prefect_api_url: var("PREFECT_API_URL")?,
@@ -89,6 +98,7 @@ impl Config {
             default_deployment: var("FLOWDECK_DEFAULT_DEPLOYMENT")?,
             public_url: public_url.trim_end_matches('/').to_owned(),
             sync_interval: Duration::from_millis(sync_ms.max(100)),
+            stuck_after: Duration::from_secs(stuck_s.max(1)),
             database_url: var("DATABASE_URL")?.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             addr,
             json_logs,

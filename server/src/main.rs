@@ -69,6 +69,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 state.db.clone(),
                 prefect,
                 config.sync_interval,
+                config.stuck_after,
                 stopped.clone(),
             )));
         }

@@ -641,3 +641,51 @@ async fn concurrent_triggers_with_one_idempotency_key_make_one_run(db: PgPool) {
     assert_eq!(app.count("runs").await, 1);
     assert_eq!(app.count("run_outbox").await, 1);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_silent_running_run_is_flagged_stuck_until_it_reports_again(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    let id = app.pipeline(json!({"name": "p", "stages": ["a", "b"]})).await;
+    let run_id = app
+        .post(&format!("/api/pipelines/{id}/runs"), &app.operator, json!({}))
+        .await
+        .json()["id"]
+        .as_i64()
+        .unwrap();
+    let report = |stage: &str, status: &str| json!({"run_id": run_id, "stage_name": stage, "status": status});
+    app.post("/api/status-update/", &app.operator, report("a", "running"))
+        .await;
+
+    let silence = std::time::Duration::from_secs(60);
+    assert!(
+        app::runs::sync::flag_stuck(&db, silence)
+            .await
+            .unwrap()
+            .is_empty(),
+        "it just reported"
+    );
+    sqlx::query("UPDATE run_events SET recorded_at = now() - interval '1 hour'")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runs SET updated_at = now() - interval '1 hour'")
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        app::runs::sync::flag_stuck(&db, silence).await.unwrap(),
+        vec![run_id]
+    );
+    assert!(
+        app::runs::sync::flag_stuck(&db, silence)
+            .await
+            .unwrap()
+            .is_empty(),
+        "flagged once"
+    );
+    assert!(app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json()["stuck_since"].is_string());
+
+    app.post("/api/status-update/", &app.operator, report("a", "completed"))
+        .await;
+    assert!(app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json()["stuck_since"].is_null());
+}

@@ -72,7 +72,8 @@ pub async fn count_active_runs(db: impl PgExecutor<'_>, pipeline_id: i64) -> sql
     .await
 }
 
-/// Appends an event to a run's history; false when `event_id` was already recorded.
+/// Appends an event to a run's history (any news clears the run's stuck flag); false when
+/// `event_id` was already recorded.
 pub async fn insert_run_event(
     db: impl PgExecutor<'_>,
     run_id: i64,
@@ -82,10 +83,17 @@ pub async fn insert_run_event(
     status: Option<RunStatus>,
     message: Option<&str>,
 ) -> sqlx::Result<bool> {
-    let inserted = sqlx::query!(
-        "INSERT INTO run_events (run_id, event_id, kind, stage_name, status, message)
-         VALUES ($1, coalesce($2, gen_random_uuid()::text), $3, $4, $5, $6)
-         ON CONFLICT ON CONSTRAINT run_events_event_id_key DO NOTHING",
+    let inserted = sqlx::query_scalar!(
+        r#"WITH event AS (
+               INSERT INTO run_events (run_id, event_id, kind, stage_name, status, message)
+               VALUES ($1, coalesce($2, gen_random_uuid()::text), $3, $4, $5, $6)
+               ON CONFLICT ON CONSTRAINT run_events_event_id_key DO NOTHING
+               RETURNING run_id
+           ), unstuck AS (
+               UPDATE runs SET stuck_since = NULL
+               WHERE id IN (SELECT run_id FROM event) AND stuck_since IS NOT NULL
+           )
+           SELECT count(*) AS "count!" FROM event"#,
         run_id,
         event_id,
         kind,
@@ -93,9 +101,9 @@ pub async fn insert_run_event(
         status.map(RunStatus::as_str),
         message,
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    Ok(inserted == 1)
 }
 
 /// Locks a run for an update.
@@ -242,6 +250,7 @@ struct RunRow {
     started_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
     updated_at: DateTime<Utc>,
+    stuck_since: Option<DateTime<Utc>>,
 }
 
 impl From<RunRow> for Run {
@@ -266,6 +275,7 @@ impl From<RunRow> for Run {
             started_at: r.started_at,
             ended_at: r.ended_at,
             updated_at: r.updated_at,
+            stuck_since: r.stuck_since,
             stages: Vec::new(),
         }
     }
@@ -278,7 +288,7 @@ pub async fn run_by_id(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Opt
         "SELECT r.id, r.pipeline_id, p.name AS pipeline_name, r.status, r.parameters, r.actor,
                 r.source, r.request_id, r.idempotency_key, r.retry_of_run_id,
                 r.prefect_flow_run_id, r.prefect_state, r.records_processed, r.error_message,
-                r.created_at, r.submitted_at, r.started_at, r.ended_at, r.updated_at
+                r.created_at, r.submitted_at, r.started_at, r.ended_at, r.updated_at, r.stuck_since
          FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
          WHERE r.id = $1",
         run_id
@@ -299,7 +309,7 @@ pub async fn runs_for_pipeline(
         "SELECT r.id, r.pipeline_id, p.name AS pipeline_name, r.status, r.parameters, r.actor,
                 r.source, r.request_id, r.idempotency_key, r.retry_of_run_id,
                 r.prefect_flow_run_id, r.prefect_state, r.records_processed, r.error_message,
-                r.created_at, r.submitted_at, r.started_at, r.ended_at, r.updated_at
+                r.created_at, r.submitted_at, r.started_at, r.ended_at, r.updated_at, r.stuck_since
          FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
          WHERE r.pipeline_id = $1
          ORDER BY r.created_at DESC, r.id DESC LIMIT $2",
@@ -613,4 +623,21 @@ pub async fn find_idempotency_key(
     .fetch_optional(db)
     .await?;
     Ok(row.map(|r| (r.request_hash, r.run_id)))
+}
+
+/// Flags running runs that have recorded no event for `silence_seconds`; returns their ids.
+pub async fn flag_stuck_runs(db: impl PgExecutor<'_>, silence_seconds: f64) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar!(
+        "UPDATE runs r SET stuck_since = now()
+         WHERE r.status = 'running' AND r.stuck_since IS NULL
+           AND r.updated_at < now() - make_interval(secs => $1)
+           AND NOT EXISTS (
+               SELECT 1 FROM run_events e
+               WHERE e.run_id = r.id AND e.recorded_at > now() - make_interval(secs => $1)
+           )
+         RETURNING r.id",
+        silence_seconds
+    )
+    .fetch_all(db)
+    .await
 }

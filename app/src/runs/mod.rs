@@ -112,6 +112,8 @@ pub struct Run {
     pub ended_at: Option<DateTime<Utc>>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Since when a running run has reported nothing (no callback, no Prefect state).
+    pub stuck_since: Option<DateTime<Utc>>,
     /// Its stages, in order (empty in run listings).
     pub stages: Vec<Stage>,
 }

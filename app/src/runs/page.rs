@@ -98,6 +98,11 @@ fn RunView(run: Run, cancel: ServerAction<CancelRun>) -> impl IntoView {
                 </p>
                 <h1>{format!("Run #{} ", run.id)}<StatusBadge status=run.status /></h1>
                 {run.error_message.clone().map(|e| view! { <p class="form-error">{e}</p> })}
+                {run.stuck_since.map(|since| view! {
+                    <p class="form-error" role="status">
+                        {format!("No report since {} — the run may be stuck.", when(Some(since)))}
+                    </p>
+                })}
                 {run.retry_of_run_id.map(|original| view! {
                     <p class="muted small">"Retry of "<a href=format!("/runs/{original}")>{format!("run #{original}")}</a></p>
                 })}

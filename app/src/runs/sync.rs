@@ -66,16 +66,33 @@ pub async fn sync_once(pool: &PgPool, prefect: &PrefectClient) -> crate::error::
     Ok(followed.len())
 }
 
-/// Polls every `interval` until `shutdown` turns true.
+/// Flags running runs silent for longer than `silence`, logging each once.
+pub async fn flag_stuck(pool: &PgPool, silence: Duration) -> sqlx::Result<Vec<i64>> {
+    let stuck = db::flag_stuck_runs(pool, silence.as_secs_f64()).await?;
+    for run_id in &stuck {
+        tracing::warn!(
+            run.id = run_id,
+            silence.secs = silence.as_secs(),
+            "run flagged as stuck: no report"
+        );
+    }
+    Ok(stuck)
+}
+
+/// Polls every `interval` until `shutdown` turns true, flagging runs silent for `silence`.
 pub async fn run(
     pool: PgPool,
     prefect: Arc<PrefectClient>,
     interval: Duration,
+    silence: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         if let Err(e) = sync_once(&pool, &prefect).await {
             tracing::debug!(error = %e, "state sync pass failed");
+        }
+        if let Err(e) = flag_stuck(&pool, silence).await {
+            tracing::error!(error = %e, "cannot flag stuck runs");
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
