@@ -56,6 +56,21 @@ test("an operator runs a pipeline and lands on the new run's page", async ({ pag
   await expect(page.getByTestId("stage-row")).toHaveCount(5);
 });
 
+test("an operator cancels a pending run and retries it", async ({ page }) => {
+  await signIn(page);
+  await page.getByRole("link", { name: "Alpha ingest" }).click();
+  await page.getByRole("button", { name: "▶ Run" }).click();
+  await expect(page).toHaveURL(/\/runs\/\d+$/);
+  const original = page.url();
+  await page.getByRole("button", { name: "■ Cancel" }).click();
+  await expect(page.getByRole("heading", { name: /Run #\d+/ })).toContainText("cancelled");
+  await expect(page.getByText("cancelled before it reached Prefect")).toBeVisible();
+  await page.getByRole("button", { name: "↻ Retry" }).click();
+  await expect(page).not.toHaveURL(original);
+  await expect(page.getByRole("heading", { name: /Run #\d+/ })).toContainText("pending");
+  await expect(page.getByText(/Retry of/)).toBeVisible();
+});
+
 test("unknown pages answer 404 with a helpful page", async ({ page }) => {
   await signIn(page);
   const response = await page.goto("/pipelines/987654");
