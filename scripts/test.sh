@@ -21,3 +21,6 @@ DATABASE_URL="$DB_ADMIN_URL" FLOWDECK_TEST_PREFECT_URL="http://127.0.0.1:$prefec
   || { tail -n 30 "$prefect_dir/worker.log"; die "Prefect contract tests failed"; }
 
 "$ROOT/scripts/e2e.sh"
+
+say "fault test: Flowdeck killed mid-submission while Prefect hangs"
+"$ROOT/scripts/crash-test.sh" "$prefect_dir" "$prefect_port"

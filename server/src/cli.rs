@@ -21,7 +21,8 @@ Environment:
   FLOWDECK_DEFAULT_DEPLOYMENT  deployment (flow/deployment or id) of pipelines naming none
   FLOWDECK_PUBLIC_URL      URL flows use to reach Flowdeck [default: http://FLOWDECK_ADDR]
   FLOWDECK_SYNC_INTERVAL_MS  how often run states are read from Prefect [default: 2000]
-  FLOWDECK_STUCK_AFTER_S   flag a running run silent this long as stuck [default: 600]";
+  FLOWDECK_STUCK_AFTER_S   flag a running run silent this long as stuck [default: 600]
+  FLOWDECK_DISPATCH_LEASE_S  how long a dispatcher holds a run it is submitting [default: 120]";
 
 /// Flowdeck: control plane and live dashboard for Prefect pipelines.
 #[derive(Parser)]

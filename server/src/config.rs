@@ -40,6 +40,8 @@ pub struct Config {
     pub sync_interval: Duration,
     /// `FLOWDECK_STUCK_AFTER_S`: a running run silent this long is flagged as stuck.
     pub stuck_after: Duration,
+    /// `FLOWDECK_DISPATCH_LEASE_S`: how long a claimed outbox row stays with one dispatcher.
+    pub dispatch_lease: Duration,
 }
 
 fn var(name: &str) -> anyhow::Result<Option<String>> {
@@ -91,6 +93,13 @@ impl Config {
             })
             .transpose()?
             .unwrap_or(600);
+        let lease_s: u64 = var("FLOWDECK_DISPATCH_LEASE_S")?
+            .map(|v| {
+                v.parse()
+                    .context("FLOWDECK_DISPATCH_LEASE_S must be a number of seconds")
+            })
+            .transpose()?
+            .unwrap_or(120);
         let public_url = var("FLOWDECK_PUBLIC_URL")?.unwrap_or_else(|| format!("http://{addr}"));
         Ok(Config {
             prefect_api_url: var("PREFECT_API_URL")?,
@@ -99,6 +108,7 @@ impl Config {
             public_url: public_url.trim_end_matches('/').to_owned(),
             sync_interval: Duration::from_millis(sync_ms.max(100)),
             stuck_after: Duration::from_secs(stuck_s.max(1)),
+            dispatch_lease: Duration::from_secs(lease_s.max(1)),
             database_url: var("DATABASE_URL")?.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             addr,
             json_logs,
@@ -134,7 +144,7 @@ impl Config {
         DispatchConfig {
             default_deployment: self.default_deployment.clone(),
             callback_url: format!("{}/api/status-update/", self.public_url),
-            lease: Duration::from_secs(120),
+            lease: self.dispatch_lease,
         }
     }
 
