@@ -39,6 +39,7 @@ start() {
   local dir="${1:?state directory}" port="${2:?port}"
   install
   prefect_env "$dir" "$port"
+  echo "$port" >"$dir/port"
   if ! alive "$dir/server.pid"; then
     setsid "$VENV/bin/prefect" server start --host 127.0.0.1 --port "$port" >"$dir/server.log" 2>&1 &
     echo $! >"$dir/server.pid"
@@ -63,12 +64,20 @@ stop() {
   for name in worker server; do
     if alive "$dir/$name.pid"; then
       local pid; pid="$(cat "$dir/$name.pid")"
-      # setsid made it a process-group leader: stop its children (flow runs) too.
+      # setsid made it a process-group leader: stop its children too.
       kill -TERM -- "-$pid" 2>/dev/null || true
       for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
       kill -KILL -- "-$pid" 2>/dev/null || true
     fi
     rm -f "$dir/$name.pid"
+  done
+  # The process worker starts each flow run in a session of its own; end the ones that
+  # belong to this server, which would otherwise retry a dead API for minutes.
+  local port api pid
+  port="$(cat "$dir/port" 2>/dev/null)" || return 0
+  api="PREFECT_API_URL=http://127.0.0.1:$port/api"
+  for pid in $(pgrep -f 'prefect\.engine' || true); do
+    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "$api" && kill -KILL "$pid" 2>/dev/null || true
   done
 }
 
