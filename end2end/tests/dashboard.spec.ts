@@ -7,7 +7,9 @@ async function signIn(page: Page) {
   await expect(page).toHaveURL(/\/login\?next=/);
   await page.getByLabel("API key").fill(key);
   await page.getByRole("button", { name: "Sign in" }).click();
-  await expect(page).toHaveURL(/\/$/);
+  // Wait for the dashboard itself: the sign-in URL (`/login?next=/`) also ends in "/".
+  await page.waitForURL((url) => url.pathname === "/");
+  await expect(page.getByRole("heading", { name: "Pipelines" })).toBeVisible();
 }
 
 test.beforeAll(() => {
