@@ -157,11 +157,7 @@ pub async fn run(
                 None => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         };
-        tokio::select! {
-            () = wake => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
+        if super::sync::stopped_while(wake, &mut shutdown).await {
             break;
         }
     }

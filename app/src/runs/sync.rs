@@ -94,14 +94,22 @@ pub async fn run(
         if let Err(e) = flag_stuck(&pool, silence).await {
             tracing::error!(error = %e, "cannot flag stuck runs");
         }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
+        if stopped_while(tokio::time::sleep(interval), &mut shutdown).await {
             break;
         }
     }
+}
+
+/// Waits for `wake` or a shutdown; true when the background task should stop.
+pub(super) async fn stopped_while(
+    wake: impl Future<Output = ()>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        () = wake => {}
+        _ = shutdown.changed() => {}
+    }
+    *shutdown.borrow()
 }
 
 #[cfg(test)]
