@@ -126,7 +126,7 @@ async fn seed_contract_round_trip(db: PgPool) {
             .all(|s| s["execution_time_seconds"].as_f64().is_some_and(|d| d >= 0.0))
     );
 
-    let run = app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json();
+    let run = app.run(run_id).await;
     assert_eq!(run["status"], "completed");
     assert!(run["started_at"].is_string() && run["ended_at"].is_string());
     assert_eq!(run["stages"].as_array().unwrap().len(), 5);
@@ -354,12 +354,7 @@ async fn bad_status_updates_are_rejected_and_write_nothing(db: PgPool) {
 async fn late_and_duplicate_callbacks_never_move_status_backwards(db: PgPool) {
     let app = TestApp::new(db).await;
     let id = app.pipeline(json!({"name": "p", "stages": ["only"]})).await;
-    let run_id = app
-        .post(&format!("/api/pipelines/{id}/runs"), &app.operator, json!({}))
-        .await
-        .json()["id"]
-        .as_i64()
-        .unwrap();
+    let run_id = app.start_run(id, json!({})).await["id"].as_i64().unwrap();
     let update = |status: &str, event: &str| json!({"run_id": run_id, "stage_name": "only", "status": status, "event_id": event});
 
     let first = app
@@ -382,7 +377,7 @@ async fn late_and_duplicate_callbacks_never_move_status_backwards(db: PgPool) {
         .json();
     assert_eq!(repeat["duplicate"], true);
 
-    let run = app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json();
+    let run = app.run(run_id).await;
     assert_eq!(run["status"], "completed");
     assert_eq!(run["stages"][0]["status"], "completed");
     let events: i64 =
@@ -426,49 +421,21 @@ async fn a_pending_run_is_cancelled_here_and_a_finished_one_can_be_retried(db: P
     let id = app
         .pipeline(json!({"name": "p", "default_parameters": {"rows": 5}}))
         .await;
-    let run = app
-        .post(
-            &format!("/api/pipelines/{id}/runs"),
-            &app.operator,
-            json!({"parameters": {"rows": 7}}),
-        )
-        .await
-        .json();
+    let run = app.start_run(id, json!({"parameters": {"rows": 7}})).await;
     let run_id = run["id"].as_i64().unwrap();
 
     assert_eq!(
-        app.call(
-            "POST",
-            &format!("/api/runs/{run_id}/cancel"),
-            Some(&app.viewer),
-            None
-        )
-        .await
-        .status,
+        app.run_action(run_id, "cancel", &app.viewer).await.status,
         StatusCode::FORBIDDEN
     );
-    let retry_live = app
-        .call(
-            "POST",
-            &format!("/api/runs/{run_id}/retry"),
-            Some(&app.operator),
-            None,
-        )
-        .await;
+    let retry_live = app.run_action(run_id, "retry", &app.operator).await;
     assert_eq!(
         retry_live.status,
         StatusCode::CONFLICT,
         "a live run is not retried"
     );
 
-    let cancelled = app
-        .call(
-            "POST",
-            &format!("/api/runs/{run_id}/cancel"),
-            Some(&app.operator),
-            None,
-        )
-        .await;
+    let cancelled = app.run_action(run_id, "cancel", &app.operator).await;
     assert_eq!(cancelled.status, StatusCode::ACCEPTED, "{}", cancelled.text());
     assert_eq!(cancelled.json()["status"], "cancelled");
     assert_eq!(
@@ -476,24 +443,10 @@ async fn a_pending_run_is_cancelled_here_and_a_finished_one_can_be_retried(db: P
         0,
         "a cancelled run is never submitted"
     );
-    let again = app
-        .call(
-            "POST",
-            &format!("/api/runs/{run_id}/cancel"),
-            Some(&app.operator),
-            None,
-        )
-        .await;
+    let again = app.run_action(run_id, "cancel", &app.operator).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
 
-    let retried = app
-        .call(
-            "POST",
-            &format!("/api/runs/{run_id}/retry"),
-            Some(&app.operator),
-            None,
-        )
-        .await;
+    let retried = app.run_action(run_id, "retry", &app.operator).await;
     assert_eq!(retried.status, StatusCode::ACCEPTED, "{}", retried.text());
     let retry = retried.json();
     assert_ne!(retry["id"], run_id);
@@ -511,29 +464,14 @@ async fn a_pending_run_is_cancelled_here_and_a_finished_one_can_be_retried(db: P
 async fn a_run_being_submitted_is_not_cancelled_behind_the_dispatchers_back(db: PgPool) {
     let app = TestApp::new(db.clone()).await;
     let id = app.pipeline(json!({"name": "p"})).await;
-    let run_id = app
-        .post(&format!("/api/pipelines/{id}/runs"), &app.operator, json!({}))
-        .await
-        .json()["id"]
-        .as_i64()
-        .unwrap();
+    let run_id = app.start_run(id, json!({})).await["id"].as_i64().unwrap();
     sqlx::query("UPDATE run_outbox SET locked_until = now() + interval '1 minute'")
         .execute(&db)
         .await
         .unwrap();
-    let answer = app
-        .call(
-            "POST",
-            &format!("/api/runs/{run_id}/cancel"),
-            Some(&app.operator),
-            None,
-        )
-        .await;
+    let answer = app.run_action(run_id, "cancel", &app.operator).await;
     assert_eq!(answer.status, StatusCode::CONFLICT);
-    assert_eq!(
-        app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json()["status"],
-        "pending"
-    );
+    assert_eq!(app.run(run_id).await["status"], "pending");
     assert_eq!(app.count("run_outbox").await, 1);
 }
 
@@ -646,12 +584,7 @@ async fn concurrent_triggers_with_one_idempotency_key_make_one_run(db: PgPool) {
 async fn a_silent_running_run_is_flagged_stuck_until_it_reports_again(db: PgPool) {
     let app = TestApp::new(db.clone()).await;
     let id = app.pipeline(json!({"name": "p", "stages": ["a", "b"]})).await;
-    let run_id = app
-        .post(&format!("/api/pipelines/{id}/runs"), &app.operator, json!({}))
-        .await
-        .json()["id"]
-        .as_i64()
-        .unwrap();
+    let run_id = app.start_run(id, json!({})).await["id"].as_i64().unwrap();
     let report = |stage: &str, status: &str| json!({"run_id": run_id, "stage_name": stage, "status": status});
     app.post("/api/status-update/", &app.operator, report("a", "running"))
         .await;
@@ -683,9 +616,9 @@ async fn a_silent_running_run_is_flagged_stuck_until_it_reports_again(db: PgPool
             .is_empty(),
         "flagged once"
     );
-    assert!(app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json()["stuck_since"].is_string());
+    assert!(app.run(run_id).await["stuck_since"].is_string());
 
     app.post("/api/status-update/", &app.operator, report("a", "completed"))
         .await;
-    assert!(app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json()["stuck_since"].is_null());
+    assert!(app.run(run_id).await["stuck_since"].is_null());
 }

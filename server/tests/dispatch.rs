@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use common::TestApp;
+use common::{TestApp, dispatch_config};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -115,27 +115,11 @@ fn client(url: &str, retries: usize, timeout: Duration) -> PrefectClient {
 }
 
 fn config() -> DispatchConfig {
-    DispatchConfig {
-        default_deployment: Some("etl/demo".into()),
-        callback_url: "http://127.0.0.1:9/api/status-update/".into(),
-        lease: Duration::from_secs(60),
-    }
+    dispatch_config(Some("etl/demo"), "http://127.0.0.1:9/api/status-update/")
 }
 
 async fn trigger(app: &TestApp, pipeline: i64) -> i64 {
-    let answer = app
-        .post(
-            &format!("/api/pipelines/{pipeline}/runs"),
-            &app.operator,
-            json!({}),
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::ACCEPTED);
-    answer.json()["id"].as_i64().unwrap()
-}
-
-async fn run(app: &TestApp, id: i64) -> Value {
-    app.get(&format!("/api/runs/{id}"), &app.viewer).await.json()
+    app.start_run(pipeline, json!({})).await["id"].as_i64().unwrap()
 }
 
 async fn make_due(db: &PgPool) {
@@ -168,7 +152,7 @@ async fn prefect_errors_keep_the_run_pending_until_it_is_submitted_once(db: PgPo
     for _ in 0..4 {
         assert_eq!(dispatch_due(&db, &prefect, &config()).await.unwrap(), 1);
         assert_eq!(
-            run(&app, id).await["status"],
+            app.run(id).await["status"],
             "pending",
             "a Prefect failure leaves the run pending"
         );
@@ -180,7 +164,7 @@ async fn prefect_errors_keep_the_run_pending_until_it_is_submitted_once(db: PgPo
         make_due(&db).await;
     }
     assert_eq!(dispatch_due(&db, &prefect, &config()).await.unwrap(), 1);
-    let submitted = run(&app, id).await;
+    let submitted = app.run(id).await;
     assert_eq!(submitted["status"], "scheduled");
     assert!(submitted["prefect_flow_run_id"].is_string());
     assert_eq!(
@@ -249,7 +233,7 @@ async fn retry_after_is_honoured(db: PgPool) {
         "waited {:?}",
         started.elapsed()
     );
-    assert_eq!(run(&app, id).await["status"], "scheduled");
+    assert_eq!(app.run(id).await["status"], "scheduled");
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -264,7 +248,7 @@ async fn a_refusal_fails_the_run_with_prefects_reason(db: PgPool) {
     let (fake, url) = start_fake(vec![Answer::Status(409, "Validation failed for field 'rows'")]).await;
     let prefect = client(&url, 0, Duration::from_secs(5));
     dispatch_due(&db, &prefect, &config()).await.unwrap();
-    let refused = run(&app, refused).await;
+    let refused = app.run(refused).await;
     assert_eq!(refused["status"], "failed");
     assert!(
         refused["error_message"]
@@ -272,7 +256,7 @@ async fn a_refusal_fails_the_run_with_prefects_reason(db: PgPool) {
             .unwrap()
             .contains("Validation failed for field 'rows'")
     );
-    let missing = run(&app, missing).await;
+    let missing = app.run(missing).await;
     assert_eq!(missing["status"], "failed");
     assert!(
         missing["error_message"]
@@ -357,6 +341,6 @@ async fn a_callback_credential_reports_on_its_own_run_only(db: PgPool) {
             .status,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(run(&app, mine).await["status"], "running");
-    assert_eq!(run(&app, other).await["status"], "scheduled");
+    assert_eq!(app.run(mine).await["status"], "running");
+    assert_eq!(app.run(other).await["status"], "scheduled");
 }

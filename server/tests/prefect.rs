@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use app::prefect::{PrefectAuth, PrefectClient};
-use app::runs::dispatch::{DispatchConfig, dispatch_due};
+use app::runs::dispatch::dispatch_due;
 use app::runs::sync::sync_once;
-use common::TestApp;
+use common::{TestApp, dispatch_config};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -72,16 +72,12 @@ async fn drive(
     run_id: i64,
     limit: Duration,
 ) -> Value {
-    let config = DispatchConfig {
-        default_deployment: Some("etl/demo".into()),
-        callback_url: callback_url.to_owned(),
-        lease: Duration::from_secs(60),
-    };
+    let config = dispatch_config(Some("etl/demo"), callback_url);
     let started = Instant::now();
     loop {
         dispatch_due(&app.db, prefect, &config).await.unwrap();
         sync_once(&app.db, prefect).await.ok();
-        let run = app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json();
+        let run = app.run(run_id).await;
         let status = run["status"].as_str().unwrap().to_owned();
         if ["completed", "failed", "cancelled", "crashed"].contains(&status.as_str())
             || started.elapsed() > limit
@@ -103,14 +99,7 @@ async fn a_trigger_becomes_one_real_flow_run_that_reports_every_stage(db: PgPool
         .pipeline(json!({"name": "demo", "deployment": "etl/demo", "default_parameters": {"stage_seconds": 0.05, "rows": 400}}))
         .await;
     let started = Instant::now();
-    let accepted = app
-        .post(
-            &format!("/api/pipelines/{pipeline}/runs"),
-            &app.operator,
-            json!({}),
-        )
-        .await
-        .json();
+    let accepted = app.start_run(pipeline, json!({})).await;
     let run_id = accepted["id"].as_i64().unwrap();
     let request_id = accepted["request_id"].as_str().unwrap().to_owned();
 
@@ -145,7 +134,7 @@ async fn a_trigger_becomes_one_real_flow_run_that_reports_every_stage(db: PgPool
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let after = app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json();
+    let after = app.run(run_id).await;
     assert_eq!(after["status"], "completed");
     served.stop().await;
 }
@@ -160,25 +149,14 @@ async fn submitting_again_returns_the_same_flow_run(db: PgPool) {
             json!({"name": "demo", "deployment": "etl/demo", "default_parameters": {"stage_seconds": 0}}),
         )
         .await;
-    let accepted = app
-        .post(
-            &format!("/api/pipelines/{pipeline}/runs"),
-            &app.operator,
-            json!({}),
-        )
-        .await
-        .json();
+    let accepted = app.start_run(pipeline, json!({})).await;
     let run_id = accepted["id"].as_i64().unwrap();
     let token: String = sqlx::query_scalar("SELECT callback_token FROM run_outbox WHERE run_id = $1")
         .bind(run_id)
         .fetch_one(&db)
         .await
         .unwrap();
-    let config = DispatchConfig {
-        default_deployment: None,
-        callback_url: "http://127.0.0.1:9/api/status-update/".into(),
-        lease: Duration::from_secs(60),
-    };
+    let config = dispatch_config(None, "http://127.0.0.1:9/api/status-update/");
     dispatch_due(&db, &prefect, &config).await.unwrap();
     // As if the first answer had been lost: the same run is submitted again.
     sqlx::query("INSERT INTO run_outbox (run_id, callback_token) VALUES ($1, $2)")
@@ -208,13 +186,11 @@ async fn a_failing_stage_fails_the_run_with_its_reason(db: PgPool) {
         .pipeline(json!({"name": "demo", "deployment": "etl/demo"}))
         .await;
     let accepted = app
-        .post(
-            &format!("/api/pipelines/{pipeline}/runs"),
-            &app.operator,
+        .start_run(
+            pipeline,
             json!({"parameters": {"fail_stage": "Spark Processing", "stage_seconds": 0}}),
         )
-        .await
-        .json();
+        .await;
     let run_id = accepted["id"].as_i64().unwrap();
     let run = drive(&app, &prefect, &callback_url, run_id, Duration::from_secs(120)).await;
     assert_eq!(run["status"], "failed", "{run}");
@@ -240,13 +216,8 @@ async fn parameters_prefect_rejects_fail_the_run(db: PgPool) {
         .pipeline(json!({"name": "demo", "deployment": "etl/demo"}))
         .await;
     let accepted = app
-        .post(
-            &format!("/api/pipelines/{pipeline}/runs"),
-            &app.operator,
-            json!({"parameters": {"rows": "many"}}),
-        )
-        .await
-        .json();
+        .start_run(pipeline, json!({"parameters": {"rows": "many"}}))
+        .await;
     let run_id = accepted["id"].as_i64().unwrap();
     let run = drive(
         &app,
@@ -272,26 +243,13 @@ async fn cancelling_a_running_run_stops_it_in_prefect(db: PgPool) {
             json!({"name": "slow", "deployment": "etl/demo", "default_parameters": {"stage_seconds": 4}}),
         )
         .await;
-    let run_id = app
-        .post(
-            &format!("/api/pipelines/{pipeline}/runs"),
-            &app.operator,
-            json!({}),
-        )
-        .await
-        .json()["id"]
-        .as_i64()
-        .unwrap();
-    let config = DispatchConfig {
-        default_deployment: None,
-        callback_url: callback_url.clone(),
-        lease: Duration::from_secs(60),
-    };
+    let run_id = app.start_run(pipeline, json!({})).await["id"].as_i64().unwrap();
+    let config = dispatch_config(None, &callback_url);
     let started = Instant::now();
     loop {
         dispatch_due(&app.db, &prefect, &config).await.unwrap();
         sync_once(&app.db, &prefect).await.ok();
-        let run = app.get(&format!("/api/runs/{run_id}"), &app.viewer).await.json();
+        let run = app.run(run_id).await;
         if run["status"] == "running" {
             break;
         }
@@ -301,14 +259,7 @@ async fn cancelling_a_running_run_stops_it_in_prefect(db: PgPool) {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let answer = app
-        .call(
-            "POST",
-            &format!("/api/runs/{run_id}/cancel"),
-            Some(&app.operator),
-            None,
-        )
-        .await;
+    let answer = app.run_action(run_id, "cancel", &app.operator).await;
     assert_eq!(
         answer.status,
         axum::http::StatusCode::ACCEPTED,

@@ -9,8 +9,12 @@ use super::{Run, RunStatus, Stage};
 pub struct LockedRun {
     /// Run id.
     pub id: i64,
+    /// The run's pipeline.
+    pub pipeline_id: i64,
     /// Current status.
     pub status: RunStatus,
+    /// Prefect's flow run, once submitted.
+    pub prefect_flow_run_id: Option<String>,
 }
 
 /// A stage run's row, locked for an update.
@@ -21,41 +25,50 @@ pub struct LockedStage {
     pub status: RunStatus,
 }
 
+/// A run about to be recorded.
+pub struct NewRun<'a> {
+    /// The pipeline run.
+    pub pipeline_id: i64,
+    /// Parameters actually used.
+    pub parameters: &'a serde_json::Value,
+    /// Who triggered it.
+    pub actor: &'a str,
+    /// Through what (`api`, `ui`, `retry`, ...).
+    pub source: &'a str,
+    /// Request id of the trigger.
+    pub request_id: &'a str,
+    /// The trigger's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<&'a str>,
+    /// One pending stage run is made per name, in order.
+    pub stage_names: &'a [String],
+    /// The run this one retries.
+    pub retry_of_run_id: Option<i64>,
+    /// SHA-256 of the run's callback credential.
+    pub callback_token_hash: &'a [u8],
+}
+
 /// Inserts a pending run with one pending stage run per stage name; returns the run id.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one column each; a struct would only rename them"
-)]
-pub async fn insert_run(
-    db: impl PgExecutor<'_>,
-    pipeline_id: i64,
-    parameters: &serde_json::Value,
-    actor: &str,
-    source: &str,
-    request_id: &str,
-    idempotency_key: Option<&str>,
-    stage_names: &[String],
-    retry_of_run_id: Option<i64>,
-) -> sqlx::Result<i64> {
+pub async fn insert_run(db: impl PgExecutor<'_>, run: &NewRun<'_>) -> sqlx::Result<i64> {
     sqlx::query_scalar!(
         r#"WITH run AS (
                INSERT INTO runs (pipeline_id, parameters, actor, source, request_id, idempotency_key,
-                                 retry_of_run_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $8) RETURNING id
+                                 retry_of_run_id, callback_token_hash)
+               VALUES ($1, $2, $3, $4, $5, $6, $8, $9) RETURNING id
            ), stages AS (
                INSERT INTO stage_runs (run_id, position, name)
                SELECT run.id, (s.ord - 1)::int, s.name
                FROM run, unnest($7::text[]) WITH ORDINALITY AS s (name, ord)
            )
            SELECT id AS "id!" FROM run"#,
-        pipeline_id,
-        parameters,
-        actor,
-        source,
-        request_id,
-        idempotency_key,
-        stage_names,
-        retry_of_run_id,
+        run.pipeline_id,
+        run.parameters,
+        run.actor,
+        run.source,
+        run.request_id,
+        run.idempotency_key,
+        run.stage_names,
+        run.retry_of_run_id,
+        run.callback_token_hash,
     )
     .fetch_one(db)
     .await
@@ -108,19 +121,24 @@ pub async fn insert_run_event(
 
 /// Locks a run for an update.
 pub async fn lock_run(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Option<LockedRun>> {
-    let row = sqlx::query!("SELECT id, status FROM runs WHERE id = $1 FOR UPDATE", run_id)
-        .fetch_optional(db)
-        .await?;
+    let row = sqlx::query!(
+        "SELECT id, pipeline_id, status, prefect_flow_run_id FROM runs WHERE id = $1 FOR UPDATE",
+        run_id
+    )
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(|r| LockedRun {
         id: r.id,
+        pipeline_id: r.pipeline_id,
         status: RunStatus::from_db(&r.status),
+        prefect_flow_run_id: r.prefect_flow_run_id,
     }))
 }
 
 /// The latest run of a pipeline, locked for an update.
 pub async fn lock_latest_run(db: impl PgExecutor<'_>, pipeline_id: i64) -> sqlx::Result<Option<LockedRun>> {
     let row = sqlx::query!(
-        "SELECT id, status FROM runs WHERE pipeline_id = $1
+        "SELECT id, pipeline_id, status, prefect_flow_run_id FROM runs WHERE pipeline_id = $1
          ORDER BY created_at DESC, id DESC LIMIT 1 FOR UPDATE",
         pipeline_id
     )
@@ -128,7 +146,9 @@ pub async fn lock_latest_run(db: impl PgExecutor<'_>, pipeline_id: i64) -> sqlx:
     .await?;
     Ok(row.map(|r| LockedRun {
         id: r.id,
+        pipeline_id: r.pipeline_id,
         status: RunStatus::from_db(&r.status),
+        prefect_flow_run_id: r.prefect_flow_run_id,
     }))
 }
 
@@ -533,22 +553,6 @@ pub async fn run_for_callback_token(
     )
     .fetch_optional(db)
     .await
-}
-
-/// Stores the hash of a run's callback credential.
-pub async fn set_callback_token_hash(
-    db: impl PgExecutor<'_>,
-    run_id: i64,
-    token_hash: &[u8],
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "UPDATE runs SET callback_token_hash = $2 WHERE id = $1",
-        run_id,
-        token_hash
-    )
-    .execute(db)
-    .await?;
-    Ok(())
 }
 
 /// A run Prefect knows and that has not finished.

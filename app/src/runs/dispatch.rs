@@ -37,21 +37,25 @@ pub fn backoff_seconds(attempts: i32) -> i32 {
     (1_i32 << exponent).min(300)
 }
 
-fn flow_parameters(run: &db::OutboxRun, token: &str, callback_url: &str) -> Value {
+fn flow_parameters(run: &db::OutboxRun, callback_url: &str) -> Value {
     let mut parameters = match &run.parameters {
         Value::Object(map) => map.clone(),
         _ => serde_json::Map::new(),
     };
     parameters.insert("flowdeck_run_id".into(), json!(run.run_id));
     parameters.insert("flowdeck_callback_url".into(), json!(callback_url));
-    parameters.insert("flowdeck_token".into(), json!(token));
+    parameters.insert("flowdeck_token".into(), json!(run.callback_token));
     parameters.insert("flowdeck_request_id".into(), json!(run.request_id));
     Value::Object(parameters)
 }
 
+/// Deployment ids by the reference pipelines give, resolved once per dispatch pass.
+type DeploymentIds = std::collections::HashMap<String, String>;
+
 async fn submit(
     prefect: &PrefectClient,
     config: &DispatchConfig,
+    deployments: &mut DeploymentIds,
     run: &db::OutboxRun,
 ) -> Result<String, PrefectError> {
     let reference = run
@@ -62,7 +66,14 @@ async fn submit(
             status: 422,
             message: "the pipeline has no deployment and no default deployment is configured".into(),
         })?;
-    let deployment_id = prefect.deployment_id(reference).await?;
+    let deployment_id = match deployments.get(reference) {
+        Some(id) => id.clone(),
+        None => {
+            let id = prefect.deployment_id(reference).await?;
+            deployments.insert(reference.to_owned(), id.clone());
+            id
+        }
+    };
     let mut labels = serde_json::Map::new();
     labels.insert("flowdeck.run_id".into(), json!(run.run_id.to_string()));
     labels.insert("flowdeck.pipeline".into(), json!(run.pipeline_slug));
@@ -70,7 +81,7 @@ async fn submit(
         labels.insert("flowdeck.request_id".into(), json!(request_id));
     }
     let new_run = NewFlowRun {
-        parameters: flow_parameters(run, &run.callback_token, &config.callback_url),
+        parameters: flow_parameters(run, &config.callback_url),
         idempotency_key: run.idempotency_key.clone(),
         tags: [
             Some("flowdeck".to_owned()),
@@ -96,8 +107,9 @@ pub async fn dispatch_due(
     let lease = i32::try_from(config.lease.as_secs()).unwrap_or(120);
     let claimed = db::claim_outbox(pool, 10, lease).await?;
     let count = claimed.len();
+    let mut deployments = DeploymentIds::new();
     for run in claimed {
-        match submit(prefect, config, &run).await {
+        match submit(prefect, config, &mut deployments, &run).await {
             Ok(flow_run_id) => {
                 db::mark_submitted(pool, run.run_id, &flow_run_id).await?;
                 tracing::info!(run.id = run.run_id, prefect.flow_run_id = %flow_run_id, "run submitted to Prefect");

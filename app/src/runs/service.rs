@@ -69,18 +69,19 @@ async fn accept(
         }
         Parameters::Exact(parameters) => parameters,
     };
-    let run_id = db::insert_run(
-        &mut *tx,
+    let callback = keys::new_callback_token();
+    let new_run = db::NewRun {
         pipeline_id,
-        &parameters,
-        &principal.actor,
+        parameters: &parameters,
+        actor: &principal.actor,
         source,
-        &meta.request_id,
-        idempotency.map(|i| i.key.as_str()),
-        &pipeline.stage_names,
-        retry_of,
-    )
-    .await?;
+        request_id: &meta.request_id,
+        idempotency_key: idempotency.map(|i| i.key.as_str()),
+        stage_names: &pipeline.stage_names,
+        retry_of_run_id: retry_of,
+        callback_token_hash: &callback.hash,
+    };
+    let run_id = db::insert_run(&mut *tx, &new_run).await?;
     if let Some(idempotency) = idempotency {
         // A concurrent request with the same key waits here until the first commits, then
         // finds the key taken: it drops its own run and answers with the first one.
@@ -99,8 +100,6 @@ async fn accept(
                 .ok_or_else(|| AppError::conflict("a request with this Idempotency-Key is in progress"));
         }
     }
-    let callback = keys::new_callback_token();
-    db::set_callback_token_hash(&mut *tx, run_id, &callback.hash).await?;
     db::insert_outbox(&mut tx, run_id, &callback.clear).await?;
     db::insert_run_event(
         &mut *tx,
@@ -235,10 +234,7 @@ pub async fn cancel(
             locked.status
         )));
     }
-    let flow_run_id = db::run_by_id(&mut *tx, run_id)
-        .await?
-        .and_then(|r| r.prefect_flow_run_id);
-    match flow_run_id {
+    match locked.prefect_flow_run_id {
         None => {
             if !db::withdraw_from_outbox(&mut *tx, run_id).await? {
                 return Err(AppError::conflict(
@@ -372,14 +368,11 @@ pub async fn apply_status_update(
             let run = db::lock_run(&mut *tx, run_id)
                 .await?
                 .ok_or_else(|| AppError::not_found("Run"))?;
-            if let Some(pipeline_id) = pipeline_id {
-                let owner = db::run_by_id(&mut *tx, run_id).await?.map(|r| r.pipeline_id);
-                if owner != Some(pipeline_id) {
-                    return Err(AppError::invalid(
-                        "pipeline_id",
-                        "does not match the run's pipeline",
-                    ));
-                }
+            if pipeline_id.is_some_and(|pipeline_id| pipeline_id != run.pipeline_id) {
+                return Err(AppError::invalid(
+                    "pipeline_id",
+                    "does not match the run's pipeline",
+                ));
             }
             run
         }

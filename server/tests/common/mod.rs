@@ -135,6 +135,28 @@ impl TestApp {
         answer.json()["id"].as_i64().expect("id")
     }
 
+    /// Triggers a run of `pipeline` as operator; asserts `202` and returns the run.
+    pub async fn start_run(&self, pipeline: i64, body: Value) -> Value {
+        let answer = self
+            .post(&format!("/api/pipelines/{pipeline}/runs"), &self.operator, body)
+            .await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
+        answer.json()
+    }
+
+    /// `POST /api/runs/{run_id}/{action}` (`cancel`, `retry`) with `key`.
+    pub async fn run_action(&self, run_id: i64, action: &str, key: &str) -> Answer {
+        self.call("POST", &format!("/api/runs/{run_id}/{action}"), Some(key), None)
+            .await
+    }
+
+    /// A run as a viewer reads it.
+    pub async fn run(&self, run_id: i64) -> Value {
+        self.get(&format!("/api/runs/{run_id}"), &self.viewer)
+            .await
+            .json()
+    }
+
     /// Rows in a table, to prove that a rejected request wrote nothing.
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
@@ -157,5 +179,17 @@ impl TestApp {
             counts.push(self.count(table).await);
         }
         counts
+    }
+}
+
+/// What a dispatcher in a test needs: a default deployment (if any) and where flows call back.
+pub fn dispatch_config(
+    default_deployment: Option<&str>,
+    callback_url: &str,
+) -> app::runs::dispatch::DispatchConfig {
+    app::runs::dispatch::DispatchConfig {
+        default_deployment: default_deployment.map(str::to_owned),
+        callback_url: callback_url.to_owned(),
+        lease: std::time::Duration::from_secs(60),
     }
 }
