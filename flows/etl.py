@@ -3,7 +3,7 @@
 Each stage reports `running`, then `completed` (with records processed) or `failed`, to
 Flowdeck's status endpoint with the run's own callback credential. Callbacks use only the
 standard library; each carries an `event_id` kept across retries, so Flowdeck ignores
-repeats.
+repeats, and the time the change happened, so Flowdeck applies them in order.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
 
@@ -42,7 +43,8 @@ def report(url, token, request_id, payload, logger):
     """POST one status report; retry connection errors and 5xx, give up quietly after."""
     if not url:
         return
-    body = dict(payload, event_id=str(uuid.uuid4()))
+    # The time of the change itself, so Flowdeck can order reports that arrive out of order.
+    body = dict(payload, event_id=str(uuid.uuid4()), timestamp=datetime.now(timezone.utc).isoformat())
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"

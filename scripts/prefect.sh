@@ -28,7 +28,8 @@ install() {
 prefect_env() {
   local dir="$1" port="$2"
   export PREFECT_HOME="$dir/home" PREFECT_API_URL="http://127.0.0.1:$port/api"
-  export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 PREFECT_UI_ENABLED=false
+  # The UI is for people (make run); tests leave it off.
+  export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 PREFECT_UI_ENABLED="${FLOWDECK_PREFECT_UI:-false}"
   export PREFECT_WORKER_QUERY_SECONDS=1 PREFECT_LOGGING_LEVEL=WARNING
   mkdir -p "$PREFECT_HOME"
 }

@@ -16,7 +16,7 @@ local_prefect=""
 if [ -z "${PREFECT_API_URL:-}" ]; then
   local_prefect="$ROOT/.flowdeck/prefect"
   mkdir -p "$local_prefect"
-  "$ROOT/scripts/prefect.sh" start "$local_prefect" "${PREFECT_PORT:-4200}"
+  FLOWDECK_PREFECT_UI=true "$ROOT/scripts/prefect.sh" start "$local_prefect" "${PREFECT_PORT:-4200}"
   export PREFECT_API_URL="http://127.0.0.1:${PREFECT_PORT:-4200}/api"
   export FLOWDECK_DEFAULT_DEPLOYMENT="${FLOWDECK_DEFAULT_DEPLOYMENT:-etl/demo}"
 fi
@@ -51,6 +51,7 @@ cat <<TXT
 
   Flowdeck is running on   $url/
   Prefect API              $PREFECT_API_URL
+  Prefect UI               ${PREFECT_API_URL%/api}/  (each run page links its flow run)
   Sign in with this admin API key (shown once; a new one is made on each 'make run'):
 
   $key

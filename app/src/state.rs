@@ -19,4 +19,19 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// The Prefect API, when configured (cancelling a submitted run needs it).
     pub prefect: Option<Arc<PrefectClient>>,
+    /// The deployment of pipelines that name none (`FLOWDECK_DEFAULT_DEPLOYMENT`).
+    #[from_ref(skip)]
+    pub default_deployment: Option<String>,
+    /// Prefect's UI (`PREFECT_UI_URL`, else derived from the API URL), for links to flow runs.
+    #[from_ref(skip)]
+    pub prefect_ui_url: Option<String>,
+}
+
+impl AppState {
+    /// Where Prefect's UI shows a flow run.
+    pub fn flow_run_url(&self, flow_run_id: &str) -> Option<String> {
+        self.prefect_ui_url
+            .as_ref()
+            .map(|ui| format!("{}/runs/flow-run/{flow_run_id}", ui.trim_end_matches('/')))
+    }
 }

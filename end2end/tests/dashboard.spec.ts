@@ -79,3 +79,34 @@ test("unknown pages answer 404 with a helpful page", async ({ page }) => {
   expect(response?.status()).toBe(404);
   await expect(page.getByRole("heading", { name: "Not found" })).toBeVisible();
 });
+
+// Last in this file (one worker, in order): it adds a pipeline, which the counts above
+// do not expect.
+test("an admin creates a pipeline from the form and runs it with parameters", async ({ page }) => {
+  await signIn(page);
+  await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
+  await page.getByRole("link", { name: "+ New pipeline" }).click();
+  await expect(page.getByRole("heading", { name: "New pipeline" })).toBeVisible();
+  // No Prefect in this test server: the form says so and takes a typed deployment name.
+  await expect(page.getByText("Prefect is not configured")).toBeVisible();
+  await page.getByLabel("Name *").fill("Delta load");
+  await page.getByLabel("Default parameters (JSON object)").fill("[1, 2]");
+  await page.getByRole("button", { name: "Create pipeline" }).click();
+  await expect(page.getByRole("alert")).toContainText("default_parameters");
+  await expect(page).toHaveURL(/\/pipelines\/new$/);
+
+  await page.getByLabel("Default parameters (JSON object)").fill('{"rows": 7, "mode": "full"}');
+  await page.getByLabel("Tags, comma-separated").fill("nightly, finance");
+  await page.getByRole("button", { name: "Create pipeline" }).click();
+  await expect(page).toHaveURL(/\/pipelines\/\d+$/);
+  await expect(page.getByRole("heading", { name: /Delta load/ })).toBeVisible();
+
+  await page.getByText("Run with parameters…").click();
+  const rows = page.getByLabel("rows", { exact: true });
+  await expect(rows).toHaveValue("7");
+  await rows.fill("12");
+  await page.getByRole("button", { name: "▶ Run with these parameters" }).click();
+  await expect(page).toHaveURL(/\/runs\/\d+$/);
+  await expect(page.locator("pre.code")).toContainText('"rows": 12');
+  await expect(page.locator("pre.code")).toContainText('"mode": "full"');
+});

@@ -34,6 +34,8 @@ pub struct Config {
     prefect_auth: PrefectAuth,
     /// `FLOWDECK_DEFAULT_DEPLOYMENT`: the deployment of pipelines that name none.
     pub default_deployment: Option<String>,
+    /// `PREFECT_UI_URL`: where links to flow runs point.
+    pub prefect_ui_url: Option<String>,
     /// `FLOWDECK_PUBLIC_URL`: how flows reach Flowdeck [default: `http://FLOWDECK_ADDR`].
     pub public_url: String,
     /// `FLOWDECK_SYNC_INTERVAL_MS`: how often run states are read from Prefect.
@@ -103,6 +105,7 @@ impl Config {
         let public_url = var("FLOWDECK_PUBLIC_URL")?.unwrap_or_else(|| format!("http://{addr}"));
         Ok(Config {
             prefect_api_url: var("PREFECT_API_URL")?,
+            prefect_ui_url: var("PREFECT_UI_URL")?,
             prefect_auth,
             default_deployment: var("FLOWDECK_DEFAULT_DEPLOYMENT")?,
             public_url: public_url.trim_end_matches('/').to_owned(),
@@ -137,6 +140,13 @@ impl Config {
                     .context("PREFECT_API_URL, PREFECT_API_KEY or PREFECT_API_AUTH_STRING is unusable")
             })
             .transpose()
+    }
+
+    /// Prefect's UI: `PREFECT_UI_URL`, else derived from `PREFECT_API_URL`.
+    pub fn prefect_ui_url(&self) -> Option<String> {
+        self.prefect_ui_url
+            .clone()
+            .or_else(|| self.prefect_api_url.as_deref().map(app::prefect::ui_url_for))
     }
 
     /// What the dispatcher needs.

@@ -53,6 +53,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         db: pool,
         secure_cookies: config.secure_cookies,
         prefect: config.prefect()?.map(std::sync::Arc::new),
+        default_deployment: config.default_deployment.clone(),
+        prefect_ui_url: config.prefect_ui_url(),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();

@@ -622,3 +622,193 @@ async fn a_silent_running_run_is_flagged_stuck_until_it_reports_again(db: PgPool
         .await;
     assert!(app.run(run_id).await["stuck_since"].is_null());
 }
+
+/// A stage report at `seconds` after `t0`.
+fn report(
+    run_id: i64,
+    stage: Option<&str>,
+    status: &str,
+    t0: chrono::DateTime<chrono::Utc>,
+    seconds: i64,
+) -> Value {
+    let mut body = json!({
+        "run_id": run_id,
+        "status": status,
+        "timestamp": (t0 + chrono::Duration::seconds(seconds)).to_rfc3339(),
+    });
+    if let Some(stage) = stage {
+        body["stage_name"] = json!(stage);
+    }
+    body
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn callbacks_arriving_out_of_order_apply_in_the_order_they_happened(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let pipeline = app.pipeline(json!({"name": "ordered"})).await;
+    let run_id = app.start_run(pipeline, json!({})).await["id"].as_i64().unwrap();
+    // Whole microseconds, as PostgreSQL keeps them.
+    let t0 = chrono::DateTime::from_timestamp_micros(
+        (chrono::Utc::now() - chrono::Duration::minutes(10)).timestamp_micros(),
+    )
+    .unwrap();
+    let send = |body: Value| {
+        let app = &app;
+        async move {
+            let answer = app.post("/api/status-update/", &app.operator, body).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+            answer.json()
+        }
+    };
+    let stage = Some("Data Generation");
+
+    // Progress reports of one stage: the newest by time wins, whatever the arrival order.
+    send(report(run_id, stage, "running", t0, 0)).await;
+    let mut newest = report(run_id, stage, "running", t0, 20);
+    newest["records_processed"] = json!(300);
+    assert_eq!(send(newest).await["applied"], true);
+    let mut older = report(run_id, stage, "running", t0, 10);
+    older["records_processed"] = json!(200);
+    assert_eq!(
+        send(older).await["applied"],
+        false,
+        "an older progress report is stale"
+    );
+    let run = app.run(run_id).await;
+    assert_eq!(run["stages"][0]["records_processed"], 300, "{run}");
+    assert_eq!(run["status"], "running");
+
+    // Pause and resume of the run: a late `running` does not undo a newer `paused`.
+    assert_eq!(
+        send(report(run_id, None, "paused", t0, 40)).await["run_status"],
+        "paused"
+    );
+    let late = send(report(run_id, None, "running", t0, 30)).await;
+    assert_eq!(
+        (late["applied"].clone(), late["run_status"].clone()),
+        (json!(false), json!("paused"))
+    );
+    assert_eq!(
+        send(report(run_id, None, "running", t0, 50)).await["run_status"],
+        "running"
+    );
+
+    // Forward moves apply in any order; times are the sender's, and never in the future.
+    let done = send(report(run_id, stage, "completed", t0, 3600 * 24)).await;
+    assert_eq!(done["applied"], true);
+    let run = app.run(run_id).await;
+    let stage = &run["stages"][0];
+    assert_eq!(stage["status"], "completed");
+    let started: chrono::DateTime<chrono::Utc> = stage["started_at"].as_str().unwrap().parse().unwrap();
+    let ended: chrono::DateTime<chrono::Utc> = stage["completed_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(started, t0, "the stage started when it said it did");
+    assert!(
+        ended <= chrono::Utc::now(),
+        "a future time counts as now: {ended}"
+    );
+    assert_eq!(
+        send(report(run_id, Some("Data Generation"), "running", t0, 3600 * 25)).await["applied"],
+        false
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_new_pipeline_form_creates_a_pipeline_and_refuses_bad_input(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let form = "name=Form+made&description=From+the+UI&deployment=etl%2Fdemo&stages=Extract%0D%0A%0D%0ALoad%0A\
+                &default_parameters=%7B%22rows%22%3A+5%7D&tags=daily%2C+finance";
+    let made = app.server_fn("create_pipeline", &app.admin, form).await;
+    assert!(made.status.is_success(), "{} {}", made.status, made.text());
+    let id = made.json().as_i64().expect("the new pipeline's id");
+    let pipeline = app.get(&format!("/api/pipelines/{id}"), &app.viewer).await.json();
+    assert_eq!(pipeline["slug"], "form-made");
+    assert_eq!(pipeline["deployment"], "etl/demo");
+    assert_eq!(pipeline["stage_names"], json!(["Extract", "Load"]));
+    assert_eq!(pipeline["tags"], json!(["daily", "finance"]));
+    assert_eq!(pipeline["default_parameters"], json!({"rows": 5}));
+
+    let before = app.footprint().await;
+    let bad_json = "name=Other&description=&deployment=&stages=&default_parameters=%5B1%5D&tags=";
+    let refused = app.server_fn("create_pipeline", &app.admin, bad_json).await;
+    assert!(!refused.status.is_success(), "{}", refused.text());
+    assert!(
+        refused.text().contains("default_parameters"),
+        "{}",
+        refused.text()
+    );
+    let operator = app
+        .server_fn(
+            "create_pipeline",
+            &app.operator,
+            "name=Mine&description=&deployment=&stages=&default_parameters=&tags=",
+        )
+        .await;
+    assert_eq!(operator.status, StatusCode::FORBIDDEN, "{}", operator.text());
+    assert_eq!(
+        app.footprint().await[..3],
+        before[..3],
+        "a refused form writes nothing"
+    );
+
+    // Without Prefect the form still offers the default deployment and says why the list is empty.
+    let choices = app.server_fn("deployment_choices", &app.admin, "").await.json();
+    assert_eq!(choices["default"], "etl/demo");
+    assert!(
+        choices["problem"].as_str().unwrap().contains("PREFECT_API_URL"),
+        "{choices}"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_run_dialog_sends_typed_parameters_and_refuses_bad_ones(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let pipeline = app
+        .pipeline(json!({"name": "dialog", "default_parameters": {"rows": 100, "label": "x", "ratio": 0.5}}))
+        .await;
+    // Without Prefect the form is made from the pipeline's defaults.
+    let fields = app
+        .server_fn("run_form", &app.operator, &format!("pipeline_id={pipeline}"))
+        .await
+        .json();
+    let names: Vec<&str> = fields
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["label", "ratio", "rows"]);
+    assert_eq!(fields[2]["kind"]["kind"], "integer");
+    assert_eq!(fields[2]["value"], "100");
+
+    let form = format!(
+        "pipeline_id={pipeline}&values%5Brows%5D=20&kinds%5Brows%5D=integer&values%5Blabel%5D=&kinds%5Blabel%5D=text\
+         &values%5Bratio%5D=0.25&kinds%5Bratio%5D=number"
+    );
+    let made = app.server_fn("trigger_run", &app.operator, &form).await;
+    assert!(made.status.is_success(), "{} {}", made.status, made.text());
+    let run = app.run(made.json().as_i64().unwrap()).await;
+    assert_eq!(run["parameters"]["rows"], 20);
+    assert_eq!(run["parameters"]["ratio"], 0.25);
+    assert_eq!(
+        run["parameters"]["label"], "x",
+        "an empty input keeps the default"
+    );
+
+    let before = app.footprint().await;
+    let bad = format!("pipeline_id={pipeline}&values%5Brows%5D=many&kinds%5Brows%5D=integer");
+    let refused = app.server_fn("trigger_run", &app.operator, &bad).await;
+    assert!(!refused.status.is_success());
+    assert!(refused.text().contains("parameters.rows"), "{}", refused.text());
+    let context = format!("pipeline_id={pipeline}&values%5Bflowdeck_token%5D=x");
+    assert!(
+        !app.server_fn("trigger_run", &app.operator, &context)
+            .await
+            .status
+            .is_success()
+    );
+    let viewer = app
+        .server_fn("trigger_run", &app.viewer, &format!("pipeline_id={pipeline}"))
+        .await;
+    assert_eq!(viewer.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.footprint().await, before, "refused triggers write nothing");
+}

@@ -272,3 +272,89 @@ async fn cancelling_a_running_run_stops_it_in_prefect(db: PgPool) {
     assert_eq!(run["prefect_state"], "Cancelled");
     served.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+#[ignore = "needs a real Prefect: make test runs it"]
+async fn prefect_events_move_runs_without_waiting_for_a_poll(db: PgPool) {
+    let prefect = Arc::new(prefect());
+    let app = TestApp::with_prefect(db, Some(prefect.clone())).await;
+    let served = serve(&app).await;
+    let pipeline = app
+        .pipeline(
+            json!({"name": "evented", "deployment": "etl/demo", "default_parameters": {"stage_seconds": 0}}),
+        )
+        .await;
+    // The follower polls once as it connects, then not for ten minutes: whatever Prefect
+    // says after that arrives over its event stream.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(app::runs::sync::run(
+        app.db.clone(),
+        prefect.clone(),
+        Duration::from_secs(600),
+        Duration::from_secs(600),
+        stopped,
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let run_id = app.start_run(pipeline, json!({})).await["id"].as_i64().unwrap();
+    dispatch_due(&app.db, &prefect, &dispatch_config(None, &served.callback_url))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let run = loop {
+        let run = app.run(run_id).await;
+        if run["prefect_state"] == "Completed" || started.elapsed() > Duration::from_secs(90) {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("submitted to Prefect's Completed event: {:?}", started.elapsed());
+    assert_eq!(run["prefect_state"], "Completed", "{run}");
+    assert_eq!(run["status"], "completed", "{run}");
+    let flow_run_id = run["prefect_flow_run_id"].as_str().unwrap();
+    assert_eq!(
+        run["prefect_url"],
+        format!("http://prefect.test/runs/flow-run/{flow_run_id}")
+    );
+    let states: Vec<String> = sqlx::query_scalar(
+        "SELECT message FROM run_events WHERE run_id = $1 AND kind = 'prefect_state' ORDER BY occurred_at",
+    )
+    .bind(run_id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(states.contains(&"Running".to_owned()), "{states:?}");
+    assert_eq!(states.last().map(String::as_str), Some("Completed"), "{states:?}");
+    stop.send(true).unwrap();
+    follower.await.unwrap();
+    served.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+#[ignore = "needs a real Prefect: make test runs it"]
+async fn the_forms_offer_prefects_deployments_and_the_flows_parameters(db: PgPool) {
+    let prefect = Arc::new(prefect());
+    let app = TestApp::with_prefect(db, Some(prefect.clone())).await;
+    let choices = app.server_fn("deployment_choices", &app.admin, "").await.json();
+    assert!(
+        choices["available"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("etl/demo")),
+        "{choices}"
+    );
+    assert_eq!(choices["problem"], Value::Null);
+
+    let pipeline = app
+        .pipeline(json!({"name": "form", "default_parameters": {"rows": 42}}))
+        .await;
+    let fields = app
+        .server_fn("run_form", &app.operator, &format!("pipeline_id={pipeline}"))
+        .await
+        .json();
+    let fields = fields.as_array().unwrap();
+    let names: Vec<&str> = fields.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["rows", "fail_stage", "stage_seconds"], "{fields:?}");
+    assert_eq!(fields[0]["kind"]["kind"], "integer");
+    assert_eq!(fields[0]["value"], "42", "the pipeline's default fills the form");
+    assert_eq!(fields[2]["kind"]["kind"], "number");
+}

@@ -69,3 +69,23 @@ impl<T> ResultExt<T> for Result<T, sqlx::Error> {
         })
     }
 }
+
+/// Sets the status of the server function response being made, unless the caller is a
+/// plain HTML form, which server functions answer with a redirect back to the form.
+pub(super) fn answer_server_fn_with(code: u16) {
+    use leptos::prelude::use_context;
+    let form_post = use_context::<http::request::Parts>().is_some_and(|parts| {
+        parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"))
+    });
+    if let (false, Some(response), Ok(status)) = (
+        form_post,
+        use_context::<leptos_axum::ResponseOptions>(),
+        StatusCode::from_u16(code),
+    ) {
+        response.set_status(status);
+    }
+}

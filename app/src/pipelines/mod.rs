@@ -127,3 +127,82 @@ pub async fn get_pipeline_detail(id: i64) -> Result<PipelineDetail, AppError> {
         recent_runs,
     })
 }
+
+/// What the New pipeline form offers as deployments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentMenu {
+    /// The deployment pipelines without one run (`FLOWDECK_DEFAULT_DEPLOYMENT`).
+    pub default: Option<String>,
+    /// Every deployment Prefect knows, as `flow-name/deployment-name`.
+    pub available: Vec<String>,
+    /// Why the list is empty, when Prefect could not be asked.
+    pub problem: Option<String>,
+}
+
+/// The deployments the New pipeline form offers.
+#[server(prefix = "/sfn", endpoint = "deployment_choices")]
+pub async fn deployment_choices() -> Result<DeploymentMenu, AppError> {
+    let state = expect_context::<crate::state::AppState>();
+    crate::auth::current_principal()?.require(crate::auth::Role::Admin)?;
+    let (available, problem) = match &state.prefect {
+        None => (
+            Vec::new(),
+            Some("Prefect is not configured (PREFECT_API_URL)".to_owned()),
+        ),
+        Some(prefect) => match prefect.deployments().await {
+            Ok(list) => (list.into_iter().map(|(name, _)| name).collect(), None),
+            Err(error) => {
+                tracing::warn!(%error, "cannot list Prefect deployments");
+                (
+                    Vec::new(),
+                    Some("Prefect did not answer; type the deployment's name".to_owned()),
+                )
+            }
+        },
+    };
+    Ok(DeploymentMenu {
+        default: state.default_deployment.clone(),
+        available,
+        problem,
+    })
+}
+
+/// Creates a pipeline from the New pipeline form (plain text inputs: one stage per line,
+/// comma-separated tags, parameters as a JSON object); goes to the new pipeline's page.
+#[server(prefix = "/sfn", endpoint = "create_pipeline")]
+pub async fn create_pipeline(
+    name: String,
+    description: String,
+    deployment: String,
+    stages: String,
+    default_parameters: String,
+    tags: String,
+) -> Result<i64, AppError> {
+    let state = expect_context::<crate::state::AppState>();
+    let principal = crate::auth::current_principal()?;
+    let meta = crate::auth::middleware::RequestMeta::current();
+    let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    let stages: Vec<String> = stages.lines().filter_map(text).collect();
+    let tags: Vec<String> = tags.split(',').filter_map(text).collect();
+    let default_parameters = match text(&default_parameters) {
+        None => None,
+        Some(json) => Some(
+            serde_json::from_str::<serde_json::Value>(&json)
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .ok_or_else(|| AppError::invalid("default_parameters", "must be a JSON object"))?,
+        ),
+    };
+    let new = NewPipeline {
+        name,
+        description: text(&description),
+        deployment: text(&deployment),
+        stages: (!stages.is_empty()).then_some(stages),
+        default_parameters,
+        tags: (!tags.is_empty()).then_some(tags),
+        ..NewPipeline::default()
+    };
+    let pipeline = service::create(&state.db, &principal, &meta, new).await?;
+    leptos_axum::redirect(&format!("/pipelines/{}", pipeline.id));
+    Ok(pipeline.id)
+}

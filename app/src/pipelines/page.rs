@@ -3,11 +3,12 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use super::{Pipeline, get_pipeline_detail, list_pipelines};
+use super::{CreatePipeline, Pipeline, deployment_choices, get_pipeline_detail, list_pipelines};
 use crate::auth::Role;
 use crate::auth::page::use_me;
 use crate::error::AppError;
-use crate::runs::{RunStatus, TriggerRun};
+use crate::runs::params::{ParamField, ParamKind};
+use crate::runs::{RunStatus, TriggerRun, run_form};
 use crate::ui::{ErrorView, Frame, StatusBadge, duration, when};
 
 /// How many pipelines the dashboard loads.
@@ -74,6 +75,7 @@ fn PipelineTable(pipelines: Vec<Pipeline>) -> impl IntoView {
                     .map(|(s, n)| view! { <li><StatusBadge status=s />" "{n}</li> })
                     .collect_view()}
             </ul>
+            <NewPipelineLink />
         </section>
         <div class="toolbar" role="search">
             <input
@@ -142,6 +144,20 @@ fn PipelineTable(pipelines: Vec<Pipeline>) -> impl IntoView {
                 </tbody>
             </table>
         </Show>
+    }
+}
+
+/// The way to the New pipeline form, for admins.
+#[component]
+fn NewPipelineLink() -> impl IntoView {
+    let me = use_me();
+    view! {
+        <Suspense>
+            {move || Suspend::new(async move {
+                let admin = me.await.ok().flatten().is_some_and(|p| p.role >= Role::Admin);
+                admin.then(|| view! { <a class="button primary" href="/pipelines/new">"+ New pipeline"</a> })
+            })}
+        </Suspense>
     }
 }
 
@@ -270,7 +286,8 @@ fn PipelineView(detail: super::PipelineDetail) -> impl IntoView {
     }
 }
 
-/// Triggers a run; shown to operators and admins only.
+/// Triggers a run with the defaults, or with parameters from the Run dialog; shown to
+/// operators and admins only.
 #[component]
 fn RunButton(pipeline_id: i64) -> impl IntoView {
     let me = use_me();
@@ -284,15 +301,200 @@ fn RunButton(pipeline_id: i64) -> impl IntoView {
             {move || Suspend::new(async move {
                 let may_run = me.await.ok().flatten().is_some_and(|p| p.role >= Role::Operator);
                 may_run.then(|| view! {
-                    <ActionForm action attr:class="run-form">
-                        <input type="hidden" name="pipeline_id" value=pipeline_id.to_string() />
-                        <button type="submit" class="primary" disabled=move || action.pending().get()>
-                            "▶ Run"
-                        </button>
+                    <div class="run-actions">
+                        <ActionForm action attr:class="run-form">
+                            <input type="hidden" name="pipeline_id" value=pipeline_id.to_string() />
+                            <button type="submit" class="primary" disabled=move || action.pending().get()>
+                                "▶ Run"
+                            </button>
+                        </ActionForm>
+                        <RunDialog pipeline_id action />
                         {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
-                    </ActionForm>
+                    </div>
                 })
             })}
         </Suspense>
+    }
+}
+
+/// "Run with parameters…": a form drawn from the deployment's parameter schema.
+#[component]
+fn RunDialog(pipeline_id: i64, action: ServerAction<TriggerRun>) -> impl IntoView {
+    let fields = Resource::new(|| (), move |_| run_form(pipeline_id));
+    view! {
+        <details class="run-dialog">
+            <summary>"Run with parameters…"</summary>
+            <div class="dialog-body" role="group" aria-label="Run parameters">
+                <Suspense fallback=|| view! { <p class="muted">"Reading the flow's parameters…"</p> }>
+                    {move || Suspend::new(async move {
+                        match fields.await {
+                            Ok(fields) => view! {
+                                <ActionForm action attr:class="param-form">
+                                    <input type="hidden" name="pipeline_id" value=pipeline_id.to_string() />
+                                    {if fields.is_empty() {
+                                        Some(view! { <p class="muted">"This flow takes no parameters."</p> })
+                                    } else {
+                                        None
+                                    }}
+                                    {fields.into_iter().map(|f| view! { <ParamInput field=f /> }).collect_view()}
+                                    <button type="submit" class="primary" disabled=move || action.pending().get()>
+                                        "▶ Run with these parameters"
+                                    </button>
+                                </ActionForm>
+                            }
+                            .into_any(),
+                            Err(error) => view! { <p class="form-error">{error.to_string()}</p> }.into_any(),
+                        }
+                    })}
+                </Suspense>
+            </div>
+        </details>
+    }
+}
+
+/// One parameter's input, sent as `values[name]` with its kind as `kinds[name]`.
+#[component]
+fn ParamInput(field: ParamField) -> impl IntoView {
+    let id = format!("param-{}", field.name);
+    let value_name = format!("values[{}]", field.name);
+    let kind_name = format!("kinds[{}]", field.name);
+    let kind = field.kind.name();
+    let required = field.required;
+    let input = match field.kind.clone() {
+        ParamKind::Choice(options) => view! {
+            <select id=id.clone() name=value_name required=required>
+                {(!required).then(|| view! { <option value="">"(default)"</option> })}
+                {options
+                    .into_iter()
+                    .map(|o| {
+                        let selected = o == field.value;
+                        view! { <option value=o.clone() selected=selected>{o.clone()}</option> }
+                    })
+                    .collect_view()}
+            </select>
+        }
+        .into_any(),
+        ParamKind::Boolean => view! {
+            <select id=id.clone() name=value_name>
+                <option value="true" selected={field.value == "true"}>"true"</option>
+                <option value="false" selected={field.value != "true"}>"false"</option>
+            </select>
+        }
+        .into_any(),
+        ParamKind::Json => view! {
+            <textarea id=id.clone() name=value_name rows="3" class="code" required=required>{field.value.clone()}</textarea>
+        }
+        .into_any(),
+        other => {
+            let (input_type, step) = match other {
+                ParamKind::Integer => ("number", Some("1")),
+                ParamKind::Number => ("number", Some("any")),
+                _ => ("text", None),
+            };
+            view! {
+                <input id=id.clone() type=input_type step=step name=value_name value=field.value.clone() required=required />
+            }
+            .into_any()
+        }
+    };
+    view! {
+        <div class="field">
+            <label for=id>{field.title.clone()}{required.then_some(" *")}</label>
+            {input}
+            <input type="hidden" name=kind_name value=kind />
+            {field.description.clone().map(|d| view! { <p class="muted small">{d}</p> })}
+        </div>
+    }
+}
+
+/// Creating a pipeline (admins): name, deployment from Prefect's list, stages, defaults.
+#[component]
+pub fn NewPipelinePage() -> impl IntoView {
+    let action = ServerAction::<CreatePipeline>::new();
+    let choices = Resource::new(|| (), |_| deployment_choices());
+    let error = move || match action.value().get() {
+        Some(Err(e)) => Some(e.to_string()),
+        _ => None,
+    };
+    let stages = super::DEFAULT_STAGES.join("\n");
+    view! {
+        <Frame>
+            <section class="page-head">
+                <div>
+                    <p class="crumbs"><a href="/">"Pipelines"</a>" / new"</p>
+                    <h1>"New pipeline"</h1>
+                </div>
+            </section>
+            <section class="card">
+                <Suspense fallback=|| view! { <p class="muted">"Asking Prefect for its deployments…"</p> }>
+                    {move || {
+                        let stages = stages.clone();
+                        Suspend::new(async move {
+                        match choices.await {
+                            Err(error) => view! { <ErrorView error /> }.into_any(),
+                            Ok(choices) => view! {
+                                <ActionForm action attr:class="param-form">
+                                    <div class="field">
+                                        <label for="name">"Name *"</label>
+                                        <input id="name" name="name" required maxlength="200" autocomplete="off" />
+                                    </div>
+                                    <div class="field">
+                                        <label for="description">"Description"</label>
+                                        <input id="description" name="description" maxlength="2000" />
+                                    </div>
+                                    <DeploymentField choices />
+                                    <div class="field">
+                                        <label for="stages">"Stages, one per line"</label>
+                                        <textarea id="stages" name="stages" rows="5">{stages}</textarea>
+                                    </div>
+                                    <div class="field">
+                                        <label for="default_parameters">"Default parameters (JSON object)"</label>
+                                        <textarea id="default_parameters" name="default_parameters" rows="3" class="code" placeholder="{\"rows\": 1000}"></textarea>
+                                    </div>
+                                    <div class="field">
+                                        <label for="tags">"Tags, comma-separated"</label>
+                                        <input id="tags" name="tags" />
+                                    </div>
+                                    <button type="submit" class="primary" disabled=move || action.pending().get()>
+                                        "Create pipeline"
+                                    </button>
+                                    {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
+                                </ActionForm>
+                            }
+                            .into_any(),
+                        }
+                    })
+                    }}
+                </Suspense>
+            </section>
+        </Frame>
+    }
+}
+
+/// The deployment menu: Prefect's deployments, or a text box when Prefect cannot be asked.
+#[component]
+fn DeploymentField(choices: super::DeploymentMenu) -> impl IntoView {
+    let default_label = match &choices.default {
+        Some(d) => format!("Default deployment ({d})"),
+        None => "Default deployment".to_owned(),
+    };
+    let input = if choices.available.is_empty() {
+        view! { <input id="deployment" name="deployment" placeholder="flow-name/deployment-name" /> }
+            .into_any()
+    } else {
+        view! {
+            <select id="deployment" name="deployment">
+                <option value="">{default_label}</option>
+                {choices.available.into_iter().map(|d| view! { <option value=d.clone()>{d.clone()}</option> }).collect_view()}
+            </select>
+        }
+        .into_any()
+    };
+    view! {
+        <div class="field">
+            <label for="deployment">"Prefect deployment"</label>
+            {input}
+            {choices.problem.map(|p| view! { <p class="muted small">{p}</p> })}
+        </div>
     }
 }

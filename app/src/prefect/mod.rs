@@ -13,6 +13,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+mod events;
+pub use events::{EventStream, StateChange};
+
 /// The API version Flowdeck speaks, sent on every request.
 const API_VERSION: &str = "0.8.4";
 
@@ -86,6 +89,9 @@ pub struct FlowRunState {
     pub name: Option<String>,
     /// Why the run is in this state.
     pub message: Option<String>,
+    /// When the run entered this state.
+    #[serde(default)]
+    pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Prefect's answer to a state change request.
@@ -115,12 +121,40 @@ struct Deployment {
     id: String,
 }
 
+/// A deployment, as the pipeline form and the Run dialog show it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DeploymentInfo {
+    /// Deployment id.
+    pub id: String,
+    /// Deployment name (without the flow's).
+    pub name: String,
+    /// The flow it runs.
+    pub flow_id: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// JSON schema of the flow's parameters.
+    #[serde(default)]
+    pub parameter_openapi_schema: Option<Value>,
+    /// Parameters the deployment sets.
+    #[serde(default)]
+    pub parameters: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Flow {
+    id: String,
+    name: String,
+}
+
 /// A client for one Prefect API (`PREFECT_API_URL`).
 #[derive(Clone)]
 pub struct PrefectClient {
     http: reqwest::Client,
     base_url: String,
     retries: usize,
+    /// What the event stream's `auth` message carries: the API key or the auth string.
+    socket_token: Option<String>,
 }
 
 impl PrefectClient {
@@ -128,14 +162,14 @@ impl PrefectClient {
     pub fn new(base_url: &str, auth: PrefectAuth, timeout: Duration) -> Result<Self, PrefectError> {
         let mut headers = HeaderMap::new();
         headers.insert("x-prefect-api-version", HeaderValue::from_static(API_VERSION));
-        let credential = match auth {
-            PrefectAuth::None => None,
+        let (credential, socket_token) = match auth {
+            PrefectAuth::None => (None, None),
             PrefectAuth::Basic(user_pass) => {
                 use base64::Engine;
-                let encoded = base64::engine::general_purpose::STANDARD.encode(user_pass);
-                Some(format!("Basic {encoded}"))
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&user_pass);
+                (Some(format!("Basic {encoded}")), Some(user_pass))
             }
-            PrefectAuth::Bearer(key) => Some(format!("Bearer {key}")),
+            PrefectAuth::Bearer(key) => (Some(format!("Bearer {key}")), Some(key)),
         };
         if let Some(credential) = credential {
             let mut value = HeaderValue::from_str(&credential)
@@ -153,6 +187,7 @@ impl PrefectClient {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             retries: 5,
+            socket_token,
         })
     }
 
@@ -256,13 +291,40 @@ impl PrefectClient {
         if is_uuid(reference) {
             return Ok(reference.to_owned());
         }
-        let (flow, deployment) = reference.split_once('/').ok_or_else(|| PrefectError::Rejected {
-            status: 422,
-            message: format!("deployment {reference:?} is neither an id nor flow-name/deployment-name"),
-        })?;
-        let path = format!("/deployments/name/{}/{}", encode(flow), encode(deployment));
-        let found: Deployment = self.call(Method::GET, &path, None).await?;
+        let found: Deployment = self.call(Method::GET, &deployment_path(reference)?, None).await?;
         Ok(found.id)
+    }
+
+    /// A deployment given as an id or as `flow-name/deployment-name`.
+    pub async fn deployment(&self, reference: &str) -> Result<DeploymentInfo, PrefectError> {
+        let path = if is_uuid(reference) {
+            format!("/deployments/{reference}")
+        } else {
+            deployment_path(reference)?
+        };
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// The deployments Prefect knows (at most 200), each named `flow-name/deployment-name`.
+    pub async fn deployments(&self) -> Result<Vec<(String, DeploymentInfo)>, PrefectError> {
+        let body = json!({ "limit": 200, "sort": "NAME_ASC" });
+        let deployments: Vec<DeploymentInfo> =
+            self.call(Method::POST, "/deployments/filter", Some(body)).await?;
+        let flow_ids: Vec<&str> = deployments.iter().map(|d| d.flow_id.as_str()).collect();
+        let body = json!({ "flows": { "id": { "any_": flow_ids } }, "limit": 200 });
+        let flows: Vec<Flow> = self.call(Method::POST, "/flows/filter", Some(body)).await?;
+        let mut named: Vec<(String, DeploymentInfo)> = deployments
+            .into_iter()
+            .map(|d| {
+                let flow = flows
+                    .iter()
+                    .find(|f| f.id == d.flow_id)
+                    .map_or("?", |f| f.name.as_str());
+                (format!("{flow}/{}", d.name), d)
+            })
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(named)
     }
 
     /// Creates a flow run of a deployment (`POST /deployments/{id}/create_flow_run`).
@@ -309,6 +371,30 @@ impl PrefectClient {
     }
 }
 
+fn deployment_path(reference: &str) -> Result<String, PrefectError> {
+    let (flow, deployment) = reference.split_once('/').ok_or_else(|| PrefectError::Rejected {
+        status: 422,
+        message: format!("deployment {reference:?} is neither an id nor flow-name/deployment-name"),
+    })?;
+    Ok(format!(
+        "/deployments/name/{}/{}",
+        encode(flow),
+        encode(deployment)
+    ))
+}
+
+/// Where Prefect's UI lives for an API URL: Prefect Cloud's app for a workspace API,
+/// the same server without `/api` for a self-hosted one.
+pub fn ui_url_for(api_url: &str) -> String {
+    let api_url = api_url.trim_end_matches('/');
+    if let Some(rest) = api_url.strip_prefix("https://api.prefect.cloud/api/accounts/")
+        && let Some((account, workspace)) = rest.split_once("/workspaces/")
+    {
+        return format!("https://app.prefect.cloud/account/{account}/workspace/{workspace}");
+    }
+    api_url.strip_suffix("/api").unwrap_or(api_url).to_owned()
+}
+
 fn is_uuid(s: &str) -> bool {
     s.len() == 36
         && s.char_indices().all(|(i, c)| {
@@ -341,6 +427,19 @@ mod tests {
             .is_permanent()
         );
         assert!(!PrefectError::Garbage("x".into()).is_permanent());
+    }
+
+    #[test]
+    fn the_ui_is_found_from_the_api_url() {
+        assert_eq!(ui_url_for("http://127.0.0.1:4200/api"), "http://127.0.0.1:4200");
+        assert_eq!(
+            ui_url_for("https://api.prefect.cloud/api/accounts/a1/workspaces/w2/"),
+            "https://app.prefect.cloud/account/a1/workspace/w2"
+        );
+        assert_eq!(
+            ui_url_for("https://prefect.example.com/prefect"),
+            "https://prefect.example.com/prefect"
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct LockedRun {
     pub status: RunStatus,
     /// Prefect's flow run, once submitted.
     pub prefect_flow_run_id: Option<String>,
+    /// When the newest applied report happened.
+    pub reported_at: Option<DateTime<Utc>>,
 }
 
 /// A stage run's row, locked for an update.
@@ -23,6 +25,8 @@ pub struct LockedStage {
     pub id: i64,
     /// Current status.
     pub status: RunStatus,
+    /// When the newest applied report happened.
+    pub reported_at: Option<DateTime<Utc>>,
 }
 
 /// A run about to be recorded.
@@ -85,21 +89,31 @@ pub async fn count_active_runs(db: impl PgExecutor<'_>, pipeline_id: i64) -> sql
     .await
 }
 
+/// One entry of a run's history.
+pub struct RunEvent<'a> {
+    /// The run.
+    pub run_id: i64,
+    /// The sender's id for it; repeats are ignored. `None` makes one up.
+    pub event_id: Option<&'a str>,
+    /// What happened: `accepted`, `stage_status`, `prefect_state`, ...
+    pub kind: &'a str,
+    /// The stage concerned, if any.
+    pub stage_name: Option<&'a str>,
+    /// The status reported, if any.
+    pub status: Option<RunStatus>,
+    /// Details: an error, a state name, a flow run id.
+    pub message: Option<&'a str>,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+}
+
 /// Appends an event to a run's history (any news clears the run's stuck flag); false when
 /// `event_id` was already recorded.
-pub async fn insert_run_event(
-    db: impl PgExecutor<'_>,
-    run_id: i64,
-    event_id: Option<&str>,
-    kind: &str,
-    stage_name: Option<&str>,
-    status: Option<RunStatus>,
-    message: Option<&str>,
-) -> sqlx::Result<bool> {
+pub async fn insert_run_event(db: impl PgExecutor<'_>, event: &RunEvent<'_>) -> sqlx::Result<bool> {
     let inserted = sqlx::query_scalar!(
         r#"WITH event AS (
-               INSERT INTO run_events (run_id, event_id, kind, stage_name, status, message)
-               VALUES ($1, coalesce($2, gen_random_uuid()::text), $3, $4, $5, $6)
+               INSERT INTO run_events (run_id, event_id, kind, stage_name, status, message, occurred_at)
+               VALUES ($1, coalesce($2, gen_random_uuid()::text), $3, $4, $5, $6, $7)
                ON CONFLICT ON CONSTRAINT run_events_event_id_key DO NOTHING
                RETURNING run_id
            ), unstuck AS (
@@ -107,12 +121,13 @@ pub async fn insert_run_event(
                WHERE id IN (SELECT run_id FROM event) AND stuck_since IS NOT NULL
            )
            SELECT count(*) AS "count!" FROM event"#,
-        run_id,
-        event_id,
-        kind,
-        stage_name,
-        status.map(RunStatus::as_str),
-        message,
+        event.run_id,
+        event.event_id,
+        event.kind,
+        event.stage_name,
+        event.status.map(RunStatus::as_str),
+        event.message,
+        event.occurred_at,
     )
     .fetch_one(db)
     .await?;
@@ -122,7 +137,7 @@ pub async fn insert_run_event(
 /// Locks a run for an update.
 pub async fn lock_run(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Option<LockedRun>> {
     let row = sqlx::query!(
-        "SELECT id, pipeline_id, status, prefect_flow_run_id FROM runs WHERE id = $1 FOR UPDATE",
+        "SELECT id, pipeline_id, status, prefect_flow_run_id, reported_at FROM runs WHERE id = $1 FOR UPDATE",
         run_id
     )
     .fetch_optional(db)
@@ -132,13 +147,14 @@ pub async fn lock_run(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Opti
         pipeline_id: r.pipeline_id,
         status: RunStatus::from_db(&r.status),
         prefect_flow_run_id: r.prefect_flow_run_id,
+        reported_at: r.reported_at,
     }))
 }
 
 /// The latest run of a pipeline, locked for an update.
 pub async fn lock_latest_run(db: impl PgExecutor<'_>, pipeline_id: i64) -> sqlx::Result<Option<LockedRun>> {
     let row = sqlx::query!(
-        "SELECT id, pipeline_id, status, prefect_flow_run_id FROM runs WHERE pipeline_id = $1
+        "SELECT id, pipeline_id, status, prefect_flow_run_id, reported_at FROM runs WHERE pipeline_id = $1
          ORDER BY created_at DESC, id DESC LIMIT 1 FOR UPDATE",
         pipeline_id
     )
@@ -149,6 +165,7 @@ pub async fn lock_latest_run(db: impl PgExecutor<'_>, pipeline_id: i64) -> sqlx:
         pipeline_id: r.pipeline_id,
         status: RunStatus::from_db(&r.status),
         prefect_flow_run_id: r.prefect_flow_run_id,
+        reported_at: r.reported_at,
     }))
 }
 
@@ -159,7 +176,7 @@ pub async fn lock_stage(
     name: &str,
 ) -> sqlx::Result<Option<LockedStage>> {
     let row = sqlx::query!(
-        "SELECT id, status FROM stage_runs WHERE run_id = $1 AND name = $2 FOR UPDATE",
+        "SELECT id, status, reported_at FROM stage_runs WHERE run_id = $1 AND name = $2 FOR UPDATE",
         run_id,
         name
     )
@@ -168,24 +185,28 @@ pub async fn lock_stage(
     Ok(row.map(|r| LockedStage {
         id: r.id,
         status: RunStatus::from_db(&r.status),
+        reported_at: r.reported_at,
     }))
 }
 
-/// Moves a stage to `status`, stamping start and end times and keeping the latest details.
+/// Moves a stage to `status` as reported at `at`, stamping start and end times and keeping
+/// the latest details.
 pub async fn update_stage(
     db: impl PgExecutor<'_>,
     stage_id: i64,
     status: RunStatus,
     message: Option<&str>,
     records_processed: Option<i64>,
+    at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE stage_runs SET
              status = $2,
-             started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
-             ended_at = CASE WHEN $3 THEN now() ELSE ended_at END,
+             started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, $6) ELSE started_at END,
+             ended_at = CASE WHEN $3 THEN $6 ELSE ended_at END,
              message = coalesce($4, message),
              records_processed = coalesce($5, records_processed),
+             reported_at = GREATEST(reported_at, $6),
              updated_at = now()
          WHERE id = $1",
         stage_id,
@@ -193,6 +214,7 @@ pub async fn update_stage(
         status.is_terminal(),
         message,
         records_processed,
+        at,
     )
     .execute(db)
     .await?;
@@ -211,21 +233,23 @@ pub async fn raise_run_records(db: impl PgExecutor<'_>, run_id: i64, records: i6
     Ok(())
 }
 
-/// Moves a run to `status`, stamping start and end times.
+/// Moves a run to `status` as reported at `at`, stamping start and end times.
 pub async fn update_run_status(
     db: impl PgExecutor<'_>,
     run_id: i64,
     status: RunStatus,
     error_message: Option<&str>,
     records_processed: Option<i64>,
+    at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE runs SET
              status = $2,
-             started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
-             ended_at = CASE WHEN $3 THEN now() ELSE ended_at END,
+             started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, $6) ELSE started_at END,
+             ended_at = CASE WHEN $3 THEN $6 ELSE ended_at END,
              error_message = coalesce($4, error_message),
              records_processed = coalesce($5, records_processed),
+             reported_at = GREATEST(reported_at, $6),
              updated_at = now()
          WHERE id = $1",
         run_id,
@@ -233,6 +257,7 @@ pub async fn update_run_status(
         status.is_terminal(),
         error_message,
         records_processed,
+        at,
     )
     .execute(db)
     .await?;
@@ -296,6 +321,7 @@ impl From<RunRow> for Run {
             ended_at: r.ended_at,
             updated_at: r.updated_at,
             stuck_since: r.stuck_since,
+            prefect_url: None,
             stages: Vec::new(),
         }
     }
@@ -479,12 +505,15 @@ pub async fn mark_submitted(pool: &sqlx::PgPool, run_id: i64, flow_run_id: &str)
     let event = format!("submitted-{run_id}");
     insert_run_event(
         &mut *tx,
-        run_id,
-        Some(&event),
-        "submitted",
-        None,
-        Some(RunStatus::Scheduled),
-        Some(flow_run_id),
+        &RunEvent {
+            run_id,
+            event_id: Some(&event),
+            kind: "submitted",
+            stage_name: None,
+            status: Some(RunStatus::Scheduled),
+            message: Some(flow_run_id),
+            occurred_at: Utc::now(),
+        },
     )
     .await?;
     tx.commit().await
@@ -507,12 +536,15 @@ pub async fn fail_submission(pool: &sqlx::PgPool, run_id: i64, reason: &str) -> 
     let event = format!("submit-failed-{run_id}");
     insert_run_event(
         &mut *tx,
-        run_id,
-        Some(&event),
-        "submit_failed",
-        None,
-        Some(RunStatus::Failed),
-        Some(reason),
+        &RunEvent {
+            run_id,
+            event_id: Some(&event),
+            kind: "submit_failed",
+            stage_name: None,
+            status: Some(RunStatus::Failed),
+            message: Some(reason),
+            occurred_at: Utc::now(),
+        },
     )
     .await?;
     tx.commit().await
@@ -578,6 +610,13 @@ pub async fn unfinished_submitted_runs(
     )
     .fetch_all(db)
     .await
+}
+
+/// The run submitted as this Prefect flow run, if any.
+pub async fn run_for_flow_run(db: impl PgExecutor<'_>, flow_run_id: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar!("SELECT id FROM runs WHERE prefect_flow_run_id = $1", flow_run_id)
+        .fetch_optional(db)
+        .await
 }
 
 /// Records Prefect's state name on a run.

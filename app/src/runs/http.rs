@@ -66,8 +66,9 @@ async fn trigger_pipeline(
     Ok((StatusCode::ACCEPTED, Json(ack)))
 }
 
-async fn get_run(State(db): State<PgPool>, principal: Principal, ApiId(id): ApiId) -> Result<Json<Run>> {
-    service::get(&db, &principal, id).await.map(Json)
+async fn get_run(State(state): State<AppState>, principal: Principal, ApiId(id): ApiId) -> Result<Json<Run>> {
+    let run = service::get(&state.db, &principal, id).await?;
+    Ok(Json(run.linked(&state)))
 }
 
 async fn update_status(

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AppError;
 
+pub mod params;
 mod status;
-pub use status::RunStatus;
+pub use status::{Change, RunStatus};
 
 pub mod page;
 
@@ -114,8 +115,23 @@ pub struct Run {
     pub updated_at: DateTime<Utc>,
     /// Since when a running run has reported nothing (no callback, no Prefect state).
     pub stuck_since: Option<DateTime<Utc>>,
+    /// The flow run in Prefect's UI, once submitted (single-run reads only).
+    #[serde(default)]
+    pub prefect_url: Option<String>,
     /// Its stages, in order (empty in run listings).
     pub stages: Vec<Stage>,
+}
+
+#[cfg(feature = "ssr")]
+impl Run {
+    /// The run with its link to Prefect's UI filled in.
+    pub fn linked(mut self, state: &crate::state::AppState) -> Self {
+        self.prefect_url = self
+            .prefect_flow_run_id
+            .as_deref()
+            .and_then(|id| state.flow_run_url(id));
+        self
+    }
 }
 
 /// Body of a trigger: optional parameter overrides.
@@ -151,6 +167,10 @@ pub struct StatusUpdate {
     /// Sender's unique id for this report; a repeat with the same id changes nothing.
     #[serde(default)]
     pub event_id: Option<String>,
+    /// When the reported change happened (RFC 3339), by the sender's clock. Reports that
+    /// arrive out of order are applied in this order; a time in the future counts as now.
+    #[serde(default)]
+    pub timestamp: Option<DateTime<Utc>>,
 }
 
 /// The answer to a status callback.
@@ -168,24 +188,36 @@ pub struct StatusUpdateAck {
     pub run_status: RunStatus,
 }
 
-/// Triggers a run of a pipeline from the UI; goes to the new run's page.
+/// Triggers a run of a pipeline from the UI; goes to the new run's page. The Run dialog
+/// sends its inputs as `values[name]` with `kinds[name]` (see [`params::parse`]); the
+/// plain Run button sends neither and runs with the defaults.
 #[server(prefix = "/sfn", endpoint = "trigger_run")]
-pub async fn trigger_run(pipeline_id: i64) -> Result<i64, AppError> {
+pub async fn trigger_run(
+    pipeline_id: i64,
+    values: Option<std::collections::BTreeMap<String, String>>,
+    kinds: Option<std::collections::BTreeMap<String, String>>,
+) -> Result<i64, AppError> {
     let state = expect_context::<crate::state::AppState>();
     let principal = crate::auth::current_principal()?;
     let meta = crate::auth::middleware::RequestMeta::current();
-    let run = service::trigger(
-        &state.db,
-        &principal,
-        &meta,
-        pipeline_id,
-        TriggerRequest::default(),
-        "ui",
-        None,
-    )
-    .await?;
+    let values: Vec<(String, String)> = values.unwrap_or_default().into_iter().collect();
+    let kinds: Vec<(String, String)> = kinds.unwrap_or_default().into_iter().collect();
+    let overrides = params::parse(&values, &kinds)?;
+    let request = TriggerRequest {
+        parameters: (!overrides.is_empty()).then_some(overrides),
+    };
+    let run = service::trigger(&state.db, &principal, &meta, pipeline_id, request, "ui", None).await?;
     leptos_axum::redirect(&format!("/runs/{}", run.id));
     Ok(run.id)
+}
+
+/// The Run dialog's fields for a pipeline: its deployment's parameter schema, pre-filled
+/// with the pipeline's defaults (the defaults alone when Prefect cannot be asked).
+#[server(prefix = "/sfn", endpoint = "run_form")]
+pub async fn run_form(pipeline_id: i64) -> Result<Vec<params::ParamField>, AppError> {
+    let state = expect_context::<crate::state::AppState>();
+    let principal = crate::auth::current_principal()?;
+    service::run_form(&state, &principal, pipeline_id).await
 }
 
 /// Cancels a run from the UI.
@@ -212,5 +244,6 @@ pub async fn retry_run(id: i64) -> Result<i64, AppError> {
 #[server(prefix = "/sfn", endpoint = "get_run")]
 pub async fn get_run(id: i64) -> Result<Run, AppError> {
     let state = expect_context::<crate::state::AppState>();
-    service::get(&state.db, &crate::auth::current_principal()?, id).await
+    let run = service::get(&state.db, &crate::auth::current_principal()?, id).await?;
+    Ok(run.linked(&state))
 }

@@ -159,7 +159,17 @@ fn RunView(run: Run, cancel: ServerAction<CancelRun>) -> impl IntoView {
                     <dt>"Ended"</dt>
                     <dd>{when(run.ended_at)}</dd>
                     <dt>"Prefect flow run"</dt>
-                    <dd>{run.prefect_flow_run_id.clone().unwrap_or_else(|| "not submitted yet".to_owned())}</dd>
+                    <dd data-testid="prefect-flow-run">
+                        {match (run.prefect_flow_run_id.clone(), run.prefect_url.clone()) {
+                            (Some(id), Some(url)) => view! {
+                                <a href=url target="_blank" rel="noopener noreferrer">{id}" ↗"</a>
+                            }
+                            .into_any(),
+                            (Some(id), None) => view! { <code>{id}</code> }.into_any(),
+                            (None, _) => "not submitted yet".into_any(),
+                        }}
+                        {run.prefect_state.clone().map(|s| view! { <span class="muted small">" ("{s}")"</span> })}
+                    </dd>
                     <dt>"Records"</dt>
                     <dd>{run.records_processed}</dd>
                 </dl>

@@ -1,15 +1,18 @@
 //! Run operations shared by REST handlers and server functions: validate, authorize,
 //! change, audit, commit.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::{Run, RunStatus, StatusUpdate, StatusUpdateAck, TriggerRequest, db};
+use super::params::{self, ParamField};
+use super::{Change, Run, RunStatus, StatusUpdate, StatusUpdateAck, TriggerRequest, db};
 use crate::audit;
 use crate::auth::middleware::RequestMeta;
 use crate::auth::{Principal, Role, keys};
 use crate::error::{AppError, Result};
 use crate::pipelines;
 use crate::prefect::{PrefectClient, PrefectError};
+use crate::state::AppState;
 
 /// The most recent runs a pipeline page shows.
 pub const RECENT_RUNS: i64 = 20;
@@ -103,12 +106,15 @@ async fn accept(
     db::insert_outbox(&mut tx, run_id, &callback.clear).await?;
     db::insert_run_event(
         &mut *tx,
-        run_id,
-        None,
-        "accepted",
-        None,
-        Some(RunStatus::Pending),
-        None,
+        &db::RunEvent {
+            run_id,
+            event_id: None,
+            kind: "accepted",
+            stage_name: None,
+            status: Some(RunStatus::Pending),
+            message: None,
+            occurred_at: Utc::now(),
+        },
     )
     .await?;
     audit::record_success(&mut *tx, principal, action, &format!("run:{run_id}"), meta).await?;
@@ -242,15 +248,26 @@ pub async fn cancel(
                 ));
             }
             let reason = "cancelled before it reached Prefect";
-            db::update_run_status(&mut *tx, run_id, RunStatus::Cancelled, Some(reason), None).await?;
-            db::insert_run_event(
+            db::update_run_status(
                 &mut *tx,
                 run_id,
-                None,
-                "cancelled",
-                None,
-                Some(RunStatus::Cancelled),
+                RunStatus::Cancelled,
                 Some(reason),
+                None,
+                Utc::now(),
+            )
+            .await?;
+            db::insert_run_event(
+                &mut *tx,
+                &db::RunEvent {
+                    run_id,
+                    event_id: None,
+                    kind: "cancelled",
+                    stage_name: None,
+                    status: Some(RunStatus::Cancelled),
+                    message: Some(reason),
+                    occurred_at: Utc::now(),
+                },
             )
             .await?;
             audit::record_success(&mut *tx, principal, "run.cancel", &format!("run:{run_id}"), meta).await?;
@@ -274,15 +291,12 @@ pub async fn cancel(
             })?;
             // REJECT can come with the run already CANCELLED (it had not started); ABORT
             // with a finished state: either way the returned state is the truth.
-            if let Some(state) = &answer.state
-                && let Some(status) = super::sync::status_for(&state.kind)
+            if let Some(state) = answer
+                .state
+                .as_ref()
+                .and_then(|state| super::sync::observed_state(&flow_run_id, state))
             {
-                let name = state.name.clone().unwrap_or_else(|| state.kind.clone());
-                let state_id = state
-                    .id
-                    .clone()
-                    .unwrap_or_else(|| format!("{flow_run_id}-{}", state.kind));
-                apply_prefect_state(pool, run_id, status, &name, &state_id, state.message.as_deref()).await?;
+                apply_prefect_state(pool, run_id, &state).await?;
             }
             audit::record_success(pool, principal, "run.cancel", &format!("run:{run_id}"), meta).await?;
             if answer.status == "ABORT" {
@@ -291,6 +305,29 @@ pub async fn cancel(
         }
     }
     get_unchecked(pool, run_id).await
+}
+
+/// The Run dialog's fields for a pipeline (operators and admins).
+pub async fn run_form(state: &AppState, principal: &Principal, pipeline_id: i64) -> Result<Vec<ParamField>> {
+    principal.require(Role::Operator)?;
+    let pipeline = pipelines::service::get(&state.db, principal, pipeline_id).await?;
+    let defaults = pipeline
+        .default_parameters
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let reference = pipeline.deployment.or_else(|| state.default_deployment.clone());
+    let schema = match (&state.prefect, reference) {
+        (Some(prefect), Some(reference)) => match prefect.deployment(&reference).await {
+            Ok(deployment) => deployment.parameter_openapi_schema,
+            Err(error) => {
+                tracing::warn!(%error, deployment = %reference, "cannot read the deployment's parameter schema");
+                None
+            }
+        },
+        _ => None,
+    };
+    Ok(params::fields(schema.as_ref(), &defaults))
 }
 
 /// A run with its stages, for any signed-in caller.
@@ -387,18 +424,23 @@ pub async fn apply_status_update(
         (None, None) => unreachable!("validate_update requires one of them"),
     };
     principal.may_report_on(run.id)?;
+    let now = Utc::now();
+    let at = update.timestamp.map_or(now, |t| t.min(now));
     let fresh = db::insert_run_event(
         &mut *tx,
-        run.id,
-        update.event_id.as_deref(),
-        if update.stage_name.is_some() {
-            "stage_status"
-        } else {
-            "run_status"
+        &db::RunEvent {
+            run_id: run.id,
+            event_id: update.event_id.as_deref(),
+            kind: if update.stage_name.is_some() {
+                "stage_status"
+            } else {
+                "run_status"
+            },
+            stage_name: update.stage_name.as_deref(),
+            status: Some(status),
+            message: update.error_message.as_deref(),
+            occurred_at: at,
         },
-        update.stage_name.as_deref(),
-        Some(status),
-        update.error_message.as_deref(),
     )
     .await?;
     if !fresh {
@@ -411,58 +453,63 @@ pub async fn apply_status_update(
             run_status: run.status,
         });
     }
+    let newer = |last: Option<DateTime<Utc>>| last.is_none_or(|last| at >= last);
     let mut run_status = run.status;
     let applied = match &update.stage_name {
         Some(name) => {
             let stage = db::lock_stage(&mut *tx, run.id, name)
                 .await?
                 .ok_or_else(|| AppError::not_found(&format!("Stage '{name}'")))?;
-            let applied = stage.status.may_become(status);
-            if applied {
+            let change = stage.status.on_report(status, newer(stage.reported_at));
+            if change != Change::Stale {
                 db::update_stage(
                     &mut *tx,
                     stage.id,
                     status,
                     update.error_message.as_deref(),
                     update.records_processed,
+                    at,
                 )
                 .await?;
                 if let Some(records) = update.records_processed {
                     db::raise_run_records(&mut *tx, run.id, records).await?;
                 }
-                let follow = match status {
-                    RunStatus::Running => Some(RunStatus::Running),
-                    RunStatus::Failed => Some(RunStatus::Failed),
-                    RunStatus::Completed if db::all_stages_completed(&mut *tx, run.id).await? => {
-                        Some(RunStatus::Completed)
-                    }
-                    _ => None,
-                };
-                if let Some(next) = follow.filter(|next| run.status.may_become(*next)) {
-                    let error = update
-                        .error_message
-                        .as_deref()
-                        .filter(|_| next == RunStatus::Failed);
-                    db::update_run_status(&mut *tx, run.id, next, error, None).await?;
-                    run_status = next;
-                }
             }
-            applied
+            let follow = match (change, status) {
+                (Change::Move, RunStatus::Running) => Some(RunStatus::Running),
+                (Change::Move, RunStatus::Failed) => Some(RunStatus::Failed),
+                (Change::Move, RunStatus::Completed)
+                    if db::all_stages_completed(&mut *tx, run.id).await? =>
+                {
+                    Some(RunStatus::Completed)
+                }
+                _ => None,
+            };
+            if let Some(next) = follow.filter(|next| run.status.may_become(*next)) {
+                let error = update
+                    .error_message
+                    .as_deref()
+                    .filter(|_| next == RunStatus::Failed);
+                db::update_run_status(&mut *tx, run.id, next, error, None, at).await?;
+                run_status = next;
+            }
+            change != Change::Stale
         }
         None => {
-            let applied = run.status.may_become(status);
-            if applied {
+            let change = run.status.on_report(status, newer(run.reported_at));
+            if change != Change::Stale {
                 db::update_run_status(
                     &mut *tx,
                     run.id,
                     status,
                     update.error_message.as_deref(),
                     update.records_processed,
+                    at,
                 )
                 .await?;
                 run_status = status;
             }
-            applied
+            change != Change::Stale
         }
     };
     audit::record_success(
@@ -483,39 +530,56 @@ pub async fn apply_status_update(
     })
 }
 
-/// Moves a run to the state Prefect reports, forward only; each Prefect state (by id) is
+/// A flow run state Prefect reported, by polling or on its event stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefectState {
+    /// Flowdeck's status for the state type.
+    pub status: RunStatus,
+    /// Prefect's state name (`Late`, `Crashed`, ...).
+    pub name: String,
+    /// Identifies this state of this flow run, however it was learned.
+    pub key: String,
+    /// Why the run is in this state.
+    pub message: Option<String>,
+    /// When Prefect entered the state.
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// Moves a run to the state Prefect reports, forward only; each Prefect state (by key) is
 /// recorded once in the run's history.
-pub async fn apply_prefect_state(
-    pool: &PgPool,
-    run_id: i64,
-    status: RunStatus,
-    state_name: &str,
-    state_id: &str,
-    message: Option<&str>,
-) -> Result<()> {
+pub async fn apply_prefect_state(pool: &PgPool, run_id: i64, state: &PrefectState) -> Result<()> {
     let mut tx = pool.begin().await?;
     let run = db::lock_run(&mut *tx, run_id)
         .await?
         .ok_or_else(|| AppError::not_found("Run"))?;
-    let event_id = format!("prefect-state-{state_id}");
+    let now = Utc::now();
+    let at = state.at.map_or(now, |t| t.min(now));
+    let event_id = format!("prefect-state-{}", state.key);
     let fresh = db::insert_run_event(
         &mut *tx,
-        run_id,
-        Some(&event_id),
-        "prefect_state",
-        None,
-        Some(status),
-        Some(state_name),
+        &db::RunEvent {
+            run_id,
+            event_id: Some(&event_id),
+            kind: "prefect_state",
+            stage_name: None,
+            status: Some(state.status),
+            message: Some(&state.name),
+            occurred_at: at,
+        },
     )
     .await?;
     if !fresh {
         return Ok(());
     }
-    db::set_prefect_state(&mut *tx, run_id, state_name).await?;
-    if run.status.may_become(status) {
-        let error = message.filter(|_| matches!(status, RunStatus::Failed | RunStatus::Crashed));
-        db::update_run_status(&mut *tx, run_id, status, error, None).await?;
-        tracing::info!(run.id = run_id, run.status = %status, prefect.state = state_name, "run state from Prefect");
+    db::set_prefect_state(&mut *tx, run_id, &state.name).await?;
+    let newer = run.reported_at.is_none_or(|last| at >= last);
+    if run.status.on_report(state.status, newer) == Change::Move {
+        let error = state
+            .message
+            .as_deref()
+            .filter(|_| matches!(state.status, RunStatus::Failed | RunStatus::Crashed));
+        db::update_run_status(&mut *tx, run_id, state.status, error, None, at).await?;
+        tracing::info!(run.id = run_id, run.status = %state.status, prefect.state = %state.name, "run state from Prefect");
     }
     tx.commit().await?;
     Ok(())

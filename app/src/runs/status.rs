@@ -92,14 +92,42 @@ impl RunStatus {
     }
 
     /// Whether a report of `next` may replace `self`: forward only, so a late or
-    /// duplicate report never moves a run or stage backwards. Pausing a running run
-    /// is the one step back a live run takes.
+    /// duplicate report never moves a run or stage backwards.
     pub fn may_become(self, next: RunStatus) -> bool {
-        if self.is_terminal() || self == next {
-            return false;
-        }
-        next.rank() > self.rank() || (self == RunStatus::Running && next == RunStatus::Paused)
+        self.on_report(next, true) == Change::Move
     }
+
+    /// What a report of `next` does to `self`. `newer` says whether the report is at least
+    /// as recent as the last one applied. Forward moves are safe in any order; only the
+    /// steps a live run takes back and forth (running and paused) and repeated reports of
+    /// the same status, which refresh details such as records processed, need the report
+    /// to be the newest.
+    pub fn on_report(self, next: RunStatus, newer: bool) -> Change {
+        use RunStatus::{Paused, Running};
+        let in_order = |change| if newer { change } else { Change::Stale };
+        if self.is_terminal() {
+            Change::Stale
+        } else if self == next {
+            in_order(Change::Refresh)
+        } else if matches!((self, next), (Running, Paused) | (Paused, Running)) {
+            in_order(Change::Move)
+        } else if next.rank() > self.rank() {
+            Change::Move
+        } else {
+            Change::Stale
+        }
+    }
+}
+
+/// What a status report does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Moves to the reported status.
+    Move,
+    /// Same status; the report's details (records, message) are the newest.
+    Refresh,
+    /// Too late or backwards: recorded in the history, changes nothing.
+    Stale,
 }
 
 impl std::fmt::Display for RunStatus {
@@ -133,6 +161,19 @@ mod tests {
         assert!(Running.may_become(Paused));
         assert!(Paused.may_become(Running));
         assert!(!Cancelling.may_become(Running));
+    }
+
+    #[test]
+    fn only_back_and_forth_steps_and_refreshes_need_the_newest_report() {
+        assert_eq!(Running.on_report(Completed, false), Change::Move);
+        assert_eq!(Pending.on_report(Running, false), Change::Move);
+        assert_eq!(Running.on_report(Paused, false), Change::Stale);
+        assert_eq!(Running.on_report(Paused, true), Change::Move);
+        assert_eq!(Paused.on_report(Running, false), Change::Stale);
+        assert_eq!(Running.on_report(Running, true), Change::Refresh);
+        assert_eq!(Running.on_report(Running, false), Change::Stale);
+        assert_eq!(Completed.on_report(Completed, true), Change::Stale);
+        assert_eq!(Cancelling.on_report(Running, true), Change::Stale);
     }
 
     #[test]

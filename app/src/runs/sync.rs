@@ -1,19 +1,28 @@
 //! State sync: Prefect is the source of truth for a run's state once it has the run.
 //!
-//! This follower polls `POST /flow_runs/filter` for every unfinished run Prefect knows and
-//! moves each forward (never backwards) to the state Prefect reports.
+//! Two followers move runs forward (never backwards) to the state Prefect reports: one
+//! listens to Prefect's event stream and applies each flow run state as it happens; the
+//! other polls `POST /flow_runs/filter` for every unfinished run, often while the stream is
+//! down and rarely while it is up, and once right after each (re)connect to catch up with
+//! what the stream missed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
-use super::{RunStatus, db, service};
-use crate::prefect::{FlowRun, PrefectClient};
+use super::service::{self, PrefectState};
+use super::{RunStatus, db};
+use crate::prefect::{FlowRunState, PrefectClient, StateChange};
 
 /// How many runs one poll asks Prefect about.
 const BATCH: i64 = 200;
+/// The slowest poll while the event stream is up.
+const LIVE_POLL: Duration = Duration::from_secs(30);
+/// The longest wait between two attempts to reach the event stream.
+const MAX_RECONNECT: Duration = Duration::from_secs(30);
 
 /// Flowdeck's status for a Prefect state type (`Late` is a `SCHEDULED` state).
 pub fn status_for(state_type: &str) -> Option<RunStatus> {
@@ -30,19 +39,50 @@ pub fn status_for(state_type: &str) -> Option<RunStatus> {
     })
 }
 
-async fn apply(pool: &PgPool, run_id: i64, flow_run: &FlowRun) -> crate::error::Result<()> {
-    let Some(state) = &flow_run.state else {
-        return Ok(());
-    };
-    let Some(status) = status_for(&state.kind) else {
-        return Ok(());
-    };
-    let name = state.name.clone().unwrap_or_else(|| state.kind.clone());
-    let state_id = state
-        .id
-        .clone()
-        .unwrap_or_else(|| format!("{}-{}", flow_run.id, state.kind));
-    service::apply_prefect_state(pool, run_id, status, &name, &state_id, state.message.as_deref()).await
+/// Identifies one state of one flow run the same way whether it was polled or streamed:
+/// by its type and timestamp (Prefect's events do not carry the state's id).
+fn state_key(
+    flow_run_id: &str,
+    state_type: &str,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+    fallback: &str,
+) -> String {
+    match at {
+        Some(at) => format!("{flow_run_id}-{state_type}-{}", at.timestamp_micros()),
+        None => format!("{flow_run_id}-{state_type}-{fallback}"),
+    }
+}
+
+/// A state Prefect returned for a flow run (polled, or answering a state change).
+pub(super) fn observed_state(flow_run_id: &str, state: &FlowRunState) -> Option<PrefectState> {
+    Some(PrefectState {
+        status: status_for(&state.kind)?,
+        name: state.name.clone().unwrap_or_else(|| state.kind.clone()),
+        key: state_key(
+            flow_run_id,
+            &state.kind,
+            state.timestamp,
+            state.id.as_deref().unwrap_or(""),
+        ),
+        message: state.message.clone().filter(|m| !m.is_empty()),
+        at: state.timestamp,
+    })
+}
+
+/// The state a streamed event announces, if Flowdeck knows its type.
+fn streamed_state(change: &StateChange) -> Option<PrefectState> {
+    Some(PrefectState {
+        status: status_for(&change.state_type)?,
+        name: change.state_name.clone(),
+        key: state_key(
+            &change.flow_run_id,
+            &change.state_type,
+            change.timestamp,
+            &change.event_id,
+        ),
+        message: change.message.clone(),
+        at: change.timestamp,
+    })
 }
 
 /// Polls Prefect once for every unfinished submitted run; returns how many it looked at.
@@ -59,11 +99,81 @@ pub async fn sync_once(pool: &PgPool, prefect: &PrefectClient) -> crate::error::
         }
     })?;
     for run in &followed {
-        if let Some(flow_run) = flow_runs.iter().find(|f| f.id == run.flow_run_id) {
-            apply(pool, run.id, flow_run).await?;
+        if let Some(state) = flow_runs
+            .iter()
+            .find(|f| f.id == run.flow_run_id)
+            .and_then(|f| observed_state(&f.id, f.state.as_ref()?))
+        {
+            service::apply_prefect_state(pool, run.id, &state).await?;
         }
     }
     Ok(followed.len())
+}
+
+/// Applies one streamed state change to the run it belongs to; flow runs Flowdeck did not
+/// start (or has not yet recorded) are left to the poll.
+pub async fn apply_change(pool: &PgPool, change: &StateChange) -> crate::error::Result<bool> {
+    let Some(state) = streamed_state(change) else {
+        return Ok(false);
+    };
+    let Some(run_id) = db::run_for_flow_run(pool, &change.flow_run_id).await? else {
+        return Ok(false);
+    };
+    service::apply_prefect_state(pool, run_id, &state).await?;
+    Ok(true)
+}
+
+/// Follows Prefect's event stream until shutdown, reconnecting with backoff. `live` tells
+/// the poller whether the stream is up; `resync` asks it for a pass after each connect.
+async fn follow_events(
+    pool: PgPool,
+    prefect: Arc<PrefectClient>,
+    live: Arc<AtomicBool>,
+    resync: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut wait = Duration::from_secs(1);
+    let mut warned = false;
+    loop {
+        match prefect.flow_run_events().await {
+            Ok(mut stream) => {
+                tracing::info!("following Prefect's event stream");
+                live.store(true, Ordering::Relaxed);
+                resync.notify_one();
+                wait = Duration::from_secs(1);
+                warned = false;
+                loop {
+                    tokio::select! {
+                        next = stream.next() => match next {
+                            Ok(change) => {
+                                if let Err(e) = apply_change(&pool, &change).await {
+                                    tracing::warn!(error = %e, prefect.flow_run = %change.flow_run_id, "cannot apply a Prefect event; the poll will");
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "Prefect's event stream ended; polling until it is back");
+                                break;
+                            }
+                        },
+                        _ = shutdown.changed() => break,
+                    }
+                }
+                live.store(false, Ordering::Relaxed);
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
+            Err(e) if !warned => {
+                tracing::warn!(error = %e, "cannot open Prefect's event stream; polling instead");
+                warned = true;
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot open Prefect's event stream"),
+        }
+        if stopped_while(tokio::time::sleep(wait), &mut shutdown).await {
+            break;
+        }
+        wait = (wait * 2).min(MAX_RECONNECT);
+    }
 }
 
 /// Flags running runs silent for longer than `silence`, logging each once.
@@ -79,7 +189,8 @@ pub async fn flag_stuck(pool: &PgPool, silence: Duration) -> sqlx::Result<Vec<i6
     Ok(stuck)
 }
 
-/// Polls every `interval` until `shutdown` turns true, flagging runs silent for `silence`.
+/// Follows Prefect until `shutdown` turns true: its event stream, and a poll every
+/// `interval` (every 30 s at most while the stream is up); flags runs silent for `silence`.
 pub async fn run(
     pool: PgPool,
     prefect: Arc<PrefectClient>,
@@ -87,6 +198,15 @@ pub async fn run(
     silence: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let live = Arc::new(AtomicBool::new(false));
+    let resync = Arc::new(Notify::new());
+    let events = tokio::spawn(follow_events(
+        pool.clone(),
+        prefect.clone(),
+        live.clone(),
+        resync.clone(),
+        shutdown.clone(),
+    ));
     loop {
         if let Err(e) = sync_once(&pool, &prefect).await {
             tracing::debug!(error = %e, "state sync pass failed");
@@ -94,10 +214,22 @@ pub async fn run(
         if let Err(e) = flag_stuck(&pool, silence).await {
             tracing::error!(error = %e, "cannot flag stuck runs");
         }
-        if stopped_while(tokio::time::sleep(interval), &mut shutdown).await {
+        let pause = if live.load(Ordering::Relaxed) {
+            (interval * 10).min(LIVE_POLL).max(interval)
+        } else {
+            interval
+        };
+        let wake = async {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = resync.notified() => {}
+            }
+        };
+        if stopped_while(wake, &mut shutdown).await {
             break;
         }
     }
+    events.await.ok();
 }
 
 /// Waits for `wake` or a shutdown; true when the background task should stop.

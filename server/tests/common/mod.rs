@@ -72,6 +72,8 @@ impl TestApp {
             db: db.clone(),
             secure_cookies: false,
             prefect,
+            default_deployment: Some("etl/demo".to_owned()),
+            prefect_ui_url: Some("http://prefect.test".to_owned()),
         };
         TestApp {
             router: app::routes::router(state),
@@ -126,6 +128,17 @@ impl TestApp {
 
     pub async fn post(&self, uri: &str, key: &str, body: Value) -> Answer {
         self.call("POST", uri, Some(key), Some(body)).await
+    }
+
+    /// Calls a server function (`/sfn/<name>`) with a form body, as a browser form does.
+    pub async fn server_fn(&self, name: &str, key: &str, form: &str) -> Answer {
+        let request = Request::post(format!("/sfn/{name}"))
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .body(Body::from(form.to_owned()))
+            .expect("valid request");
+        self.send(request).await
     }
 
     /// Creates a pipeline as admin and returns its id.
