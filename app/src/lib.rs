@@ -11,6 +11,7 @@ use leptos_router::{SsrMode, path};
 
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod pipelines;
 pub mod runs;
 pub mod ui;

@@ -110,3 +110,43 @@ test("an admin creates a pipeline from the form and runs it with parameters", as
   await expect(page.locator("pre.code")).toContainText('"rows": 12');
   await expect(page.locator("pre.code")).toContainText('"mode": "full"');
 });
+
+const auth = () => ({ Authorization: `Bearer ${key}` });
+
+test("a pipeline created through the API appears on an open dashboard within a second", async ({ page, request }) => {
+  await signIn(page);
+  await expect(page.getByTestId("live")).toHaveText("live");
+  let reloaded = false;
+  page.on("framenavigated", (frame) => {
+    if (frame === page.mainFrame()) reloaded = true;
+  });
+  const name = `Live ${Date.now()}`;
+  const made = await request.post("/api/pipelines/", { headers: auth(), data: { name } });
+  expect(made.status()).toBe(201);
+  await expect(page.getByRole("link", { name })).toBeVisible({ timeout: 1000 });
+  expect(reloaded, "the row arrives without a reload").toBe(false);
+});
+
+test("a stage update appears on an open run page within a second", async ({ page, request }) => {
+  const pipeline = await (
+    await request.post("/api/pipelines/", { headers: auth(), data: { name: `Run page ${Date.now()}` } })
+  ).json();
+  const run = await (await request.post(`/api/pipelines/${pipeline.id}/runs`, { headers: auth(), data: {} })).json();
+  await signIn(page);
+  await page.goto(`/runs/${run.id}`);
+  await expect(page.getByTestId("live")).toHaveText("live");
+  let reloaded = false;
+  page.on("framenavigated", (frame) => {
+    if (frame === page.mainFrame()) reloaded = true;
+  });
+  const update = await request.post("/api/status-update/", {
+    headers: auth(),
+    data: { run_id: run.id, stage_name: "Data Ingestion", status: "running", records_processed: 42 },
+  });
+  expect(update.status()).toBe(200);
+  const row = page.getByTestId("stage-row").nth(1);
+  await expect(row).toContainText("running", { timeout: 1000 });
+  await expect(row).toContainText("42", { timeout: 1000 });
+  await expect(page.getByRole("heading", { name: /Run #\d+/ })).toContainText("running", { timeout: 1000 });
+  expect(reloaded, "the stage changes without a reload").toBe(false);
+});

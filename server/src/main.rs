@@ -55,9 +55,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         prefect: config.prefect()?.map(std::sync::Arc::new),
         default_deployment: config.default_deployment.clone(),
         prefect_ui_url: config.prefect_ui_url(),
+        hub: app::events::hub::Hub::new(),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut workers = Vec::new();
+    let mut workers = vec![tokio::spawn(
+        state.hub.clone().run(state.db.clone(), stopped.clone()),
+    )];
     match state.prefect.clone() {
         Some(prefect) => {
             tracing::info!(prefect.url = prefect.base_url(), "following Prefect");

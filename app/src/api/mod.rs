@@ -149,6 +149,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/health", get(health))
         .merge(crate::pipelines::http::router())
         .merge(crate::runs::http::router())
+        .merge(crate::events::http::router())
         .route("/api", any(unknown_api_path))
         .route("/api/{*rest}", any(unknown_api_path))
 }

@@ -115,6 +115,13 @@ pub async fn list_pipelines(skip: i64, limit: i64) -> Result<Vec<Pipeline>, AppE
     service::list(&state.db, &crate::auth::current_principal()?, skip, limit).await
 }
 
+/// One pipeline with its latest run (a dashboard row).
+#[server(prefix = "/sfn", endpoint = "get_pipeline")]
+pub async fn get_pipeline(id: i64) -> Result<Pipeline, AppError> {
+    let state = expect_context::<crate::state::AppState>();
+    service::get(&state.db, &crate::auth::current_principal()?, id).await
+}
+
 /// One pipeline with its recent runs.
 #[server(prefix = "/sfn", endpoint = "get_pipeline_detail")]
 pub async fn get_pipeline_detail(id: i64) -> Result<PipelineDetail, AppError> {

@@ -3,10 +3,14 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use super::{CreatePipeline, Pipeline, deployment_choices, get_pipeline_detail, list_pipelines};
+use super::{
+    CreatePipeline, Pipeline, deployment_choices, get_pipeline, get_pipeline_detail, list_pipelines,
+};
 use crate::auth::Role;
 use crate::auth::page::use_me;
 use crate::error::AppError;
+use crate::events::live::{self, LiveIndicator};
+use crate::events::{Change, apply};
 use crate::runs::params::{ParamField, ParamKind};
 use crate::runs::{RunStatus, TriggerRun, run_form};
 use crate::ui::{ErrorView, Frame, StatusBadge, duration, when};
@@ -43,14 +47,42 @@ fn matches(p: &Pipeline, text: &str, status: &str) -> bool {
 /// The pipeline list with its filter box and status menu.
 #[component]
 fn PipelineTable(pipelines: Vec<Pipeline>) -> impl IntoView {
-    let total = pipelines.len();
-    let all = StoredValue::new(pipelines);
+    let all = RwSignal::new(pipelines);
+    let total = move || all.with(Vec::len);
+    let on_change = Callback::new(move |change: Change| match change.kind.as_str() {
+        "pipeline.created" | "pipeline.updated" => {
+            let id = change.pipeline_id;
+            leptos::task::spawn_local(async move {
+                if let Ok(fresh) = get_pipeline(id).await {
+                    all.update(|list| match list.iter_mut().find(|p| p.id == fresh.id) {
+                        Some(known) => *known = fresh,
+                        None => list.insert(0, fresh),
+                    });
+                }
+            });
+        }
+        _ => all.maybe_update(|list| {
+            let mut changed = false;
+            for p in list.iter_mut() {
+                changed |= apply::to_pipeline(p, &change);
+            }
+            changed
+        }),
+    });
+    let on_resync = Callback::new(move |()| {
+        leptos::task::spawn_local(async move {
+            if let Ok(list) = list_pipelines(0, DASHBOARD_LIMIT).await {
+                all.set(list);
+            }
+        });
+    });
+    let link = live::follow(String::new(), on_change, on_resync);
     let (text, set_text) = signal(String::new());
     let (status, set_status) = signal(String::new());
     let shown = move || {
         let needle = text.get().trim().to_lowercase();
         let status = status.get();
-        all.with_value(|list| {
+        all.with(|list| {
             list.iter()
                 .filter(|p| matches(p, &needle, &status))
                 .cloned()
@@ -58,7 +90,7 @@ fn PipelineTable(pipelines: Vec<Pipeline>) -> impl IntoView {
         })
     };
     let counts = move || {
-        all.with_value(|list| {
+        all.with(|list| {
             RunStatus::ALL
                 .into_iter()
                 .map(|s| (s, list.iter().filter(|p| p.status == s).count()))
@@ -70,11 +102,14 @@ fn PipelineTable(pipelines: Vec<Pipeline>) -> impl IntoView {
         <section class="page-head">
             <h1>"Pipelines"</h1>
             <ul class="totals" aria-label="Pipelines by status">
-                {counts()
-                    .into_iter()
-                    .map(|(s, n)| view! { <li><StatusBadge status=s />" "{n}</li> })
-                    .collect_view()}
+                {move || {
+                    counts()
+                        .into_iter()
+                        .map(|(s, n)| view! { <li><StatusBadge status=s />" "{n}</li> })
+                        .collect_view()
+                }}
             </ul>
+            <LiveIndicator link />
             <NewPipelineLink />
         </section>
         <div class="toolbar" role="search">
@@ -99,11 +134,11 @@ fn PipelineTable(pipelines: Vec<Pipeline>) -> impl IntoView {
                     .collect_view()}
             </select>
             <span class="muted" data-testid="pipeline-count">
-                {move || format!("{} of {}", shown().len(), total)}
+                {move || format!("{} of {}", shown().len(), total())}
             </span>
         </div>
         <Show
-            when=move || { total > 0 }
+            when=move || { total() > 0 }
             fallback=|| {
                 view! {
                     <p class="empty">

@@ -7,6 +7,7 @@ use super::{CancelRun, RetryRun, Run, get_run};
 use crate::auth::Role;
 use crate::auth::page::use_me;
 use crate::error::AppError;
+use crate::events::live::LiveIndicator;
 use crate::ui::{ErrorView, Frame, StatusBadge, duration, when};
 
 /// One run and its stages.
@@ -15,15 +16,12 @@ pub fn RunPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.read().get("id").and_then(|id| id.parse::<i64>().ok());
     let cancel = ServerAction::<CancelRun>::new();
-    let run = Resource::new(
-        move || (id(), cancel.version().get()),
-        |(id, _)| async move {
-            match id {
-                Some(id) => get_run(id).await,
-                None => Err(AppError::not_found("Run")),
-            }
-        },
-    );
+    let run = Resource::new(id, |id| async move {
+        match id {
+            Some(id) => get_run(id).await,
+            None => Err(AppError::not_found("Run")),
+        }
+    });
     view! {
         <Frame>
             <Suspense fallback=|| view! { <p class="muted">"Loading run…"</p> }>
@@ -87,27 +85,68 @@ fn RunActions(run_id: i64, finished: bool, cancel: ServerAction<CancelRun>) -> i
 
 #[component]
 fn RunView(run: Run, cancel: ServerAction<CancelRun>) -> impl IntoView {
+    let id = run.id;
     let parameters = serde_json::to_string_pretty(&run.parameters).unwrap_or_default();
+    let pipeline_id = run.pipeline_id;
+    let pipeline_name = run.pipeline_name.clone();
+    let retry_of = run.retry_of_run_id;
+    let actor = format!("{} via {}", run.actor, run.source);
+    let request_id = run.request_id.clone().unwrap_or_default();
+    let created_at = run.created_at;
+    let run = RwSignal::new(run);
+    let reload = Callback::new(move |()| {
+        leptos::task::spawn_local(async move {
+            if let Ok(fresh) = get_run(id).await {
+                run.set(fresh);
+            }
+        });
+    });
+    // A cancel answers with the run as it is now.
+    Effect::new(move |_| {
+        if let Some(Ok(fresh)) = cancel.value().get() {
+            run.set(fresh);
+        }
+    });
+    let on_change = Callback::new(move |change: crate::events::Change| {
+        let mut linked = true;
+        run.maybe_update(|r| {
+            let changed = crate::events::apply::to_run(r, &change);
+            linked = r.prefect_flow_run_id.is_none() || r.prefect_url.is_some();
+            changed
+        });
+        // The link to Prefect's UI comes from the server.
+        if !linked {
+            reload.run(());
+        }
+    });
+    let link = crate::events::live::follow(format!("?run_id={id}"), on_change, reload);
+    let status = move || run.with(|r| r.status);
     view! {
         <section class="page-head">
             <div>
                 <p class="crumbs">
                     <a href="/">"Pipelines"</a>" / "
-                    <a href=format!("/pipelines/{}", run.pipeline_id)>{run.pipeline_name.clone()}</a>
+                    <a href=format!("/pipelines/{pipeline_id}")>{pipeline_name}</a>
                     " / run"
                 </p>
-                <h1>{format!("Run #{} ", run.id)}<StatusBadge status=run.status /></h1>
-                {run.error_message.clone().map(|e| view! { <p class="form-error">{e}</p> })}
-                {run.stuck_since.map(|since| view! {
+                <h1>{format!("Run #{id} ")}{move || view! { <StatusBadge status=status() /> }}</h1>
+                {move || run.with(|r| r.error_message.clone()).map(|e| view! { <p class="form-error">{e}</p> })}
+                {move || run.with(|r| r.stuck_since).map(|since| view! {
                     <p class="form-error" role="status">
                         {format!("No report since {} — the run may be stuck.", when(Some(since)))}
                     </p>
                 })}
-                {run.retry_of_run_id.map(|original| view! {
+                {retry_of.map(|original| view! {
                     <p class="muted small">"Retry of "<a href=format!("/runs/{original}")>{format!("run #{original}")}</a></p>
                 })}
             </div>
-            <RunActions run_id=run.id finished=run.status.is_terminal() cancel />
+            <div class="head-side">
+                <LiveIndicator link />
+                {move || {
+                    let finished = status().is_terminal();
+                    view! { <RunActions run_id=id finished cancel /> }
+                }}
+            </div>
         </section>
         <section class="card">
             <h2>"Stages"</h2>
@@ -123,7 +162,7 @@ fn RunView(run: Run, cancel: ServerAction<CancelRun>) -> impl IntoView {
                         </tr>
                     </thead>
                     <tbody>
-                        {run.stages
+                        {move || run.with(|r| r.stages
                             .iter()
                             .map(|s| view! {
                                 <tr data-testid="stage-row">
@@ -138,7 +177,7 @@ fn RunView(run: Run, cancel: ServerAction<CancelRun>) -> impl IntoView {
                                     <td class="num">{s.records_processed.map_or_else(|| "—".to_owned(), |n| n.to_string())}</td>
                                 </tr>
                             })
-                            .collect_view()}
+                            .collect_view())}
                     </tbody>
                 </table>
         </section>
@@ -147,31 +186,31 @@ fn RunView(run: Run, cancel: ServerAction<CancelRun>) -> impl IntoView {
                 <h2>"Details"</h2>
                 <dl class="facts">
                     <dt>"Triggered by"</dt>
-                    <dd>{run.actor.clone()}" via "{run.source.clone()}</dd>
+                    <dd>{actor}</dd>
                     <dt>"Request id"</dt>
-                    <dd><code>{run.request_id.clone().unwrap_or_default()}</code></dd>
+                    <dd><code>{request_id}</code></dd>
                     <dt>"Created"</dt>
-                    <dd>{when(Some(run.created_at))}</dd>
+                    <dd>{when(Some(created_at))}</dd>
                     <dt>"Submitted"</dt>
-                    <dd>{when(run.submitted_at)}</dd>
+                    <dd>{move || when(run.with(|r| r.submitted_at))}</dd>
                     <dt>"Started"</dt>
-                    <dd>{when(run.started_at)}</dd>
+                    <dd>{move || when(run.with(|r| r.started_at))}</dd>
                     <dt>"Ended"</dt>
-                    <dd>{when(run.ended_at)}</dd>
+                    <dd>{move || when(run.with(|r| r.ended_at))}</dd>
                     <dt>"Prefect flow run"</dt>
                     <dd data-testid="prefect-flow-run">
-                        {match (run.prefect_flow_run_id.clone(), run.prefect_url.clone()) {
+                        {move || run.with(|r| match (r.prefect_flow_run_id.clone(), r.prefect_url.clone()) {
                             (Some(id), Some(url)) => view! {
                                 <a href=url target="_blank" rel="noopener noreferrer">{id}" ↗"</a>
                             }
                             .into_any(),
                             (Some(id), None) => view! { <code>{id}</code> }.into_any(),
                             (None, _) => "not submitted yet".into_any(),
-                        }}
-                        {run.prefect_state.clone().map(|s| view! { <span class="muted small">" ("{s}")"</span> })}
+                        })}
+                        {move || run.with(|r| r.prefect_state.clone()).map(|s| view! { <span class="muted small">" ("{s}")"</span> })}
                     </dd>
                     <dt>"Records"</dt>
-                    <dd>{run.records_processed}</dd>
+                    <dd>{move || run.with(|r| r.records_processed)}</dd>
                 </dl>
             </section>
             <section class="card">

@@ -233,7 +233,7 @@ pub async fn run(
 }
 
 /// Waits for `wake` or a shutdown; true when the background task should stop.
-pub(super) async fn stopped_while(
+pub(crate) async fn stopped_while(
     wake: impl Future<Output = ()>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {

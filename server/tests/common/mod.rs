@@ -10,12 +10,14 @@ use http_body_util::BodyExt;
 use leptos::config::LeptosOptions;
 use serde_json::Value;
 use sqlx::PgPool;
+use std::time::Duration;
 use tower::ServiceExt;
 
 /// The router of `main`, around a test database, with one API key per role.
 pub struct TestApp {
     pub router: Router,
     pub db: PgPool,
+    pub hub: std::sync::Arc<app::events::hub::Hub>,
     pub viewer: String,
     pub operator: String,
     pub admin: String,
@@ -74,8 +76,10 @@ impl TestApp {
             prefect,
             default_deployment: Some("etl/demo".to_owned()),
             prefect_ui_url: Some("http://prefect.test".to_owned()),
+            hub: app::events::hub::Hub::new(),
         };
         TestApp {
+            hub: state.hub.clone(),
             router: app::routes::router(state),
             viewer: key(&db, Role::Viewer).await,
             operator: key(&db, Role::Operator).await,
@@ -128,6 +132,36 @@ impl TestApp {
 
     pub async fn post(&self, uri: &str, key: &str, body: Value) -> Answer {
         self.call("POST", uri, Some(key), Some(body)).await
+    }
+
+    /// Starts this replica's change listener; it stops when the sender is dropped or set.
+    pub async fn listen(&self) -> tokio::sync::watch::Sender<bool> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(self.hub.clone().run(self.db.clone(), stopped));
+        // LISTEN is in place once the listener has read the feed's end; give it a moment.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop
+    }
+
+    /// Opens `GET /api/events{query}` as `key`, optionally resuming after `last_event_id`.
+    pub async fn subscribe(&self, query: &str, key: &str, last_event_id: Option<&str>) -> Sse {
+        let mut request = Request::get(format!("/api/events{query}"))
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .header(header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(Body::empty()).expect("valid request"))
+            .await
+            .expect("router answers");
+        assert_eq!(response.status(), StatusCode::OK);
+        Sse {
+            body: response.into_body(),
+            buffer: String::new(),
+        }
     }
 
     /// Calls a server function (`/sfn/<name>`) with a form body, as a browser form does.
@@ -204,5 +238,68 @@ pub fn dispatch_config(
         default_deployment: default_deployment.map(str::to_owned),
         callback_url: callback_url.to_owned(),
         lease: std::time::Duration::from_secs(60),
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).expect("JSON data")
+    }
+}
+
+/// An open event stream, read event by event.
+pub struct Sse {
+    body: Body,
+    buffer: String,
+}
+
+impl Sse {
+    /// The next event with data (comments, `retry:` and heartbeats skipped), or `None` if
+    /// none arrives within `limit`.
+    pub async fn next(&mut self, limit: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent::default();
+                let mut has_data = false;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        event.id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event.event = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        has_data = true;
+                        event.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                let chatter = matches!(event.event.as_deref(), Some("hello" | "heartbeat"));
+                if has_data && !chatter {
+                    return Some(event);
+                }
+            }
+            let frame = tokio::time::timeout_at(deadline, self.body.frame())
+                .await
+                .ok()??
+                .ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    /// The next event, which must come within five seconds.
+    pub async fn expect(&mut self) -> SseEvent {
+        self.next(Duration::from_secs(5))
+            .await
+            .expect("an event within 5 s")
     }
 }

@@ -1,0 +1,152 @@
+//! `GET /api/events`: the change feed as Server-Sent Events.
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, Sse};
+use axum::routing::get;
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::hub::{Published, Subscription, changes_after};
+use super::{Change, Filter};
+use crate::api::ApiQuery;
+use crate::auth::{Principal, Role};
+use crate::error::{AppError, Result};
+use crate::state::AppState;
+
+/// At most this many missed changes are replayed; beyond, the subscriber is told to resync.
+const REPLAY: i64 = 1000;
+/// How long a browser waits before reconnecting (`retry:`).
+const RETRY: Duration = Duration::from_secs(2);
+/// A quiet stream sends a `heartbeat` event this often, so clients can tell silence from
+/// a dead link.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Where a resuming subscriber left off: `Last-Event-ID`, or `last_event_id` in the query
+/// for clients that cannot set headers.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Query {
+    #[serde(default)]
+    pipeline_id: Option<i64>,
+    #[serde(default)]
+    run_id: Option<i64>,
+    #[serde(default)]
+    last_event_id: Option<i64>,
+}
+
+fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>> {
+    headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| AppError::invalid("Last-Event-ID", "must be an event id from this stream"))
+        })
+        .transpose()
+}
+
+fn event(change: &Change, json: &str) -> Event {
+    Event::default()
+        .id(change.id.to_string())
+        .event(&change.kind)
+        .data(json)
+}
+
+/// Tells the subscriber it missed changes that cannot be replayed: reload what it shows.
+fn resync(reason: &str) -> Event {
+    Event::default()
+        .event("resync")
+        .data(format!("{{\"reason\":\"{reason}\"}}"))
+}
+
+struct Feed {
+    first: Option<Event>,
+    replay: VecDeque<(Change, String)>,
+    replayed: HashSet<i64>,
+    filter: Filter,
+    subscription: Subscription,
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<Event> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        if let Some((change, json)) = self.replay.pop_front() {
+            return Some(event(&change, &json));
+        }
+        loop {
+            let Ok(received) = tokio::time::timeout(HEARTBEAT, self.subscription.receiver.recv()).await
+            else {
+                return Some(Event::default().event("heartbeat").data("{}"));
+            };
+            match received {
+                Ok(published) => {
+                    let Published { change, json } = &*published;
+                    if self.filter.matches(change) && !self.replayed.contains(&change.id) {
+                        return Some(event(change, json));
+                    }
+                }
+                Err(RecvError::Lagged(_)) => return Some(resync("lagged")),
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+async fn events(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<Query>,
+) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
+    principal.require(Role::Viewer)?;
+    let resume = last_event_id(&headers)?.or(query.last_event_id);
+    let filter = Filter {
+        pipeline_id: query.pipeline_id,
+        run_id: query.run_id,
+    };
+    // Subscribe before reading the backlog, so nothing falls between the two.
+    let subscription = state.hub.subscribe();
+    let mut first = Some(Event::default().event("hello").retry(RETRY).data("{}"));
+    let mut replay = VecDeque::new();
+    if let Some(after) = resume {
+        let missed = changes_after(&state.db, after, REPLAY + 1).await?;
+        if missed.len() as i64 > REPLAY {
+            first = Some(resync("too many changes to replay").retry(RETRY));
+        } else {
+            replay = missed
+                .into_iter()
+                .filter(|c| filter.matches(c))
+                .map(|c| {
+                    let json = serde_json::to_string(&c).unwrap_or_default();
+                    (c, json)
+                })
+                .collect();
+        }
+    }
+    let feed = Feed {
+        first,
+        replayed: replay.iter().map(|(c, _)| c.id).collect(),
+        replay,
+        filter,
+        subscription,
+    };
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+        feed.next().await.map(|event| (Ok(event), feed))
+    });
+    Ok(Sse::new(stream))
+}
+
+/// `GET /api/events`.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/events", get(events))
+}

@@ -1,0 +1,210 @@
+//! One replica's side of the change feed: listen, read each change once, fan out.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{broadcast, watch};
+
+use super::Change;
+
+/// The NOTIFY channel the triggers announce on.
+pub const CHANNEL: &str = "flowdeck_changes";
+/// Changes a subscriber may fall behind before it is told to resync.
+const BACKLOG: usize = 4096;
+/// How long changes are kept for subscribers that reconnect.
+const KEEP: &str = "1 day";
+
+/// A change with its JSON, serialised once for every subscriber.
+#[derive(Debug)]
+pub struct Published {
+    /// The change.
+    pub change: Change,
+    /// `change` as JSON.
+    pub json: String,
+}
+
+impl Published {
+    fn new(change: Change) -> Arc<Self> {
+        let json = serde_json::to_string(&change).unwrap_or_else(|_| "{}".to_owned());
+        Arc::new(Published { change, json })
+    }
+}
+
+/// Fans changes out to this replica's subscribers.
+pub struct Hub {
+    sender: broadcast::Sender<Arc<Published>>,
+    subscribers: AtomicUsize,
+}
+
+/// Counts a subscriber while it lives.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    /// The subscriber's feed.
+    pub receiver: broadcast::Receiver<Arc<Published>>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Row {
+    id: i64,
+    kind: String,
+    pipeline_id: i64,
+    run_id: Option<i64>,
+    data: serde_json::Value,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<Row> for Change {
+    fn from(r: Row) -> Self {
+        Change {
+            id: r.id,
+            kind: r.kind,
+            pipeline_id: r.pipeline_id,
+            run_id: r.run_id,
+            data: r.data,
+            at: r.created_at,
+        }
+    }
+}
+
+/// The changes with these ids, in order.
+async fn changes_by_id(pool: &PgPool, ids: &[i64]) -> sqlx::Result<Vec<Change>> {
+    let rows = sqlx::query_as!(
+        Row,
+        "SELECT id, kind, pipeline_id, run_id, data, created_at FROM changes WHERE id = ANY($1) ORDER BY id",
+        ids
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Change::from).collect())
+}
+
+/// At most `limit` changes after `after`, in order: what a reconnecting subscriber missed.
+pub async fn changes_after(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<Vec<Change>> {
+    let rows = sqlx::query_as!(
+        Row,
+        "SELECT id, kind, pipeline_id, run_id, data, created_at FROM changes WHERE id > $1 ORDER BY id LIMIT $2",
+        after,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Change::from).collect())
+}
+
+async fn latest_id(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(r#"SELECT coalesce(max(id), 0) AS "id!" FROM changes"#)
+        .fetch_one(pool)
+        .await
+}
+
+async fn listen(pool: &PgPool) -> sqlx::Result<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+impl Hub {
+    /// A hub with no subscribers; [`Hub::run`] feeds it.
+    pub fn new() -> Arc<Self> {
+        let (sender, _) = broadcast::channel(BACKLOG);
+        Arc::new(Hub {
+            sender,
+            subscribers: AtomicUsize::new(0),
+        })
+    }
+
+    /// A new subscriber's feed of every change from now on.
+    pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            hub: self.clone(),
+            receiver: self.sender.subscribe(),
+        }
+    }
+
+    /// Subscribers connected to this replica.
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+
+    fn publish(&self, changes: Vec<Change>) {
+        for change in changes {
+            // No subscriber is not an error.
+            self.sender.send(Published::new(change)).ok();
+        }
+    }
+
+    /// Listens for announced changes until `shutdown`, reconnecting as needed; after a lost
+    /// connection it publishes what was committed meanwhile. Prunes old changes hourly.
+    pub async fn run(self: Arc<Self>, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+        let mut last_seen = latest_id(&pool).await.unwrap_or(0);
+        let mut prune = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            let mut listener = match listen(&pool).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot LISTEN for changes; retrying");
+                    let pause = tokio::time::sleep(Duration::from_secs(1));
+                    if crate::runs::sync::stopped_while(pause, &mut shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            // Whatever was committed while nobody listened.
+            match changes_after(&pool, last_seen, 10_000).await {
+                Ok(missed) => {
+                    last_seen = missed.last().map_or(last_seen, |c| c.id);
+                    self.publish(missed);
+                }
+                Err(error) => tracing::warn!(%error, "cannot read missed changes"),
+            }
+            loop {
+                let notification = tokio::select! {
+                    n = listener.try_recv() => n,
+                    _ = prune.tick() => {
+                        if let Err(error) = sqlx::query(&format!("DELETE FROM changes WHERE created_at < now() - interval '{KEEP}'"))
+                            .execute(&pool)
+                            .await
+                        {
+                            tracing::warn!(%error, "cannot prune old changes");
+                        }
+                        continue;
+                    }
+                    _ = shutdown.changed() => return,
+                };
+                let first = match notification {
+                    Ok(Some(n)) => n,
+                    // The connection was lost: reconnect and catch up.
+                    Ok(None) | Err(_) => break,
+                };
+                let mut ids: Vec<i64> = first.payload().parse().into_iter().collect();
+                while ids.len() < 1000
+                    && let Some(n) = listener.next_buffered()
+                {
+                    ids.extend(n.payload().parse::<i64>().ok());
+                }
+                match changes_by_id(&pool, &ids).await {
+                    Ok(changes) => {
+                        last_seen = changes
+                            .iter()
+                            .map(|c| c.id)
+                            .max()
+                            .unwrap_or(last_seen)
+                            .max(last_seen);
+                        self.publish(changes);
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot read announced changes"),
+                }
+            }
+        }
+    }
+}
