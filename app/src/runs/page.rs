@@ -103,7 +103,10 @@ fn RunView(run: Run, cancel: ServerAction<CancelRun>) -> impl IntoView {
     });
     // A cancel answers with the run as it is now.
     Effect::new(move |_| {
-        if let Some(Ok(fresh)) = cancel.value().get() {
+        // (The action outlives this view: a retry lands on a new run's page.)
+        if let Some(Ok(fresh)) = cancel.value().get()
+            && fresh.id == id
+        {
             run.set(fresh);
         }
     });
