@@ -48,7 +48,7 @@ echo "server peak RSS: $((rss_kb / 1024)) MiB"
 # Initial page load: what a browser fetches for the dashboard, compressed as served.
 page_weight() {
   local total=0 name size
-  for name in / /pkg/flowdeck.css /pkg/flowdeck.js /pkg/flowdeck_bg.wasm; do
+  for name in / /pkg/flowdeck.css /pkg/flowdeck.js /pkg/flowdeck.wasm; do
     size="$(curl -fsS -H "Authorization: Bearer $key" -H 'Accept-Encoding: gzip' -o /dev/null \
       -w '%{size_download}' "$url$name")"
     printf '  %-24s %8d bytes (as served)\n' "$name" "$size"

@@ -66,7 +66,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/login") view=auth::page::LoginPage />
                 // Async: the whole page is rendered before the first byte, so a missing
                 // pipeline or run can still answer 404 rather than a streamed 200.
-                <Route path=path!("/") view=pipelines::page::DashboardPage ssr=SsrMode::Async />
+                <Route path=path!("/") view=pipelines::dashboard::DashboardPage ssr=SsrMode::Async />
                 <Route path=path!("/pipelines/new") view=pipelines::page::NewPipelinePage />
                 <Route
                     path=path!("/pipelines/:id")

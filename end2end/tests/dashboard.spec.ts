@@ -32,19 +32,34 @@ test("signing in works without JavaScript and the dashboard is server-rendered",
 test("after hydration the list filters as you type, without a reload", async ({ page }) => {
   await signIn(page);
   await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
-  let reloaded = false;
-  page.on("framenavigated", (frame) => {
-    if (frame === page.mainFrame()) reloaded = true;
-  });
+  // A reload would drop this marker; the app's own navigation keeps it.
+  await page.evaluate(() => ((window as any).__sameDocument = true));
   await expect(page.getByTestId("pipeline-count")).toHaveText("3 of 3");
   await page.getByTestId("pipeline-filter").fill("alpha");
   await expect(page.getByTestId("pipeline-row")).toHaveCount(1);
   await expect(page.getByTestId("pipeline-count")).toHaveText("1 of 3");
+  await expect(page).toHaveURL(/\/\?q=alpha$/);
   await page.getByTestId("pipeline-filter").fill("");
+  await expect(page).toHaveURL(/\/$/);
   await page.getByTestId("status-filter").selectOption("completed");
+  await expect(page).toHaveURL(/\?status=completed$/);
   await expect(page.getByTestId("pipeline-row")).toHaveCount(1);
   await expect(page.getByRole("link", { name: "Gamma export" })).toBeVisible();
-  expect(reloaded, "filtering must not reload the page").toBe(false);
+  // The filters live in the URL: back goes to the unfiltered list.
+  await page.goBack();
+  await expect(page.getByTestId("pipeline-row")).toHaveCount(3);
+  expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true);
+});
+
+test("a filtered dashboard URL can be shared and renders without JavaScript", async ({ browser }) => {
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  await signIn(page);
+  await page.goto("/?tag=ingest");
+  await expect(page.getByTestId("pipeline-row")).toHaveCount(1);
+  await expect(page.getByRole("link", { name: "Alpha ingest" })).toBeVisible();
+  await expect(page.locator("time").first()).toHaveAttribute("title", /UTC$/);
+  await context.close();
 });
 
 test("an operator runs a pipeline and lands on the new run's page", async ({ page }) => {

@@ -812,3 +812,77 @@ async fn the_run_dialog_sends_typed_parameters_and_refuses_bad_ones(db: PgPool) 
     assert_eq!(viewer.status, StatusCode::FORBIDDEN);
     assert_eq!(app.footprint().await, before, "refused triggers write nothing");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_dashboard_filters_sorts_and_pages_on_the_server(db: PgPool) {
+    let app = TestApp::new(db).await;
+    for n in 1..=55 {
+        let tags = if n % 5 == 0 {
+            json!(["finance"])
+        } else {
+            json!(["ops"])
+        };
+        app.pipeline(json!({"name": format!("Pipe {n:02}"), "tags": tags}))
+            .await;
+    }
+    let special = app.pipeline(json!({"name": "100% real_thing"})).await;
+    let run = app.start_run(special, json!({})).await["id"].as_i64().unwrap();
+    app.post(
+        "/api/status-update/",
+        &app.operator,
+        json!({"run_id": run, "status": "failed"}),
+    )
+    .await;
+    let page = |form: &str| {
+        let app = &app;
+        let form = form.to_owned();
+        async move {
+            let answer = app.server_fn("dashboard", &app.viewer, &form).await;
+            assert_eq!(answer.status, StatusCode::OK, "{form}: {}", answer.text());
+            answer.json()
+        }
+    };
+    let names = |page: &Value| -> Vec<String> {
+        page["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let first = page("").await;
+    assert_eq!(
+        (first["total"].as_i64(), first["per_page"].as_i64()),
+        (Some(56), Some(50))
+    );
+    assert_eq!(names(&first).len(), 50);
+    assert_eq!(names(&first)[0], "100% real_thing", "recently updated first");
+    let second = page("query[page]=2").await;
+    assert_eq!(names(&second).len(), 6);
+
+    let by_name = page("query[sort]=name").await;
+    assert_eq!(names(&by_name)[..2], ["100% real_thing", "Pipe 01"]);
+    assert_eq!(page("query[tag]=finance").await["total"], 11);
+    assert_eq!(page("query[q]=pipe+0").await["total"], 9);
+    // `%` and `_` are literal, not wildcards.
+    assert_eq!(names(&page("query[q]=0%25+r").await), ["100% real_thing"]);
+    assert_eq!(page("query[q]=e_t").await["total"], 0);
+    let failed = page("query[status]=failed").await;
+    assert_eq!(names(&failed), ["100% real_thing"]);
+    let counts = failed["by_status"].as_array().unwrap();
+    assert!(
+        counts.contains(&json!(["failed", 1])) && counts.contains(&json!(["pending", 55])),
+        "{counts:?}"
+    );
+
+    for (form, field) in [
+        ("query[sort]=colour", "sort"),
+        ("query[status]=done", "status"),
+        ("query[page]=0", "page"),
+    ] {
+        let answer = app.server_fn("dashboard", &app.viewer, form).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{form}");
+        assert!(answer.text().contains(field), "{}", answer.text());
+    }
+}

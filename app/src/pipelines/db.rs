@@ -91,9 +91,23 @@ pub async fn lock_pipeline(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Opt
     .await
 }
 
-/// A page of pipelines, newest first, each with its latest run.
-pub async fn list_pipelines(
+/// What the dashboard asks for; `pattern` is an `ILIKE` pattern, `sort` one of
+/// `updated`, `name`, `status`, `created`.
+pub struct DashboardFilter<'a> {
+    /// Name, slug or tag contains.
+    pub pattern: Option<&'a str>,
+    /// The latest run's status (`pending` for none).
+    pub status: Option<&'a str>,
+    /// Carries this tag exactly.
+    pub tag: Option<&'a str>,
+    /// Order.
+    pub sort: &'a str,
+}
+
+/// One dashboard page of pipelines matching `filter`, with their latest runs.
+pub async fn dashboard_page(
     db: impl PgExecutor<'_>,
+    filter: &DashboardFilter<'_>,
     skip: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<PipelineRow>> {
@@ -110,13 +124,61 @@ pub async fn list_pipelines(
                SELECT * FROM runs WHERE runs.pipeline_id = p.id
                ORDER BY runs.created_at DESC, runs.id DESC LIMIT 1
            ) r ON true
-           ORDER BY p.created_at DESC, p.id DESC
-           OFFSET $1 LIMIT $2"#,
+           WHERE ($1::text IS NULL OR p.name ILIKE $1 OR p.slug ILIKE $1
+                  OR EXISTS (SELECT 1 FROM unnest(p.tags) AS t (tag) WHERE t.tag ILIKE $1))
+             AND ($2::text IS NULL OR coalesce(r.status, 'pending') = $2)
+             AND ($3::text IS NULL OR $3 = ANY (p.tags))
+           ORDER BY CASE WHEN $4 = 'name' THEN lower(p.name) END ASC,
+                    CASE WHEN $4 = 'status' THEN coalesce(r.status, 'pending') END ASC,
+                    CASE WHEN $4 = 'updated' THEN GREATEST(p.updated_at, r.updated_at) END DESC,
+                    p.created_at DESC, p.id DESC
+           OFFSET $5 LIMIT $6"#,
+        filter.pattern,
+        filter.status,
+        filter.tag,
+        filter.sort,
         skip,
         limit
     )
     .fetch_all(db)
     .await
+}
+
+/// How many pipelines match `filter` (its `sort` aside).
+pub async fn dashboard_count(db: impl PgExecutor<'_>, filter: &DashboardFilter<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!"
+           FROM pipelines p
+           LEFT JOIN LATERAL (
+               SELECT status FROM runs WHERE runs.pipeline_id = p.id
+               ORDER BY runs.created_at DESC, runs.id DESC LIMIT 1
+           ) r ON true
+           WHERE ($1::text IS NULL OR p.name ILIKE $1 OR p.slug ILIKE $1
+                  OR EXISTS (SELECT 1 FROM unnest(p.tags) AS t (tag) WHERE t.tag ILIKE $1))
+             AND ($2::text IS NULL OR coalesce(r.status, 'pending') = $2)
+             AND ($3::text IS NULL OR $3 = ANY (p.tags))"#,
+        filter.pattern,
+        filter.status,
+        filter.tag,
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Every pipeline counted by its latest run's status (`pending` for none).
+pub async fn count_by_status(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT coalesce(r.status, 'pending') AS "status!", count(*) AS "count!"
+           FROM pipelines p
+           LEFT JOIN LATERAL (
+               SELECT status FROM runs WHERE runs.pipeline_id = p.id
+               ORDER BY runs.created_at DESC, runs.id DESC LIMIT 1
+           ) r ON true
+           GROUP BY 1"#
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.status, r.count)).collect())
 }
 
 /// One pipeline with its latest run.

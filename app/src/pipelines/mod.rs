@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::AppError;
 use crate::runs::{Run, RunStatus, Stage};
 
+pub mod dashboard;
 pub mod page;
 
 #[cfg(feature = "ssr")]
@@ -108,11 +109,94 @@ pub struct PipelineDetail {
     pub recent_runs: Vec<Run>,
 }
 
-/// Pipelines, newest first, with their latest runs.
-#[server(prefix = "/sfn", endpoint = "list_pipelines")]
-pub async fn list_pipelines(skip: i64, limit: i64) -> Result<Vec<Pipeline>, AppError> {
+/// The dashboard's orders.
+pub const SORTS: [&str; 4] = ["updated", "name", "status", "created"];
+
+/// The dashboard's filters, as in its URL (`/?q=…&status=…&tag=…&sort=…&page=…`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DashboardQuery {
+    /// Name, slug or tag contains (case-insensitive).
+    pub q: Option<String>,
+    /// The latest run's status.
+    pub status: Option<String>,
+    /// Carries this tag.
+    pub tag: Option<String>,
+    /// One of [`SORTS`]; `updated` by default.
+    pub sort: Option<String>,
+    /// Page number, from 1.
+    pub page: Option<i64>,
+}
+
+impl DashboardQuery {
+    /// The same filters on page `page`, as a URL query (`?…`; empty values left out).
+    pub fn to_url(&self, page: i64) -> String {
+        let mut parts: Vec<String> = [
+            ("q", &self.q),
+            ("status", &self.status),
+            ("tag", &self.tag),
+            ("sort", &self.sort),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| {
+            v.as_deref()
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("{k}={}", encode(v)))
+        })
+        .collect();
+        if page > 1 {
+            parts.push(format!("page={page}"));
+        }
+        if parts.is_empty() {
+            "/".to_owned()
+        } else {
+            format!("/?{}", parts.join("&"))
+        }
+    }
+
+    /// Whether any filter is set (sort and page aside).
+    pub fn is_filtered(&self) -> bool {
+        [&self.q, &self.status, &self.tag]
+            .into_iter()
+            .any(|v| v.as_deref().is_some_and(|v| !v.trim().is_empty()))
+    }
+}
+
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One dashboard page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DashboardPage {
+    /// The pipelines on this page, with their latest runs.
+    pub pipelines: Vec<Pipeline>,
+    /// Pipelines matching the filters, on every page.
+    pub total: i64,
+    /// This page, from 1.
+    pub page: i64,
+    /// Pipelines per page.
+    pub per_page: i64,
+    /// Every pipeline counted by its latest status (filters aside).
+    pub by_status: Vec<(RunStatus, i64)>,
+}
+
+/// A dashboard page.
+#[server(prefix = "/sfn", endpoint = "dashboard")]
+pub async fn dashboard(query: Option<DashboardQuery>) -> Result<DashboardPage, AppError> {
+    // (Optional because a query without any filter encodes as nothing at all.)
     let state = expect_context::<crate::state::AppState>();
-    service::list(&state.db, &crate::auth::current_principal()?, skip, limit).await
+    service::dashboard(
+        &state.db,
+        &crate::auth::current_principal()?,
+        &query.unwrap_or_default(),
+    )
+    .await
 }
 
 /// One pipeline with its latest run (a dashboard row).

@@ -1,190 +1,19 @@
-//! The dashboard (all pipelines) and the pipeline page (definition, stages, recent runs).
+//! The pipeline page (definition, stages, recent runs, Run dialog) and the New pipeline form.
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use super::{
-    CreatePipeline, Pipeline, deployment_choices, get_pipeline, get_pipeline_detail, list_pipelines,
-};
+use super::{CreatePipeline, deployment_choices, get_pipeline_detail};
 use crate::auth::Role;
 use crate::auth::page::use_me;
 use crate::error::AppError;
-use crate::events::live::{self, LiveIndicator};
-use crate::events::{Change, apply};
 use crate::runs::params::{ParamField, ParamKind};
 use crate::runs::{RunStatus, TriggerRun, run_form};
 use crate::ui::{ErrorView, Frame, StatusBadge, duration, when};
 
-/// How many pipelines the dashboard loads.
-const DASHBOARD_LIMIT: i64 = 500;
-
-/// Every pipeline with its latest run; filtered in the browser as you type.
-#[component]
-pub fn DashboardPage() -> impl IntoView {
-    let pipelines = Resource::new(|| (), |_| list_pipelines(0, DASHBOARD_LIMIT));
-    view! {
-        <Frame>
-            <Suspense fallback=|| view! { <p class="muted">"Loading pipelines…"</p> }>
-                {move || Suspend::new(async move {
-                    match pipelines.await {
-                        Ok(list) => view! { <PipelineTable pipelines=list /> }.into_any(),
-                        Err(error) => view! { <ErrorView error /> }.into_any(),
-                    }
-                })}
-            </Suspense>
-        </Frame>
-    }
-}
-
-fn matches(p: &Pipeline, text: &str, status: &str) -> bool {
-    let text_ok = text.is_empty()
-        || p.name.to_lowercase().contains(text)
-        || p.slug.contains(text)
-        || p.tags.iter().any(|t| t.to_lowercase().contains(text));
-    text_ok && (status.is_empty() || p.status.as_str() == status)
-}
-
-/// The pipeline list with its filter box and status menu.
-#[component]
-fn PipelineTable(pipelines: Vec<Pipeline>) -> impl IntoView {
-    let all = RwSignal::new(pipelines);
-    let total = move || all.with(Vec::len);
-    let on_change = Callback::new(move |change: Change| match change.kind.as_str() {
-        "pipeline.created" | "pipeline.updated" => {
-            let id = change.pipeline_id;
-            leptos::task::spawn_local(async move {
-                if let Ok(fresh) = get_pipeline(id).await {
-                    all.update(|list| match list.iter_mut().find(|p| p.id == fresh.id) {
-                        Some(known) => *known = fresh,
-                        None => list.insert(0, fresh),
-                    });
-                }
-            });
-        }
-        _ => all.maybe_update(|list| {
-            let mut changed = false;
-            for p in list.iter_mut() {
-                changed |= apply::to_pipeline(p, &change);
-            }
-            changed
-        }),
-    });
-    let on_resync = Callback::new(move |()| {
-        leptos::task::spawn_local(async move {
-            if let Ok(list) = list_pipelines(0, DASHBOARD_LIMIT).await {
-                all.set(list);
-            }
-        });
-    });
-    let link = live::follow(String::new(), on_change, on_resync);
-    let (text, set_text) = signal(String::new());
-    let (status, set_status) = signal(String::new());
-    let shown = move || {
-        let needle = text.get().trim().to_lowercase();
-        let status = status.get();
-        all.with(|list| {
-            list.iter()
-                .filter(|p| matches(p, &needle, &status))
-                .cloned()
-                .collect::<Vec<_>>()
-        })
-    };
-    let counts = move || {
-        all.with(|list| {
-            RunStatus::ALL
-                .into_iter()
-                .map(|s| (s, list.iter().filter(|p| p.status == s).count()))
-                .filter(|(_, n)| *n > 0)
-                .collect::<Vec<_>>()
-        })
-    };
-    view! {
-        <section class="page-head">
-            <h1>"Pipelines"</h1>
-            <ul class="totals" aria-label="Pipelines by status">
-                {move || {
-                    counts()
-                        .into_iter()
-                        .map(|(s, n)| view! { <li><StatusBadge status=s />" "{n}</li> })
-                        .collect_view()
-                }}
-            </ul>
-            <LiveIndicator link />
-            <NewPipelineLink />
-        </section>
-        <div class="toolbar" role="search">
-            <input
-                type="search"
-                class="filter"
-                placeholder="Filter by name, slug or tag"
-                aria-label="Filter pipelines"
-                data-testid="pipeline-filter"
-                prop:value=text
-                on:input=move |ev| set_text.set(event_target_value(&ev))
-            />
-            <select
-                aria-label="Status"
-                data-testid="status-filter"
-                on:change=move |ev| set_status.set(event_target_value(&ev))
-            >
-                <option value="">"Any status"</option>
-                {RunStatus::ALL
-                    .into_iter()
-                    .map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> })
-                    .collect_view()}
-            </select>
-            <span class="muted" data-testid="pipeline-count">
-                {move || format!("{} of {}", shown().len(), total())}
-            </span>
-        </div>
-        <Show
-            when=move || { total() > 0 }
-            fallback=|| {
-                view! {
-                    <p class="empty">
-                        "No pipelines yet. Create one with "
-                        <code>"POST /api/pipelines/"</code>"."
-                    </p>
-                }
-            }
-        >
-            <table class="grid">
-                <thead>
-                    <tr>
-                        <th scope="col">"Pipeline"</th>
-                        <th scope="col">"Status"</th>
-                        <th scope="col">"Stages"</th>
-                        <th scope="col">"Records"</th>
-                        <th scope="col">"Updated"</th>
-                    </tr>
-                </thead>
-                <tbody>
-                    <For each=shown key=|p| (p.id, p.updated_at) let:p>
-                        <tr data-testid="pipeline-row">
-                            <td>
-                                <a href=format!("/pipelines/{}", p.id)>{p.name.clone()}</a>
-                                <div class="muted small">
-                                    {p.slug.clone()}
-                                    {p.tags.iter().map(|t| view! { " " <span class="tag">{t.clone()}</span> }).collect_view()}
-                                </div>
-                            </td>
-                            <td><StatusBadge status=p.status /></td>
-                            <td>
-                                <StageDots stages=p.stages.iter().map(|s| (s.name.clone(), s.status)).collect() />
-                            </td>
-                            <td class="num">{p.records_processed}</td>
-                            <td class="small">{when(Some(p.updated_at))}</td>
-                        </tr>
-                    </For>
-                </tbody>
-            </table>
-        </Show>
-    }
-}
-
 /// The way to the New pipeline form, for admins.
 #[component]
-fn NewPipelineLink() -> impl IntoView {
+pub(super) fn NewPipelineLink() -> impl IntoView {
     let me = use_me();
     view! {
         <Suspense>
@@ -198,7 +27,7 @@ fn NewPipelineLink() -> impl IntoView {
 
 /// One dot per stage, coloured by status.
 #[component]
-fn StageDots(stages: Vec<(String, RunStatus)>) -> impl IntoView {
+pub(super) fn StageDots(stages: Vec<(String, RunStatus)>) -> impl IntoView {
     view! {
         <span class="dots">
             {stages

@@ -3,6 +3,7 @@
 use sqlx::PgPool;
 
 use super::validate::slugify;
+use super::{DashboardPage, DashboardQuery, SORTS};
 use super::{NewPipeline, Pipeline, db};
 use crate::audit;
 use crate::auth::middleware::RequestMeta;
@@ -78,8 +79,79 @@ async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Result<Vec<Pi
 pub async fn list(pool: &PgPool, principal: &Principal, skip: i64, limit: i64) -> Result<Vec<Pipeline>> {
     principal.require(Role::Viewer)?;
     check_page(skip, limit)?;
-    let rows = db::list_pipelines(pool, skip, limit).await?;
+    let newest_first = db::DashboardFilter {
+        pattern: None,
+        status: None,
+        tag: None,
+        sort: "created",
+    };
+    let rows = db::dashboard_page(pool, &newest_first, skip, limit).await?;
     with_stages(pool, rows).await
+}
+
+/// Pipelines per dashboard page.
+pub const PER_PAGE: i64 = 50;
+
+/// One dashboard page: filtered, sorted, paginated, with totals by status.
+pub async fn dashboard(
+    pool: &PgPool,
+    principal: &Principal,
+    query: &DashboardQuery,
+) -> Result<DashboardPage> {
+    principal.require(Role::Viewer)?;
+    let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    if q.is_some_and(|q| q.chars().count() > 200) {
+        return Err(AppError::invalid("q", "must be at most 200 characters"));
+    }
+    let status = query
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| RunStatus::parse(s, "status"))
+        .transpose()?;
+    let tag = query.tag.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let sort = query
+        .sort
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("updated");
+    if !SORTS.contains(&sort) {
+        return Err(AppError::invalid(
+            "sort",
+            "must be one of updated, name, status, created",
+        ));
+    }
+    let page = query.page.unwrap_or(1);
+    if !(1..=100_000).contains(&page) {
+        return Err(AppError::invalid("page", "must be a page number from 1"));
+    }
+    let escaped = q.map(|q| {
+        format!(
+            "%{}%",
+            q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+        )
+    });
+    let filter = db::DashboardFilter {
+        pattern: escaped.as_deref(),
+        status: status.map(RunStatus::as_str),
+        tag,
+        sort,
+    };
+    let rows = db::dashboard_page(pool, &filter, (page - 1) * PER_PAGE, PER_PAGE).await?;
+    let total = db::dashboard_count(pool, &filter).await?;
+    let mut by_status: Vec<(RunStatus, i64)> = db::count_by_status(pool)
+        .await?
+        .into_iter()
+        .map(|(s, n)| (RunStatus::from_db(&s), n))
+        .collect();
+    by_status.sort_by_key(|(s, _)| RunStatus::ALL.iter().position(|x| x == s));
+    Ok(DashboardPage {
+        pipelines: with_stages(pool, rows).await?,
+        total,
+        page,
+        per_page: PER_PAGE,
+        by_status,
+    })
 }
 
 /// One pipeline with its latest run and stages.

@@ -64,6 +64,25 @@ pub fn when(at: Option<DateTime<Utc>>) -> String {
     )
 }
 
+/// How long ago `at` was, in words: `just now`, `5 min ago`, `3 h ago`, `2 d ago`.
+pub fn ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let seconds = (now - at).num_seconds().max(0);
+    match seconds {
+        0..45 => "just now".to_owned(),
+        45..3600 => format!("{} min ago", (seconds + 30) / 60),
+        3600..86_400 => format!("{} h ago", seconds / 3600),
+        _ => format!("{} d ago", seconds / 86_400),
+    }
+}
+
+/// A relative time with the exact time on hover (and for machines, in `datetime`).
+#[component]
+pub fn Ago(at: DateTime<Utc>) -> impl IntoView {
+    view! {
+        <time datetime=at.to_rfc3339() title=when(Some(at))>{ago(at, Utc::now())}</time>
+    }
+}
+
 /// Seconds as `1m 05s` or `3.2s`.
 pub fn duration(seconds: Option<f64>) -> String {
     match seconds {
