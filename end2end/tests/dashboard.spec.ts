@@ -150,6 +150,7 @@ test("a stage update appears on an open run page within a second", async ({ page
   await signIn(page);
   await page.goto(`/runs/${run.id}`);
   await expect(page.getByTestId("live")).toHaveText("live");
+  await expect(page.getByTestId("timeline-empty")).toBeVisible();
   let reloaded = false;
   page.on("framenavigated", (frame) => {
     if (frame === page.mainFrame()) reloaded = true;
@@ -163,5 +164,8 @@ test("a stage update appears on an open run page within a second", async ({ page
   await expect(row).toContainText("running", { timeout: 1000 });
   await expect(row).toContainText("42", { timeout: 1000 });
   await expect(page.getByRole("heading", { name: /Run #\d+/ })).toContainText("running", { timeout: 1000 });
+  // The stage timeline appears and draws the running stage.
+  await expect(page.getByTestId("timeline-row")).toHaveCount(5, { timeout: 1000 });
+  await expect(page.getByTestId("timeline").locator("rect")).toHaveCount(1);
   expect(reloaded, "the stage changes without a reload").toBe(false);
 });

@@ -79,6 +79,7 @@ mod tests {
             prefect_flow_run_id: None,
             records_processed: 9,
             error_message: None,
+            recent_runs: Vec::new(),
             stages: Vec::new(),
             latest_run_id: Some(5),
             deployment: None,

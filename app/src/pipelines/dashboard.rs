@@ -11,6 +11,7 @@ use super::{DashboardPage as Page, DashboardQuery, Pipeline, dashboard, get_pipe
 use crate::events::live::{self, LiveIndicator};
 use crate::events::{Change, apply};
 use crate::runs::RunStatus;
+use crate::ui::charts::{Sparkline, StatusBar};
 use crate::ui::{Ago, ErrorView, Frame, StatusBadge};
 
 /// Every pipeline with its latest run.
@@ -178,6 +179,7 @@ fn PipelineTable(page: Page, query: DashboardQuery, reload: Callback<()>) -> imp
                     })
                     .collect_view()}
             </ul>
+            <StatusBar counts=page.by_status.clone() />
             <span class="muted" data-testid="pipeline-count">{format!("{total} of {everyone}")}</span>
             <LiveIndicator link />
         </div>
@@ -206,6 +208,7 @@ fn PipelineTable(page: Page, query: DashboardQuery, reload: Callback<()>) -> imp
                         <th scope="col">"Pipeline"</th>
                         <th scope="col">"Status"</th>
                         <th scope="col">"Stages"</th>
+                        <th scope="col">"Last runs"</th>
                         <th scope="col" class="num">"Records"</th>
                         <th scope="col">"Updated"</th>
                     </tr>
@@ -230,6 +233,7 @@ fn PipelineTable(page: Page, query: DashboardQuery, reload: Callback<()>) -> imp
                             <td>
                                 <StageDots stages=p.stages.iter().map(|s| (s.name.clone(), s.status)).collect() />
                             </td>
+                            <td><Sparkline points=p.recent_runs.clone() /></td>
                             <td class="num">{p.records_processed}</td>
                             <td class="small"><Ago at=p.updated_at /></td>
                         </tr>

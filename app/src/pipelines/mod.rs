@@ -51,6 +51,9 @@ pub struct Pipeline {
     pub records_processed: i64,
     /// Error of the latest run.
     pub error_message: Option<String>,
+    /// The last runs' outcomes and durations in seconds, oldest first (at most 10).
+    #[serde(default)]
+    pub recent_runs: Vec<(RunStatus, Option<f64>)>,
     /// Stages of the latest run (or the planned stages).
     pub stages: Vec<Stage>,
     /// The latest run's id.

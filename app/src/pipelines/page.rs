@@ -9,6 +9,7 @@ use crate::auth::page::use_me;
 use crate::error::AppError;
 use crate::runs::params::{ParamField, ParamKind};
 use crate::runs::{RunStatus, TriggerRun, run_form};
+use crate::ui::charts::DurationTrend;
 use crate::ui::{ErrorView, Frame, StatusBadge, duration, when};
 
 /// The way to the New pipeline form, for admins.
@@ -111,6 +112,15 @@ fn PipelineView(detail: super::PipelineDetail) -> impl IntoView {
                 </ol>
             </section>
         </div>
+        <section class="card">
+            <h2>"Duration and outcome of recent runs"</h2>
+            <DurationTrend points=detail
+                .recent_runs
+                .iter()
+                .rev()
+                .map(|r| (r.status, r.started_at.zip(r.ended_at).map(|(s, e)| (e - s).num_milliseconds() as f64 / 1000.0)))
+                .collect() />
+        </section>
         <section class="card">
             <h2>"Recent runs"</h2>
             <Show

@@ -31,6 +31,8 @@ pub fn check_page(skip: i64, limit: i64) -> Result<()> {
 async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Result<Vec<Pipeline>> {
     let run_ids: Vec<i64> = rows.iter().filter_map(|r| r.run_id).collect();
     let mut stages = runs::db::stages_for_runs(pool, &run_ids).await?;
+    let pipeline_ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let outcomes = runs::db::recent_outcomes(pool, &pipeline_ids, 10).await?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -63,6 +65,12 @@ async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Result<Vec<Pi
                 prefect_flow_run_id: row.prefect_flow_run_id,
                 records_processed: row.records_processed.unwrap_or(0),
                 error_message: row.error_message,
+                recent_runs: outcomes
+                    .iter()
+                    .rev()
+                    .filter(|(id, _, _)| *id == row.id)
+                    .map(|(_, status, seconds)| (*status, *seconds))
+                    .collect(),
                 stages: run_stages,
                 latest_run_id: row.run_id,
                 deployment: row.deployment,

@@ -367,6 +367,32 @@ pub async fn runs_for_pipeline(
     Ok(rows.into_iter().map(Run::from).collect())
 }
 
+/// The last `per_pipeline` runs of each pipeline: `(pipeline, status, seconds)`, newest
+/// first within a pipeline.
+pub async fn recent_outcomes(
+    db: impl PgExecutor<'_>,
+    pipeline_ids: &[i64],
+    per_pipeline: i64,
+) -> sqlx::Result<Vec<(i64, RunStatus, Option<f64>)>> {
+    let rows = sqlx::query!(
+        r#"SELECT p.id AS "pipeline_id!", r.status AS "status!",
+                  extract(epoch FROM r.ended_at - r.started_at)::float8 AS "seconds?"
+           FROM unnest($1::bigint[]) AS p (id)
+           CROSS JOIN LATERAL (
+               SELECT status, started_at, ended_at FROM runs WHERE runs.pipeline_id = p.id
+               ORDER BY runs.created_at DESC, runs.id DESC LIMIT $2
+           ) r"#,
+        pipeline_ids,
+        per_pipeline
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.pipeline_id, RunStatus::from_db(&r.status), r.seconds))
+        .collect())
+}
+
 /// The stages of the given runs, ordered by run and position.
 pub async fn stages_for_runs(db: impl PgExecutor<'_>, run_ids: &[i64]) -> sqlx::Result<Vec<Stage>> {
     let rows = sqlx::query!(

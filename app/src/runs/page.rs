@@ -8,6 +8,7 @@ use crate::auth::Role;
 use crate::auth::page::use_me;
 use crate::error::AppError;
 use crate::events::live::LiveIndicator;
+use crate::ui::charts::StageTimeline;
 use crate::ui::{ErrorView, Frame, StatusBadge, duration, when};
 
 /// One run and its stages.
@@ -150,6 +151,10 @@ fn RunView(run: Run, cancel: ServerAction<CancelRun>) -> impl IntoView {
                     view! { <RunActions run_id=id finished cancel /> }
                 }}
             </div>
+        </section>
+        <section class="card">
+            <h2>"Timeline"</h2>
+            {move || run.with(|r| view! { <StageTimeline stages=r.stages.clone() now=chrono::Utc::now() /> })}
         </section>
         <section class="card">
             <h2>"Stages"</h2>

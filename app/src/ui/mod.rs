@@ -7,6 +7,8 @@ use crate::auth::page::{SignOutButton, provide_me};
 use crate::error::AppError;
 use crate::runs::RunStatus;
 
+pub mod charts;
+
 #[cfg(feature = "ssr")]
 #[path = "status_ssr.rs"]
 mod http_status;
