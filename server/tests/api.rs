@@ -870,7 +870,11 @@ async fn the_dashboard_filters_sorts_and_pages_on_the_server(db: PgPool) {
     assert_eq!(page("query[q]=e_t").await["total"], 0);
     let failed = page("query[status]=failed").await;
     assert_eq!(names(&failed), ["100% real_thing"]);
-    assert_eq!(failed["pipelines"][0]["recent_runs"], json!([["failed", null]]), "the sparkline's data");
+    assert_eq!(
+        failed["pipelines"][0]["recent_runs"],
+        json!([["failed", null]]),
+        "the sparkline's data"
+    );
     let counts = failed["by_status"].as_array().unwrap();
     assert!(
         counts.contains(&json!(["failed", 1])) && counts.contains(&json!(["pending", 55])),

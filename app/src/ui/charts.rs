@@ -98,7 +98,8 @@ pub fn DurationTrend(points: Vec<Point>) -> impl IntoView {
         .max(0.001);
     const WIDTH: f64 = 400.0;
     const HEIGHT: f64 = 80.0;
-    let step = WIDTH / points.len().max(1) as f64;
+    // Room for 20 runs, so a short history does not draw slabs.
+    let step = WIDTH / points.len().max(20) as f64;
     view! {
         <div class="trend">
             <p class="small" data-testid="success-rate">
@@ -121,6 +122,7 @@ pub fn DurationTrend(points: Vec<Point>) -> impl IntoView {
                         }
                     })
                     .collect_view()}
+                <text x=WIDTH - 2.0 y="10" class="axis" text-anchor="end">{format!("longest {}", crate::ui::duration(Some(longest)))}</text>
             </svg>
         </div>
     }
