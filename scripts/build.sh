@@ -4,3 +4,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 say "building (cargo leptos build --release)"
 cargo leptos build --release || die "build failed"
+# Compressed once here, served as is (gzip) to browsers that accept it.
+for f in "$ROOT"/target/site/pkg/*.wasm "$ROOT"/target/site/pkg/*.js "$ROOT"/target/site/pkg/*.css; do
+  [ -f "$f" ] && gzip -9 -k -f "$f"
+done

@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use app::state::AppState;
+use axum::Router;
 use clap::Parser;
+use tower_http::CompressionLevel;
+use tower_http::compression::CompressionLayer;
+use tower_http::services::ServeDir;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -80,7 +84,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => tracing::warn!("PREFECT_API_URL is not set: runs are accepted and wait as pending"),
     }
-    let app = app::routes::router(state)
+    // The wasm, JS and CSS, served gzipped from the files the build compressed once;
+    // public, since the sign-in page needs them. Everything else is compressed as it goes
+    // out (the event stream excepted).
+    let pkg = ServeDir::new(std::path::Path::new(&config.site_root).join("pkg")).precompressed_gzip();
+    let app = Router::new()
+        .nest_service("/pkg", pkg)
+        .merge(app::routes::router(state))
+        .layer(CompressionLayer::new().quality(CompressionLevel::Precise(5)))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(30),
