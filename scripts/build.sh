@@ -6,5 +6,5 @@ say "building (cargo leptos build --release)"
 cargo leptos build --release || die "build failed"
 # Compressed once here, served as is (gzip) to browsers that accept it.
 for f in "$ROOT"/target/site/pkg/*.wasm "$ROOT"/target/site/pkg/*.js "$ROOT"/target/site/pkg/*.css; do
-  [ -f "$f" ] && gzip -9 -k -f "$f"
+  if [ -f "$f" ]; then gzip -9 -k -f "$f"; fi
 done
