@@ -46,6 +46,9 @@ async fn a_change_made_through_one_replica_reaches_a_subscriber_of_another(db: P
     while let Some(event) = feed.next(Duration::from_millis(500)).await {
         events.push(event);
     }
+    let mut kinds: Vec<&str> = events.iter().map(|e| e.event.as_deref().unwrap()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["run.status", "stage.status"], "one event per changed row");
     let stage = events
         .iter()
         .find(|e| e.event.as_deref() == Some("stage.status"))

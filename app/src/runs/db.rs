@@ -233,7 +233,8 @@ pub async fn raise_run_records(db: impl PgExecutor<'_>, run_id: i64, records: i6
     Ok(())
 }
 
-/// Moves a run to `status` as reported at `at`, stamping start and end times.
+/// Moves a run to `status` as reported at `at`, stamping start and end times; records
+/// processed (a running total) are only ever raised.
 pub async fn update_run_status(
     db: impl PgExecutor<'_>,
     run_id: i64,
@@ -248,7 +249,7 @@ pub async fn update_run_status(
              started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, $6) ELSE started_at END,
              ended_at = CASE WHEN $3 THEN $6 ELSE ended_at END,
              error_message = coalesce($4, error_message),
-             records_processed = coalesce($5, records_processed),
+             records_processed = GREATEST(records_processed, coalesce($5, records_processed)),
              reported_at = GREATEST(reported_at, $6),
              updated_at = now()
          WHERE id = $1",

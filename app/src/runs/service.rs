@@ -471,10 +471,8 @@ pub async fn apply_status_update(
                     at,
                 )
                 .await?;
-                if let Some(records) = update.records_processed {
-                    db::raise_run_records(&mut *tx, run.id, records).await?;
-                }
             }
+            let records = update.records_processed.filter(|_| change != Change::Stale);
             let follow = match (change, status) {
                 (Change::Move, RunStatus::Running) => Some(RunStatus::Running),
                 (Change::Move, RunStatus::Failed) => Some(RunStatus::Failed),
@@ -490,8 +488,11 @@ pub async fn apply_status_update(
                     .error_message
                     .as_deref()
                     .filter(|_| next == RunStatus::Failed);
-                db::update_run_status(&mut *tx, run.id, next, error, None, at).await?;
+                // One update of the run (one change event) carries both.
+                db::update_run_status(&mut *tx, run.id, next, error, records, at).await?;
                 run_status = next;
+            } else if let Some(records) = records {
+                db::raise_run_records(&mut *tx, run.id, records).await?;
             }
             change != Change::Stale
         }
