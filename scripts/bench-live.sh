@@ -11,31 +11,12 @@ cargo build --release -p server --example bench_live --quiet || die "cannot buil
 target="${CARGO_TARGET_DIR:-$ROOT/target}"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-db="flowdeck_bench_$$"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-log="$(mktemp -t flowdeck-bench.XXXXXX.log)"
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  psql -q -d "$DB_ADMIN_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-psql -q -d "$DB_ADMIN_URL" -c "CREATE DATABASE $db"
-export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db"
-export FLOWDECK_ADDR="127.0.0.1:$port" LEPTOS_SITE_ROOT="$ROOT/target/site" RUST_LOG=warn
-"$target/release/flowdeck" migrate >/dev/null
-key="$("$target/release/flowdeck" api-key create --role admin --name bench | tail -n 1)"
-psql -q -d "$DATABASE_URL" -v ON_ERROR_STOP=1 <<SQL
-INSERT INTO pipelines (slug, name, stage_names, tags)
-SELECT 'bench-' || n, 'Bench pipeline ' || n,
-       ARRAY['Data Generation', 'Data Ingestion', 'Spark Processing', 'DBT Transformation', 'Data Export'],
-       ARRAY['bench']
-FROM generate_series(1, $PIPELINES) AS n;
-SQL
-"$target/release/flowdeck" serve >"$log" 2>&1 &
-server_pid=$!
-url="http://127.0.0.1:$port"
-for _ in $(seq 1 50); do curl -fsS "$url/api/health" >/dev/null 2>&1 && break; sleep 0.2; done
+export RUST_LOG=warn
+SEED_SQL="INSERT INTO pipelines (slug, name, stage_names, tags)
+  SELECT 'bench-' || n, 'Bench pipeline ' || n,
+         ARRAY['Data Generation', 'Data Ingestion', 'Spark Processing', 'DBT Transformation', 'Data Export'],
+         ARRAY['bench']
+  FROM generate_series(1, $PIPELINES) AS n" serve_fresh flowdeck_bench
 run_id="$(curl -fsS -X POST -H "Authorization: Bearer $key" "$url/api/trigger/1" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')"
 

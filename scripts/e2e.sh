@@ -5,27 +5,7 @@ source "$(dirname "$0")/lib.sh"
 "$ROOT/scripts/build.sh"
 cd "$ROOT"
 
-db="flowdeck_e2e_$$"
-port="${E2E_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
-log="$(mktemp -t flowdeck-e2e.XXXXXX.log)"
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  psql -q -d "$DB_ADMIN_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-psql -q -d "$DB_ADMIN_URL" -c "CREATE DATABASE $db"
-
-export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db"
-export FLOWDECK_ADDR="127.0.0.1:$port" LEPTOS_SITE_ROOT="$ROOT/target/site"
-bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/flowdeck"
-"$bin" migrate >/dev/null
-key="$("$bin" api-key create --role admin --name e2e | tail -n 1)"
-"$bin" serve >"$log" 2>&1 &
-server_pid=$!
-url="http://127.0.0.1:$port"
-for _ in $(seq 1 50); do curl -fsS "$url/api/health" >/dev/null 2>&1 && break; sleep 0.2; done
-curl -fsS "$url/api/health" >/dev/null || { cat "$log"; die "server did not start"; }
+serve_fresh flowdeck_e2e
 
 api() { curl -fsS -H "Authorization: Bearer $key" -H 'Content-Type: application/json' "$@"; }
 api -X POST "$url/api/pipelines/" -d '{"name": "Alpha ingest", "tags": ["ingest"]}' >/dev/null

@@ -30,3 +30,36 @@ apt_install() {
 locked_version() {
   awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
 }
+
+# A free TCP port on loopback.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Serves the release build on a fresh database named "$1_$$", dropped again on exit.
+# Sets url, key (an admin API key), server_pid and log; SEED_SQL, if set, runs before
+# the server starts.
+serve_fresh() {
+  db="$1_$$"
+  port="$(free_port)"
+  log="$(mktemp -t "$1.XXXXXX.log")"
+  server_pid=""
+  trap 'serve_fresh_cleanup' EXIT
+  psql -q -d "$DB_ADMIN_URL" -c "CREATE DATABASE $db"
+  export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db"
+  export FLOWDECK_ADDR="127.0.0.1:$port" LEPTOS_SITE_ROOT="$ROOT/target/site"
+  bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/flowdeck"
+  "$bin" migrate >/dev/null
+  key="$("$bin" api-key create --role admin --name "$1" | tail -n 1)"
+  if [ -n "${SEED_SQL:-}" ]; then psql -q -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -c "$SEED_SQL"; fi
+  "$bin" serve >"$log" 2>&1 &
+  server_pid=$!
+  url="http://127.0.0.1:$port"
+  for _ in $(seq 1 50); do curl -fsS "$url/api/health" >/dev/null 2>&1 && break; sleep 0.2; done
+  curl -fsS "$url/api/health" >/dev/null || { cat "$log"; die "server did not start"; }
+}
+
+serve_fresh_cleanup() {
+  [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  psql -q -d "$DB_ADMIN_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+}

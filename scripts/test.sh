@@ -13,7 +13,7 @@ DATABASE_URL="$DB_ADMIN_URL" cargo test -p app -p server --no-fail-fast || die "
 
 say "contract tests against a real Prefect server and worker"
 prefect_dir="$(mktemp -d -t flowdeck-prefect.XXXXXX)"
-prefect_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+prefect_port="$(free_port)"
 trap '"$ROOT/scripts/prefect.sh" stop "$prefect_dir"' EXIT
 "$ROOT/scripts/prefect.sh" start "$prefect_dir" "$prefect_port"
 DATABASE_URL="$DB_ADMIN_URL" FLOWDECK_TEST_PREFECT_URL="http://127.0.0.1:$prefect_port/api" \

@@ -10,9 +10,12 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use axum::routing::get;
 use futures_util::Stream;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::hub::{Published, Subscription, changes_after};
+use super::hub::{Published, changes_after};
 use super::{Change, Filter};
 use crate::api::ApiQuery;
 use crate::auth::{Principal, Role};
@@ -72,7 +75,7 @@ struct Feed {
     replay: VecDeque<(Change, String)>,
     replayed: HashSet<i64>,
     filter: Filter,
-    subscription: Subscription,
+    subscription: broadcast::Receiver<Arc<Published>>,
 }
 
 impl Feed {
@@ -84,8 +87,7 @@ impl Feed {
             return Some(event(&change, &json));
         }
         loop {
-            let Ok(received) = tokio::time::timeout(HEARTBEAT, self.subscription.receiver.recv()).await
-            else {
+            let Ok(received) = tokio::time::timeout(HEARTBEAT, self.subscription.recv()).await else {
                 return Some(Event::default().event("heartbeat").data("{}"));
             };
             match received {

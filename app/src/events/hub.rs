@@ -1,7 +1,6 @@
 //! One replica's side of the change feed: listen, read each change once, fan out.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -14,8 +13,6 @@ use super::Change;
 pub const CHANNEL: &str = "flowdeck_changes";
 /// Changes a subscriber may fall behind before it is told to resync.
 const BACKLOG: usize = 4096;
-/// How long changes are kept for subscribers that reconnect.
-const KEEP: &str = "1 day";
 
 /// A change with its JSON, serialised once for every subscriber.
 #[derive(Debug)]
@@ -36,20 +33,6 @@ impl Published {
 /// Fans changes out to this replica's subscribers.
 pub struct Hub {
     sender: broadcast::Sender<Arc<Published>>,
-    subscribers: AtomicUsize,
-}
-
-/// Counts a subscriber while it lives.
-pub struct Subscription {
-    hub: Arc<Hub>,
-    /// The subscriber's feed.
-    pub receiver: broadcast::Receiver<Arc<Published>>,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 struct Row {
@@ -115,24 +98,12 @@ impl Hub {
     /// A hub with no subscribers; [`Hub::run`] feeds it.
     pub fn new() -> Arc<Self> {
         let (sender, _) = broadcast::channel(BACKLOG);
-        Arc::new(Hub {
-            sender,
-            subscribers: AtomicUsize::new(0),
-        })
+        Arc::new(Hub { sender })
     }
 
     /// A new subscriber's feed of every change from now on.
-    pub fn subscribe(self: &Arc<Self>) -> Subscription {
-        self.subscribers.fetch_add(1, Ordering::Relaxed);
-        Subscription {
-            hub: self.clone(),
-            receiver: self.sender.subscribe(),
-        }
-    }
-
-    /// Subscribers connected to this replica.
-    pub fn subscribers(&self) -> usize {
-        self.subscribers.load(Ordering::Relaxed)
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.sender.subscribe()
     }
 
     fn publish(&self, changes: Vec<Change>) {
@@ -171,7 +142,8 @@ impl Hub {
                 let notification = tokio::select! {
                     n = listener.try_recv() => n,
                     _ = prune.tick() => {
-                        if let Err(error) = sqlx::query(&format!("DELETE FROM changes WHERE created_at < now() - interval '{KEEP}'"))
+                        // Subscribers that reconnect may replay a day of changes.
+                        if let Err(error) = sqlx::query!("DELETE FROM changes WHERE created_at < now() - interval '1 day'")
                             .execute(&pool)
                             .await
                         {

@@ -133,26 +133,25 @@ pub struct DashboardQuery {
 impl DashboardQuery {
     /// The same filters on page `page`, as a URL query (`?…`; empty values left out).
     pub fn to_url(&self, page: i64) -> String {
-        let mut parts: Vec<String> = [
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in [
             ("q", &self.q),
             ("status", &self.status),
             ("tag", &self.tag),
             ("sort", &self.sort),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| {
-            v.as_deref()
-                .filter(|v| !v.is_empty())
-                .map(|v| format!("{k}={}", encode(v)))
-        })
-        .collect();
-        if page > 1 {
-            parts.push(format!("page={page}"));
+        ] {
+            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+                query.append_pair(key, value);
+            }
         }
-        if parts.is_empty() {
+        if page > 1 {
+            query.append_pair("page", &page.to_string());
+        }
+        let query = query.finish();
+        if query.is_empty() {
             "/".to_owned()
         } else {
-            format!("/?{}", parts.join("&"))
+            format!("/?{query}")
         }
     }
 
@@ -162,16 +161,6 @@ impl DashboardQuery {
             .into_iter()
             .any(|v| v.as_deref().is_some_and(|v| !v.trim().is_empty()))
     }
-}
-
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// One dashboard page.

@@ -310,7 +310,9 @@ pub async fn cancel(
 /// The Run dialog's fields for a pipeline (operators and admins).
 pub async fn run_form(state: &AppState, principal: &Principal, pipeline_id: i64) -> Result<Vec<ParamField>> {
     principal.require(Role::Operator)?;
-    let pipeline = pipelines::service::get(&state.db, principal, pipeline_id).await?;
+    let pipeline = pipelines::db::pipeline_by_id(&state.db, pipeline_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Pipeline"))?;
     let defaults = pipeline
         .default_parameters
         .as_object()
