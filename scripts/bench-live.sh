@@ -26,15 +26,7 @@ say "bench on $(nproc) cores, commit $(git rev-parse --short HEAD)"
 rss_kb="$(awk '/VmHWM/ {print $2}' "/proc/$server_pid/status")"
 echo "server peak RSS: $((rss_kb / 1024)) MiB"
 
-# Initial page load: what a browser fetches for the dashboard, compressed as served.
-page_weight() {
-  local total=0 name size
-  for name in / /pkg/flowdeck.css /pkg/flowdeck.js /pkg/flowdeck.wasm; do
-    size="$(curl -fsS -H "Authorization: Bearer $key" -H 'Accept-Encoding: gzip' -o /dev/null \
-      -w '%{size_download}' "$url$name")"
-    printf '  %-24s %8d bytes (as served)\n' "$name" "$size"
-    total=$((total + size))
-  done
-  echo "initial page load: $total bytes transferred ($((total / 1024)) KiB)"
-}
-page_weight
+# Initial page load: what Chromium fetches for each page (HTML, CSS, JS, wasm and any lazily
+# loaded island), as transferred.
+(cd "$ROOT/end2end" && node page-weight.mjs "$url" "$key" / /pipelines/1 "/runs/$run_id" /login) \
+  || die "cannot measure the page weight"

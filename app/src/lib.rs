@@ -37,7 +37,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
                 <meta name="color-scheme" content="light dark" />
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
-                <HydrationScripts options />
+                <HydrationScripts options islands=true />
                 <MetaTags />
             </head>
             <body>
@@ -47,17 +47,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// The app's routes.
+/// The app's routes, rendered on the server only: the parts of a page that change in the
+/// browser are islands (`#[island]`), the only components shipped as wasm.
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    // Effects run only in the browser: the attribute tells tests (and people debugging)
-    // that the wasm has taken over the server-rendered page.
-    Effect::new(|_| {
-        if let Some(body) = document().body() {
-            body.set_attribute("data-hydrated", "true").ok();
-        }
-    });
     view! {
         <Stylesheet id="leptos" href="/pkg/flowdeck.css" />
         <Title text="Flowdeck" />

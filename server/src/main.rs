@@ -84,10 +84,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => tracing::warn!("PREFECT_API_URL is not set: runs are accepted and wait as pending"),
     }
-    // The wasm, JS and CSS, served gzipped from the files the build compressed once;
+    // The wasm, JS and CSS, served brotli- or gzip-compressed from the files the build made once;
     // public, since the sign-in page needs them. Everything else is compressed as it goes
     // out (the event stream excepted).
-    let pkg = ServeDir::new(std::path::Path::new(&config.site_root).join("pkg")).precompressed_gzip();
+    let pkg = ServeDir::new(std::path::Path::new(&config.site_root).join("pkg"))
+        .precompressed_br()
+        .precompressed_gzip();
     let app = Router::new()
         .nest_service("/pkg", pkg)
         .merge(app::routes::router(state))

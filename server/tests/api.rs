@@ -169,6 +169,40 @@ async fn canonical_trigger_records_a_pending_run_with_merged_parameters(db: PgPo
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn the_newest_run_is_the_pipelines_latest_for_the_list_and_for_seed_callbacks(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app.pipeline(json!({"name": "p", "stages": ["a"]})).await;
+    let other = app.pipeline(json!({"name": "q", "stages": ["a"]})).await;
+    let first = app.start_run(id, json!({})).await["id"].as_i64().unwrap();
+    let second = app.start_run(id, json!({})).await["id"].as_i64().unwrap();
+    app.start_run(other, json!({})).await;
+    let update = json!({"pipeline_id": id, "stage_name": "a", "status": "running"});
+    assert_eq!(
+        app.post("/api/status-update/", &app.operator, update)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let listed = app.get("/api/pipelines/", &app.viewer).await.json();
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id)
+        .unwrap()
+        .clone();
+    assert_eq!(row["latest_run_id"], second);
+    assert_eq!(row["status"], "running");
+    assert_eq!(
+        app.run(first).await["status"],
+        "pending",
+        "the older run is untouched"
+    );
+    assert_eq!(app.run(second).await["status"], "running");
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn concurrency_limit_refuses_an_extra_run(db: PgPool) {
     let app = TestApp::new(db).await;
     let id = app

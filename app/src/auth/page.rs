@@ -24,10 +24,8 @@ pub fn use_me() -> MeResource {
 /// Sign in with an API key; the session lives in an HttpOnly cookie.
 #[component]
 pub fn LoginPage() -> impl IntoView {
-    let action = ServerAction::<SignIn>::new();
     let query = use_query_map();
-    let next = move || query.read().get("next").unwrap_or_else(|| "/".to_owned());
-    let failed = move || matches!(action.value().get(), Some(Err(_)));
+    let next = query.with_untracked(|q| q.get("next").unwrap_or_else(|| "/".to_owned()));
     view! {
         <main class="login">
             <section class="login-card">
@@ -37,26 +35,37 @@ pub fn LoginPage() -> impl IntoView {
                 </h1>
                 <p class="muted">"Sign in with an API key. Create one with "
                     <code>"flowdeck api-key create"</code>"."</p>
-                <ActionForm action>
-                    <input type="hidden" name="next" value=next />
-                    <label for="api_key">"API key"</label>
-                    <input
-                        id="api_key"
-                        name="api_key"
-                        type="password"
-                        autocomplete="current-password"
-                        placeholder="fdk_…"
-                        required
-                    />
-                    <Show when=failed>
-                        <p class="form-error" role="alert">"That key is not valid, expired or revoked."</p>
-                    </Show>
-                    <button type="submit" class="primary" disabled=move || action.pending().get()>
-                        "Sign in"
-                    </button>
-                </ActionForm>
+                <SignInForm next />
             </section>
         </main>
+    }
+}
+
+/// The sign-in form: an island, so a refused key is said without a reload (without
+/// JavaScript it is a plain form).
+#[island(lazy)]
+fn SignInForm(next: String) -> impl IntoView {
+    let action = ServerAction::<SignIn>::new();
+    let failed = move || matches!(action.value().get(), Some(Err(_)));
+    view! {
+        <ActionForm action>
+            <input type="hidden" name="next" value=next />
+            <label for="api_key">"API key"</label>
+            <input
+                id="api_key"
+                name="api_key"
+                type="password"
+                autocomplete="current-password"
+                placeholder="fdk_…"
+                required
+            />
+            <Show when=failed>
+                <p class="form-error" role="alert">"That key is not valid, expired or revoked."</p>
+            </Show>
+            <button type="submit" class="primary" disabled=move || action.pending().get()>
+                "Sign in"
+            </button>
+        </ActionForm>
     }
 }
 

@@ -3,8 +3,7 @@
 //! change feed.
 
 use leptos::prelude::*;
-use leptos_router::NavigateOptions;
-use leptos_router::hooks::{use_navigate, use_query_map};
+use leptos_router::hooks::use_query_map;
 
 use super::page::{NewPipelineLink, StageDots};
 use super::{DashboardPage as Page, DashboardQuery, Pipeline, dashboard, get_pipeline};
@@ -12,70 +11,124 @@ use crate::events::live::{self, LiveIndicator};
 use crate::events::{Change, apply};
 use crate::runs::RunStatus;
 use crate::ui::charts::{Sparkline, StatusBar};
-use crate::ui::{Ago, ErrorView, Frame, StatusBadge};
+use crate::ui::{Ago, ErrorView, Frame, StatusBadge, history};
 
 /// Every pipeline with its latest run.
 #[component]
 pub fn DashboardPage() -> impl IntoView {
     let params = use_query_map();
-    let query = Memo::new(move |_| {
-        params.with(|m| DashboardQuery {
-            q: m.get("q"),
-            status: m.get("status"),
-            tag: m.get("tag"),
-            sort: m.get("sort"),
-            page: m.get("page").and_then(|p| p.parse().ok()),
-        })
+    let query = params.with_untracked(|m| DashboardQuery {
+        q: m.get("q"),
+        status: m.get("status"),
+        tag: m.get("tag"),
+        sort: m.get("sort"),
+        page: m.get("page").and_then(|p| p.parse().ok()),
     });
-    let data = Resource::new(move || query.get(), |q| dashboard(Some(q)));
-    let reload = Callback::new(move |()| data.refetch());
+    let data = Resource::new(
+        {
+            let query = query.clone();
+            move || query.clone()
+        },
+        |q| dashboard(Some(q)),
+    );
     view! {
         <Frame>
             <section class="page-head">
                 <h1>"Pipelines"</h1>
                 <NewPipelineLink />
             </section>
-            <Toolbar query />
-            <Transition fallback=|| view! { <p class="muted">"Loading pipelines…"</p> }>
-                {move || Suspend::new(async move {
-                    match data.await {
-                        Ok(page) => {
-                            view! { <PipelineTable page query=query.get_untracked() reload /> }.into_any()
+            <Suspense fallback=|| view! { <p class="muted">"Loading pipelines…"</p> }>
+                {move || {
+                    let query = query.clone();
+                    Suspend::new(async move {
+                        match data.await {
+                            Ok(page) => view! { <LiveDashboard page query /> }.into_any(),
+                            Err(error) => view! { <ErrorView error /> }.into_any(),
                         }
-                        Err(error) => view! { <ErrorView error /> }.into_any(),
-                    }
-                })}
-            </Transition>
+                    })
+                }}
+            </Suspense>
         </Frame>
     }
 }
 
-/// Search, status, tag and sort; each change goes into the URL. Without JavaScript it is a
-/// plain GET form.
-#[component]
-fn Toolbar(query: Memo<DashboardQuery>) -> impl IntoView {
-    let navigate = use_navigate();
-    let set = move |field: &str, value: String| {
-        let mut q = query.get_untracked();
-        let value = Some(value).filter(|v| !v.trim().is_empty());
-        match field {
-            "q" => q.q = value,
-            "status" => q.status = value,
-            "tag" => q.tag = value,
-            _ => q.sort = value,
-        }
-        let options = NavigateOptions {
-            // Typing replaces the entry; choosing from a menu makes a new one.
-            replace: field == "q" || field == "tag",
-            scroll: false,
-            ..NavigateOptions::default()
-        };
-        navigate(&q.to_url(1), options);
+/// The filters, totals, rows and pager of the dashboard: an island, so filtering happens in
+/// place (the URL follows with `history.pushState`, and the back button is heard) and the
+/// rows follow the change feed.
+#[island(lazy)]
+fn LiveDashboard(page: Page, query: DashboardQuery) -> impl IntoView {
+    let query = RwSignal::new(query);
+    let page = RwSignal::new(page);
+    // Loads the page for the current filters; an answer for filters since changed is dropped.
+    let load = move || {
+        let wanted = query.get_untracked();
+        leptos::task::spawn_local(async move {
+            if let Ok(fresh) = dashboard(Some(wanted.clone())).await
+                && query.with_untracked(|q| *q == wanted)
+            {
+                page.set(fresh);
+            }
+        });
     };
+    let set_filter = move |field: &str, value: String| {
+        let value = Some(value).filter(|v| !v.trim().is_empty());
+        query.update(|q| {
+            match field {
+                "q" => q.q = value,
+                "status" => q.status = value,
+                "tag" => q.tag = value,
+                _ => q.sort = value,
+            }
+            q.page = None;
+        });
+        // Typing replaces the history entry; choosing from a menu makes a new one.
+        history::show(&query.get_untracked().to_url(1), field == "q" || field == "tag");
+        load();
+    };
+    // Back and forward: the URL is the truth.
+    let listener = window_event_listener(leptos::ev::popstate, move |_| {
+        query.set(DashboardQuery::from_search(&history::search()));
+        load();
+    });
+    on_cleanup(move || listener.remove());
+    // Totals follow run changes through a reload, at most one each half second.
+    let reload_due = StoredValue::new(false);
+    let reload_soon = Callback::new(move |()| {
+        if !reload_due.get_value() {
+            reload_due.set_value(true);
+            set_timeout(
+                move || {
+                    reload_due.set_value(false);
+                    load();
+                },
+                std::time::Duration::from_millis(500),
+            );
+        }
+    });
+    let link = live::follow(
+        String::new(),
+        on_change(page, query, reload_soon),
+        Callback::new(move |()| load()),
+    );
+    view! {
+        <Toolbar query set_filter />
+        <PipelineTable page query link />
+    }
+}
+
+/// Search, status, tag and sort. Without JavaScript it is a plain GET form; in the browser
+/// each change goes to `set_filter`.
+#[component]
+fn Toolbar(
+    query: RwSignal<DashboardQuery>,
+    set_filter: impl Fn(&str, String) + Copy + 'static,
+) -> impl IntoView {
     let current = query.get_untracked();
     let status_now = current.status.clone().unwrap_or_default();
     let sort_now = current.sort.clone().unwrap_or_else(|| "updated".to_owned());
-    let (set_q, set_status, set_tag, set_sort) = (set.clone(), set.clone(), set.clone(), set);
+    let field = move |get: fn(&DashboardQuery) -> &Option<String>| {
+        move || query.with(|q| get(q).clone().unwrap_or_default())
+    };
     view! {
         <form class="toolbar" role="search" method="get" action="/">
             <input
@@ -86,13 +139,15 @@ fn Toolbar(query: Memo<DashboardQuery>) -> impl IntoView {
                 aria-label="Filter pipelines"
                 data-testid="pipeline-filter"
                 value=current.q.clone().unwrap_or_default()
-                on:input=move |ev| set_q("q", event_target_value(&ev))
+                prop:value=field(|q| &q.q)
+                on:input=move |ev| set_filter("q", event_target_value(&ev))
             />
             <select
                 name="status"
                 aria-label="Status"
                 data-testid="status-filter"
-                on:change=move |ev| set_status("status", event_target_value(&ev))
+                prop:value=field(|q| &q.status)
+                on:change=move |ev| set_filter("status", event_target_value(&ev))
             >
                 <option value="" selected=status_now.is_empty()>"Any status"</option>
                 {RunStatus::ALL
@@ -110,9 +165,15 @@ fn Toolbar(query: Memo<DashboardQuery>) -> impl IntoView {
                 placeholder="Tag"
                 aria-label="Tag"
                 value=current.tag.clone().unwrap_or_default()
-                on:change=move |ev| set_tag("tag", event_target_value(&ev))
+                prop:value=field(|q| &q.tag)
+                on:change=move |ev| set_filter("tag", event_target_value(&ev))
             />
-            <select name="sort" aria-label="Sort by" on:change=move |ev| set_sort("sort", event_target_value(&ev))>
+            <select
+                name="sort"
+                aria-label="Sort by"
+                prop:value=move || query.with(|q| q.sort.clone().unwrap_or_else(|| "updated".to_owned()))
+                on:change=move |ev| set_filter("sort", event_target_value(&ev))
+            >
                 {[("updated", "Recently updated"), ("name", "Name"), ("status", "Status"), ("created", "Newest")]
                     .into_iter()
                     .map(|(value, label)| {
@@ -128,65 +189,95 @@ fn Toolbar(query: Memo<DashboardQuery>) -> impl IntoView {
     }
 }
 
-/// The rows of one page, their totals and the pager, updated live.
-#[component]
-fn PipelineTable(page: Page, query: DashboardQuery, reload: Callback<()>) -> impl IntoView {
-    let rows = RwSignal::new(page.pipelines);
-    let everyone: i64 = page.by_status.iter().map(|(_, n)| n).sum();
-    let (total, number, per_page) = (page.total, page.page, page.per_page);
-    // A new pipeline shows up where it would be listed: first on the unfiltered first page.
-    let takes_new = number == 1
-        && !query.is_filtered()
-        && matches!(query.sort.as_deref(), None | Some("" | "updated" | "created"));
-    let on_change = Callback::new(move |change: Change| match change.kind.as_str() {
+/// Applies one change to the page shown: rows change in place; a new pipeline appears where
+/// it would be listed (first on the unfiltered first page by update or creation time).
+fn on_change(
+    page: RwSignal<Page>,
+    query: RwSignal<DashboardQuery>,
+    reload_soon: Callback<()>,
+) -> Callback<Change> {
+    Callback::new(move |change: Change| match change.kind.as_str() {
         "pipeline.created" | "pipeline.updated" => {
             let id = change.pipeline_id;
-            let known = rows.with_untracked(|list| list.iter().any(|p| p.id == id));
+            let known = page.with_untracked(|p| p.pipelines.iter().any(|row| row.id == id));
+            let takes_new = page.with_untracked(|p| p.page == 1)
+                && query.with_untracked(|q| {
+                    !q.is_filtered() && matches!(q.sort.as_deref(), None | Some("" | "updated" | "created"))
+                });
             if known || (takes_new && change.kind == "pipeline.created") {
                 leptos::task::spawn_local(async move {
                     if let Ok(fresh) = get_pipeline(id).await {
-                        rows.update(|list| match list.iter_mut().find(|p| p.id == fresh.id) {
+                        page.update(|p| match p.pipelines.iter_mut().find(|row| row.id == fresh.id) {
                             Some(row) => *row = fresh,
                             None => {
-                                list.insert(0, fresh);
-                                list.truncate(usize::try_from(per_page).unwrap_or(50));
+                                p.pipelines.insert(0, fresh);
+                                p.pipelines.truncate(usize::try_from(p.per_page).unwrap_or(50));
+                                p.total += 1;
                             }
                         });
                     }
                 });
             }
-        }
-        _ => rows.maybe_update(|list| {
-            let mut changed = false;
-            for p in list.iter_mut() {
-                changed |= apply::to_pipeline(p, &change);
+            if change.kind == "pipeline.created" {
+                reload_soon.run(());
             }
-            changed
-        }),
-    });
-    let link = live::follow(String::new(), on_change, reload);
-    let pages = (total + per_page - 1) / per_page;
-    let filtered = query.is_filtered();
+        }
+        kind => {
+            page.maybe_update(|p| {
+                let mut changed = false;
+                for row in &mut p.pipelines {
+                    changed |= apply::to_pipeline(row, &change);
+                }
+                changed
+            });
+            // A run's status moves its pipeline between the totals, which count every page.
+            if kind == "run.status" || kind == "run.created" {
+                reload_soon.run(());
+            }
+        }
+    })
+}
+
+/// The totals, rows and pager of the page shown, updated live.
+#[component]
+fn PipelineTable(
+    page: RwSignal<Page>,
+    query: RwSignal<DashboardQuery>,
+    link: ReadSignal<live::Link>,
+) -> impl IntoView {
+    let by_status = move || page.with(|p| p.by_status.clone());
+    let everyone = move || page.with(|p| p.by_status.iter().map(|(_, n)| n).sum::<i64>());
+    let total = move || page.with(|p| p.total);
+    let filtered = move || query.with(DashboardQuery::is_filtered);
+    let pager = move || {
+        let (total, number, per_page) = page.with(|p| (p.total, p.page, p.per_page));
+        let pages = (total + per_page - 1) / per_page;
+        let q = query.get();
+        view! {
+            {(number > 1).then(|| view! { <a rel="prev" href=q.to_url(number - 1)>"← Previous"</a> })}
+            <span class="muted">{format!("Page {number} of {}", pages.max(1))}</span>
+            {(number < pages).then(|| view! { <a rel="next" href=q.to_url(number + 1)>"Next →"</a> })}
+        }
+    };
     view! {
         <div class="summary">
             <ul class="totals" aria-label="Pipelines by status">
-                {page
-                    .by_status
-                    .iter()
+                {move || by_status()
+                    .into_iter()
                     .map(|(s, n)| {
                         let href = DashboardQuery { status: Some(s.as_str().to_owned()), ..DashboardQuery::default() }.to_url(1);
-                        view! { <li><a href=href class="plain"><StatusBadge status=*s />" "{*n}</a></li> }
+                        view! { <li><a href=href class="plain"><StatusBadge status=s />" "{n}</a></li> }
                     })
                     .collect_view()}
             </ul>
-            <StatusBar counts=page.by_status.clone() />
-            <span class="muted" data-testid="pipeline-count">{format!("{total} of {everyone}")}</span>
+            {move || view! { <StatusBar counts=by_status() /> }}
+            <span class="muted" data-testid="pipeline-count">{move || format!("{} of {}", total(), everyone())}</span>
             <LiveIndicator link />
         </div>
         <Show
-            when=move || { total > 0 }
+            when=move || { total() > 0 }
             fallback=move || {
-                if filtered {
+                if filtered() {
                     view! {
                         <p class="empty">"No pipeline matches these filters. " <a href="/">"Clear them"</a></p>
                     }
@@ -214,7 +305,7 @@ fn PipelineTable(page: Page, query: DashboardQuery, reload: Callback<()>) -> imp
                     </tr>
                 </thead>
                 <tbody>
-                    <For each=move || rows.get() key=|p: &Pipeline| (p.id, p.updated_at, p.status) let:p>
+                    <For each=move || page.with(|p| p.pipelines.clone()) key=|p: &Pipeline| (p.id, p.updated_at, p.status) let:p>
                         <tr data-testid="pipeline-row">
                             <td>
                                 <a href=format!("/pipelines/{}", p.id)>{p.name.clone()}</a>
@@ -240,11 +331,7 @@ fn PipelineTable(page: Page, query: DashboardQuery, reload: Callback<()>) -> imp
                     </For>
                 </tbody>
             </table>
-            <nav class="pager" aria-label="Pages">
-                {(number > 1).then(|| view! { <a rel="prev" href=query.to_url(number - 1)>"← Previous"</a> })}
-                <span class="muted">{format!("Page {number} of {}", pages.max(1))}</span>
-                {(number < pages).then(|| view! { <a rel="next" href=query.to_url(number + 1)>"Next →"</a> })}
-            </nav>
+            <nav class="pager" aria-label="Pages">{pager}</nav>
         </Show>
     }
 }

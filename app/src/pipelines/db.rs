@@ -120,10 +120,7 @@ pub async fn dashboard_page(
                   r.prefect_flow_run_id AS "prefect_flow_run_id?",
                   r.records_processed AS "records_processed?", r.error_message AS "error_message?"
            FROM pipelines p
-           LEFT JOIN LATERAL (
-               SELECT * FROM runs WHERE runs.pipeline_id = p.id
-               ORDER BY runs.created_at DESC, runs.id DESC LIMIT 1
-           ) r ON true
+           LEFT JOIN runs r ON r.id = p.latest_run_id
            WHERE ($1::text IS NULL OR p.name ILIKE $1 OR p.slug ILIKE $1
                   OR EXISTS (SELECT 1 FROM unnest(p.tags) AS t (tag) WHERE t.tag ILIKE $1))
              AND ($2::text IS NULL OR coalesce(r.status, 'pending') = $2)
@@ -149,10 +146,7 @@ pub async fn dashboard_count(db: impl PgExecutor<'_>, filter: &DashboardFilter<'
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!"
            FROM pipelines p
-           LEFT JOIN LATERAL (
-               SELECT status FROM runs WHERE runs.pipeline_id = p.id
-               ORDER BY runs.created_at DESC, runs.id DESC LIMIT 1
-           ) r ON true
+           LEFT JOIN runs r ON r.id = p.latest_run_id
            WHERE ($1::text IS NULL OR p.name ILIKE $1 OR p.slug ILIKE $1
                   OR EXISTS (SELECT 1 FROM unnest(p.tags) AS t (tag) WHERE t.tag ILIKE $1))
              AND ($2::text IS NULL OR coalesce(r.status, 'pending') = $2)
@@ -170,10 +164,7 @@ pub async fn count_by_status(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(Strin
     let rows = sqlx::query!(
         r#"SELECT coalesce(r.status, 'pending') AS "status!", count(*) AS "count!"
            FROM pipelines p
-           LEFT JOIN LATERAL (
-               SELECT status FROM runs WHERE runs.pipeline_id = p.id
-               ORDER BY runs.created_at DESC, runs.id DESC LIMIT 1
-           ) r ON true
+           LEFT JOIN runs r ON r.id = p.latest_run_id
            GROUP BY 1"#
     )
     .fetch_all(db)
@@ -192,10 +183,7 @@ pub async fn pipeline_by_id(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Op
                   r.prefect_flow_run_id AS "prefect_flow_run_id?",
                   r.records_processed AS "records_processed?", r.error_message AS "error_message?"
            FROM pipelines p
-           LEFT JOIN LATERAL (
-               SELECT * FROM runs WHERE runs.pipeline_id = p.id
-               ORDER BY runs.created_at DESC, runs.id DESC LIMIT 1
-           ) r ON true
+           LEFT JOIN runs r ON r.id = p.latest_run_id
            WHERE p.id = $1"#,
         id
     )

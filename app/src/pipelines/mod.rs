@@ -155,6 +155,24 @@ impl DashboardQuery {
         }
     }
 
+    /// The filters in a URL query string (`?q=…&page=2`, the `?` optional); unknown keys
+    /// are ignored, as the server does.
+    pub fn from_search(search: &str) -> Self {
+        let mut query = Self::default();
+        for (key, value) in form_urlencoded::parse(search.trim_start_matches('?').as_bytes()) {
+            let value = Some(value.into_owned());
+            match &*key {
+                "q" => query.q = value,
+                "status" => query.status = value,
+                "tag" => query.tag = value,
+                "sort" => query.sort = value,
+                "page" => query.page = value.and_then(|p| p.parse().ok()),
+                _ => {}
+            }
+        }
+        query
+    }
+
     /// Whether any filter is set (sort and page aside).
     pub fn is_filtered(&self) -> bool {
         [&self.q, &self.status, &self.tag]
@@ -288,4 +306,40 @@ pub async fn create_pipeline(
     let pipeline = service::create(&state.db, &principal, &meta, new).await?;
     leptos_axum::redirect(&format!("/pipelines/{}", pipeline.id));
     Ok(pipeline.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashboard_urls_read_back_as_the_same_filters() {
+        let query = DashboardQuery {
+            q: Some("etl & more 100%".into()),
+            status: Some("failed".into()),
+            tag: Some("a+b".into()),
+            sort: Some("name".into()),
+            page: None,
+        };
+        let url = query.to_url(3);
+        assert!(url.starts_with("/?"), "{url}");
+        let back = DashboardQuery::from_search(&url[1..]);
+        assert_eq!(
+            back,
+            DashboardQuery {
+                page: Some(3),
+                ..query
+            }
+        );
+    }
+
+    #[test]
+    fn an_empty_or_foreign_search_is_no_filter() {
+        assert_eq!(DashboardQuery::from_search(""), DashboardQuery::default());
+        assert_eq!(
+            DashboardQuery::from_search("?utm=x&page=zz"),
+            DashboardQuery::default()
+        );
+        assert_eq!(DashboardQuery::default().to_url(1), "/");
+    }
 }

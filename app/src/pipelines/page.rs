@@ -46,29 +46,38 @@ pub(super) fn StageDots(stages: Vec<(String, RunStatus)>) -> impl IntoView {
 #[component]
 pub fn PipelinePage() -> impl IntoView {
     let params = use_params_map();
-    let id = move || params.read().get("id").and_then(|id| id.parse::<i64>().ok());
-    let detail = Resource::new(id, |id| async move {
-        match id {
-            Some(id) => get_pipeline_detail(id).await,
-            None => Err(AppError::not_found("Pipeline")),
-        }
-    });
+    let id = params.with_untracked(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()));
+    let detail = Resource::new(
+        move || id,
+        |id| async move {
+            match id {
+                Some(id) => get_pipeline_detail(id).await,
+                None => Err(AppError::not_found("Pipeline")),
+            }
+        },
+    );
     view! {
         <Frame>
             <Suspense fallback=|| view! { <p class="muted">"Loading pipeline…"</p> }>
-                {move || Suspend::new(async move {
-                    match detail.await {
-                        Ok(d) => view! { <PipelineView detail=d /> }.into_any(),
-                        Err(error) => view! { <ErrorView error /> }.into_any(),
-                    }
-                })}
+                {move || {
+                    let me = use_me();
+                    Suspend::new(async move {
+                        match detail.await {
+                            Ok(d) => {
+                                let may_run = me.await.ok().flatten().is_some_and(|p| p.role >= Role::Operator);
+                                view! { <PipelineView detail=d may_run /> }.into_any()
+                            }
+                            Err(error) => view! { <ErrorView error /> }.into_any(),
+                        }
+                    })
+                }}
             </Suspense>
         </Frame>
     }
 }
 
 #[component]
-fn PipelineView(detail: super::PipelineDetail) -> impl IntoView {
+fn PipelineView(detail: super::PipelineDetail, may_run: bool) -> impl IntoView {
     let p = detail.pipeline;
     let params = serde_json::to_string_pretty(&p.default_parameters).unwrap_or_default();
     view! {
@@ -78,7 +87,7 @@ fn PipelineView(detail: super::PipelineDetail) -> impl IntoView {
                 <h1>{p.name.clone()}" " <StatusBadge status=p.status /></h1>
                 <p class="muted">{p.description.clone().unwrap_or_default()}</p>
             </div>
-            <RunButton pipeline_id=p.id />
+            {may_run.then(|| view! { <RunControls pipeline_id=p.id /> })}
         </section>
         <div class="columns">
             <section class="card">
@@ -160,34 +169,25 @@ fn PipelineView(detail: super::PipelineDetail) -> impl IntoView {
     }
 }
 
-/// Triggers a run with the defaults, or with parameters from the Run dialog; shown to
-/// operators and admins only.
-#[component]
-fn RunButton(pipeline_id: i64) -> impl IntoView {
-    let me = use_me();
+/// Run (with the defaults) and the Run dialog, for operators: an island.
+#[island(lazy)]
+fn RunControls(pipeline_id: i64) -> impl IntoView {
     let action = ServerAction::<TriggerRun>::new();
     let error = move || match action.value().get() {
         Some(Err(e)) => Some(e.to_string()),
         _ => None,
     };
     view! {
-        <Suspense>
-            {move || Suspend::new(async move {
-                let may_run = me.await.ok().flatten().is_some_and(|p| p.role >= Role::Operator);
-                may_run.then(|| view! {
-                    <div class="run-actions">
-                        <ActionForm action attr:class="run-form">
-                            <input type="hidden" name="pipeline_id" value=pipeline_id.to_string() />
-                            <button type="submit" class="primary" disabled=move || action.pending().get()>
-                                "▶ Run"
-                            </button>
-                        </ActionForm>
-                        <RunDialog pipeline_id action />
-                        {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
-                    </div>
-                })
-            })}
-        </Suspense>
+        <div class="run-actions">
+            <ActionForm action attr:class="run-form">
+                <input type="hidden" name="pipeline_id" value=pipeline_id.to_string() />
+                <button type="submit" class="primary" disabled=move || action.pending().get()>
+                    "▶ Run"
+                </button>
+            </ActionForm>
+            <RunDialog pipeline_id action />
+            {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
+        </div>
     }
 }
 
@@ -284,13 +284,7 @@ fn ParamInput(field: ParamField) -> impl IntoView {
 /// Creating a pipeline (admins): name, deployment from Prefect's list, stages, defaults.
 #[component]
 pub fn NewPipelinePage() -> impl IntoView {
-    let action = ServerAction::<CreatePipeline>::new();
     let choices = Resource::new(|| (), |_| deployment_choices());
-    let error = move || match action.value().get() {
-        Some(Err(e)) => Some(e.to_string()),
-        _ => None,
-    };
-    let stages = super::DEFAULT_STAGES.join("\n");
     view! {
         <Frame>
             <section class="page-head">
@@ -301,47 +295,55 @@ pub fn NewPipelinePage() -> impl IntoView {
             </section>
             <section class="card">
                 <Suspense fallback=|| view! { <p class="muted">"Asking Prefect for its deployments…"</p> }>
-                    {move || {
-                        let stages = stages.clone();
-                        Suspend::new(async move {
+                    {move || Suspend::new(async move {
                         match choices.await {
                             Err(error) => view! { <ErrorView error /> }.into_any(),
-                            Ok(choices) => view! {
-                                <ActionForm action attr:class="param-form">
-                                    <div class="field">
-                                        <label for="name">"Name *"</label>
-                                        <input id="name" name="name" required maxlength="200" autocomplete="off" />
-                                    </div>
-                                    <div class="field">
-                                        <label for="description">"Description"</label>
-                                        <input id="description" name="description" maxlength="2000" />
-                                    </div>
-                                    <DeploymentField choices />
-                                    <div class="field">
-                                        <label for="stages">"Stages, one per line"</label>
-                                        <textarea id="stages" name="stages" rows="5">{stages}</textarea>
-                                    </div>
-                                    <div class="field">
-                                        <label for="default_parameters">"Default parameters (JSON object)"</label>
-                                        <textarea id="default_parameters" name="default_parameters" rows="3" class="code" placeholder="{\"rows\": 1000}"></textarea>
-                                    </div>
-                                    <div class="field">
-                                        <label for="tags">"Tags, comma-separated"</label>
-                                        <input id="tags" name="tags" />
-                                    </div>
-                                    <button type="submit" class="primary" disabled=move || action.pending().get()>
-                                        "Create pipeline"
-                                    </button>
-                                    {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
-                                </ActionForm>
-                            }
-                            .into_any(),
+                            Ok(choices) => view! { <NewPipelineForm choices /> }.into_any(),
                         }
-                    })
-                    }}
+                    })}
                 </Suspense>
             </section>
         </Frame>
+    }
+}
+
+/// The New pipeline form: an island, so a refusal shows next to the form without a reload.
+#[island(lazy)]
+fn NewPipelineForm(choices: super::DeploymentMenu) -> impl IntoView {
+    let action = ServerAction::<CreatePipeline>::new();
+    let error = move || match action.value().get() {
+        Some(Err(e)) => Some(e.to_string()),
+        _ => None,
+    };
+    let stages = super::DEFAULT_STAGES.join("\n");
+    view! {
+        <ActionForm action attr:class="param-form">
+            <div class="field">
+                <label for="name">"Name *"</label>
+                <input id="name" name="name" required maxlength="200" autocomplete="off" />
+            </div>
+            <div class="field">
+                <label for="description">"Description"</label>
+                <input id="description" name="description" maxlength="2000" />
+            </div>
+            <DeploymentField choices />
+            <div class="field">
+                <label for="stages">"Stages, one per line"</label>
+                <textarea id="stages" name="stages" rows="5">{stages}</textarea>
+            </div>
+            <div class="field">
+                <label for="default_parameters">"Default parameters (JSON object)"</label>
+                <textarea id="default_parameters" name="default_parameters" rows="3" class="code" placeholder="{\"rows\": 1000}"></textarea>
+            </div>
+            <div class="field">
+                <label for="tags">"Tags, comma-separated"</label>
+                <input id="tags" name="tags" />
+            </div>
+            <button type="submit" class="primary" disabled=move || action.pending().get()>
+                "Create pipeline"
+            </button>
+            {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
+        </ActionForm>
     }
 }
 

@@ -154,8 +154,8 @@ pub async fn lock_run(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Opti
 /// The latest run of a pipeline, locked for an update.
 pub async fn lock_latest_run(db: impl PgExecutor<'_>, pipeline_id: i64) -> sqlx::Result<Option<LockedRun>> {
     let row = sqlx::query!(
-        "SELECT id, pipeline_id, status, prefect_flow_run_id, reported_at FROM runs WHERE pipeline_id = $1
-         ORDER BY created_at DESC, id DESC LIMIT 1 FOR UPDATE",
+        "SELECT id, pipeline_id, status, prefect_flow_run_id, reported_at FROM runs
+         WHERE id = (SELECT latest_run_id FROM pipelines WHERE id = $1) FOR UPDATE",
         pipeline_id
     )
     .fetch_optional(db)

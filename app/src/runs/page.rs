@@ -15,23 +15,31 @@ use crate::ui::{ErrorView, Frame, StatusBadge, duration, when};
 #[component]
 pub fn RunPage() -> impl IntoView {
     let params = use_params_map();
-    let id = move || params.read().get("id").and_then(|id| id.parse::<i64>().ok());
-    let cancel = ServerAction::<CancelRun>::new();
-    let run = Resource::new(id, |id| async move {
-        match id {
-            Some(id) => get_run(id).await,
-            None => Err(AppError::not_found("Run")),
-        }
-    });
+    let id = params.with_untracked(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()));
+    let run = Resource::new(
+        move || id,
+        |id| async move {
+            match id {
+                Some(id) => get_run(id).await,
+                None => Err(AppError::not_found("Run")),
+            }
+        },
+    );
     view! {
         <Frame>
             <Suspense fallback=|| view! { <p class="muted">"Loading run…"</p> }>
-                {move || Suspend::new(async move {
-                    match run.await {
-                        Ok(run) => view! { <RunView run cancel /> }.into_any(),
-                        Err(error) => view! { <ErrorView error /> }.into_any(),
-                    }
-                })}
+                {move || {
+                    let me = use_me();
+                    Suspend::new(async move {
+                        match run.await {
+                            Ok(run) => {
+                                let may_operate = me.await.ok().flatten().is_some_and(|p| p.role >= Role::Operator);
+                                view! { <LiveRun run may_operate /> }.into_any()
+                            }
+                            Err(error) => view! { <ErrorView error /> }.into_any(),
+                        }
+                    })
+                }}
             </Suspense>
         </Frame>
     }
@@ -40,52 +48,43 @@ pub fn RunPage() -> impl IntoView {
 /// Cancel (while the run is live) and Retry (once it has finished), for operators.
 #[component]
 fn RunActions(run_id: i64, finished: bool, cancel: ServerAction<CancelRun>) -> impl IntoView {
-    let me = use_me();
     let retry = ServerAction::<RetryRun>::new();
     let error = move || {
-        let failed =
-            |r: Option<Result<_, crate::error::AppError>>| r.and_then(|r| r.err()).map(|e| e.to_string());
+        let failed = |r: Option<Result<_, AppError>>| r.and_then(|r| r.err()).map(|e| e.to_string());
         failed(cancel.value().get().map(|r| r.map(|_| ())))
             .or_else(|| failed(retry.value().get().map(|r| r.map(|_| ()))))
     };
     view! {
-        <Suspense>
-            {move || Suspend::new(async move {
-                let may = me.await.ok().flatten().is_some_and(|p| p.role >= Role::Operator);
-                may.then(|| {
+        <div class="run-form">
+            <Show
+                when=move || finished
+                fallback=move || {
                     view! {
-                        <div class="run-form">
-                            <Show
-                                when=move || finished
-                                fallback=move || {
-                                    view! {
-                                        <ActionForm action=cancel>
-                                            <input type="hidden" name="id" value=run_id.to_string() />
-                                            <button type="submit" disabled=move || cancel.pending().get()>
-                                                "■ Cancel"
-                                            </button>
-                                        </ActionForm>
-                                    }
-                                }
-                            >
-                                <ActionForm action=retry>
-                                    <input type="hidden" name="id" value=run_id.to_string() />
-                                    <button type="submit" class="primary" disabled=move || retry.pending().get()>
-                                        "↻ Retry"
-                                    </button>
-                                </ActionForm>
-                            </Show>
-                            {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
-                        </div>
+                        <ActionForm action=cancel>
+                            <input type="hidden" name="id" value=run_id.to_string() />
+                            <button type="submit" disabled=move || cancel.pending().get()>
+                                "■ Cancel"
+                            </button>
+                        </ActionForm>
                     }
-                })
-            })}
-        </Suspense>
+                }
+            >
+                <ActionForm action=retry>
+                    <input type="hidden" name="id" value=run_id.to_string() />
+                    <button type="submit" class="primary" disabled=move || retry.pending().get()>
+                        "↻ Retry"
+                    </button>
+                </ActionForm>
+            </Show>
+            {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
+        </div>
     }
 }
 
-#[component]
-fn RunView(run: Run, cancel: ServerAction<CancelRun>) -> impl IntoView {
+/// The run, kept live by the change feed: an island. Operators also get Cancel and Retry.
+#[island(lazy)]
+fn LiveRun(run: Run, may_operate: bool) -> impl IntoView {
+    let cancel = ServerAction::<CancelRun>::new();
     let id = run.id;
     let parameters = serde_json::to_string_pretty(&run.parameters).unwrap_or_default();
     let pipeline_id = run.pipeline_id;
@@ -104,10 +103,7 @@ fn RunView(run: Run, cancel: ServerAction<CancelRun>) -> impl IntoView {
     });
     // A cancel answers with the run as it is now.
     Effect::new(move |_| {
-        // (The action outlives this view: a retry lands on a new run's page.)
-        if let Some(Ok(fresh)) = cancel.value().get()
-            && fresh.id == id
-        {
+        if let Some(Ok(fresh)) = cancel.value().get() {
             run.set(fresh);
         }
     });
@@ -148,7 +144,7 @@ fn RunView(run: Run, cancel: ServerAction<CancelRun>) -> impl IntoView {
                 <LiveIndicator link />
                 {move || {
                     let finished = status().is_terminal();
-                    view! { <RunActions run_id=id finished cancel /> }
+                    may_operate.then(|| view! { <RunActions run_id=id finished cancel /> })
                 }}
             </div>
         </section>

@@ -8,6 +8,7 @@ use crate::error::AppError;
 use crate::runs::RunStatus;
 
 pub mod charts;
+pub mod history;
 
 #[cfg(feature = "ssr")]
 #[path = "status_ssr.rs"]
