@@ -1,13 +1,90 @@
-//! The whole HTTP application: REST, pages, server functions, static files, identity.
+//! The whole HTTP application: REST, pages, server functions, static files, identity, and
+//! the security headers every response carries.
 //!
 //! `main` and the integration tests both serve exactly this router.
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
+use leptos_meta::MetaTags;
 
 use crate::state::AppState;
-use crate::{App, api, auth, shell};
+use crate::{App, api, auth};
+
+/// The HTML document around the app, rendered on the server, with a Content Security
+/// Policy whose script nonce is new for each response.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    leptos::nonce::provide_nonce();
+    if let (Some(nonce), Some(response)) = (
+        leptos::nonce::use_nonce(),
+        use_context::<leptos_axum::ResponseOptions>(),
+    ) && let Ok(policy) = HeaderValue::from_str(&page_policy(&nonce))
+    {
+        response.insert_header(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light dark" />
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+                <HydrationScripts options islands=true />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// A page's policy: scripts only with this response's nonce (and what they load), wasm
+/// compiled by them, everything else from this origin, and never inside a frame.
+fn page_policy(nonce: &str) -> String {
+    format!(
+        "default-src 'self'; script-src 'nonce-{nonce}' 'strict-dynamic' 'wasm-unsafe-eval'; \
+         style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+         base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// What every other response (JSON, events, files) may do when a browser opens it: nothing.
+const NOTHING_POLICY: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Adds the security headers to every response; a page's own policy (with its nonce) stays.
+async fn secure_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let fixed: [(HeaderName, &str); 4] = [
+        (header::CONTENT_SECURITY_POLICY, NOTHING_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ];
+    for (name, value) in fixed {
+        headers
+            .entry(name)
+            .or_insert_with(|| HeaderValue::from_static(value));
+    }
+    headers.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    // Secure cookies mean Flowdeck is reached over HTTPS: browsers should never try HTTP.
+    if state.secure_cookies {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
+    response
+}
 
 /// Builds the application's router around `state`.
 pub fn router(state: AppState) -> Router {
@@ -22,5 +99,9 @@ pub fn router(state: AppState) -> Router {
             auth::middleware::identify,
         ))
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            secure_headers,
+        ))
         .with_state(state)
 }

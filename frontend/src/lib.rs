@@ -5,13 +5,9 @@
 use app as _;
 
 /// Called by the generated JavaScript glue once the wasm is loaded, before the islands
-/// hydrate.
+/// hydrate (each marks the page with `data-hydrated` when it has).
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
     leptos::mount::hydrate_islands();
-    // Tells tests (and people debugging) that the wasm has taken over the page.
-    if let Some(body) = leptos::prelude::document().body() {
-        body.set_attribute("data-hydrated", "true").ok();
-    }
 }

@@ -275,3 +275,66 @@ async fn sign_out_revokes_the_session(db: PgPool) {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// The nonce a page's Content Security Policy allows scripts with.
+fn policy_nonce(answer: &common::Answer) -> String {
+    let policy = answer
+        .header("content-security-policy")
+        .expect("a page has a policy");
+    policy
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("the policy names a nonce")
+        .to_owned()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_response_carries_security_headers_and_pages_a_fresh_script_nonce(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let cookie = session_cookie(&app, &app.viewer).await;
+
+    let first = app.send(page("/", Some(&cookie))).await;
+    let second = app.send(page("/", Some(&cookie))).await;
+    let nonce = policy_nonce(&first);
+    assert!(nonce.len() >= 16, "{nonce}");
+    assert_ne!(nonce, policy_nonce(&second), "a new nonce for each response");
+    let policy = first.header("content-security-policy").unwrap();
+    for directive in [
+        "'wasm-unsafe-eval'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+    ] {
+        assert!(policy.contains(directive), "{policy}");
+    }
+    assert!(
+        !policy.contains("unsafe-inline") && !policy.contains("'unsafe-eval'"),
+        "{policy}"
+    );
+    // Every script on the page carries this response's nonce, and nothing else runs.
+    let html = first.text();
+    let scripts = html.matches("<script").count();
+    assert!(scripts > 0);
+    assert_eq!(
+        html.matches(&format!("nonce=\"{nonce}\"")).count(),
+        scripts,
+        "{html}"
+    );
+
+    // JSON, refusals and sign-in redirects too.
+    for answer in [
+        app.get("/api/pipelines/", &app.viewer).await,
+        app.get("/api/pipelines/", "fdk_wrong").await,
+        app.send(page("/", None)).await,
+    ] {
+        assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(answer.header("x-frame-options"), Some("DENY"));
+        assert_eq!(answer.header("referrer-policy"), Some("same-origin"));
+        let policy = answer.header("content-security-policy").unwrap_or_default();
+        assert!(policy.starts_with("default-src 'none'"), "{policy}");
+        assert!(
+            answer.header("strict-transport-security").is_none(),
+            "plain HTTP here"
+        );
+    }
+}

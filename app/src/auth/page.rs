@@ -45,6 +45,7 @@ pub fn LoginPage() -> impl IntoView {
 /// JavaScript it is a plain form).
 #[island(lazy)]
 fn SignInForm(next: String) -> impl IntoView {
+    crate::ui::mark_hydrated();
     let action = ServerAction::<SignIn>::new();
     let failed = move || matches!(action.value().get(), Some(Err(_)));
     view! {

@@ -57,6 +57,7 @@ pub fn DashboardPage() -> impl IntoView {
 /// rows follow the change feed.
 #[island(lazy)]
 fn LiveDashboard(page: Page, query: DashboardQuery) -> impl IntoView {
+    crate::ui::mark_hydrated();
     let query = RwSignal::new(query);
     let page = RwSignal::new(page);
     // Loads the page for the current filters; an answer for filters since changed is dropped.

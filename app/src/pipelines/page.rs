@@ -172,6 +172,7 @@ fn PipelineView(detail: super::PipelineDetail, may_run: bool) -> impl IntoView {
 /// Run (with the defaults) and the Run dialog, for operators: an island.
 #[island(lazy)]
 fn RunControls(pipeline_id: i64) -> impl IntoView {
+    crate::ui::mark_hydrated();
     let action = ServerAction::<TriggerRun>::new();
     let error = move || match action.value().get() {
         Some(Err(e)) => Some(e.to_string()),
@@ -310,6 +311,7 @@ pub fn NewPipelinePage() -> impl IntoView {
 /// The New pipeline form: an island, so a refusal shows next to the form without a reload.
 #[island(lazy)]
 fn NewPipelineForm(choices: super::DeploymentMenu) -> impl IntoView {
+    crate::ui::mark_hydrated();
     let action = ServerAction::<CreatePipeline>::new();
     let error = move || match action.value().get() {
         Some(Err(e)) => Some(e.to_string()),

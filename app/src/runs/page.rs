@@ -84,6 +84,7 @@ fn RunActions(run_id: i64, finished: bool, cancel: ServerAction<CancelRun>) -> i
 /// The run, kept live by the change feed: an island. Operators also get Cancel and Retry.
 #[island(lazy)]
 fn LiveRun(run: Run, may_operate: bool) -> impl IntoView {
+    crate::ui::mark_hydrated();
     let cancel = ServerAction::<CancelRun>::new();
     let id = run.id;
     let parameters = serde_json::to_string_pretty(&run.parameters).unwrap_or_default();

@@ -91,11 +91,9 @@ pub fn DurationTrend(points: Vec<Point>) -> impl IntoView {
         .filter(|(s, _)| *s == RunStatus::Completed)
         .count();
     let rate = (!finished.is_empty()).then(|| 100.0 * succeeded as f64 / finished.len() as f64);
-    let longest = points
-        .iter()
-        .filter_map(|(_, d)| *d)
-        .fold(0.0_f64, f64::max)
-        .max(0.001);
+    let longest = points.iter().filter_map(|(_, d)| *d).reduce(f64::max);
+    // Unfinished runs have no duration: they are drawn as stubs, and no axis is labelled.
+    let scale = longest.unwrap_or(0.0).max(0.001);
     const WIDTH: f64 = 400.0;
     const HEIGHT: f64 = 80.0;
     // Room for 20 runs, so a short history does not draw slabs.
@@ -113,7 +111,7 @@ pub fn DurationTrend(points: Vec<Point>) -> impl IntoView {
                     .iter()
                     .enumerate()
                     .map(|(i, (status, seconds))| {
-                        let h = seconds.map_or(3.0, |s| (s / longest * (HEIGHT - 4.0)).max(3.0));
+                        let h = seconds.map_or(3.0, |s| (s / scale * (HEIGHT - 4.0)).max(3.0));
                         let title = format!("{}: {}", status.as_str(), crate::ui::duration(*seconds));
                         view! {
                             <rect class=format!("bar s-{}", status.as_str()) x=i as f64 * step + 1.0 y=HEIGHT - h width=(step - 2.0).max(1.0) height=h>
@@ -122,7 +120,9 @@ pub fn DurationTrend(points: Vec<Point>) -> impl IntoView {
                         }
                     })
                     .collect_view()}
-                <text x=WIDTH - 2.0 y="10" class="axis" text-anchor="end">{format!("longest {}", crate::ui::duration(Some(longest)))}</text>
+                {longest.map(|longest| view! {
+                    <text x=WIDTH - 2.0 y="10" class="axis" text-anchor="end">{format!("longest {}", crate::ui::duration(Some(longest)))}</text>
+                })}
             </svg>
         </div>
     }

@@ -53,6 +53,16 @@ pub fn Frame(children: Children) -> impl IntoView {
     }
 }
 
+/// Marks the page as taken over by the wasm (`<body data-hydrated>`) once this island has
+/// hydrated; tests and people debugging wait for it. Islands load lazily, after the page.
+pub fn mark_hydrated() {
+    Effect::new(|_| {
+        if let Some(body) = document().body() {
+            body.set_attribute("data-hydrated", "true").ok();
+        }
+    });
+}
+
 /// A coloured badge for a run or stage status.
 #[component]
 pub fn StatusBadge(status: RunStatus) -> impl IntoView {
