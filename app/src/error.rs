@@ -41,6 +41,12 @@ pub enum AppError {
         /// The least role that would do.
         needed: String,
     },
+    /// The caller is over a rate limit; it may try again after `retry_after` seconds.
+    #[error("too many requests; try again in {retry_after} s")]
+    TooManyRequests {
+        /// Seconds until a new attempt can succeed (also sent as `Retry-After`).
+        retry_after: u64,
+    },
     /// A service Flowdeck depends on failed.
     #[error("upstream service failed: {service}")]
     Upstream {
@@ -83,6 +89,7 @@ impl AppError {
             Self::Invalid { .. } => 422,
             Self::Unauthorized => 401,
             Self::Forbidden { .. } => 403,
+            Self::TooManyRequests { .. } => 429,
             Self::Upstream { .. } => 502,
             Self::Internal => 500,
         }
@@ -96,6 +103,7 @@ impl AppError {
             Self::Invalid { .. } => "invalid",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
+            Self::TooManyRequests { .. } => "rate_limited",
             Self::Upstream { .. } => "upstream",
             Self::Internal => "internal",
         }

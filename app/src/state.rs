@@ -25,6 +25,8 @@ pub struct AppState {
     /// Prefect's UI (`PREFECT_UI_URL`, else derived from the API URL), for links to flow runs.
     #[from_ref(skip)]
     pub prefect_ui_url: Option<String>,
+    /// This replica's rate limits (failed authentications, triggers).
+    pub limits: Arc<crate::auth::limits::Limits>,
     /// This replica's fan-out of the change feed.
     pub hub: Arc<crate::events::hub::Hub>,
 }

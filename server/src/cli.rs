@@ -22,7 +22,9 @@ Environment:
   FLOWDECK_PUBLIC_URL      URL flows use to reach Flowdeck [default: http://FLOWDECK_ADDR]
   FLOWDECK_SYNC_INTERVAL_MS  how often run states are read from Prefect [default: 2000]
   FLOWDECK_STUCK_AFTER_S   flag a running run silent this long as stuck [default: 600]
-  FLOWDECK_DISPATCH_LEASE_S  how long a dispatcher holds a run it is submitting [default: 120]";
+  FLOWDECK_DISPATCH_LEASE_S  how long a dispatcher holds a run it is submitting [default: 120]
+  FLOWDECK_AUTH_FAILURES_PER_MIN  failed authentications per source address, then 429 [default: 10]
+  FLOWDECK_TRIGGERS_PER_MIN  runs one caller may trigger or retry, then 429 [default: 120]";
 
 /// Flowdeck: control plane and live dashboard for Prefect pipelines.
 #[derive(Parser)]

@@ -44,6 +44,19 @@ pub struct Config {
     pub stuck_after: Duration,
     /// `FLOWDECK_DISPATCH_LEASE_S`: how long a claimed outbox row stays with one dispatcher.
     pub dispatch_lease: Duration,
+    /// `FLOWDECK_AUTH_FAILURES_PER_MIN`, `FLOWDECK_TRIGGERS_PER_MIN`: rate limits.
+    pub budgets: app::auth::limits::Budgets,
+}
+
+/// A per-minute budget from `name`, or `default`.
+fn per_minute(name: &str, default: std::num::NonZeroU32) -> anyhow::Result<std::num::NonZeroU32> {
+    var(name)?
+        .map(|v| {
+            v.parse()
+                .with_context(|| format!("{name} must be a whole number above 0"))
+        })
+        .transpose()
+        .map(|n| n.unwrap_or(default))
 }
 
 fn var(name: &str) -> anyhow::Result<Option<String>> {
@@ -102,6 +115,14 @@ impl Config {
             })
             .transpose()?
             .unwrap_or(120);
+        let defaults = app::auth::limits::Budgets::default();
+        let budgets = app::auth::limits::Budgets {
+            auth_failures_per_minute: per_minute(
+                "FLOWDECK_AUTH_FAILURES_PER_MIN",
+                defaults.auth_failures_per_minute,
+            )?,
+            triggers_per_minute: per_minute("FLOWDECK_TRIGGERS_PER_MIN", defaults.triggers_per_minute)?,
+        };
         let public_url = var("FLOWDECK_PUBLIC_URL")?.unwrap_or_else(|| format!("http://{addr}"));
         Ok(Config {
             prefect_api_url: var("PREFECT_API_URL")?,
@@ -112,6 +133,7 @@ impl Config {
             sync_interval: Duration::from_millis(sync_ms.max(100)),
             stuck_after: Duration::from_secs(stuck_s.max(1)),
             dispatch_lease: Duration::from_secs(lease_s.max(1)),
+            budgets,
             database_url: var("DATABASE_URL")?.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             addr,
             json_logs,

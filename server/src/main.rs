@@ -59,6 +59,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         prefect: config.prefect()?.map(std::sync::Arc::new),
         default_deployment: config.default_deployment.clone(),
         prefect_ui_url: config.prefect_ui_url(),
+        limits: std::sync::Arc::new(app::auth::limits::Limits::new(config.budgets)),
         hub: app::events::hub::Hub::new(),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);

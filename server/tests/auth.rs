@@ -338,3 +338,69 @@ async fn every_response_carries_security_headers_and_pages_a_fresh_script_nonce(
         );
     }
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn guessing_keys_is_stopped_with_429_and_triggers_are_limited_per_caller(db: PgPool) {
+    let budget = std::num::NonZeroU32::new(3).unwrap();
+    let app = TestApp::with(
+        db,
+        None,
+        app::auth::limits::Budgets {
+            auth_failures_per_minute: budget,
+            triggers_per_minute: budget,
+        },
+    )
+    .await;
+    let pipeline = app.pipeline(json!({"name": "p"})).await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.start_run_as(pipeline, &app.operator).await,
+            StatusCode::ACCEPTED
+        );
+    }
+    assert_eq!(
+        app.start_run_as(pipeline, &app.operator).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        app.start_run_as(pipeline, &app.admin).await,
+        StatusCode::ACCEPTED,
+        "another caller's budget"
+    );
+    assert_eq!(app.count("runs").await, 4, "a limited trigger writes nothing");
+
+    let wrong = format!("fdk_{}", "0".repeat(64));
+    for _ in 0..3 {
+        assert_eq!(
+            app.get("/api/pipelines/", &wrong).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let limited = app.get("/api/pipelines/", &wrong).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.json()["code"], "rate_limited");
+    let wait: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&wait), "{wait}");
+    // While blocked, even a right key is not looked at, and neither is a sign-in.
+    assert_eq!(
+        app.get("/api/pipelines/", &app.viewer).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        app.send(sign_in_request(&app.viewer, None)).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let refusals: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'auth.authenticate' AND outcome = 'denied'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(refusals, 5, "every refused credential is audited, limited or not");
+    let anonymous = app.call("GET", "/api/pipelines/", None, None).await;
+    assert_eq!(
+        anonymous.status,
+        StatusCode::UNAUTHORIZED,
+        "no credential: the usual 401"
+    );
+}

@@ -8,6 +8,7 @@ use cookie::{Cookie, SameSite};
 use leptos::prelude::use_context;
 use sqlx::PgPool;
 
+use super::limits::Limits;
 use super::{AuthMethod, Principal, db, keys};
 use crate::audit::{self, Outcome};
 use crate::error::{AppError, Result};
@@ -185,7 +186,11 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
     let meta = RequestMeta::from_request(&req);
     let request_id = meta.request_id.clone();
     let path = req.uri().path().to_owned();
-    let outcome = authenticate(&state.db, req.headers(), &meta).await;
+    // An address over its budget of failed authentications gets no credential checked.
+    let outcome = match state.limits.admit(meta.source_addr.as_deref()) {
+        Err(limited) if bearer(req.headers()).is_some() => Err(limited),
+        _ => authenticate(&state.db, req.headers(), &meta).await,
+    };
     let refusal = match outcome {
         Ok(Some(principal)) => {
             let via_cookie = principal.via == AuthMethod::Session;
@@ -210,7 +215,7 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
         }
         Ok(None) => Some(AppError::Unauthorized.into_response()),
         Err(error) => {
-            if error == AppError::Unauthorized {
+            if matches!(error, AppError::Unauthorized | AppError::TooManyRequests { .. }) {
                 let audit = audit::record(
                     &state.db,
                     "anonymous",
@@ -223,8 +228,14 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
                 if let Err(e) = audit.await {
                     tracing::error!(error = %e, "could not record refused authentication");
                 }
+                let limited = match error {
+                    AppError::Unauthorized => state.limits.failed(meta.source_addr.as_deref()).err(),
+                    _ => None,
+                };
+                Some(limited.unwrap_or(error).into_response())
+            } else {
+                Some(error.into_response())
             }
-            Some(error.into_response())
         }
     };
     let mut response = match refusal {
@@ -284,8 +295,10 @@ pub fn clear_cookie_header(secure: bool) -> HeaderValue {
     HeaderValue::from_str(&cookie.to_string()).expect("empty cookie is a valid header")
 }
 
-/// Checks an API key and opens a browser session for it; every attempt is audited.
-pub async fn sign_in(db: &PgPool, api_key: &str, meta: &RequestMeta) -> Result<NewSession> {
+/// Checks an API key and opens a browser session for it; every attempt is audited, and
+/// failures count against the address's budget.
+pub async fn sign_in(db: &PgPool, limits: &Limits, api_key: &str, meta: &RequestMeta) -> Result<NewSession> {
+    limits.admit(meta.source_addr.as_deref())?;
     let mut tx = db.begin().await?;
     let credential = if keys::looks_like_api_key(api_key) {
         db::use_api_key(&mut *tx, &keys::hash_secret(api_key)).await?
@@ -304,6 +317,7 @@ pub async fn sign_in(db: &PgPool, api_key: &str, meta: &RequestMeta) -> Result<N
         )
         .await?;
         tx.commit().await?;
+        limits.failed(meta.source_addr.as_deref())?;
         return Err(AppError::Unauthorized);
     };
     let token = keys::new_session_token();

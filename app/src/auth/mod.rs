@@ -15,6 +15,8 @@ pub mod db;
 #[cfg(feature = "ssr")]
 pub mod keys;
 #[cfg(feature = "ssr")]
+pub mod limits;
+#[cfg(feature = "ssr")]
 pub mod middleware;
 
 /// What a caller may do. Ordered: each role includes the ones before it.
@@ -137,7 +139,7 @@ pub async fn whoami() -> Result<Option<Principal>, AppError> {
 pub async fn sign_in(api_key: String, next: Option<String>) -> Result<(), AppError> {
     let state = expect_context::<crate::state::AppState>();
     let meta = middleware::RequestMeta::current();
-    let session = middleware::sign_in(&state.db, api_key.trim(), &meta).await?;
+    let session = middleware::sign_in(&state.db, &state.limits, api_key.trim(), &meta).await?;
     let response = expect_context::<leptos_axum::ResponseOptions>();
     response.append_header(
         http::header::SET_COOKIE,

@@ -6,10 +6,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use sqlx::PgPool;
+use std::sync::Arc;
 
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
 use crate::api::{ApiId, ApiJson, OptionalJson};
 use crate::auth::Principal;
+use crate::auth::limits::Limits;
 use crate::auth::middleware::RequestMeta;
 use crate::error::{AppError, Result};
 use crate::state::AppState;
@@ -27,6 +29,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>> {
 
 async fn create_run(
     State(db): State<PgPool>,
+    State(limits): State<Arc<Limits>>,
     principal: Principal,
     meta: RequestMeta,
     headers: HeaderMap,
@@ -34,7 +37,7 @@ async fn create_run(
     OptionalJson(request): OptionalJson<TriggerRequest>,
 ) -> Result<(StatusCode, Json<Run>)> {
     let key = idempotency_key(&headers)?;
-    let run = service::trigger(&db, &principal, &meta, pipeline_id, request, "api", key).await?;
+    let run = service::trigger(&db, &limits, &principal, &meta, pipeline_id, request, "api", key).await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
@@ -49,6 +52,7 @@ struct SeedTriggerAck {
 
 async fn trigger_pipeline(
     State(db): State<PgPool>,
+    State(limits): State<Arc<Limits>>,
     principal: Principal,
     meta: RequestMeta,
     headers: HeaderMap,
@@ -56,7 +60,17 @@ async fn trigger_pipeline(
     OptionalJson(request): OptionalJson<TriggerRequest>,
 ) -> Result<(StatusCode, Json<SeedTriggerAck>)> {
     let key = idempotency_key(&headers)?;
-    let run = service::trigger(&db, &principal, &meta, pipeline_id, request, "seed-api", key).await?;
+    let run = service::trigger(
+        &db,
+        &limits,
+        &principal,
+        &meta,
+        pipeline_id,
+        request,
+        "seed-api",
+        key,
+    )
+    .await?;
     let ack = SeedTriggerAck {
         success: true,
         message: format!("Pipeline {pipeline_id} triggered"),
@@ -94,11 +108,12 @@ async fn cancel_run(
 
 async fn retry_run(
     State(db): State<PgPool>,
+    State(limits): State<Arc<Limits>>,
     principal: Principal,
     meta: RequestMeta,
     ApiId(id): ApiId,
 ) -> Result<(StatusCode, Json<Run>)> {
-    let run = service::retry(&db, &principal, &meta, id).await?;
+    let run = service::retry(&db, &limits, &principal, &meta, id).await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 

@@ -206,7 +206,17 @@ pub async fn trigger_run(
     let request = TriggerRequest {
         parameters: (!overrides.is_empty()).then_some(overrides),
     };
-    let run = service::trigger(&state.db, &principal, &meta, pipeline_id, request, "ui", None).await?;
+    let run = service::trigger(
+        &state.db,
+        &state.limits,
+        &principal,
+        &meta,
+        pipeline_id,
+        request,
+        "ui",
+        None,
+    )
+    .await?;
     leptos_axum::redirect(&format!("/runs/{}", run.id));
     Ok(run.id)
 }
@@ -235,7 +245,7 @@ pub async fn retry_run(id: i64) -> Result<i64, AppError> {
     let state = expect_context::<crate::state::AppState>();
     let principal = crate::auth::current_principal()?;
     let meta = crate::auth::middleware::RequestMeta::current();
-    let run = service::retry(&state.db, &principal, &meta, id).await?;
+    let run = service::retry(&state.db, &state.limits, &principal, &meta, id).await?;
     leptos_axum::redirect(&format!("/runs/{}", run.id));
     Ok(run.id)
 }

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use super::params::{self, ParamField};
 use super::{Change, Run, RunStatus, StatusUpdate, StatusUpdateAck, TriggerRequest, db};
 use crate::audit;
+use crate::auth::limits::Limits;
 use crate::auth::middleware::RequestMeta;
 use crate::auth::{Principal, Role, keys};
 use crate::error::{AppError, Result};
@@ -165,8 +166,13 @@ async fn replay(pool: &PgPool, principal: &Principal, idempotency: &Idempotency)
 
 /// Accepts a trigger: a `pending` run with the pipeline's defaults and the caller's overrides.
 /// With an `Idempotency-Key`, a repeat of the same request returns the same run.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "REST and server functions pass each of these; a struct would only rename them"
+)]
 pub async fn trigger(
     pool: &PgPool,
+    limits: &Limits,
     principal: &Principal,
     meta: &RequestMeta,
     pipeline_id: i64,
@@ -175,6 +181,7 @@ pub async fn trigger(
     idempotency_key: Option<&str>,
 ) -> Result<Run> {
     principal.require(Role::Operator)?;
+    limits.trigger(&principal.actor)?;
     let idempotency = idempotency_key
         .map(|key| Idempotency::new(key, pipeline_id, &request))
         .transpose()?;
@@ -194,8 +201,15 @@ pub async fn trigger(
 }
 
 /// Runs a finished run again: a new run with the same parameters, linked to the original.
-pub async fn retry(pool: &PgPool, principal: &Principal, meta: &RequestMeta, run_id: i64) -> Result<Run> {
+pub async fn retry(
+    pool: &PgPool,
+    limits: &Limits,
+    principal: &Principal,
+    meta: &RequestMeta,
+    run_id: i64,
+) -> Result<Run> {
     principal.require(Role::Operator)?;
+    limits.trigger(&principal.actor)?;
     let original = db::run_by_id(pool, run_id)
         .await?
         .ok_or_else(|| AppError::not_found("Run"))?;

@@ -69,6 +69,25 @@ impl TestApp {
         db: PgPool,
         prefect: Option<std::sync::Arc<app::prefect::PrefectClient>>,
     ) -> Self {
+        // Tests send many refused requests on purpose: budgets no test reaches by accident.
+        let roomy = std::num::NonZeroU32::new(100_000).unwrap();
+        Self::with(
+            db,
+            prefect,
+            app::auth::limits::Budgets {
+                auth_failures_per_minute: roomy,
+                triggers_per_minute: roomy,
+            },
+        )
+        .await
+    }
+
+    /// An app with these rate-limit budgets.
+    pub async fn with(
+        db: PgPool,
+        prefect: Option<std::sync::Arc<app::prefect::PrefectClient>>,
+        budgets: app::auth::limits::Budgets,
+    ) -> Self {
         let state = AppState {
             leptos_options: LeptosOptions::builder().output_name("flowdeck").build(),
             db: db.clone(),
@@ -76,6 +95,7 @@ impl TestApp {
             prefect,
             default_deployment: Some("etl/demo".to_owned()),
             prefect_ui_url: Some("http://prefect.test".to_owned()),
+            limits: std::sync::Arc::new(app::auth::limits::Limits::new(budgets)),
             hub: app::events::hub::Hub::new(),
         };
         TestApp {
@@ -192,6 +212,17 @@ impl TestApp {
     }
 
     /// `POST /api/runs/{run_id}/{action}` (`cancel`, `retry`) with `key`.
+    /// Triggers `pipeline` with `key`; the answer's status.
+    pub async fn start_run_as(&self, pipeline: i64, key: &str) -> StatusCode {
+        self.post(
+            &format!("/api/pipelines/{pipeline}/runs"),
+            key,
+            serde_json::json!({}),
+        )
+        .await
+        .status
+    }
+
     pub async fn run_action(&self, run_id: i64, action: &str, key: &str) -> Answer {
         self.call("POST", &format!("/api/runs/{run_id}/{action}"), Some(key), None)
             .await
