@@ -43,7 +43,7 @@ pub enum AppError {
     },
     /// The caller is over a rate limit; it may try again after `retry_after` seconds.
     #[error("too many requests; try again in {retry_after} s")]
-    TooManyRequests {
+    RateLimited {
         /// Seconds until a new attempt can succeed (also sent as `Retry-After`).
         retry_after: u64,
     },
@@ -89,7 +89,7 @@ impl AppError {
             Self::Invalid { .. } => 422,
             Self::Unauthorized => 401,
             Self::Forbidden { .. } => 403,
-            Self::TooManyRequests { .. } => 429,
+            Self::RateLimited { .. } => 429,
             Self::Upstream { .. } => 502,
             Self::Internal => 500,
         }
@@ -103,7 +103,7 @@ impl AppError {
             Self::Invalid { .. } => "invalid",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
-            Self::TooManyRequests { .. } => "rate_limited",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Upstream { .. } => "upstream",
             Self::Internal => "internal",
         }

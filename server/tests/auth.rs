@@ -397,6 +397,13 @@ async fn guessing_keys_is_stopped_with_429_and_triggers_are_limited_per_caller(d
     .await
     .unwrap();
     assert_eq!(refusals, 5, "every refused credential is audited, limited or not");
+    let sign_ins: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'auth.sign_in' AND outcome = 'denied'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(sign_ins, 1, "the refused sign-in is audited too");
     let anonymous = app.call("GET", "/api/pipelines/", None, None).await;
     assert_eq!(
         anonymous.status,

@@ -24,7 +24,7 @@ const DEPLOYMENT_ID: &str = "6f0c1c2e-0000-4000-8000-000000000001";
 /// One scripted answer of the fake's `create_flow_run`.
 enum Answer {
     Status(u16, &'static str),
-    TooManyRequests { retry_after_secs: u64 },
+    RateLimited { retry_after_secs: u64 },
     Garbage,
     Hang(Duration),
 }
@@ -65,7 +65,7 @@ async fn create_flow_run(
             )
                 .into_response();
         }
-        Some(Answer::TooManyRequests { retry_after_secs }) => {
+        Some(Answer::RateLimited { retry_after_secs }) => {
             let mut headers = HeaderMap::new();
             headers.insert("retry-after", retry_after_secs.to_string().parse().unwrap());
             return (StatusCode::TOO_MANY_REQUESTS, headers, "slow down").into_response();
@@ -224,7 +224,7 @@ async fn retry_after_is_honoured(db: PgPool) {
     let app = TestApp::new(db.clone()).await;
     let pipeline = app.pipeline(json!({"name": "p"})).await;
     let id = trigger(&app, pipeline).await;
-    let (_fake, url) = start_fake(vec![Answer::TooManyRequests { retry_after_secs: 1 }]).await;
+    let (_fake, url) = start_fake(vec![Answer::RateLimited { retry_after_secs: 1 }]).await;
     let prefect = client(&url, 2, Duration::from_secs(5));
     let started = Instant::now();
     dispatch_due(&db, &prefect, &config()).await.unwrap();

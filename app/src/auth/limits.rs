@@ -50,7 +50,7 @@ fn peer(addr: Option<&str>) -> IpAddr {
 }
 
 fn too_many(wait: Duration) -> AppError {
-    AppError::TooManyRequests {
+    AppError::RateLimited {
         retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
     }
 }
@@ -131,13 +131,13 @@ mod tests {
             limits.admit(attacker).unwrap();
             limits.failed(attacker).unwrap();
         }
-        let Err(AppError::TooManyRequests { retry_after }) = limits.failed(attacker) else {
+        let Err(AppError::RateLimited { retry_after }) = limits.failed(attacker) else {
             panic!("the fourth failure is refused");
         };
         assert!((1..=20).contains(&retry_after), "{retry_after}");
         assert!(matches!(
             limits.admit(attacker),
-            Err(AppError::TooManyRequests { .. })
+            Err(AppError::RateLimited { .. })
         ));
         limits.admit(Some("10.0.0.2")).unwrap();
         limits.failed(Some("10.0.0.2")).unwrap();
@@ -149,7 +149,7 @@ mod tests {
         limits.trigger("api-key:ci").unwrap();
         limits.trigger("api-key:ci").unwrap();
         assert!(
-            matches!(limits.trigger("api-key:ci"), Err(AppError::TooManyRequests { retry_after }) if retry_after >= 1)
+            matches!(limits.trigger("api-key:ci"), Err(AppError::RateLimited { retry_after }) if retry_after >= 1)
         );
         limits.trigger("api-key:other").unwrap();
     }

@@ -215,7 +215,7 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
         }
         Ok(None) => Some(AppError::Unauthorized.into_response()),
         Err(error) => {
-            if matches!(error, AppError::Unauthorized | AppError::TooManyRequests { .. }) {
+            if matches!(error, AppError::Unauthorized | AppError::RateLimited { .. }) {
                 let audit = audit::record(
                     &state.db,
                     "anonymous",
@@ -298,9 +298,10 @@ pub fn clear_cookie_header(secure: bool) -> HeaderValue {
 /// Checks an API key and opens a browser session for it; every attempt is audited, and
 /// failures count against the address's budget.
 pub async fn sign_in(db: &PgPool, limits: &Limits, api_key: &str, meta: &RequestMeta) -> Result<NewSession> {
-    limits.admit(meta.source_addr.as_deref())?;
+    // A blocked address has no key checked, but the attempt is still audited.
+    let admitted = limits.admit(meta.source_addr.as_deref());
     let mut tx = db.begin().await?;
-    let credential = if keys::looks_like_api_key(api_key) {
+    let credential = if admitted.is_ok() && keys::looks_like_api_key(api_key) {
         db::use_api_key(&mut *tx, &keys::hash_secret(api_key)).await?
     } else {
         None
@@ -317,6 +318,7 @@ pub async fn sign_in(db: &PgPool, limits: &Limits, api_key: &str, meta: &Request
         )
         .await?;
         tx.commit().await?;
+        admitted?;
         limits.failed(meta.source_addr.as_deref())?;
         return Err(AppError::Unauthorized);
     };
