@@ -24,13 +24,7 @@ pub fn DashboardPage() -> impl IntoView {
         sort: m.get("sort"),
         page: m.get("page").and_then(|p| p.parse().ok()),
     });
-    let data = Resource::new(
-        {
-            let query = query.clone();
-            move || query.clone()
-        },
-        |q| dashboard(Some(q)),
-    );
+    let data = OnceResource::new(dashboard(Some(query.clone())));
     view! {
         <Frame>
             <section class="page-head">
