@@ -72,8 +72,9 @@ impl Limits {
             .blocked
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
         match blocked.get(&ip) {
-            Some(until) if *until > Instant::now() => Err(too_many(*until - Instant::now())),
+            Some(until) if *until > now => Err(too_many(*until - now)),
             Some(_) => {
                 blocked.remove(&ip);
                 Ok(())

@@ -214,29 +214,27 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
             Some(Redirect::to(&format!("/login?next={next}")).into_response())
         }
         Ok(None) => Some(AppError::Unauthorized.into_response()),
-        Err(error) => {
-            if matches!(error, AppError::Unauthorized | AppError::RateLimited { .. }) {
-                let audit = audit::record(
-                    &state.db,
-                    "anonymous",
-                    None,
-                    "auth.authenticate",
-                    Some(&path),
-                    Outcome::Denied,
-                    &meta,
-                );
-                if let Err(e) = audit.await {
-                    tracing::error!(error = %e, "could not record refused authentication");
-                }
-                let limited = match error {
-                    AppError::Unauthorized => state.limits.failed(meta.source_addr.as_deref()).err(),
-                    _ => None,
-                };
-                Some(limited.unwrap_or(error).into_response())
-            } else {
-                Some(error.into_response())
+        Err(error @ (AppError::Unauthorized | AppError::RateLimited { .. })) => {
+            let audit = audit::record(
+                &state.db,
+                "anonymous",
+                None,
+                "auth.authenticate",
+                Some(&path),
+                Outcome::Denied,
+                &meta,
+            );
+            if let Err(e) = audit.await {
+                tracing::error!(error = %e, "could not record refused authentication");
             }
+            // A wrong credential spends the address's budget; the one that spends it is 429.
+            let answer = match error {
+                AppError::Unauthorized => state.limits.failed(meta.source_addr.as_deref()).err(),
+                _ => None,
+            };
+            Some(answer.unwrap_or(error).into_response())
         }
+        Err(error) => Some(error.into_response()),
     };
     let mut response = match refusal {
         Some(response) => response,

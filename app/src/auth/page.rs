@@ -21,6 +21,13 @@ pub fn use_me() -> MeResource {
     expect_context::<MeResource>()
 }
 
+/// Whether the signed-in user has at least `role`; call it inside the page frame, await it
+/// in a `Suspend`.
+pub fn signed_in_as(role: super::Role) -> impl Future<Output = bool> {
+    let me = use_me();
+    async move { me.await.ok().flatten().is_some_and(|p| p.role >= role) }
+}
+
 /// Sign in with an API key; the session lives in an HttpOnly cookie.
 #[component]
 pub fn LoginPage() -> impl IntoView {

@@ -3,7 +3,7 @@
 //! change feed.
 
 use leptos::prelude::*;
-use leptos_router::hooks::use_query_map;
+use leptos_router::hooks::use_location;
 
 use super::page::{NewPipelineLink, StageDots};
 use super::{DashboardPage as Page, DashboardQuery, Pipeline, dashboard, get_pipeline};
@@ -16,14 +16,7 @@ use crate::ui::{Ago, ErrorView, Frame, StatusBadge, history};
 /// Every pipeline with its latest run.
 #[component]
 pub fn DashboardPage() -> impl IntoView {
-    let params = use_query_map();
-    let query = params.with_untracked(|m| DashboardQuery {
-        q: m.get("q"),
-        status: m.get("status"),
-        tag: m.get("tag"),
-        sort: m.get("sort"),
-        page: m.get("page").and_then(|p| p.parse().ok()),
-    });
+    let query = DashboardQuery::from_search(&use_location().search.get_untracked());
     let data = OnceResource::new(dashboard(Some(query.clone())));
     view! {
         <Frame>

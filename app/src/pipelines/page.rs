@@ -1,26 +1,24 @@
 //! The pipeline page (definition, stages, recent runs, Run dialog) and the New pipeline form.
 
 use leptos::prelude::*;
-use leptos_router::hooks::use_params_map;
 
 use super::{CreatePipeline, deployment_choices, get_pipeline_detail};
 use crate::auth::Role;
-use crate::auth::page::use_me;
+use crate::auth::page::signed_in_as;
 use crate::error::AppError;
 use crate::runs::params::{ParamField, ParamKind};
 use crate::runs::{RunStatus, TriggerRun, run_form};
 use crate::ui::charts::DurationTrend;
-use crate::ui::{ErrorView, Frame, StatusBadge, duration, when};
+use crate::ui::{ErrorView, Frame, StatusBadge, duration, path_id, when};
 
 /// The way to the New pipeline form, for admins.
 #[component]
 pub(super) fn NewPipelineLink() -> impl IntoView {
-    let me = use_me();
+    let admin = signed_in_as(Role::Admin);
     view! {
         <Suspense>
-            {move || Suspend::new(async move {
-                let admin = me.await.ok().flatten().is_some_and(|p| p.role >= Role::Admin);
-                admin.then(|| view! { <a class="button primary" href="/pipelines/new">"+ New pipeline"</a> })
+            {Suspend::new(async move {
+                admin.await.then(|| view! { <a class="button primary" href="/pipelines/new">"+ New pipeline"</a> })
             })}
         </Suspense>
     }
@@ -45,26 +43,22 @@ pub(super) fn StageDots(stages: Vec<(String, RunStatus)>) -> impl IntoView {
 /// One pipeline: its definition, latest stages, recent runs, and a Run button.
 #[component]
 pub fn PipelinePage() -> impl IntoView {
-    let params = use_params_map();
-    let id = params.with_untracked(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()));
-    let detail = Resource::new(
-        move || id,
-        |id| async move {
-            match id {
-                Some(id) => get_pipeline_detail(id).await,
-                None => Err(AppError::not_found("Pipeline")),
-            }
-        },
-    );
+    let id = path_id();
+    let detail = OnceResource::new(async move {
+        match id {
+            Some(id) => get_pipeline_detail(id).await,
+            None => Err(AppError::not_found("Pipeline")),
+        }
+    });
     view! {
         <Frame>
             <Suspense fallback=|| view! { <p class="muted">"Loading pipeline…"</p> }>
                 {move || {
-                    let me = use_me();
+                    let may_run = signed_in_as(Role::Operator);
                     Suspend::new(async move {
                         match detail.await {
                             Ok(d) => {
-                                let may_run = me.await.ok().flatten().is_some_and(|p| p.role >= Role::Operator);
+                                let may_run = may_run.await;
                                 view! { <PipelineView detail=d may_run /> }.into_any()
                             }
                             Err(error) => view! { <ErrorView error /> }.into_any(),

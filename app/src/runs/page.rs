@@ -1,39 +1,34 @@
 //! The run page: a run's status, timings, parameters and stages.
 
 use leptos::prelude::*;
-use leptos_router::hooks::use_params_map;
 
 use super::{CancelRun, RetryRun, Run, get_run};
 use crate::auth::Role;
-use crate::auth::page::use_me;
+use crate::auth::page::signed_in_as;
 use crate::error::AppError;
 use crate::events::live::LiveIndicator;
 use crate::ui::charts::StageTimeline;
-use crate::ui::{ErrorView, Frame, StatusBadge, duration, when};
+use crate::ui::{ErrorView, Frame, StatusBadge, duration, path_id, when};
 
 /// One run and its stages.
 #[component]
 pub fn RunPage() -> impl IntoView {
-    let params = use_params_map();
-    let id = params.with_untracked(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()));
-    let run = Resource::new(
-        move || id,
-        |id| async move {
-            match id {
-                Some(id) => get_run(id).await,
-                None => Err(AppError::not_found("Run")),
-            }
-        },
-    );
+    let id = path_id();
+    let run = OnceResource::new(async move {
+        match id {
+            Some(id) => get_run(id).await,
+            None => Err(AppError::not_found("Run")),
+        }
+    });
     view! {
         <Frame>
             <Suspense fallback=|| view! { <p class="muted">"Loading run…"</p> }>
                 {move || {
-                    let me = use_me();
+                    let may_operate = signed_in_as(Role::Operator);
                     Suspend::new(async move {
                         match run.await {
                             Ok(run) => {
-                                let may_operate = me.await.ok().flatten().is_some_and(|p| p.role >= Role::Operator);
+                                let may_operate = may_operate.await;
                                 view! { <LiveRun run may_operate /> }.into_any()
                             }
                             Err(error) => view! { <ErrorView error /> }.into_any(),

@@ -63,6 +63,11 @@ pub fn mark_hydrated() {
     });
 }
 
+/// The page's `:id` path parameter, when it is a number.
+pub fn path_id() -> Option<i64> {
+    leptos_router::hooks::use_params_map().with_untracked(|p| p.get("id").and_then(|id| id.parse().ok()))
+}
+
 /// A coloured badge for a run or stage status.
 #[component]
 pub fn StatusBadge(status: RunStatus) -> impl IntoView {
