@@ -9,17 +9,17 @@ use leptos_meta::{Stylesheet, Title, provide_meta_context};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{SsrMode, path};
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod filter;
 pub mod pipelines;
 pub mod runs;
 pub mod ui;
 
 #[cfg(feature = "ssr")]
 pub mod api;
-#[cfg(feature = "ssr")]
-pub mod audit;
 #[cfg(feature = "ssr")]
 pub mod prefect;
 #[cfg(feature = "ssr")]
@@ -41,13 +41,15 @@ pub fn App() -> impl IntoView {
                 // Async: the whole page is rendered before the first byte, so a missing
                 // pipeline or run can still answer 404 rather than a streamed 200.
                 <Route path=path!("/") view=pipelines::dashboard::DashboardPage ssr=SsrMode::Async />
-                <Route path=path!("/pipelines/new") view=pipelines::page::NewPipelinePage />
+                <Route path=path!("/pipelines/new") view=pipelines::page::NewPipelinePage ssr=SsrMode::Async />
                 <Route
                     path=path!("/pipelines/:id")
                     view=pipelines::page::PipelinePage
                     ssr=SsrMode::Async
                 />
                 <Route path=path!("/runs/:id") view=runs::page::RunPage ssr=SsrMode::Async />
+                <Route path=path!("/admin/api-keys") view=auth::keys_page::ApiKeysPage ssr=SsrMode::Async />
+                <Route path=path!("/audit") view=audit::page::AuditTrailPage ssr=SsrMode::Async />
             </Routes>
         </Router>
     }

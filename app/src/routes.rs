@@ -22,10 +22,14 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     if let (Some(nonce), Some(response)) = (
         leptos::nonce::use_nonce(),
         use_context::<leptos_axum::ResponseOptions>(),
-    ) && let Ok(policy) = HeaderValue::from_str(&page_policy(&nonce))
+    ) && let Ok(policy) = HeaderValue::from_str(&page_policy(&nonce, &sign_in_form_target()))
     {
         response.insert_header(header::CONTENT_SECURITY_POLICY, policy);
     }
+    // Clients that send neither Origin nor Sec-Fetch-Site prove same-origin with this.
+    let csrf = use_context::<http::request::Parts>()
+        .and_then(|parts| auth::middleware::csrf_token_of(&parts.headers))
+        .map(|token| view! { <meta name="csrf-token" content=token /> });
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -34,6 +38,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
                 <meta name="color-scheme" content="light dark" />
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+                {csrf}
                 <HydrationScripts options islands=true />
                 <MetaTags />
             </head>
@@ -46,12 +51,23 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 
 /// A page's policy: scripts only with this response's nonce (and what they load), wasm
 /// compiled by them, everything else from this origin, and never inside a frame.
-fn page_policy(nonce: &str) -> String {
+fn page_policy(nonce: &str, form_targets: &str) -> String {
     format!(
         "default-src 'self'; script-src 'nonce-{nonce}' 'strict-dynamic' 'wasm-unsafe-eval'; \
          style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
-         base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+         base-uri 'none'; form-action 'self'{form_targets}; frame-ancestors 'none'"
     )
+}
+
+/// On the sign-in page, the issuer's origin: its sign-in form is redirected there, and
+/// `form-action` governs redirects of a form submission too.
+fn sign_in_form_target() -> String {
+    let on_login = use_context::<http::request::Parts>().is_some_and(|p| p.uri.path() == "/login");
+    use_context::<AppState>()
+        .and_then(|state| state.oidc.as_ref()?.issuer_origin())
+        .filter(|_| on_login)
+        .map(|origin| format!(" {origin}"))
+        .unwrap_or_default()
 }
 
 /// What every other response (JSON, events, files) may do when a browser opens it: nothing.
@@ -92,6 +108,7 @@ pub fn router(state: AppState) -> Router {
     let options = state.leptos_options.clone();
     Router::new()
         .merge(api::router())
+        .merge(auth::oidc_routes::router())
         .leptos_routes(&state, routes, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn_with_state(

@@ -29,6 +29,12 @@ pub struct AppState {
     pub limits: Arc<crate::auth::limits::Limits>,
     /// This replica's fan-out of the change feed.
     pub hub: Arc<crate::events::hub::Hub>,
+    /// The OpenID Connect issuer, when one is configured.
+    #[from_ref(skip)]
+    pub oidc: Option<Arc<crate::auth::oidc::Oidc>>,
+    /// The trusted identity-aware proxy, when one is configured.
+    #[from_ref(skip)]
+    pub proxy: Option<Arc<crate::auth::proxy::ProxyConfig>>,
 }
 
 impl AppState {

@@ -1,16 +1,5 @@
-import { expect, test, type Page } from "@playwright/test";
-
-const key = process.env.FLOWDECK_ADMIN_KEY ?? "";
-
-async function signIn(page: Page) {
-  await page.goto("/");
-  await expect(page).toHaveURL(/\/login\?next=/);
-  await page.getByLabel("API key").fill(key);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  // Wait for the dashboard itself: the sign-in URL (`/login?next=/`) also ends in "/".
-  await page.waitForURL((url) => url.pathname === "/");
-  await expect(page.getByRole("heading", { name: "Pipelines" })).toBeVisible();
-}
+import { expect, test } from "@playwright/test";
+import { adminKey as key, signIn } from "./session";
 
 test.beforeAll(() => {
   expect(key, "FLOWDECK_ADMIN_KEY must be set").toMatch(/^fdk_/);

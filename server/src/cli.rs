@@ -1,7 +1,9 @@
-//! The command line: `serve` (default), `migrate`, `api-key create|list|revoke`, `check`.
+//! The command line: `serve` (default), `migrate`, `api-key create|list|rotate|revoke`, `check`.
 
 use anyhow::Context;
-use app::auth::{Role, db as auth_db, keys};
+use app::auth::api_keys::{self, ApiKeyFilter, CreatedApiKey, NewApiKey, Rotation};
+use app::auth::middleware::RequestMeta;
+use app::auth::{AuthMethod, Principal, Role};
 use clap::{Parser, Subcommand};
 use sqlx::PgPool;
 
@@ -12,19 +14,30 @@ Environment:
   DATABASE_URL             PostgreSQL URL [default: postgres://postgres@127.0.0.1:5432/flowdeck]
   FLOWDECK_ADDR            listen address [default: 127.0.0.1:8000]
   FLOWDECK_LOG_FORMAT      text or json [default: text]
-  FLOWDECK_SECURE_COOKIES  true when served over HTTPS [default: false]
   LEPTOS_SITE_ROOT         built site directory [default: target/site]
   RUST_LOG                 log filter [default: info]
   PREFECT_API_URL          Prefect API, e.g. http://127.0.0.1:4200/api (unset: runs wait as pending)
   PREFECT_API_KEY          Prefect Cloud API key (sent as Bearer)
   PREFECT_API_AUTH_STRING  self-hosted Prefect user:pass (sent as Basic)
   FLOWDECK_DEFAULT_DEPLOYMENT  deployment (flow/deployment or id) of pipelines naming none
-  FLOWDECK_PUBLIC_URL      URL flows use to reach Flowdeck [default: http://FLOWDECK_ADDR]
+  FLOWDECK_PUBLIC_URL      URL people and flows reach Flowdeck at [default: http://FLOWDECK_ADDR];
+                           session cookies are Secure unless it is http:// on a loopback host
   FLOWDECK_SYNC_INTERVAL_MS  how often run states are read from Prefect [default: 2000]
   FLOWDECK_STUCK_AFTER_S   flag a running run silent this long as stuck [default: 600]
   FLOWDECK_DISPATCH_LEASE_S  how long a dispatcher holds a run it is submitting [default: 120]
   FLOWDECK_AUTH_FAILURES_PER_MIN  failed authentications per source address, then 429 [default: 10]
-  FLOWDECK_TRIGGERS_PER_MIN  runs one caller may trigger or retry, then 429 [default: 120]";
+  FLOWDECK_TRIGGERS_PER_MIN  runs one caller may trigger or retry, then 429 [default: 120]
+  FLOWDECK_OIDC_ISSUER     OpenID Connect issuer URL; enables bearer JWTs and browser sign-in
+  FLOWDECK_OIDC_CLIENT_ID  client id for browser sign-in (required with the issuer)
+  FLOWDECK_OIDC_CLIENT_SECRET  client secret, for confidential clients (PKCE is always used)
+  FLOWDECK_OIDC_AUDIENCE   aud that bearer tokens must carry [default: the client id]
+  FLOWDECK_OIDC_ROLE_CLAIM claim naming the role (string or array) [default: flowdeck_role]
+  FLOWDECK_OIDC_ROLE_MAP   claim values to roles, e.g. admins=admin,ops=operator
+  FLOWDECK_OIDC_ALGORITHMS accepted algorithms [default: RS256,ES256,EdDSA; never none/HS*]
+  FLOWDECK_PROXY_TRUSTED_ADDRS  IPs of an identity-aware proxy whose user headers are believed
+  FLOWDECK_PROXY_USER_HEADER    header naming the user [default: X-Forwarded-User]
+  FLOWDECK_PROXY_GROUPS_HEADER  header listing groups [default: X-Forwarded-Groups]
+  FLOWDECK_PROXY_ROLE_MAP  groups to roles, e.g. data-eng=operator,platform=admin";
 
 /// Flowdeck: control plane and live dashboard for Prefect pipelines.
 #[derive(Parser)]
@@ -64,11 +77,20 @@ pub enum ApiKeyCommand {
         #[arg(long)]
         name: String,
         /// Make the key stop working after this many days.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
         expires_in_days: Option<u32>,
     },
     /// List keys (never their secrets).
     List,
+    /// Make a successor of a key (printed once, alone on the last line); the old key keeps
+    /// working for the overlap, then expires.
+    Rotate {
+        /// The key's id, as `list` shows it.
+        id: i64,
+        /// Minutes the old key keeps working beside the new one.
+        #[arg(long, default_value_t = app::auth::api_keys::DEFAULT_OVERLAP_MINUTES)]
+        overlap_minutes: u32,
+    },
     /// Revoke a key and the browser sessions it opened.
     Revoke {
         /// The key's id, as `list` shows it.
@@ -81,6 +103,26 @@ fn parse_role(s: &str) -> Result<Role, String> {
         .map_err(|_| "must be viewer, operator or admin".to_owned())
 }
 
+/// The CLI acts as a local admin; its actions are audited like any other.
+fn local_admin() -> (Principal, RequestMeta) {
+    let principal = Principal {
+        actor: "cli".to_owned(),
+        role: Role::Admin,
+        via: AuthMethod::Local,
+        run_scope: None,
+    };
+    (principal, RequestMeta::local())
+}
+
+fn print_created(verb: &str, created: &CreatedApiKey) {
+    let key = &created.key;
+    println!(
+        "{verb} API key {} \"{}\" with role {}. It is shown only now; store it safely:",
+        key.id, key.name, key.role
+    );
+    println!("{}", created.secret);
+}
+
 /// Creates an API key and prints it alone on the last line.
 pub async fn create_api_key(
     pool: &PgPool,
@@ -88,49 +130,55 @@ pub async fn create_api_key(
     name: &str,
     expires_in_days: Option<u32>,
 ) -> anyhow::Result<()> {
-    let name = name.trim();
-    anyhow::ensure!(
-        !name.is_empty() && name.len() <= 100,
-        "--name must be 1 to 100 characters"
-    );
-    let key = keys::new_api_key();
-    let mut tx = pool.begin().await?;
-    let id = auth_db::insert_api_key(&mut *tx, name, role, &key.shown_prefix, &key.hash, "cli").await?;
-    if let Some(days) = expires_in_days {
-        auth_db::set_api_key_expiry(
-            &mut *tx,
-            id,
-            i32::try_from(days).context("--expires-in-days is too large")?,
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    println!("Created API key {id} \"{name}\" with role {role}. It is shown only now; store it safely:");
-    println!("{}", key.clear);
+    let (principal, meta) = local_admin();
+    let new = NewApiKey {
+        name: name.to_owned(),
+        role,
+        expires_at: expires_in_days.map(|days| chrono::Utc::now() + chrono::Duration::days(days.into())),
+    };
+    let created = api_keys::service::create(pool, &principal, &meta, new).await?;
+    print_created("Created", &created);
+    Ok(())
+}
+
+/// Rotates a key and prints the new one alone on the last line.
+pub async fn rotate_api_key(pool: &PgPool, id: i64, overlap_minutes: u32) -> anyhow::Result<()> {
+    let (principal, meta) = local_admin();
+    let rotation = Rotation {
+        overlap_minutes: Some(overlap_minutes),
+        expires_at: None,
+    };
+    let created = api_keys::service::rotate(pool, &principal, &meta, id, rotation).await?;
+    eprintln!("API key {id} keeps working for {overlap_minutes} more minutes.");
+    print_created("Rotated into", &created);
     Ok(())
 }
 
 /// Prints the keys as a table.
 pub async fn list_api_keys(pool: &PgPool) -> anyhow::Result<()> {
-    let keys = auth_db::list_api_keys(pool).await?;
+    let (principal, _) = local_admin();
+    let filter = ApiKeyFilter {
+        limit: Some(app::filter::MAX_LIMIT),
+        ..ApiKeyFilter::default()
+    };
+    let keys = api_keys::service::filter(pool, &principal, &filter).await?;
     println!(
-        "{:>5}  {:<24} {:<9} {:<13} {:<8} LAST USED",
-        "ID", "NAME", "ROLE", "PREFIX", "STATE"
+        "{:>5}  {:<24} {:<9} {:<13} {:<8} {:<26} LAST USED",
+        "ID", "NAME", "ROLE", "PREFIX", "STATE", "EXPIRES"
     );
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>, none: &str| {
+        t.map_or_else(|| none.to_owned(), |t| t.to_rfc3339())
+    };
     for k in keys {
-        let state = if k.revoked_at.is_some() {
-            "revoked"
-        } else if k.expires_at.is_some_and(|t| t < chrono::Utc::now()) {
-            "expired"
-        } else {
-            "active"
-        };
-        let last = k
-            .last_used_at
-            .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
         println!(
-            "{:>5}  {:<24} {:<9} {:<13} {:<8} {last}",
-            k.id, k.name, k.role, k.key_prefix, state
+            "{:>5}  {:<24} {:<9} {:<13} {:<8} {:<26} {}",
+            k.id,
+            k.name,
+            k.role,
+            k.key_prefix,
+            k.state.as_str(),
+            time(k.expires_at, "never"),
+            time(k.last_used_at, "never"),
         );
     }
     Ok(())
@@ -138,10 +186,8 @@ pub async fn list_api_keys(pool: &PgPool) -> anyhow::Result<()> {
 
 /// Revokes a key.
 pub async fn revoke_api_key(pool: &PgPool, id: i64) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        auth_db::revoke_api_key(pool, id).await?,
-        "no active API key has id {id}"
-    );
+    let (principal, meta) = local_admin();
+    api_keys::service::revoke(pool, &principal, &meta, id).await?;
     println!("API key {id} revoked");
     Ok(())
 }

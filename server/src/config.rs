@@ -24,7 +24,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// `FLOWDECK_LOG_FORMAT=json` for JSON lines.
     pub json_logs: bool,
-    /// `FLOWDECK_SECURE_COOKIES=true` when served over HTTPS.
+    /// Whether session cookies are `Secure` with the `__Host-` prefix: always, unless
+    /// `FLOWDECK_PUBLIC_URL` is plain HTTP on a loopback host (local development).
     pub secure_cookies: bool,
     /// `LEPTOS_SITE_ROOT`: where the built site (`pkg/`, assets) lives.
     pub site_root: String,
@@ -46,6 +47,66 @@ pub struct Config {
     pub dispatch_lease: Duration,
     /// `FLOWDECK_AUTH_FAILURES_PER_MIN`, `FLOWDECK_TRIGGERS_PER_MIN`: rate limits.
     pub budgets: app::auth::limits::Budgets,
+    /// `FLOWDECK_OIDC_*`: the OpenID Connect issuer, when `FLOWDECK_OIDC_ISSUER` is set.
+    pub oidc: Option<app::auth::oidc::OidcConfig>,
+    /// `FLOWDECK_PROXY_*`: the trusted identity-aware proxy, when
+    /// `FLOWDECK_PROXY_TRUSTED_ADDRS` is set.
+    pub proxy: Option<app::auth::proxy::ProxyConfig>,
+}
+
+/// The trusted proxy settings, when `FLOWDECK_PROXY_TRUSTED_ADDRS` is set.
+fn proxy() -> anyhow::Result<Option<app::auth::proxy::ProxyConfig>> {
+    let Some(addrs) = var("FLOWDECK_PROXY_TRUSTED_ADDRS")? else {
+        return Ok(None);
+    };
+    let trusted = addrs
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse()
+                .with_context(|| format!("FLOWDECK_PROXY_TRUSTED_ADDRS: {a:?} is not an IP address"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let role_map = app::auth::oidc::parse_role_map(&var("FLOWDECK_PROXY_ROLE_MAP")?.unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!("FLOWDECK_PROXY_ROLE_MAP: {e}"))?;
+    Ok(Some(app::auth::proxy::ProxyConfig {
+        trusted,
+        user_header: var("FLOWDECK_PROXY_USER_HEADER")?
+            .unwrap_or_else(|| "x-forwarded-user".into())
+            .to_ascii_lowercase(),
+        groups_header: var("FLOWDECK_PROXY_GROUPS_HEADER")?
+            .unwrap_or_else(|| "x-forwarded-groups".into())
+            .to_ascii_lowercase(),
+        role_map,
+    }))
+}
+
+/// The OpenID Connect settings, when `FLOWDECK_OIDC_ISSUER` is set.
+fn oidc(public_url: &str) -> anyhow::Result<Option<app::auth::oidc::OidcConfig>> {
+    use app::auth::oidc::{OidcConfig, parse_algorithms, parse_role_map};
+    let Some(issuer) = var("FLOWDECK_OIDC_ISSUER")? else {
+        return Ok(None);
+    };
+    url::Url::parse(&issuer).context("FLOWDECK_OIDC_ISSUER must be a URL")?;
+    let client_id = var("FLOWDECK_OIDC_CLIENT_ID")?
+        .context("FLOWDECK_OIDC_CLIENT_ID must be set with FLOWDECK_OIDC_ISSUER")?;
+    let algorithms =
+        parse_algorithms(&var("FLOWDECK_OIDC_ALGORITHMS")?.unwrap_or_else(|| "RS256,ES256,EdDSA".into()))
+            .map_err(|e| anyhow::anyhow!("FLOWDECK_OIDC_ALGORITHMS: {e}"))?;
+    let role_map = parse_role_map(&var("FLOWDECK_OIDC_ROLE_MAP")?.unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!("FLOWDECK_OIDC_ROLE_MAP: {e}"))?;
+    Ok(Some(OidcConfig {
+        audience: var("FLOWDECK_OIDC_AUDIENCE")?.unwrap_or_else(|| client_id.clone()),
+        client_secret: var("FLOWDECK_OIDC_CLIENT_SECRET")?,
+        role_claim: var("FLOWDECK_OIDC_ROLE_CLAIM")?.unwrap_or_else(|| "flowdeck_role".into()),
+        redirect_uri: format!("{}/auth/oidc/callback", public_url.trim_end_matches('/')),
+        jwks_min_refresh: Duration::from_secs(30),
+        issuer,
+        client_id,
+        role_map,
+        algorithms,
+    }))
 }
 
 /// A per-minute budget from `name`, or `default`.
@@ -65,14 +126,6 @@ fn var(name: &str) -> anyhow::Result<Option<String>> {
         Ok(value) => Ok(Some(value)),
         Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!("{name} is not valid UTF-8"),
-    }
-}
-
-fn flag(name: &str) -> anyhow::Result<bool> {
-    match var(name)?.as_deref() {
-        None | Some("0" | "false" | "no") => Ok(false),
-        Some("1" | "true" | "yes") => Ok(true),
-        Some(other) => anyhow::bail!("{name} must be true or false, not {other:?}"),
     }
 }
 
@@ -129,6 +182,9 @@ impl Config {
             prefect_ui_url: var("PREFECT_UI_URL")?,
             prefect_auth,
             default_deployment: var("FLOWDECK_DEFAULT_DEPLOYMENT")?,
+            secure_cookies: app::auth::middleware::cookies_must_be_secure(&public_url),
+            oidc: oidc(&public_url)?,
+            proxy: proxy()?,
             public_url: public_url.trim_end_matches('/').to_owned(),
             sync_interval: Duration::from_millis(sync_ms.max(100)),
             stuck_after: Duration::from_secs(stuck_s.max(1)),
@@ -137,7 +193,6 @@ impl Config {
             database_url: var("DATABASE_URL")?.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             addr,
             json_logs,
-            secure_cookies: flag("FLOWDECK_SECURE_COOKIES")?,
             site_root: var("LEPTOS_SITE_ROOT")?.unwrap_or_else(|| "target/site".to_owned()),
         })
     }

@@ -42,6 +42,9 @@ async fn main() -> anyhow::Result<()> {
                     expires_in_days,
                 } => cli::create_api_key(&pool, role, &name, expires_in_days).await,
                 ApiKeyCommand::List => cli::list_api_keys(&pool).await,
+                ApiKeyCommand::Rotate { id, overlap_minutes } => {
+                    cli::rotate_api_key(&pool, id, overlap_minutes).await
+                }
                 ApiKeyCommand::Revoke { id } => cli::revoke_api_key(&pool, id).await,
             }
         }
@@ -61,6 +64,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         prefect_ui_url: config.prefect_ui_url(),
         limits: std::sync::Arc::new(app::auth::limits::Limits::new(config.budgets)),
         hub: app::events::hub::Hub::new(),
+        oidc: config.oidc.clone().map(app::auth::oidc::Oidc::new),
+        proxy: config.proxy.clone().map(std::sync::Arc::new),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut workers = vec![tokio::spawn(

@@ -5,7 +5,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::TestApp;
+use common::{TestApp, session_cookie, sign_in_request};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -25,6 +25,20 @@ fn routes(pipeline: i64) -> Vec<(&'static str, String, Option<serde_json::Value>
             "/api/status-update/".into(),
             Some(json!({"pipeline_id": pipeline, "status": "running"})),
         ),
+        (
+            "POST",
+            "/api/api_keys/".into(),
+            Some(json!({"name": "k", "role": "viewer"})),
+        ),
+        ("POST", "/api/api_keys/filter".into(), Some(json!({}))),
+        ("POST", "/api/api_keys/count".into(), None),
+        ("GET", "/api/api_keys/1".into(), None),
+        (
+            "POST",
+            "/api/audit_events/filter".into(),
+            Some(json!({"limit": 5})),
+        ),
+        ("POST", "/api/audit_events/count".into(), None),
     ]
 }
 
@@ -36,6 +50,7 @@ async fn every_api_route_needs_a_credential(db: PgPool) {
         for key in [
             None,
             Some("fdk_0000000000000000000000000000000000000000000000000000000000000000"),
+            Some("fdk_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
             Some("garbage"),
         ] {
             let answer = app.call(method, &uri, key, body.clone()).await;
@@ -62,6 +77,7 @@ async fn roles_gate_every_operation(db: PgPool) {
     // (route index, least role that may call it)
     let needed = [
         "viewer", "viewer", "viewer", "viewer", "admin", "operator", "operator", "viewer", "operator",
+        "admin", "admin", "admin", "admin", "admin", "admin",
     ];
     // The status update needs a run to apply to.
     app.call("POST", &format!("/api/trigger/{id}"), Some(&app.admin), None)
@@ -129,32 +145,6 @@ async fn keys_are_stored_only_as_hashes(db: PgPool) {
         assert!(!dump.contains(key.as_str()), "a clear key is in the database");
         assert!(!dump.contains(&key[4..]), "a clear key's body is in the database");
     }
-}
-
-fn sign_in_request(key: &str, origin: Option<&str>) -> Request<Body> {
-    let mut builder = Request::post("/sfn/sign_in")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("host", "127.0.0.1:8000");
-    if let Some(origin) = origin {
-        builder = builder.header("origin", origin);
-    }
-    builder
-        .body(Body::from(format!("api_key={key}&next=%2Fpipelines%2F1")))
-        .unwrap()
-}
-
-async fn session_cookie(app: &TestApp, key: &str) -> String {
-    let answer = app.send(sign_in_request(key, None)).await;
-    assert!(
-        answer.status.is_redirection() || answer.status.is_success(),
-        "{} {}",
-        answer.status,
-        answer.text()
-    );
-    let cookie = answer.header("set-cookie").expect("a session cookie").to_owned();
-    assert!(cookie.contains("HttpOnly"), "{cookie}");
-    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
-    cookie.split(';').next().unwrap().to_owned()
 }
 
 fn page(uri: &str, cookie: Option<&str>) -> Request<Body> {
@@ -413,4 +403,61 @@ async fn guessing_keys_is_stopped_with_429_and_triggers_are_limited_per_caller(d
         StatusCode::UNAUTHORIZED,
         "no credential: the usual 401"
     );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_page_answers_each_role_as_the_table_says(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app.pipeline(json!({"name": "p"})).await;
+    let run = app.start_run(id, json!({})).await["id"].as_i64().unwrap();
+    // (page, least role that may see it); weaker roles get the 403 page.
+    let pages = [
+        ("/".to_owned(), "viewer"),
+        (format!("/pipelines/{id}"), "viewer"),
+        (format!("/runs/{run}"), "viewer"),
+        ("/pipelines/new".to_owned(), "admin"),
+        ("/admin/api-keys".to_owned(), "admin"),
+        ("/audit".to_owned(), "admin"),
+    ];
+    let cookies = [
+        ("viewer", session_cookie(&app, &app.viewer).await),
+        ("operator", session_cookie(&app, &app.operator).await),
+        ("admin", session_cookie(&app, &app.admin).await),
+    ];
+    for (uri, least) in &pages {
+        for (role, cookie) in &cookies {
+            let allowed = match *least {
+                "viewer" => true,
+                "operator" => *role != "viewer",
+                _ => *role == "admin",
+            };
+            let answer = app.send(page(uri, Some(cookie))).await;
+            let expected = if allowed {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            assert_eq!(answer.status, expected, "{role} {uri}");
+        }
+        // Signed out, every page sends the browser to sign in.
+        let answer = app.send(page(uri, None)).await;
+        assert!(
+            answer.status.is_redirection(),
+            "{uri} signed out: {}",
+            answer.status
+        );
+    }
+    // Admins find the admin pages in the navigation; others do not.
+    let app = &app;
+    let nav = |cookie: &str| {
+        let cookie = cookie.to_owned();
+        async move {
+            app.send(page("/", Some(&cookie)))
+                .await
+                .text()
+                .contains(r#"href="/audit""#)
+        }
+    };
+    assert!(nav(&cookies[2].1).await);
+    assert!(!nav(&cookies[1].1).await);
 }

@@ -150,6 +150,8 @@ pub fn router() -> Router<AppState> {
         .merge(crate::pipelines::http::router())
         .merge(crate::runs::http::router())
         .merge(crate::events::http::router())
+        .merge(crate::auth::api_keys::http::router())
+        .merge(crate::audit::http::router())
         .route("/api", any(unknown_api_path))
         .route("/api/{*rest}", any(unknown_api_path))
 }

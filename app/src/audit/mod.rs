@@ -1,71 +1,232 @@
-//! The audit trail: an append-only record of every mutation, trigger, sign-in and refusal.
+//! The audit trail: an append-only record of every mutation, trigger, sign-in and refusal
+//! (the database refuses to change or delete a row), and how admins read it.
 
-use sqlx::PgExecutor;
+use chrono::{DateTime, Utc};
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
 
-use crate::auth::Principal;
-use crate::auth::middleware::RequestMeta;
+use crate::error::AppError;
+use crate::filter::{IdFilter, TextFilter, TimeFilter};
 
-/// Whether an audited action went through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// It happened.
-    Success,
-    /// It was refused (bad credential, missing role).
-    Denied,
+pub mod page;
+
+#[cfg(feature = "ssr")]
+mod record;
+#[cfg(feature = "ssr")]
+pub use record::{Outcome, record, record_success};
+
+/// One audited action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Event id; ids grow with time.
+    pub id: i64,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// Who acted (`api-key:ci`, `oidc:alice`, `anonymous`).
+    pub actor: String,
+    /// The actor's role then, when known.
+    pub role: Option<String>,
+    /// What was done (`run.trigger`, `auth.sign_in`, `api_key.revoke`...).
+    pub action: String,
+    /// What it was done to (`pipeline:3`, `run:12`, a path), when anything.
+    pub target: Option<String>,
+    /// The request that did it (`X-Request-ID`).
+    pub request_id: Option<String>,
+    /// `success` or `denied`.
+    pub outcome: String,
+    /// The caller's address.
+    pub source_addr: Option<String>,
 }
 
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Denied => "denied",
-        }
+/// Criteria on audit events; all must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditCriteria {
+    /// By id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<IdFilter>,
+    /// By time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred: Option<TimeFilter>,
+    /// By actor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<TextFilter>,
+    /// By role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<TextFilter>,
+    /// By action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<TextFilter>,
+    /// By target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TextFilter>,
+    /// By outcome (`success`, `denied`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<TextFilter>,
+    /// By request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<TextFilter>,
+    /// By source address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_addr: Option<TextFilter>,
+}
+
+/// Orders of an audit listing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuditSort {
+    /// Newest first.
+    #[default]
+    OccurredDesc,
+    /// Oldest first.
+    OccurredAsc,
+}
+
+/// `POST /api/audit_events/filter` and `/count`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFilter {
+    /// Criteria on events.
+    #[serde(default)]
+    pub audit_events: AuditCriteria,
+    /// Order of the answer.
+    #[serde(default)]
+    pub sort: AuditSort,
+    /// At most this many events (1 to 200, default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    /// Skip this many first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+}
+
+/// A page of the audit trail with the number of events that match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditListing {
+    /// The events of this page.
+    pub events: Vec<AuditEvent>,
+    /// All events that match.
+    pub total: i64,
+}
+
+/// The audit page's data.
+#[server(prefix = "/sfn", endpoint = "audit_page")]
+pub async fn audit_page(filter: AuditFilter) -> Result<AuditListing, AppError> {
+    let state = expect_context::<crate::state::AppState>();
+    let principal = crate::auth::current_principal()?;
+    let events = service::filter(&state.db, &principal, &filter).await?;
+    let total = service::count(&state.db, &principal, &filter).await?;
+    Ok(AuditListing { events, total })
+}
+
+#[cfg(feature = "ssr")]
+pub mod service {
+    //! Reading the trail (admins only).
+
+    use sqlx::PgPool;
+
+    use super::{AuditEvent, AuditFilter, AuditSort};
+    use crate::auth::{Principal, Role};
+    use crate::error::Result;
+    use crate::filter::{Where, paging};
+
+    fn criteria(select: &str, filter: &AuditFilter) -> Where<'static> {
+        let c = &filter.audit_events;
+        let mut w = Where::new(select);
+        w.ids("id", c.id.as_ref())
+            .time("occurred_at", c.occurred.as_ref())
+            .text("actor", c.actor.as_ref())
+            .text("role", c.role.as_ref())
+            .text("action", c.action.as_ref())
+            .text("target", c.target.as_ref())
+            .text("outcome", c.outcome.as_ref())
+            .text("request_id", c.request_id.as_ref())
+            .text("source_addr", c.source_addr.as_ref());
+        w
+    }
+
+    /// The events that match, in the order asked for.
+    pub async fn filter(db: &PgPool, principal: &Principal, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        principal.require(Role::Admin)?;
+        let (limit, offset) = paging(filter.limit, filter.offset)?;
+        let mut w = criteria(
+            "SELECT id, occurred_at, actor, role, action, target, request_id, outcome, source_addr \
+             FROM audit_events",
+            filter,
+        );
+        w.query.push(match filter.sort {
+            AuditSort::OccurredDesc => " ORDER BY occurred_at DESC, id DESC",
+            AuditSort::OccurredAsc => " ORDER BY occurred_at, id",
+        });
+        w.query
+            .push(" LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        Ok(w.query.build_query_as::<AuditEvent>().fetch_all(db).await?)
+    }
+
+    /// How many events match.
+    pub async fn count(db: &PgPool, principal: &Principal, filter: &AuditFilter) -> Result<i64> {
+        principal.require(Role::Admin)?;
+        let mut w = criteria("SELECT count(*) FROM audit_events", filter);
+        Ok(w.query.build_query_scalar::<i64>().fetch_one(db).await?)
     }
 }
 
-/// Appends one audit event. Call it inside the transaction of the change it records, so the
-/// change and its audit line commit together or not at all.
-pub async fn record(
-    db: impl PgExecutor<'_>,
-    actor: &str,
-    role: Option<&str>,
-    action: &str,
-    target: Option<&str>,
-    outcome: Outcome,
-    meta: &RequestMeta,
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "INSERT INTO audit_events (actor, role, action, target, request_id, outcome, source_addr)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        actor,
-        role,
-        action,
-        target,
-        meta.request_id,
-        outcome.as_str(),
-        meta.source_addr,
-    )
-    .execute(db)
-    .await?;
-    Ok(())
+#[cfg(feature = "ssr")]
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for AuditEvent {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+        use sqlx::Row;
+        Ok(Self {
+            id: row.try_get("id")?,
+            occurred_at: row.try_get("occurred_at")?,
+            actor: row.try_get("actor")?,
+            role: row.try_get("role")?,
+            action: row.try_get("action")?,
+            target: row.try_get("target")?,
+            request_id: row.try_get("request_id")?,
+            outcome: row.try_get("outcome")?,
+            source_addr: row.try_get("source_addr")?,
+        })
+    }
 }
 
-/// Appends a successful action of `principal`.
-pub async fn record_success(
-    db: impl PgExecutor<'_>,
-    principal: &Principal,
-    action: &str,
-    target: &str,
-    meta: &RequestMeta,
-) -> sqlx::Result<()> {
-    record(
-        db,
-        &principal.actor,
-        Some(principal.role.as_str()),
-        action,
-        Some(target),
-        Outcome::Success,
-        meta,
-    )
-    .await
+#[cfg(feature = "ssr")]
+pub mod http {
+    //! `POST /api/audit_events/filter` and `/count`.
+
+    use axum::extract::State;
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use sqlx::PgPool;
+
+    use super::{AuditEvent, AuditFilter, service};
+    use crate::api::OptionalJson;
+    use crate::auth::Principal;
+    use crate::error::Result;
+    use crate::state::AppState;
+
+    async fn filter(
+        State(db): State<PgPool>,
+        principal: Principal,
+        OptionalJson(filter): OptionalJson<AuditFilter>,
+    ) -> Result<Json<Vec<AuditEvent>>> {
+        service::filter(&db, &principal, &filter).await.map(Json)
+    }
+
+    async fn count(
+        State(db): State<PgPool>,
+        principal: Principal,
+        OptionalJson(filter): OptionalJson<AuditFilter>,
+    ) -> Result<Json<i64>> {
+        service::count(&db, &principal, &filter).await.map(Json)
+    }
+
+    /// The audit routes (admins only).
+    pub fn router() -> Router<AppState> {
+        Router::new()
+            .route("/api/audit_events/filter", post(filter))
+            .route("/api/audit_events/count", post(count))
+    }
 }

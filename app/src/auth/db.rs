@@ -1,32 +1,8 @@
 //! Queries for API keys and browser sessions.
 
-use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
 use super::Role;
-
-/// An API key as listed to admins (never with its secret).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ApiKeyInfo {
-    /// Key id.
-    pub id: i64,
-    /// Name given at creation.
-    pub name: String,
-    /// Role granted.
-    pub role: String,
-    /// First characters of the key.
-    pub key_prefix: String,
-    /// Who created it.
-    pub created_by: String,
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
-    /// When it stops working, if ever.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// When it was revoked, if it was.
-    pub revoked_at: Option<DateTime<Utc>>,
-    /// When it last authenticated a request.
-    pub last_used_at: Option<DateTime<Utc>>,
-}
 
 /// A live credential found by its hash.
 pub struct Credential {
@@ -83,18 +59,6 @@ pub async fn use_api_key(db: impl PgExecutor<'_>, key_hash: &[u8]) -> sqlx::Resu
     }))
 }
 
-/// All API keys, newest first.
-pub async fn list_api_keys(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<ApiKeyInfo>> {
-    sqlx::query_as!(
-        ApiKeyInfo,
-        r#"SELECT id, name, role AS "role!", key_prefix, created_by, created_at, expires_at,
-                  revoked_at, last_used_at
-           FROM api_keys ORDER BY created_at DESC, id DESC"#
-    )
-    .fetch_all(db)
-    .await
-}
-
 /// Revokes a key (and the sessions it opened); false if no live key has this id.
 pub async fn revoke_api_key(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<bool> {
     let revoked = sqlx::query_scalar!(
@@ -117,7 +81,7 @@ pub async fn revoke_api_key(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<bo
 pub async fn insert_session(
     db: impl PgExecutor<'_>,
     token_hash: &[u8],
-    api_key_id: i64,
+    api_key_id: Option<i64>,
     actor: &str,
     role: Role,
     hours: i32,
@@ -167,18 +131,6 @@ pub async fn revoke_session(db: impl PgExecutor<'_>, token_hash: &[u8]) -> sqlx:
     sqlx::query!(
         "UPDATE sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",
         token_hash
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// Makes a key stop working `days` from now.
-pub async fn set_api_key_expiry(db: impl PgExecutor<'_>, id: i64, days: i32) -> sqlx::Result<()> {
-    sqlx::query!(
-        "UPDATE api_keys SET expires_at = now() + make_interval(days => $2) WHERE id = $1",
-        id,
-        days
     )
     .execute(db)
     .await?;

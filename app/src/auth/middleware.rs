@@ -36,6 +36,10 @@ pub struct RequestMeta {
     session_hash: Option<Vec<u8>>,
 }
 
+fn new_request_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
 impl RequestMeta {
     fn from_request(req: &Request) -> Self {
         let request_id = req
@@ -49,7 +53,7 @@ impl RequestMeta {
                         .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
             })
             .map(str::to_owned)
-            .unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
+            .unwrap_or_else(new_request_id);
         let source_addr = req
             .extensions()
             .get::<ConnectInfo<std::net::SocketAddr>>()
@@ -59,6 +63,15 @@ impl RequestMeta {
             request_id,
             source_addr,
             session_hash,
+        }
+    }
+
+    /// The meta of a command run on the server itself (the CLI).
+    pub fn local() -> Self {
+        Self {
+            request_id: new_request_id(),
+            source_addr: Some("local".to_owned()),
+            session_hash: None,
         }
     }
 
@@ -91,15 +104,20 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
     }
 }
 
-fn session_token(headers: &HeaderMap) -> Option<&str> {
+/// The value of the first cookie of the request named one of `names`.
+pub fn cookie<'h>(headers: &'h HeaderMap, names: &[&str]) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME || *name == SECURE_COOKIE_NAME)
+        .find(|(name, _)| names.contains(name))
         .map(|(_, value)| value)
+}
+
+fn session_token(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, &[COOKIE_NAME, SECURE_COOKIE_NAME])
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -112,7 +130,13 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 fn is_public(path: &str) -> bool {
     matches!(
         path,
-        "/api/health" | "/login" | "/sfn/sign_in" | "/favicon.ico" | "/favicon.svg"
+        "/api/health"
+            | "/login"
+            | "/sfn/sign_in"
+            | "/auth/oidc/login"
+            | "/auth/oidc/callback"
+            | "/favicon.ico"
+            | "/favicon.svg"
     ) || path.starts_with("/pkg/")
 }
 
@@ -121,22 +145,107 @@ fn is_machine_path(path: &str) -> bool {
     path == "/api" || path.starts_with("/api/") || path.starts_with("/sfn/")
 }
 
-/// A state-changing request sent by another site with the user's cookie (CSRF).
-fn is_cross_site(headers: &HeaderMap) -> bool {
+/// Where a request comes from, as far as the browser says.
+#[derive(Debug, PartialEq, Eq)]
+enum Provenance {
+    /// This origin (or the user typed it).
+    SameOrigin,
+    /// Another site.
+    CrossSite,
+    /// Neither `Sec-Fetch-Site` nor `Origin` came with it.
+    Unknown,
+}
+
+fn provenance(headers: &HeaderMap) -> Provenance {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        return !matches!(site, "same-origin" | "none");
+        return if matches!(site, "same-origin" | "none") {
+            Provenance::SameOrigin
+        } else {
+            Provenance::CrossSite
+        };
     }
     match (
         headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
         headers.get(header::HOST).and_then(|v| v.to_str().ok()),
     ) {
-        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, rest)| rest) != Some(host),
-        _ => false,
+        (Some(origin), Some(host)) if origin.split_once("://").map(|(_, rest)| rest) == Some(host) => {
+            Provenance::SameOrigin
+        }
+        (Some(_), _) => Provenance::CrossSite,
+        (None, _) => Provenance::Unknown,
     }
 }
 
-async fn authenticate(db: &PgPool, headers: &HeaderMap, meta: &RequestMeta) -> Result<Option<Principal>> {
+/// Whether a state-changing request carrying the session cookie may go ahead: the browser
+/// must say it is same-origin, or, when it says nothing, the request must carry the
+/// session's CSRF token (`X-CSRF-Token`, as pages give it in `<meta name="csrf-token">`).
+fn forgery_checked(headers: &HeaderMap) -> bool {
+    match provenance(headers) {
+        Provenance::SameOrigin => true,
+        Provenance::CrossSite => false,
+        Provenance::Unknown => {
+            let sent = headers.get("x-csrf-token").map(HeaderValue::as_bytes);
+            match (sent, session_token(headers)) {
+                (Some(sent), Some(token)) => {
+                    subtle::ConstantTimeEq::ct_eq(sent, keys::csrf_token(token).as_bytes()).into()
+                }
+                _ => false,
+            }
+        }
+    }
+}
+
+/// The CSRF token of the session of this request, for the page to hand to scripts.
+pub fn csrf_token_of(headers: &HeaderMap) -> Option<String> {
+    session_token(headers).map(keys::csrf_token)
+}
+
+/// Whether session cookies must be `Secure` (and named with `__Host-`).
+///
+/// Always, except when Flowdeck is reached over plain HTTP on a loopback host, where
+/// browsers would otherwise have no way to keep them.
+pub fn cookies_must_be_secure(public_url: &str) -> bool {
+    let Ok(url) = url::Url::parse(public_url) else {
+        return true;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name == "localhost" || name.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    !(url.scheme() == "http" && loopback)
+}
+
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    meta: &RequestMeta,
+) -> Result<Option<Principal>> {
+    let db = &state.db;
     if let Some(token) = bearer(headers) {
+        if let Some(oidc) = &state.oidc
+            && super::oidc::looks_like_jwt(token)
+        {
+            return match oidc.verify_bearer(token).await {
+                Ok(identity) => Ok(Some(Principal {
+                    actor: identity.actor,
+                    role: identity.role,
+                    via: AuthMethod::Oidc,
+                    run_scope: None,
+                })),
+                Err(super::oidc::TokenError::Issuer(why)) => {
+                    tracing::warn!(reason = %why, "cannot check a bearer token: the OIDC issuer is unreachable");
+                    Err(AppError::Upstream {
+                        service: "oidc issuer".into(),
+                    })
+                }
+                Err(refused) => {
+                    tracing::debug!(reason = %refused, "bearer token refused");
+                    Err(AppError::Unauthorized)
+                }
+            };
+        }
         if keys::looks_like_callback_token(token) {
             let hash = keys::hash_secret(token);
             let run = crate::runs::db::run_for_callback_token(db, &hash, CALLBACK_GRACE_MINUTES).await?;
@@ -166,6 +275,25 @@ async fn authenticate(db: &PgPool, headers: &HeaderMap, meta: &RequestMeta) -> R
             })
             .ok_or(AppError::Unauthorized);
     }
+    if let Some(proxy) = &state.proxy {
+        let peer = meta.source_addr.as_deref().and_then(|a| a.parse().ok());
+        match proxy.identity(peer, headers) {
+            Some(Ok((actor, role))) => {
+                return Ok(Some(Principal {
+                    actor,
+                    role,
+                    via: AuthMethod::Proxy,
+                    run_scope: None,
+                }));
+            }
+            Some(Err(())) => {
+                return Err(AppError::Forbidden {
+                    needed: "a group that maps to a role".into(),
+                });
+            }
+            None => {}
+        }
+    }
     let Some(hash) = &meta.session_hash else {
         return Ok(None);
     };
@@ -189,19 +317,20 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
     // An address over its budget of failed authentications gets no credential checked.
     let outcome = match state.limits.admit(meta.source_addr.as_deref()) {
         Err(limited) if bearer(req.headers()).is_some() => Err(limited),
-        _ => authenticate(&state.db, req.headers(), &meta).await,
+        _ => authenticate(&state, req.headers(), &meta).await,
     };
+    // Signing someone in from another site (login CSRF) is refused like any forgery.
+    let login_forgery = *req.method() == Method::POST
+        && matches!(path.as_str(), "/sfn/sign_in" | "/auth/oidc/login")
+        && provenance(req.headers()) == Provenance::CrossSite;
     let refusal = match outcome {
+        _ if login_forgery => Some(cross_site_refusal()),
         Ok(Some(principal)) => {
-            let via_cookie = principal.via == AuthMethod::Session;
+            // Browsers carry sessions and proxy identities by themselves: forgeable.
+            let via_browser = matches!(principal.via, AuthMethod::Session | AuthMethod::Proxy);
             let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-            if via_cookie && unsafe_method && is_cross_site(req.headers()) {
-                Some(
-                    AppError::Forbidden {
-                        needed: "same-origin request".into(),
-                    }
-                    .into_response(),
-                )
+            if via_browser && unsafe_method && !forgery_checked(req.headers()) {
+                Some(cross_site_refusal())
             } else {
                 req.extensions_mut().insert(principal);
                 None
@@ -247,6 +376,13 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
         response.headers_mut().insert("x-request-id", value);
     }
     response
+}
+
+fn cross_site_refusal() -> Response {
+    AppError::Forbidden {
+        needed: "same-origin request".into(),
+    }
+    .into_response()
 }
 
 fn form_urlencoded_component(raw: &str) -> String {
@@ -320,27 +456,40 @@ pub async fn sign_in(db: &PgPool, limits: &Limits, api_key: &str, meta: &Request
         limits.failed(meta.source_addr.as_deref())?;
         return Err(AppError::Unauthorized);
     };
-    let token = keys::new_session_token();
-    db::insert_session(
-        &mut *tx,
-        &token.hash,
-        credential.id,
+    let session = open_session(
+        &mut tx,
+        Some(credential.id),
         &credential.actor,
         credential.role,
-        SESSION_HOURS,
-    )
-    .await?;
-    audit::record(
-        &mut *tx,
-        &credential.actor,
-        Some(credential.role.as_str()),
-        "auth.sign_in",
-        None,
-        Outcome::Success,
+        "api_key",
         meta,
     )
     .await?;
     tx.commit().await?;
+    Ok(session)
+}
+
+/// Opens a browser session for a proven caller (signed in with `method`) and audits it.
+pub async fn open_session(
+    tx: &mut sqlx::PgConnection,
+    api_key_id: Option<i64>,
+    actor: &str,
+    role: super::Role,
+    method: &str,
+    meta: &RequestMeta,
+) -> Result<NewSession> {
+    let token = keys::new_session_token();
+    db::insert_session(&mut *tx, &token.hash, api_key_id, actor, role, SESSION_HOURS).await?;
+    audit::record(
+        &mut *tx,
+        actor,
+        Some(role.as_str()),
+        "auth.sign_in",
+        Some(method),
+        Outcome::Success,
+        meta,
+    )
+    .await?;
     Ok(NewSession { token: token.clear })
 }
 
@@ -371,16 +520,50 @@ mod tests {
 
     #[test]
     fn cross_site_posts_are_recognised_by_fetch_metadata_or_origin() {
-        assert!(is_cross_site(&headers(&[("sec-fetch-site", "cross-site")])));
-        assert!(!is_cross_site(&headers(&[("sec-fetch-site", "same-origin")])));
-        assert!(is_cross_site(&headers(&[
+        assert!(!forgery_checked(&headers(&[("sec-fetch-site", "cross-site")])));
+        assert!(!forgery_checked(&headers(&[("sec-fetch-site", "same-site")])));
+        assert!(forgery_checked(&headers(&[("sec-fetch-site", "same-origin")])));
+        assert!(!forgery_checked(&headers(&[
             ("origin", "http://evil.test"),
             ("host", "127.0.0.1:8000")
         ])));
-        assert!(!is_cross_site(&headers(&[
+        assert!(!forgery_checked(&headers(&[
+            ("origin", "null"),
+            ("host", "127.0.0.1:8000")
+        ])));
+        assert!(forgery_checked(&headers(&[
             ("origin", "http://127.0.0.1:8000"),
             ("host", "127.0.0.1:8000")
         ])));
+    }
+
+    #[test]
+    fn without_origin_or_fetch_metadata_the_session_token_is_needed() {
+        let token = "0123abcd";
+        let mut h = headers(&[("cookie", "flowdeck_session=0123abcd")]);
+        assert!(!forgery_checked(&h));
+        h.insert("x-csrf-token", HeaderValue::from_static("wrong"));
+        assert!(!forgery_checked(&h));
+        h.insert(
+            "x-csrf-token",
+            HeaderValue::from_str(&keys::csrf_token(token)).unwrap(),
+        );
+        assert!(forgery_checked(&h));
+        assert_eq!(csrf_token_of(&h), Some(keys::csrf_token(token)));
+        // The token is no substitute for a browser that says the request is cross-site.
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(!forgery_checked(&h));
+    }
+
+    #[test]
+    fn cookies_are_relaxed_only_for_plain_http_on_loopback() {
+        assert!(!cookies_must_be_secure("http://127.0.0.1:8000"));
+        assert!(!cookies_must_be_secure("http://localhost:8000"));
+        assert!(!cookies_must_be_secure("http://[::1]:8000"));
+        assert!(cookies_must_be_secure("https://127.0.0.1:8000"));
+        assert!(cookies_must_be_secure("http://flowdeck.example.com"));
+        assert!(cookies_must_be_secure("http://10.0.0.5:8000"));
+        assert!(cookies_must_be_secure("not a url"));
     }
 
     #[test]

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AppError, Result};
 
+pub mod api_keys;
+pub mod keys_page;
 pub mod page;
 
 #[cfg(feature = "ssr")]
@@ -18,6 +20,12 @@ pub mod keys;
 pub mod limits;
 #[cfg(feature = "ssr")]
 pub mod middleware;
+#[cfg(feature = "ssr")]
+pub mod oidc;
+#[cfg(feature = "ssr")]
+pub mod oidc_routes;
+#[cfg(feature = "ssr")]
+pub mod proxy;
 
 /// What a caller may do. Ordered: each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
@@ -88,6 +96,10 @@ pub enum AuthMethod {
     Local,
     /// A flow's per-run callback credential.
     RunCallback,
+    /// `Authorization: Bearer <JWT>` from the configured OpenID Connect issuer.
+    Oidc,
+    /// Identity headers set by the trusted identity-aware proxy.
+    Proxy,
 }
 
 impl Principal {
@@ -167,7 +179,13 @@ pub async fn sign_out() -> Result<(), AppError> {
 /// Only same-site absolute paths are followed after sign-in, never another origin.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && !path.chars().any(char::is_control)
+                && path.len() <= 2000 =>
+        {
             path.to_owned()
         }
         _ => "/".to_owned(),
@@ -219,6 +237,8 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example")), "/");
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        // Browsers drop tabs and newlines from URLs: `/\t/evil` would become `//evil`.
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
         assert_eq!(safe_next(None), "/");
     }
 

@@ -33,6 +33,7 @@ pub fn signed_in_as(role: super::Role) -> impl Future<Output = bool> {
 pub fn LoginPage() -> impl IntoView {
     let query = use_query_map();
     let next = query.with_untracked(|q| q.get("next").unwrap_or_else(|| "/".to_owned()));
+    let error = query.with_untracked(|q| q.get("error"));
     view! {
         <main class="login">
             <section class="login-card">
@@ -42,9 +43,38 @@ pub fn LoginPage() -> impl IntoView {
                 </h1>
                 <p class="muted">"Sign in with an API key. Create one with "
                     <code>"flowdeck api-key create"</code>"."</p>
+                {sign_in_error(error.as_deref())
+                    .map(|message| view! { <p class="form-error" role="alert">{message}</p> })}
+                {oidc_enabled().then(|| view! {
+                    <form method="post" action="/auth/oidc/login" class="oidc">
+                        <input type="hidden" name="next" value=next.clone() />
+                        <button type="submit" class="primary">"Sign in with your identity provider"</button>
+                    </form>
+                    <p class="muted or">"or"</p>
+                })}
                 <SignInForm next />
             </section>
         </main>
+    }
+}
+
+/// Whether people may sign in through an OpenID Connect issuer.
+fn oidc_enabled() -> bool {
+    #[cfg(feature = "ssr")]
+    {
+        use_context::<crate::state::AppState>().is_some_and(|s| s.oidc.is_some())
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        false
+    }
+}
+
+/// What the sign-in page says when the issuer sent the browser back without a session.
+fn sign_in_error(code: Option<&str>) -> Option<&'static str> {
+    match code? {
+        "issuer" => Some("The identity provider cannot be reached; try again later."),
+        _ => Some("Signing in with the identity provider did not work; try again."),
     }
 }
 

@@ -29,6 +29,15 @@ pub fn Frame(children: Children) -> impl IntoView {
             </a>
             <nav aria-label="Main">
                 <a href="/">"Pipelines"</a>
+                <Suspense>
+                    {move || Suspend::new(async move {
+                        let admin = me.await.ok().flatten().is_some_and(|p| p.role >= crate::auth::Role::Admin);
+                        admin.then(|| view! {
+                            <a href="/admin/api-keys">"API keys"</a>
+                            <a href="/audit">"Audit"</a>
+                        })
+                    })}
+                </Suspense>
             </nav>
             <div class="who">
                 <Suspense>

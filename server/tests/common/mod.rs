@@ -45,6 +45,15 @@ impl Answer {
     }
 }
 
+/// Tests send many refused requests on purpose: budgets no test reaches by accident.
+fn roomy_budgets() -> app::auth::limits::Budgets {
+    let roomy = std::num::NonZeroU32::new(100_000).unwrap();
+    app::auth::limits::Budgets {
+        auth_failures_per_minute: roomy,
+        triggers_per_minute: roomy,
+    }
+}
+
 async fn key(db: &PgPool, role: Role) -> String {
     let key = keys::new_api_key();
     auth_db::insert_api_key(
@@ -69,17 +78,7 @@ impl TestApp {
         db: PgPool,
         prefect: Option<std::sync::Arc<app::prefect::PrefectClient>>,
     ) -> Self {
-        // Tests send many refused requests on purpose: budgets no test reaches by accident.
-        let roomy = std::num::NonZeroU32::new(100_000).unwrap();
-        Self::with(
-            db,
-            prefect,
-            app::auth::limits::Budgets {
-                auth_failures_per_minute: roomy,
-                triggers_per_minute: roomy,
-            },
-        )
-        .await
+        Self::build(db, prefect, roomy_budgets(), None, None).await
     }
 
     /// An app with these rate-limit budgets.
@@ -87,6 +86,26 @@ impl TestApp {
         db: PgPool,
         prefect: Option<std::sync::Arc<app::prefect::PrefectClient>>,
         budgets: app::auth::limits::Budgets,
+    ) -> Self {
+        Self::build(db, prefect, budgets, None, None).await
+    }
+
+    /// An app that accepts tokens of this OpenID Connect issuer.
+    pub async fn with_oidc(db: PgPool, oidc: std::sync::Arc<app::auth::oidc::Oidc>) -> Self {
+        Self::build(db, None, roomy_budgets(), Some(oidc), None).await
+    }
+
+    /// An app behind this trusted identity-aware proxy.
+    pub async fn with_proxy(db: PgPool, proxy: app::auth::proxy::ProxyConfig) -> Self {
+        Self::build(db, None, roomy_budgets(), None, Some(std::sync::Arc::new(proxy))).await
+    }
+
+    async fn build(
+        db: PgPool,
+        prefect: Option<std::sync::Arc<app::prefect::PrefectClient>>,
+        budgets: app::auth::limits::Budgets,
+        oidc: Option<std::sync::Arc<app::auth::oidc::Oidc>>,
+        proxy: Option<std::sync::Arc<app::auth::proxy::ProxyConfig>>,
     ) -> Self {
         let state = AppState {
             leptos_options: LeptosOptions::builder().output_name("flowdeck").build(),
@@ -97,6 +116,8 @@ impl TestApp {
             prefect_ui_url: Some("http://prefect.test".to_owned()),
             limits: std::sync::Arc::new(app::auth::limits::Limits::new(budgets)),
             hub: app::events::hub::Hub::new(),
+            oidc,
+            proxy,
         };
         TestApp {
             hub: state.hub.clone(),
@@ -333,4 +354,32 @@ impl Sse {
             .await
             .expect("an event within 5 s")
     }
+}
+
+/// `POST /sfn/sign_in` as the sign-in form sends it, from `origin` if given.
+pub fn sign_in_request(key: &str, origin: Option<&str>) -> Request<Body> {
+    let mut builder = Request::post("/sfn/sign_in")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("host", "127.0.0.1:8000");
+    if let Some(origin) = origin {
+        builder = builder.header("origin", origin);
+    }
+    builder
+        .body(Body::from(format!("api_key={key}&next=%2Fpipelines%2F1")))
+        .unwrap()
+}
+
+/// Signs in with `key` and returns the session cookie (`name=value`).
+pub async fn session_cookie(app: &TestApp, key: &str) -> String {
+    let answer = app.send(sign_in_request(key, None)).await;
+    assert!(
+        answer.status.is_redirection() || answer.status.is_success(),
+        "{} {}",
+        answer.status,
+        answer.text()
+    );
+    let cookie = answer.header("set-cookie").expect("a session cookie").to_owned();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    cookie.split(';').next().unwrap().to_owned()
 }

@@ -1,0 +1,71 @@
+//! Writing the audit trail: one row per audited action, in the transaction of the change.
+
+use sqlx::PgExecutor;
+
+use crate::auth::Principal;
+use crate::auth::middleware::RequestMeta;
+
+/// Whether an audited action went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It happened.
+    Success,
+    /// It was refused (bad credential, missing role).
+    Denied,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+        }
+    }
+}
+
+/// Appends one audit event. Call it inside the transaction of the change it records, so the
+/// change and its audit line commit together or not at all.
+pub async fn record(
+    db: impl PgExecutor<'_>,
+    actor: &str,
+    role: Option<&str>,
+    action: &str,
+    target: Option<&str>,
+    outcome: Outcome,
+    meta: &RequestMeta,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO audit_events (actor, role, action, target, request_id, outcome, source_addr)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        actor,
+        role,
+        action,
+        target,
+        meta.request_id,
+        outcome.as_str(),
+        meta.source_addr,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Appends a successful action of `principal`.
+pub async fn record_success(
+    db: impl PgExecutor<'_>,
+    principal: &Principal,
+    action: &str,
+    target: &str,
+    meta: &RequestMeta,
+) -> sqlx::Result<()> {
+    record(
+        db,
+        &principal.actor,
+        Some(principal.role.as_str()),
+        action,
+        Some(target),
+        Outcome::Success,
+        meta,
+    )
+    .await
+}

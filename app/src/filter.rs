@@ -1,0 +1,233 @@
+//! Prefect-style filter bodies (`POST /api/{collection}/filter` and `/count`): the
+//! operators each field type accepts, paging limits, and (on the server) the SQL they
+//! become.
+//!
+//! Criteria on different fields must all hold; an operator left out does not filter. Every
+//! value is a bound parameter: a filter body never reaches the SQL text.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AppError, Result};
+
+/// The most rows one filter request returns.
+pub const MAX_LIMIT: i64 = 200;
+/// Rows returned when `limit` is left out.
+pub const DEFAULT_LIMIT: i64 = 50;
+
+/// Operators on a text field.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextFilter {
+    /// One of these values, exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any_: Option<Vec<String>>,
+    /// This value, exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eq_: Option<String>,
+    /// Contains this text, ignoring case (as Prefect's `like_`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub like_: Option<String>,
+    /// `true`: has no value; `false`: has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_null_: Option<bool>,
+}
+
+/// Operators on an id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdFilter {
+    /// One of these ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any_: Option<Vec<i64>>,
+}
+
+/// Operators on a time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeFilter {
+    /// At or before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_: Option<DateTime<Utc>>,
+    /// At or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_: Option<DateTime<Utc>>,
+    /// `true`: has no time; `false`: has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_null_: Option<bool>,
+}
+
+/// Checks `limit` and `offset` and fills in their defaults.
+pub fn paging(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64)> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(AppError::invalid(
+            "limit",
+            format!("must be from 1 to {MAX_LIMIT}"),
+        ));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(AppError::invalid("offset", "must be 0 or more"));
+    }
+    Ok((limit, offset))
+}
+
+/// `text` as a `LIKE` pattern that matches it anywhere, its own wildcards taken literally.
+pub fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+#[cfg(feature = "ssr")]
+pub use sql::Where;
+
+#[cfg(feature = "ssr")]
+mod sql {
+    use sqlx::{Postgres, QueryBuilder};
+
+    use super::{IdFilter, TextFilter, TimeFilter, contains_pattern};
+
+    /// A query under construction whose `WHERE` clause grows one criterion at a time.
+    pub struct Where<'a> {
+        /// The query; push the `ORDER BY` and `LIMIT` once the criteria are in.
+        pub query: QueryBuilder<'a, Postgres>,
+        criteria: usize,
+    }
+
+    impl<'a> Where<'a> {
+        /// Starts from `select` (everything up to where `WHERE` would go).
+        pub fn new(select: &str) -> Self {
+            Self {
+                query: QueryBuilder::new(select),
+                criteria: 0,
+            }
+        }
+
+        fn and(&mut self) -> &mut QueryBuilder<'a, Postgres> {
+            self.query
+                .push(if self.criteria == 0 { " WHERE " } else { " AND " });
+            self.criteria += 1;
+            &mut self.query
+        }
+
+        /// `column` (a trusted SQL expression) matches every operator of `filter`.
+        pub fn text(&mut self, column: &str, filter: Option<&TextFilter>) -> &mut Self {
+            let Some(f) = filter else { return self };
+            if let Some(any) = &f.any_ {
+                self.and()
+                    .push(column)
+                    .push(" = ANY(")
+                    .push_bind(any.clone())
+                    .push(")");
+            }
+            if let Some(eq) = &f.eq_ {
+                self.and().push(column).push(" = ").push_bind(eq.clone());
+            }
+            if let Some(like) = &f.like_ {
+                self.and()
+                    .push(column)
+                    .push(" ILIKE ")
+                    .push_bind(contains_pattern(like));
+            }
+            self.null(column, f.is_null_)
+        }
+
+        /// `column` is one of the ids of `filter`.
+        pub fn ids(&mut self, column: &str, filter: Option<&IdFilter>) -> &mut Self {
+            if let Some(any) = filter.and_then(|f| f.any_.clone()) {
+                self.and().push(column).push(" = ANY(").push_bind(any).push(")");
+            }
+            self
+        }
+
+        /// `column` lies in the range of `filter`.
+        pub fn time(&mut self, column: &str, filter: Option<&TimeFilter>) -> &mut Self {
+            let Some(f) = filter else { return self };
+            if let Some(before) = f.before_ {
+                self.and().push(column).push(" <= ").push_bind(before);
+            }
+            if let Some(after) = f.after_ {
+                self.and().push(column).push(" >= ").push_bind(after);
+            }
+            self.null(column, f.is_null_)
+        }
+
+        fn null(&mut self, column: &str, is_null: Option<bool>) -> &mut Self {
+            if let Some(is_null) = is_null {
+                let test = if is_null { " IS NULL" } else { " IS NOT NULL" };
+                self.and().push(column).push(test);
+            }
+            self
+        }
+
+        /// Adds a criterion written by the caller (trusted SQL, no input in it).
+        pub fn raw(&mut self, condition: &str) -> &mut Self {
+            self.and().push(condition);
+            self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_has_defaults_and_bounds() {
+        assert_eq!(paging(None, None), Ok((DEFAULT_LIMIT, 0)));
+        assert_eq!(paging(Some(MAX_LIMIT), Some(10)), Ok((MAX_LIMIT, 10)));
+        assert!(matches!(paging(Some(0), None), Err(AppError::Invalid { field, .. }) if field == "limit"));
+        assert!(
+            matches!(paging(Some(MAX_LIMIT + 1), None), Err(AppError::Invalid { field, .. }) if field == "limit")
+        );
+        assert!(matches!(paging(None, Some(-1)), Err(AppError::Invalid { field, .. }) if field == "offset"));
+    }
+
+    #[test]
+    fn like_patterns_take_wildcards_literally() {
+        assert_eq!(contains_pattern("etl"), "%etl%");
+        assert_eq!(contains_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+
+    #[test]
+    fn unknown_operators_are_refused() {
+        assert!(serde_json::from_str::<TextFilter>(r#"{"any_": ["a"], "like_": "b"}"#).is_ok());
+        assert!(serde_json::from_str::<TextFilter>(r#"{"startswith_": "a"}"#).is_err());
+        assert!(serde_json::from_str::<TimeFilter>(r#"{"before_": "not a time"}"#).is_err());
+    }
+
+    #[cfg(feature = "ssr")]
+    #[test]
+    fn criteria_are_anded_and_values_bound() {
+        let mut w = Where::new("SELECT * FROM t");
+        w.text(
+            "name",
+            Some(&TextFilter {
+                any_: Some(vec!["a'; DROP TABLE t; --".into()]),
+                like_: Some("x".into()),
+                ..TextFilter::default()
+            }),
+        )
+        .time(
+            "at",
+            Some(&TimeFilter {
+                is_null_: Some(false),
+                ..TimeFilter::default()
+            }),
+        )
+        .ids("id", None);
+        assert_eq!(
+            w.query.sql(),
+            "SELECT * FROM t WHERE name = ANY($1) AND name ILIKE $2 AND at IS NOT NULL"
+        );
+    }
+}

@@ -1,0 +1,44 @@
+import { expect, test } from "@playwright/test";
+import { signIn } from "./session";
+
+test("an admin makes a key, sees it once, and revoking it signs its holder out", async ({ page, browser }) => {
+  await signIn(page);
+  await page.getByRole("link", { name: "API keys" }).click();
+  await expect(page.getByRole("heading", { name: "API keys" })).toBeVisible();
+  await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
+
+  await page.getByLabel("Name *").fill("e2e viewer");
+  await page.getByLabel("Role").selectOption("viewer");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const secret = page.getByLabel("The new key");
+  await expect(secret).toHaveValue(/^fdk_[0-9A-Za-z]{38}$/);
+  const key = await secret.inputValue();
+  const row = page.locator("tr", { hasText: "e2e viewer" });
+  await expect(row).toContainText("active");
+  await expect(row).not.toContainText(key.slice(12));
+
+  // The holder signs in with it and, as a viewer, finds no admin pages.
+  const holder = await browser.newContext();
+  const theirs = await holder.newPage();
+  await signIn(theirs, key);
+  await expect(theirs.getByRole("link", { name: "API keys" })).toHaveCount(0);
+  await theirs.goto("/audit");
+  await expect(theirs.getByRole("heading", { name: "Not allowed" })).toBeVisible();
+
+  page.once("dialog", (dialog) => dialog.accept());
+  await row.getByRole("button", { name: "Revoke" }).click();
+  await expect(row).toContainText("revoked");
+  await theirs.goto("/");
+  await expect(theirs).toHaveURL(/\/login\?next=/);
+  await holder.close();
+
+  // The trail has all of it, filterable without JavaScript.
+  await page.goto("/audit?action=api_key");
+  await expect(page.getByRole("heading", { name: "Audit trail" })).toBeVisible();
+  await expect(page.locator("td code", { hasText: "api_key.create" })).toHaveCount(1);
+  await expect(page.locator("td code", { hasText: "api_key.revoke" })).toHaveCount(1);
+  await page.getByRole("textbox", { name: "Action contains" }).fill("auth.sign_in");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await expect(page).toHaveURL(/action=auth.sign_in/);
+  await expect(page.locator("td code", { hasText: "auth.sign_in" }).first()).toBeVisible();
+});
