@@ -47,6 +47,15 @@ pub enum AppError {
         /// Seconds until a new attempt can succeed (also sent as `Retry-After`).
         retry_after: u64,
     },
+    /// The request body is larger than the server reads.
+    #[error("the body is larger than {limit} bytes")]
+    TooLarge {
+        /// The largest body read, in bytes.
+        limit: usize,
+    },
+    /// The request body is not in a format the route reads (it reads JSON).
+    #[error("the body must be application/json")]
+    UnsupportedMediaType,
     /// A service Flowdeck depends on failed.
     #[error("upstream service failed: {service}")]
     Upstream {
@@ -90,6 +99,8 @@ impl AppError {
             Self::Unauthorized => 401,
             Self::Forbidden { .. } => 403,
             Self::RateLimited { .. } => 429,
+            Self::TooLarge { .. } => 413,
+            Self::UnsupportedMediaType => 415,
             Self::Upstream { .. } => 502,
             Self::Internal => 500,
         }
@@ -104,6 +115,8 @@ impl AppError {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
             Self::RateLimited { .. } => "rate_limited",
+            Self::TooLarge { .. } => "too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Upstream { .. } => "upstream",
             Self::Internal => "internal",
         }

@@ -17,6 +17,7 @@ pub const DEFAULT_LIMIT: i64 = 50;
 
 /// Operators on a text field.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TextFilter {
     /// One of these values, exactly.
@@ -35,6 +36,7 @@ pub struct TextFilter {
 
 /// Operators on an id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct IdFilter {
     /// One of these ids.
@@ -44,6 +46,7 @@ pub struct IdFilter {
 
 /// Operators on a time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TimeFilter {
     /// At or before this time.

@@ -311,7 +311,20 @@ async fn invalid_pipelines_are_422_naming_the_field_and_write_nothing(db: PgPool
                 .unwrap(),
         )
         .await;
-    assert_eq!(not_json.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(not_json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(not_json.json()["code"], "unsupported_media_type");
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(app::api::MAX_BODY_BYTES));
+    let too_large = app
+        .send(
+            axum::http::Request::post("/api/pipelines/")
+                .header("authorization", format!("Bearer {}", app.admin))
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(huge))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(too_large.json()["code"], "too_large");
     assert_eq!(
         app.footprint().await,
         before,
@@ -924,4 +937,83 @@ async fn the_dashboard_filters_sorts_and_pages_on_the_server(db: PgPool) {
         assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{form}");
         assert!(answer.text().contains(field), "{}", answer.text());
     }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_openapi_document_and_its_docs_come_from_the_binary(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let answer = app.call("GET", "/api/openapi.json", None, None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let doc = answer.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    for schema in [
+        "ErrorBody",
+        "Pipeline",
+        "Run",
+        "StatusUpdate",
+        "ApiKey",
+        "AuditFilter",
+        "TextFilter",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "schema {schema}"
+        );
+    }
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            let description = operation["description"].as_str().unwrap_or_default();
+            assert!(description.starts_with("Role: "), "{method} {path} says its role");
+            if path != "/api/health" {
+                assert!(
+                    operation["responses"]["401"].is_object(),
+                    "{method} {path} documents 401"
+                );
+                assert!(
+                    operation["responses"]["422"].is_object(),
+                    "{method} {path} documents 422"
+                );
+            }
+        }
+    }
+    assert!(operations >= 20, "{operations} operations");
+
+    // The interactive docs: Swagger UI from the binary, under a policy that loads nothing
+    // from anywhere else.
+    let ui = app.call("GET", "/api/docs/", None, None).await;
+    assert_eq!(ui.status, StatusCode::OK, "{}", ui.text());
+    assert!(ui.text().contains("swagger-ui"));
+    assert!(!ui.text().contains("https://"), "no asset from another origin");
+    let policy = ui.header("content-security-policy").unwrap();
+    assert!(
+        policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"),
+        "{policy}"
+    );
+    let bundle = app
+        .call("GET", "/api/docs/swagger-ui-bundle.js", None, None)
+        .await;
+    assert_eq!(bundle.status, StatusCode::OK);
+    assert!(bundle.body.len() > 100_000);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn wrong_methods_and_unknown_api_paths_answer_in_the_error_shape(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app.pipeline(json!({"name": "p"})).await;
+    let answer = app
+        .call("DELETE", &format!("/api/pipelines/{id}"), Some(&app.admin), None)
+        .await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        answer.header("allow").is_some_and(|a| a.contains("GET")),
+        "{:?}",
+        answer.headers
+    );
+    assert_eq!(answer.json()["code"], "method_not_allowed");
+    let unknown = app.get("/api/no/such/thing", &app.admin).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.json()["code"], "not_found");
 }

@@ -461,3 +461,161 @@ async fn every_page_answers_each_role_as_the_table_says(db: PgPool) {
     assert!(nav(&cookies[2].1).await);
     assert!(!nav(&cookies[1].1).await);
 }
+
+/// The least role of every operation in the OpenAPI document: `None` for public ones,
+/// `Some("callback")` is not a role but marks what a run's callback credential may call.
+const ROLE_BY_ROUTE: &[(&str, &str, Option<&str>)] = &[
+    ("get", "/api/health", None),
+    ("get", "/api/pipelines/", Some("viewer")),
+    ("post", "/api/pipelines/", Some("admin")),
+    ("get", "/api/pipelines/{id}", Some("viewer")),
+    ("get", "/api/pipelines/{id}/stages", Some("viewer")),
+    ("post", "/api/pipelines/{id}/runs", Some("operator")),
+    ("post", "/api/trigger/{id}", Some("operator")),
+    ("get", "/api/runs/{id}", Some("viewer")),
+    ("post", "/api/runs/{id}/cancel", Some("operator")),
+    ("post", "/api/runs/{id}/retry", Some("operator")),
+    ("post", "/api/status-update/", Some("operator")),
+    ("get", "/api/events", Some("viewer")),
+    ("post", "/api/api_keys/", Some("admin")),
+    ("post", "/api/api_keys/filter", Some("admin")),
+    ("post", "/api/api_keys/count", Some("admin")),
+    ("get", "/api/api_keys/{id}", Some("admin")),
+    ("delete", "/api/api_keys/{id}", Some("admin")),
+    ("post", "/api/api_keys/{id}/rotate", Some("admin")),
+    ("post", "/api/audit_events/filter", Some("admin")),
+    ("post", "/api/audit_events/count", Some("admin")),
+];
+
+/// The example the document gives for a schema (following `$ref`, `oneOf`, `anyOf`).
+fn example_of(doc: &serde_json::Value, schema: &serde_json::Value) -> Option<serde_json::Value> {
+    if let Some(example) = schema.get("example") {
+        return Some(example.clone());
+    }
+    if let Some(reference) = schema.get("$ref").and_then(|r| r.as_str()) {
+        let name = reference.rsplit('/').next()?;
+        return example_of(doc, &doc["components"]["schemas"][name]);
+    }
+    ["oneOf", "anyOf"]
+        .iter()
+        .filter_map(|k| schema.get(*k)?.as_array())
+        .flatten()
+        .find_map(|s| example_of(doc, s))
+}
+
+/// Only the status: an event stream never ends.
+async fn status_of(app: &TestApp, request: Request<Body>) -> StatusCode {
+    use tower::ServiceExt;
+    app.router.clone().oneshot(request).await.unwrap().status()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_documented_operation_answers_each_role_as_the_table_says(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let doc = app.send(page("/api/openapi.json", None)).await.json();
+    let mut documented: Vec<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| ["get", "post", "put", "patch", "delete"].contains(&m.as_str()))
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect();
+    documented.sort();
+    let mut table: Vec<(String, String)> = ROLE_BY_ROUTE
+        .iter()
+        .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    table.sort();
+    assert_eq!(
+        documented, table,
+        "every documented operation has a row, and every row an operation"
+    );
+
+    let pipeline = app.pipeline(json!({"name": "walked"})).await;
+    let run = app.start_run(pipeline, json!({})).await["id"].as_i64().unwrap();
+    let callback: String = sqlx::query_scalar("SELECT callback_token FROM run_outbox WHERE run_id = $1")
+        .bind(run)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let spare_key = app
+        .post(
+            "/api/api_keys/",
+            &app.admin,
+            json!({"name": "spare", "role": "viewer"}),
+        )
+        .await
+        .json()["id"]
+        .as_i64()
+        .unwrap();
+    let callers = [
+        ("nobody", None),
+        ("callback", Some(callback.as_str())),
+        ("viewer", Some(app.viewer.as_str())),
+        ("operator", Some(app.operator.as_str())),
+        ("admin", Some(app.admin.as_str())),
+    ];
+    for (method, path, least) in ROLE_BY_ROUTE {
+        let operation = &doc["paths"][*path][*method];
+        let id = if path.starts_with("/api/runs/") {
+            run
+        } else if path.starts_with("/api/api_keys/") {
+            spare_key
+        } else {
+            pipeline
+        };
+        let uri = path.replace("{id}", &id.to_string());
+        let mut body = operation["requestBody"]["content"]["application/json"]["schema"]
+            .as_object()
+            .map(|schema| {
+                example_of(&doc, &serde_json::Value::Object(schema.clone())).expect("a body example")
+            });
+        // The example reports on a pipeline's latest run; the callback credential is for `run`.
+        if *path == "/api/status-update/" {
+            body.as_mut().expect("a status update body")["run_id"] = json!(run);
+        }
+        for (caller, key) in callers {
+            let mut request = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&uri);
+            if let Some(key) = key {
+                request = request.header("authorization", format!("Bearer {key}"));
+            }
+            let request = match &body {
+                Some(body) => request
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string())),
+                None => request.body(Body::empty()),
+            }
+            .unwrap();
+            let status = status_of(&app, request).await;
+            let allowed = match (*least, caller) {
+                (None, _) => true,
+                (Some(_), "nobody") => false,
+                // A callback credential reports on its run and does nothing else.
+                (Some(_), "callback") => *path == "/api/status-update/",
+                (Some("viewer"), _) => true,
+                (Some("operator"), role) => role != "viewer",
+                (Some(_), role) => role == "admin",
+            };
+            let context = format!("{caller} {} {uri}: {status}", method.to_uppercase());
+            if allowed {
+                assert!(
+                    status != StatusCode::UNAUTHORIZED
+                        && status != StatusCode::FORBIDDEN
+                        && !status.is_server_error(),
+                    "{context}"
+                );
+            } else if caller == "nobody" {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{context}");
+            } else {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{context}");
+            }
+        }
+    }
+}

@@ -76,7 +76,13 @@ async fn a_subscriber_resumes_after_its_last_event_id_and_filters_apply(db: PgPo
     let first = app.pipeline(json!({"name": "first"})).await;
     let mut feed = app.subscribe("", &app.viewer, None).await;
     let other = app.pipeline(json!({"name": "other"})).await;
-    let seen = feed.expect().await;
+    // The creation of `first` may still be on its way to the hub: wait for `other`'s.
+    let seen = loop {
+        let event = feed.expect().await;
+        if event.json()["pipeline_id"] == other {
+            break event;
+        }
+    };
     drop(feed);
 
     // While nobody listens: a run of each pipeline.

@@ -5,11 +5,16 @@ use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts};
 use axum::response::IntoResponse;
-use axum::routing::{any, get};
+use axum::routing::any;
 use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::AppError;
 use crate::state::AppState;
+
+pub mod openapi;
 
 /// Largest JSON body the API reads.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -40,7 +45,15 @@ fn is_json(req: &Request) -> bool {
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body::Bytes, AppError> {
     axum::body::Bytes::from_request(req, state)
         .await
-        .map_err(|_| AppError::invalid("body", format!("must be at most {MAX_BODY_BYTES} bytes")))
+        .map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::TooLarge {
+                    limit: MAX_BODY_BYTES,
+                }
+            } else {
+                AppError::invalid("body", rejection.body_text())
+            }
+        })
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
@@ -50,7 +63,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         let json = is_json(&req);
         let bytes = body_bytes(req, state).await?;
         if !json {
-            return Err(AppError::invalid("content-type", "must be application/json"));
+            return Err(AppError::UnsupportedMediaType);
         }
         Self::parse(&bytes)
     }
@@ -96,7 +109,7 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
             return Ok(OptionalJson(T::default()));
         }
         if !json {
-            return Err(AppError::invalid("content-type", "must be application/json"));
+            return Err(AppError::UnsupportedMediaType);
         }
         ApiJson::parse(&bytes).map(|ApiJson(v)| OptionalJson(v))
     }
@@ -135,23 +148,52 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiId {
     }
 }
 
+/// Whether the process is up.
+#[utoipa::path(get, path = "/api/health", tag = "health", security(()), description = "Role: none.",
+    responses((status = 200, description = "Up", body = Object, example = json!({"status": "ok"}))))]
 async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// A method the route does not take: `405` with `Allow` (as axum sets it), in the one
+/// error shape.
+async fn json_method_not_allowed(response: axum::response::Response) -> axum::response::Response {
+    if response.status() != axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("other methods");
+    let body = crate::error::ErrorBody {
+        detail: format!("this route takes {allowed}"),
+        code: "method_not_allowed".to_owned(),
+        field: None,
+    };
+    let mut answer = (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response();
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
 }
 
 async fn unknown_api_path() -> AppError {
     AppError::not_found("API route")
 }
 
-/// Every REST route under `/api`.
+/// Every REST route under `/api`, and the OpenAPI document that describes them.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/health", get(health))
+    let (api, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health))
         .merge(crate::pipelines::http::router())
         .merge(crate::runs::http::router())
         .merge(crate::events::http::router())
         .merge(crate::auth::api_keys::http::router())
         .merge(crate::audit::http::router())
+        .split_for_parts();
+    api.layer(axum::middleware::map_response(json_method_not_allowed))
+        .merge(openapi::docs_router(document))
         .route("/api", any(unknown_api_path))
         .route("/api/{*rest}", any(unknown_api_path))
 }

@@ -17,6 +17,7 @@ pub use record::{Outcome, record, record_success};
 
 /// One audited action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     /// Event id; ids grow with time.
     pub id: i64,
@@ -40,6 +41,7 @@ pub struct AuditEvent {
 
 /// Criteria on audit events; all must hold.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditCriteria {
     /// By id.
@@ -73,6 +75,7 @@ pub struct AuditCriteria {
 
 /// Orders of an audit listing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AuditSort {
     /// Newest first.
@@ -84,6 +87,8 @@ pub enum AuditSort {
 
 /// `POST /api/audit_events/filter` and `/count`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"audit_events": {"outcome": {"any_": ["denied"]}, "occurred": {"after_": "2026-11-01T00:00:00Z"}}, "sort": "OCCURRED_DESC", "limit": 50, "offset": 0})))]
 #[serde(deny_unknown_fields)]
 pub struct AuditFilter {
     /// Criteria on events.
@@ -196,17 +201,23 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for AuditEvent {
 pub mod http {
     //! `POST /api/audit_events/filter` and `/count`.
 
+    use axum::Json;
     use axum::extract::State;
-    use axum::routing::post;
-    use axum::{Json, Router};
     use sqlx::PgPool;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
 
     use super::{AuditEvent, AuditFilter, service};
     use crate::api::OptionalJson;
+    use crate::api::openapi::Errors;
     use crate::auth::Principal;
     use crate::error::Result;
     use crate::state::AppState;
 
+    /// Audit events matching a filter.
+    #[utoipa::path(post, path = "/api/audit_events/filter", tag = "audit", description = "Role: admin.",
+        request_body(content = Option<AuditFilter>, description = "Criteria, sort and paging; none lists the newest 50"),
+        responses((status = 200, description = "The events", body = Vec<AuditEvent>), Errors))]
     async fn filter(
         State(db): State<PgPool>,
         principal: Principal,
@@ -215,6 +226,10 @@ pub mod http {
         service::filter(&db, &principal, &filter).await.map(Json)
     }
 
+    /// How many audit events match a filter.
+    #[utoipa::path(post, path = "/api/audit_events/count", tag = "audit", description = "Role: admin. Answers a bare integer.",
+        request_body(content = Option<AuditFilter>, description = "Criteria (sort and paging are ignored)"),
+        responses((status = 200, description = "The count", body = i64, example = json!(42)), Errors))]
     async fn count(
         State(db): State<PgPool>,
         principal: Principal,
@@ -224,9 +239,9 @@ pub mod http {
     }
 
     /// The audit routes (admins only).
-    pub fn router() -> Router<AppState> {
-        Router::new()
-            .route("/api/audit_events/filter", post(filter))
-            .route("/api/audit_events/count", post(count))
+    pub fn router() -> OpenApiRouter<AppState> {
+        OpenApiRouter::new()
+            .routes(routes!(filter))
+            .routes(routes!(count))
     }
 }

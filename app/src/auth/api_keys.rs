@@ -18,6 +18,7 @@ pub const MAX_OVERLAP_MINUTES: u32 = 7 * 24 * 60;
 
 /// Whether a key works now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum KeyState {
     /// It authenticates requests.
@@ -41,6 +42,7 @@ impl KeyState {
 
 /// An API key as admins see it: never its secret, which only its holder has.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ApiKey {
     /// Key id.
     pub id: i64,
@@ -68,6 +70,7 @@ pub struct ApiKey {
 
 /// A key just created: its details and, this once, its secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct CreatedApiKey {
     /// The new key.
     #[serde(flatten)]
@@ -78,6 +81,8 @@ pub struct CreatedApiKey {
 
 /// `POST /api/api_keys/`: a new key.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"name": "ci-bot", "role": "operator", "expires_at": "2030-01-01T00:00:00Z"})))]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     /// Who or what will hold the key (1 to 100 characters).
@@ -91,6 +96,8 @@ pub struct NewApiKey {
 
 /// `POST /api/api_keys/{id}/rotate`: a successor for a key.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"overlap_minutes": 60})))]
 #[serde(deny_unknown_fields)]
 pub struct Rotation {
     /// How long the old key keeps working beside the new one (default 60, at most 10080).
@@ -103,6 +110,7 @@ pub struct Rotation {
 
 /// Criteria on keys; all must hold.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyCriteria {
     /// By id.
@@ -133,6 +141,7 @@ pub struct ApiKeyCriteria {
 
 /// Orders of a key listing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ApiKeySort {
     /// Newest first.
@@ -148,6 +157,8 @@ pub enum ApiKeySort {
 
 /// `POST /api/api_keys/filter` and `/count`.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"api_keys": {"state": {"any_": ["active"]}, "name": {"like_": "ci"}}, "sort": "LAST_USED_DESC", "limit": 50, "offset": 0})))]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyFilter {
     /// Criteria on keys.
@@ -498,19 +509,27 @@ pub mod service {
 pub mod http {
     //! `/api/api_keys`: create, filter, count, read, rotate, revoke.
 
+    use axum::Json;
     use axum::extract::State;
     use axum::http::StatusCode;
-    use axum::routing::{get, post};
-    use axum::{Json, Router};
+    use axum::routing::post;
     use sqlx::PgPool;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
 
     use super::{ApiKey, ApiKeyFilter, CreatedApiKey, NewApiKey, Rotation, service};
+    use crate::api::openapi::Errors;
     use crate::api::{ApiId, ApiJson, OptionalJson};
     use crate::auth::Principal;
     use crate::auth::middleware::RequestMeta;
     use crate::error::Result;
     use crate::state::AppState;
 
+    /// Creates a key; its secret is in this answer only.
+    #[utoipa::path(post, path = "/api/api_keys/", tag = "api_keys",
+        description = "Role: admin. The answer's `secret` is the key; it is not stored and cannot be shown again.",
+        request_body = NewApiKey,
+        responses((status = 201, description = "Created", body = CreatedApiKey), Errors))]
     async fn create(
         State(db): State<PgPool>,
         principal: Principal,
@@ -521,6 +540,10 @@ pub mod http {
         Ok((StatusCode::CREATED, Json(created)))
     }
 
+    /// Keys matching a filter.
+    #[utoipa::path(post, path = "/api/api_keys/filter", tag = "api_keys", description = "Role: admin.",
+        request_body(content = Option<ApiKeyFilter>, description = "Criteria, sort and paging; none lists the newest 50"),
+        responses((status = 200, description = "The keys, never their secrets", body = Vec<ApiKey>), Errors))]
     async fn filter(
         State(db): State<PgPool>,
         principal: Principal,
@@ -529,6 +552,10 @@ pub mod http {
         service::filter(&db, &principal, &filter).await.map(Json)
     }
 
+    /// How many keys match a filter.
+    #[utoipa::path(post, path = "/api/api_keys/count", tag = "api_keys", description = "Role: admin. Answers a bare integer.",
+        request_body(content = Option<ApiKeyFilter>, description = "Criteria (sort and paging are ignored)"),
+        responses((status = 200, description = "The count", body = i64, example = json!(3)), Errors))]
     async fn count(
         State(db): State<PgPool>,
         principal: Principal,
@@ -537,10 +564,20 @@ pub mod http {
         service::count(&db, &principal, &filter).await.map(Json)
     }
 
+    /// One key.
+    #[utoipa::path(get, path = "/api/api_keys/{id}", tag = "api_keys", description = "Role: admin.",
+        params(("id" = i64, Path, description = "Key id", minimum = 1)),
+        responses((status = 200, description = "The key, never its secret", body = ApiKey), Errors))]
     async fn read(State(db): State<PgPool>, principal: Principal, ApiId(id): ApiId) -> Result<Json<ApiKey>> {
         service::get(&db, &principal, id).await.map(Json)
     }
 
+    /// Makes a successor of a key; the old key keeps working for the overlap.
+    #[utoipa::path(post, path = "/api/api_keys/{id}/rotate", tag = "api_keys",
+        description = "Role: admin. The successor has the same name and role; the old key expires when the overlap ends.",
+        params(("id" = i64, Path, description = "Key id", minimum = 1)),
+        request_body(content = Option<Rotation>, description = "Overlap and expiry; defaults: 60 minutes, the old key's expiry"),
+        responses((status = 201, description = "The successor, with its secret", body = CreatedApiKey), Errors))]
     async fn rotate(
         State(db): State<PgPool>,
         principal: Principal,
@@ -552,6 +589,11 @@ pub mod http {
         Ok((StatusCode::CREATED, Json(created)))
     }
 
+    /// Revokes a key and ends the sessions it opened.
+    #[utoipa::path(delete, path = "/api/api_keys/{id}", tag = "api_keys",
+        description = "Role: admin. Idempotent: revoking a revoked key succeeds and changes nothing.",
+        params(("id" = i64, Path, description = "Key id", minimum = 1)),
+        responses((status = 204, description = "Revoked"), Errors))]
     async fn revoke(
         State(db): State<PgPool>,
         principal: Principal,
@@ -562,14 +604,14 @@ pub mod http {
         Ok(StatusCode::NO_CONTENT)
     }
 
-    /// The key routes (admins only).
-    pub fn router() -> Router<AppState> {
-        Router::new()
+    /// The key routes (admins only); the collection is also served without the slash.
+    pub fn router() -> OpenApiRouter<AppState> {
+        OpenApiRouter::new()
+            .routes(routes!(create))
+            .routes(routes!(filter))
+            .routes(routes!(count))
+            .routes(routes!(read, revoke))
+            .routes(routes!(rotate))
             .route("/api/api_keys", post(create))
-            .route("/api/api_keys/", post(create))
-            .route("/api/api_keys/filter", post(filter))
-            .route("/api/api_keys/count", post(count))
-            .route("/api/api_keys/{id}", get(read).delete(revoke))
-            .route("/api/api_keys/{id}/rotate", post(rotate))
     }
 }

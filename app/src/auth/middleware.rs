@@ -131,6 +131,7 @@ fn is_public(path: &str) -> bool {
     matches!(
         path,
         "/api/health"
+            | "/api/openapi.json"
             | "/login"
             | "/sfn/sign_in"
             | "/auth/oidc/login"
@@ -138,6 +139,8 @@ fn is_public(path: &str) -> bool {
             | "/favicon.ico"
             | "/favicon.svg"
     ) || path.starts_with("/pkg/")
+        || path == "/api/docs"
+        || path.starts_with("/api/docs/")
 }
 
 /// Paths answered with a JSON 401 rather than a redirect to the sign-in page.

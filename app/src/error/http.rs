@@ -9,27 +9,29 @@ use super::AppError;
 /// The one JSON error body of the API: `{"detail", "code", "field"?}`.
 ///
 /// `detail` keeps the seed's (`FastAPI`'s) field name, so existing clients still read it.
-#[derive(Debug, Serialize)]
-pub struct ErrorBody<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"detail": "name: is required", "code": "invalid", "field": "name"}))]
+pub struct ErrorBody {
     /// Human-readable explanation.
     pub detail: String,
-    /// Machine-readable code (`not_found`, `invalid`, ...).
-    pub code: &'a str,
+    /// Machine-readable code: `not_found`, `conflict`, `invalid`, `unauthorized`,
+    /// `forbidden`, `rate_limited`, `upstream`, `internal`.
+    pub code: String,
     /// The offending field, for `invalid`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<&'a str>,
+    pub field: Option<String>,
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let field = match &self {
-            AppError::Invalid { field, .. } => Some(field.as_str()),
+            AppError::Invalid { field, .. } => Some(field.clone()),
             _ => None,
         };
         let body = ErrorBody {
             detail: self.to_string(),
-            code: self.code(),
+            code: self.code().to_owned(),
             field,
         };
         let mut response = (status, axum::Json(body)).into_response();

@@ -4,13 +4,13 @@ use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
-use axum::routing::get;
 use futures_util::Stream;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -18,6 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::hub::{Published, changes_after};
 use super::{Change, Filter};
 use crate::api::ApiQuery;
+use crate::api::openapi::Errors;
 use crate::auth::{Principal, Role};
 use crate::error::{AppError, Result};
 use crate::state::AppState;
@@ -104,6 +105,14 @@ impl Feed {
     }
 }
 
+/// The change feed.
+#[utoipa::path(get, path = "/api/events", tag = "events",
+    description = "Role: viewer. Server-Sent Events: one `data:` JSON change per event (`id` resumes with `Last-Event-ID`), `heartbeat` events while quiet, `resync` when too much was missed.",
+    params(("pipeline_id" = Option<i64>, Query, description = "Only this pipeline's changes"),
+           ("run_id" = Option<i64>, Query, description = "Only this run's changes"),
+           ("last_event_id" = Option<i64>, Query, description = "Resume after this change id"),
+           ("Last-Event-ID" = Option<String>, Header, description = "Resume after this change id")),
+    responses((status = 200, description = "The stream", content_type = "text/event-stream", body = String), Errors))]
 async fn events(
     State(state): State<AppState>,
     principal: Principal,
@@ -149,6 +158,6 @@ async fn events(
 }
 
 /// `GET /api/events`.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/events", get(events))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events))
 }

@@ -30,6 +30,7 @@ pub const DEFAULT_STAGES: [&str; 5] = [
 
 /// A pipeline with its latest run, in the seed's shape plus the definition's fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Pipeline {
     /// Pipeline id.
     pub id: i64,
@@ -53,6 +54,7 @@ pub struct Pipeline {
     pub error_message: Option<String>,
     /// The last runs' outcomes and durations in seconds, oldest first (at most 10).
     #[serde(default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Vec<Vec<serde_json::Value>>, example = json!([["completed", 42.5], ["failed", null]])))]
     pub recent_runs: Vec<(RunStatus, Option<f64>)>,
     /// Stages of the latest run (or the planned stages).
     pub stages: Vec<Stage>,
@@ -72,6 +74,8 @@ pub struct Pipeline {
 
 /// Body of `POST /api/pipelines/`: the seed's `{name, description}` plus the definition.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"name": "Nightly ETL", "description": "Loads yesterday's orders", "deployment": "etl/nightly", "tags": ["etl"], "default_parameters": {"rows": 1000}})))]
 #[serde(deny_unknown_fields)]
 pub struct NewPipeline {
     /// Display name (required).

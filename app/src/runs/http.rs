@@ -1,14 +1,17 @@
 //! REST routes for runs: triggers (canonical and seed), run reads and status callbacks.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::post;
 use serde::Serialize;
 use sqlx::PgPool;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
+use crate::api::openapi::Errors;
 use crate::api::{ApiId, ApiJson, OptionalJson};
 use crate::auth::Principal;
 use crate::auth::limits::Limits;
@@ -27,6 +30,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>> {
         .transpose()
 }
 
+/// Triggers a run of a pipeline.
+#[utoipa::path(post, path = "/api/pipelines/{id}/runs", tag = "runs",
+    description = "Role: operator. The run is recorded at once and submitted to Prefect after commit. With the same `Idempotency-Key` a repeat answers the first run and creates nothing.",
+    params(("id" = i64, Path, description = "Pipeline id", minimum = 1),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this trigger safe")),
+    request_body(content = Option<TriggerRequest>, description = "Optional parameter overrides"),
+    responses((status = 202, description = "Accepted", body = Run), Errors))]
 async fn create_run(
     State(db): State<PgPool>,
     State(limits): State<Arc<Limits>>,
@@ -42,7 +52,7 @@ async fn create_run(
 }
 
 /// The seed's trigger answer, with the accepted run added.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SeedTriggerAck {
     success: bool,
     message: String,
@@ -50,6 +60,13 @@ struct SeedTriggerAck {
     run: Run,
 }
 
+/// Triggers a run, answering in the seed's shape.
+#[utoipa::path(post, path = "/api/trigger/{id}", tag = "runs",
+    description = "Role: operator. The seed's trigger; the same as `POST /api/pipelines/{id}/runs`.",
+    params(("id" = i64, Path, description = "Pipeline id", minimum = 1),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this trigger safe")),
+    request_body(content = Option<TriggerRequest>, description = "Optional parameter overrides"),
+    responses((status = 202, description = "Accepted", body = SeedTriggerAck), Errors))]
 async fn trigger_pipeline(
     State(db): State<PgPool>,
     State(limits): State<Arc<Limits>>,
@@ -80,11 +97,20 @@ async fn trigger_pipeline(
     Ok((StatusCode::ACCEPTED, Json(ack)))
 }
 
+/// One run with its stages.
+#[utoipa::path(get, path = "/api/runs/{id}", tag = "runs", description = "Role: viewer.",
+    params(("id" = i64, Path, description = "Run id", minimum = 1)),
+    responses((status = 200, description = "The run", body = Run), Errors))]
 async fn get_run(State(state): State<AppState>, principal: Principal, ApiId(id): ApiId) -> Result<Json<Run>> {
     let run = service::get(&state.db, &principal, id).await?;
     Ok(Json(run.linked(&state)))
 }
 
+/// A stage or run status report (the seed's callback).
+#[utoipa::path(post, path = "/api/status-update/", tag = "runs",
+    description = "Role: operator, or the run's own callback credential. Duplicates (same `event_id`) and stale reports change nothing.",
+    request_body = StatusUpdate,
+    responses((status = 200, description = "Recorded", body = StatusUpdateAck), Errors))]
 async fn update_status(
     State(db): State<PgPool>,
     principal: Principal,
@@ -96,6 +122,11 @@ async fn update_status(
         .map(Json)
 }
 
+/// Cancels a run.
+#[utoipa::path(post, path = "/api/runs/{id}/cancel", tag = "runs",
+    description = "Role: operator. A pending run is cancelled at once; a submitted one is asked to cancel in Prefect.",
+    params(("id" = i64, Path, description = "Run id", minimum = 1)),
+    responses((status = 202, description = "Cancelling", body = Run), Errors))]
 async fn cancel_run(
     State(state): State<AppState>,
     principal: Principal,
@@ -106,6 +137,10 @@ async fn cancel_run(
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
+/// Runs a finished run again with its parameters.
+#[utoipa::path(post, path = "/api/runs/{id}/retry", tag = "runs", description = "Role: operator.",
+    params(("id" = i64, Path, description = "Run id", minimum = 1)),
+    responses((status = 202, description = "The new run", body = Run), Errors))]
 async fn retry_run(
     State(db): State<PgPool>,
     State(limits): State<Arc<Limits>>,
@@ -117,14 +152,14 @@ async fn retry_run(
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
-/// Run routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/pipelines/{id}/runs", post(create_run))
-        .route("/api/trigger/{id}", post(trigger_pipeline))
-        .route("/api/runs/{id}", get(get_run))
-        .route("/api/runs/{id}/cancel", post(cancel_run))
-        .route("/api/runs/{id}/retry", post(retry_run))
+/// Run routes; the status callback is also served without the seed's trailing slash.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_run))
+        .routes(routes!(trigger_pipeline))
+        .routes(routes!(get_run))
+        .routes(routes!(cancel_run))
+        .routes(routes!(retry_run))
+        .routes(routes!(update_status))
         .route("/api/status-update", post(update_status))
-        .route("/api/status-update/", post(update_status))
 }

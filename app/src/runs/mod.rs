@@ -25,6 +25,7 @@ pub mod sync;
 
 /// One stage of one run (or of a pipeline that has not run yet), in the seed's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Stage {
     /// Stage run id; `None` for a pipeline that has never run.
     pub id: Option<i64>,
@@ -74,6 +75,7 @@ impl Stage {
 
 /// One execution of a pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Run {
     /// Run id.
     pub id: i64,
@@ -136,15 +138,20 @@ impl Run {
 
 /// Body of a trigger: optional parameter overrides.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"parameters": {"rows": 5000}})))]
 #[serde(deny_unknown_fields)]
 pub struct TriggerRequest {
     /// Overrides merged over the pipeline's default parameters.
     #[serde(default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
     pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A status callback, in the seed's shape (`POST /api/status-update/`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"pipeline_id": 1, "stage_name": "Data Ingestion", "status": "completed", "records_processed": 1000})))]
 #[serde(deny_unknown_fields)]
 pub struct StatusUpdate {
     /// The pipeline whose current (latest) run is meant.
@@ -175,6 +182,7 @@ pub struct StatusUpdate {
 
 /// The answer to a status callback.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StatusUpdateAck {
     /// Always true: the seed's clients read it.
     pub success: bool,
