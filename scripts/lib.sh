@@ -8,6 +8,8 @@ TOOLS_DIR="${FLOWDECK_TOOLS_DIR:-$HOME/.cache/flowdeck-tools}"
 export PATH="$HOME/.cargo/bin:$TOOLS_DIR/node_modules/.bin:$PATH"
 # Builds never need a database: queries are checked against the committed .sqlx data.
 export SQLX_OFFLINE=true
+# Contract fuzzer run by scripts/api-check.sh, in its own virtualenv under TOOLS_DIR.
+SCHEMATHESIS_VERSION=4.32.5
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 export DB_ADMIN_URL="${DB_ADMIN_URL:-postgres://$PGUSER@$PGHOST:$PGPORT/postgres}"
 

@@ -36,6 +36,13 @@ if ! "$TOOLS_DIR/node_modules/.bin/wasm-opt" --version >/dev/null 2>&1; then
 fi
 
 if [ "$want" = test ]; then
+  st="$TOOLS_DIR/schemathesis-$SCHEMATHESIS_VERSION"
+  if ! "$st/bin/schemathesis" --version >/dev/null 2>&1; then
+    say "installing schemathesis $SCHEMATHESIS_VERSION into $st"
+    rm -rf "$st"
+    python3 -m venv "$st" && "$st/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" \
+      || die "pip install schemathesis failed"
+  fi
   command -v chromium >/dev/null || { say "installing Debian's chromium"; apt_install chromium; }
   if [ ! -d "$ROOT/end2end/node_modules/@playwright/test" ] \
      || [ "$ROOT/end2end/package-lock.json" -nt "$ROOT/end2end/node_modules/.package-lock.json" ]; then

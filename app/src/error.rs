@@ -138,7 +138,7 @@ impl leptos::server_fn::error::FromServerFnError for AppError {
     /// (403, 422, ...) rather than server functions' blanket 500.
     fn ser(&self) -> leptos::server_fn::Bytes {
         #[cfg(feature = "ssr")]
-        http::answer_server_fn_with(self.status_code());
+        http::answer_server_fn_with(self);
         <Self::Encoder as leptos::server_fn::Encodes<Self>>::encode(self)
             .unwrap_or_else(|_| leptos::server_fn::Bytes::from_static(br#"{"code":"internal"}"#))
     }

@@ -60,6 +60,22 @@ pub struct TimeFilter {
     pub is_null_: Option<bool>,
 }
 
+/// Operators on a list of labels (tags).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TagsFilter {
+    /// Carries at least one of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any_: Option<Vec<String>>,
+    /// Carries all of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_: Option<Vec<String>>,
+    /// `true`: carries none; `false`: carries some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_null_: Option<bool>,
+}
+
 /// Checks `limit` and `offset` and fills in their defaults.
 pub fn paging(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64)> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
@@ -97,7 +113,7 @@ pub use sql::Where;
 mod sql {
     use sqlx::{Postgres, QueryBuilder};
 
-    use super::{IdFilter, TextFilter, TimeFilter, contains_pattern};
+    use super::{IdFilter, TagsFilter, TextFilter, TimeFilter, contains_pattern};
 
     /// A query under construction whose `WHERE` clause grows one criterion at a time.
     pub struct Where<'a> {
@@ -162,6 +178,42 @@ mod sql {
                 self.and().push(column).push(" >= ").push_bind(after);
             }
             self.null(column, f.is_null_)
+        }
+
+        /// The `text[]` `column` carries the labels of `filter`.
+        pub fn tags(&mut self, column: &str, filter: Option<&TagsFilter>) -> &mut Self {
+            let Some(f) = filter else { return self };
+            if let Some(any) = &f.any_ {
+                self.and().push(column).push(" && ").push_bind(any.clone());
+            }
+            if let Some(all) = &f.all_ {
+                self.and().push(column).push(" @> ").push_bind(all.clone());
+            }
+            if let Some(is_null) = f.is_null_ {
+                let test = if is_null { " = '{}'" } else { " <> '{}'" };
+                self.and().push(column).push(test);
+            }
+            self
+        }
+
+        /// `column` (a status) is one of `any`, and none of `not_any`.
+        pub fn statuses(
+            &mut self,
+            column: &str,
+            any: Option<Vec<String>>,
+            not_any: Option<Vec<String>>,
+        ) -> &mut Self {
+            if let Some(any) = any {
+                self.and().push(column).push(" = ANY(").push_bind(any).push(")");
+            }
+            if let Some(not_any) = not_any {
+                self.and()
+                    .push(column)
+                    .push(" <> ALL(")
+                    .push_bind(not_any)
+                    .push(")");
+            }
+            self
         }
 
         fn null(&mut self, column: &str, is_null: Option<bool>) -> &mut Self {

@@ -110,6 +110,7 @@ fn local_admin() -> (Principal, RequestMeta) {
         role: Role::Admin,
         via: AuthMethod::Local,
         run_scope: None,
+        key_id: None,
     };
     (principal, RequestMeta::local())
 }
@@ -132,7 +133,7 @@ pub async fn create_api_key(
 ) -> anyhow::Result<()> {
     let (principal, meta) = local_admin();
     let new = NewApiKey {
-        name: name.to_owned(),
+        name: name.trim().to_owned(),
         role,
         expires_at: expires_in_days.map(|days| chrono::Utc::now() + chrono::Duration::days(days.into())),
     };

@@ -1004,7 +1004,7 @@ async fn wrong_methods_and_unknown_api_paths_answer_in_the_error_shape(db: PgPoo
     let app = TestApp::new(db).await;
     let id = app.pipeline(json!({"name": "p"})).await;
     let answer = app
-        .call("DELETE", &format!("/api/pipelines/{id}"), Some(&app.admin), None)
+        .call("PUT", &format!("/api/pipelines/{id}"), Some(&app.admin), None)
         .await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(
@@ -1016,4 +1016,204 @@ async fn wrong_methods_and_unknown_api_paths_answer_in_the_error_shape(db: PgPoo
     let unknown = app.get("/api/no/such/thing", &app.admin).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.json()["code"], "not_found");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn runs_and_pipelines_filter_on_their_fields_and_related_ones(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let nightly = app
+        .pipeline(json!({"name": "Nightly ETL", "tags": ["etl", "nightly"]}))
+        .await;
+    let hourly = app
+        .pipeline(json!({"name": "Hourly sync", "tags": ["etl"]}))
+        .await;
+    let report = app.pipeline(json!({"name": "Report"})).await;
+    let failed = app.start_run(nightly, json!({})).await["id"].as_i64().unwrap();
+    let status = json!({"run_id": failed, "status": "failed", "error_message": "boom"});
+    assert_eq!(
+        app.post("/api/status-update/", &app.operator, status)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let pending = app.start_run(hourly, json!({})).await["id"].as_i64().unwrap();
+    let ids = |answer: common::Answer| -> Vec<i64> {
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        answer
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["id"].as_i64().unwrap())
+            .collect()
+    };
+    let runs = |body: Value| app.post("/api/runs/filter", &app.viewer, body);
+    assert_eq!(ids(runs(json!({})).await), [pending, failed], "newest first");
+    assert_eq!(ids(runs(json!({"sort": "CREATED_ASC"})).await), [failed, pending]);
+    assert_eq!(
+        ids(runs(json!({"runs": {"status": {"any_": ["failed"]}}})).await),
+        [failed]
+    );
+    assert_eq!(
+        ids(runs(json!({"runs": {"status": {"not_any_": ["failed"]}}})).await),
+        [pending]
+    );
+    assert_eq!(
+        ids(runs(json!({"pipelines": {"name": {"like_": "NIGHT"}}})).await),
+        [failed]
+    );
+    assert_eq!(
+        ids(runs(json!({"pipelines": {"tags": {"all_": ["etl"]}}})).await),
+        [pending, failed]
+    );
+    assert_eq!(
+        ids(runs(json!({"pipelines": {"tags": {"all_": ["etl", "nightly"]}}})).await),
+        [failed]
+    );
+    assert_eq!(
+        ids(runs(json!({"pipelines": {"status": {"any_": ["pending"]}}})).await),
+        [pending]
+    );
+    assert_eq!(
+        ids(runs(json!({"runs": {"created": {"before_": "2000-01-01T00:00:00Z"}}})).await),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        ids(runs(json!({"runs": {"ended": {"is_null_": false}}, "sort": "ENDED_DESC"})).await),
+        [failed]
+    );
+    assert_eq!(ids(runs(json!({"limit": 1, "offset": 1})).await), [failed]);
+    let count = app
+        .post(
+            "/api/runs/count",
+            &app.viewer,
+            json!({"pipelines": {"id": {"any_": [nightly, hourly]}}}),
+        )
+        .await;
+    assert_eq!(count.json(), json!(2));
+
+    let pipelines = |body: Value| app.post("/api/pipelines/filter", &app.viewer, body);
+    assert_eq!(
+        ids(pipelines(json!({"sort": "ID_ASC"})).await),
+        [nightly, hourly, report]
+    );
+    assert_eq!(
+        ids(pipelines(json!({"sort": "NAME_ASC"})).await),
+        [hourly, nightly, report]
+    );
+    assert_eq!(
+        ids(pipelines(json!({"pipelines": {"tags": {"is_null_": true}}})).await),
+        [report]
+    );
+    assert_eq!(
+        ids(pipelines(json!({"pipelines": {"status": {"any_": ["failed"]}}})).await),
+        [nightly]
+    );
+    let listed = pipelines(json!({"pipelines": {"id": {"any_": [nightly]}}}))
+        .await
+        .json();
+    assert_eq!(
+        listed[0]["status"], "failed",
+        "pipelines come with their latest run"
+    );
+    let count = app
+        .post(
+            "/api/pipelines/count",
+            &app.viewer,
+            json!({"pipelines": {"tags": {"any_": ["etl"]}}}),
+        )
+        .await;
+    assert_eq!(count.json(), json!(2));
+
+    for (uri, body, field) in [
+        ("/api/runs/filter", json!({"sort": "FASTEST"}), "sort"),
+        ("/api/runs/filter", json!({"limit": 201}), "limit"),
+        (
+            "/api/runs/filter",
+            json!({"runs": {"status": {"any_": ["exploded"]}}}),
+            "runs.status.any_[0]",
+        ),
+        (
+            "/api/runs/filter",
+            json!({"runs": {"colour": {"eq_": "red"}}}),
+            "runs.colour",
+        ),
+        (
+            "/api/runs/filter",
+            json!({"pipelines": {"tags": {"none_": ["x"]}}}),
+            "pipelines.tags.none_",
+        ),
+        (
+            "/api/pipelines/filter",
+            json!({"pipelines": {"created": {"after_": "yesterday"}}}),
+            "pipelines.created.after_",
+        ),
+        ("/api/pipelines/count", json!({"runs": {}}), "runs"),
+    ] {
+        let answer = app.post(uri, &app.viewer, body.clone()).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{uri} {body}");
+        assert_eq!(answer.json()["field"], field, "{uri} {body}: {}", answer.text());
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn pipelines_are_patched_field_by_field_and_deleted_once_idle(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let id = app
+        .pipeline(json!({"name": "Orders", "description": "old", "tags": ["etl"], "max_concurrent_runs": 1}))
+        .await;
+    let uri = format!("/api/pipelines/{id}");
+    let patch = |body: Value| app.call("PATCH", &uri, Some(&app.admin), Some(body));
+    let changed = patch(json!({"name": "Orders v2", "description": null, "max_concurrent_runs": null})).await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text());
+    let changed = changed.json();
+    assert_eq!(changed["name"], "Orders v2");
+    assert_eq!(changed["slug"], "orders", "the slug stays");
+    assert!(changed["description"].is_null() && changed["max_concurrent_runs"].is_null());
+    assert_eq!(changed["tags"], json!(["etl"]), "fields not named stay");
+    for (body, field) in [
+        (json!({"name": ""}), "name"),
+        (json!({"stages": ["a", "a"]}), "stages"),
+        (json!({"default_parameters": [1]}), "default_parameters"),
+        (json!({"slug": "new"}), "slug"),
+    ] {
+        let answer = patch(body.clone()).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(
+            answer.json()["field"].as_str().unwrap().starts_with(field),
+            "{body}: {}",
+            answer.text()
+        );
+    }
+    assert_eq!(
+        app.call("PATCH", &uri, Some(&app.operator), Some(json!({"name": "x"})))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get(&uri, &app.viewer).await.json()["name"],
+        "Orders v2",
+        "refusals changed nothing"
+    );
+
+    // Deleting waits for the runs to end.
+    let run = app.start_run(id, json!({})).await["id"].as_i64().unwrap();
+    let delete = || app.call("DELETE", &uri, Some(&app.admin), None);
+    assert_eq!(delete().await.status, StatusCode::CONFLICT);
+    app.run_action(run, "cancel", &app.operator).await;
+    assert_eq!(delete().await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&uri, &app.viewer).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get(&format!("/api/runs/{run}"), &app.viewer).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(delete().await.status, StatusCode::NOT_FOUND);
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action IN ('pipeline.update', 'pipeline.delete')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(audited, 2);
 }

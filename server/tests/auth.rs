@@ -376,9 +376,14 @@ async fn guessing_keys_is_stopped_with_429_and_triggers_are_limited_per_caller(d
         app.get("/api/pipelines/", &app.viewer).await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
-    assert_eq!(
-        app.send(sign_in_request(&app.viewer, None)).await.status,
-        StatusCode::TOO_MANY_REQUESTS
+    let limited_sign_in = app.send(sign_in_request(&app.viewer, None)).await;
+    assert_eq!(limited_sign_in.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        limited_sign_in
+            .header("retry-after")
+            .is_some_and(|s| s.parse::<u64>().is_ok()),
+        "the sign-in page's 429 says when to retry: {:?}",
+        limited_sign_in.headers
     );
     let denied = |action: &'static str| {
         sqlx::query_scalar::<_, i64>(
@@ -469,6 +474,8 @@ const ROLE_BY_ROUTE: &[(&str, &str, Option<&str>)] = &[
     ("get", "/api/pipelines/", Some("viewer")),
     ("post", "/api/pipelines/", Some("admin")),
     ("get", "/api/pipelines/{id}", Some("viewer")),
+    ("patch", "/api/pipelines/{id}", Some("admin")),
+    ("delete", "/api/pipelines/{id}", Some("admin")),
     ("get", "/api/pipelines/{id}/stages", Some("viewer")),
     ("post", "/api/pipelines/{id}/runs", Some("operator")),
     ("post", "/api/trigger/{id}", Some("operator")),
@@ -477,6 +484,10 @@ const ROLE_BY_ROUTE: &[(&str, &str, Option<&str>)] = &[
     ("post", "/api/runs/{id}/retry", Some("operator")),
     ("post", "/api/status-update/", Some("operator")),
     ("get", "/api/events", Some("viewer")),
+    ("post", "/api/pipelines/filter", Some("viewer")),
+    ("post", "/api/pipelines/count", Some("viewer")),
+    ("post", "/api/runs/filter", Some("viewer")),
+    ("post", "/api/runs/count", Some("viewer")),
     ("post", "/api/api_keys/", Some("admin")),
     ("post", "/api/api_keys/filter", Some("admin")),
     ("post", "/api/api_keys/count", Some("admin")),

@@ -108,6 +108,18 @@ async fn keys_are_created_shown_once_rotated_with_overlap_and_revoked(db: PgPool
     assert_eq!(delete(new_id).await.status, StatusCode::NO_CONTENT);
     assert_eq!(delete(999_999).await.status, StatusCode::NOT_FOUND);
 
+    // No request can revoke or rotate away the key it is authenticated with.
+    let own: i64 = sqlx::query_scalar("SELECT id FROM api_keys WHERE name = 'test-admin'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(delete(own).await.status, StatusCode::CONFLICT);
+    let rotate_own = app
+        .post(&format!("/api/api_keys/{own}/rotate"), &app.admin, json!({}))
+        .await;
+    assert_eq!(rotate_own.status, StatusCode::CONFLICT);
+    assert!(works(&app, &app.admin).await);
+
     // Only admins manage keys.
     for key in [&app.viewer, &app.operator] {
         let answer = app

@@ -15,6 +15,7 @@ use crate::error::AppError;
 use crate::state::AppState;
 
 pub mod openapi;
+pub mod rules;
 
 /// Largest JSON body the API reads.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -108,8 +108,10 @@ impl IntoResponses for Errors {
 /// The docs' assets are in the binary. The docs page gets a policy that lets Swagger UI run (its own scripts and
 /// inline styles), nothing from elsewhere.
 pub fn docs_router(document: utoipa::openapi::OpenApi) -> Router<AppState> {
+    let mut document = serde_json::to_value(document).expect("the OpenAPI document serializes");
+    super::rules::constrain(&mut document);
     let swagger: Router<AppState> = utoipa_swagger_ui::SwaggerUi::new("/api/docs")
-        .url("/api/openapi.json", document)
+        .external_url_unchecked("/api/openapi.json", document)
         .into();
     swagger.layer(axum::middleware::map_response(docs_policy))
 }

@@ -215,7 +215,7 @@ pub async fn create_api_key(
         }
     };
     let new = NewApiKey {
-        name,
+        name: name.trim().to_owned(),
         role,
         expires_at,
     };
@@ -313,11 +313,12 @@ pub mod service {
     }
 
     fn check_name(name: &str) -> Result<String> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        if !crate::api::rules::is_text(name, MAX_NAME_LEN) {
             return Err(AppError::invalid(
                 "name",
-                format!("must be 1 to {MAX_NAME_LEN} characters, without control characters"),
+                format!(
+                    "must be 1 to {MAX_NAME_LEN} characters, without control characters or surrounding spaces"
+                ),
             ));
         }
         Ok(name.to_owned())
@@ -437,6 +438,17 @@ pub mod service {
         Ok(w.query.build_query_scalar::<i64>().fetch_one(db).await?)
     }
 
+    /// A request cannot revoke or rotate away the key that authenticates it (an admin
+    /// could lock themselves out): another admin key or the CLI does that.
+    fn not_in_use(principal: &Principal, id: i64) -> Result<()> {
+        if principal.key_id == Some(id) {
+            return Err(AppError::conflict(format!(
+                "API key {id} authenticates this request; revoke or rotate it with another admin key or the CLI"
+            )));
+        }
+        Ok(())
+    }
+
     /// Makes a successor of an active key, with the same name and role; the old key keeps
     /// working for the overlap, then expires, so holders can switch without downtime.
     pub async fn rotate(
@@ -455,6 +467,7 @@ pub mod service {
             ));
         }
         check_expiry("expires_at", rotation.expires_at)?;
+        not_in_use(principal, id)?;
         let mut tx = db.begin().await?;
         let old = sqlx::query!("SELECT id FROM api_keys WHERE id = $1 FOR UPDATE", id)
             .fetch_optional(&mut *tx)
@@ -494,6 +507,7 @@ pub mod service {
     /// changes nothing and succeeds (DELETE is idempotent); an unknown id is 404.
     pub async fn revoke(db: &PgPool, principal: &Principal, meta: &RequestMeta, id: i64) -> Result<()> {
         principal.require(Role::Admin)?;
+        not_in_use(principal, id)?;
         let mut tx = db.begin().await?;
         fetch(&mut *tx, id).await?;
         if crate::auth::db::revoke_api_key(&mut *tx, id).await? {

@@ -236,6 +236,7 @@ async fn authenticate(
                     role: identity.role,
                     via: AuthMethod::Oidc,
                     run_scope: None,
+                    key_id: None,
                 })),
                 Err(super::oidc::TokenError::Issuer(why)) => {
                     tracing::warn!(reason = %why, "cannot check a bearer token: the OIDC issuer is unreachable");
@@ -259,6 +260,7 @@ async fn authenticate(
                         role: super::Role::Operator,
                         via: AuthMethod::RunCallback,
                         run_scope: Some(run_id),
+                        key_id: None,
                     })
                 })
                 .ok_or(AppError::Unauthorized);
@@ -274,6 +276,7 @@ async fn authenticate(
                     role: c.role,
                     via: AuthMethod::ApiKey,
                     run_scope: None,
+                    key_id: Some(c.id),
                 })
             })
             .ok_or(AppError::Unauthorized);
@@ -287,6 +290,7 @@ async fn authenticate(
                     role,
                     via: AuthMethod::Proxy,
                     run_scope: None,
+                    key_id: None,
                 }));
             }
             Some(Err(())) => {
@@ -306,6 +310,7 @@ async fn authenticate(
         role: c.role,
         via: AuthMethod::Session,
         run_scope: None,
+        key_id: None,
     }))
 }
 

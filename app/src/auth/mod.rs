@@ -83,6 +83,9 @@ pub struct Principal {
     /// A run's callback credential may only report on that run.
     #[serde(default)]
     pub run_scope: Option<i64>,
+    /// The API key that authenticated the request, if one did.
+    #[serde(default)]
+    pub key_id: Option<i64>,
 }
 
 /// The kind of credential a [`Principal`] presented.
@@ -209,6 +212,7 @@ mod tests {
             role: Role::Viewer,
             via: AuthMethod::ApiKey,
             run_scope: None,
+            key_id: None,
         };
         assert_eq!(viewer.require(Role::Viewer), Ok(()));
         assert_eq!(
@@ -226,6 +230,7 @@ mod tests {
             role: Role::Operator,
             via: AuthMethod::RunCallback,
             run_scope: Some(7),
+            key_id: None,
         };
         assert_eq!(flow.may_report_on(7), Ok(()));
         assert!(flow.may_report_on(8).is_err());

@@ -79,7 +79,8 @@ impl<T> ResultExt<T> for Result<T, sqlx::Error> {
 
 /// Sets the status of the server function response being made, unless the caller is a
 /// plain HTML form, which server functions answer with a redirect back to the form.
-pub(super) fn answer_server_fn_with(code: u16) {
+pub(super) fn answer_server_fn_with(error: &AppError) {
+    let code = error.status_code();
     use leptos::prelude::use_context;
     let form_post = use_context::<http::request::Parts>().is_some_and(|parts| {
         parts
@@ -94,5 +95,8 @@ pub(super) fn answer_server_fn_with(code: u16) {
         StatusCode::from_u16(code),
     ) {
         response.set_status(status);
+        if let AppError::RateLimited { retry_after } = error {
+            response.insert_header(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
     }
 }

@@ -6,6 +6,7 @@ use sqlx::PgExecutor;
 use super::validate::ValidPipeline;
 
 /// A pipeline row joined with its latest run's summary.
+#[derive(sqlx::FromRow)]
 pub struct PipelineRow {
     /// Pipeline id.
     pub id: i64,
@@ -41,6 +42,14 @@ pub struct PipelineRow {
     pub error_message: Option<String>,
 }
 
+impl PipelineRow {
+    /// The columns of a [`PipelineRow`], from `pipelines p LEFT JOIN runs r` (latest run).
+    pub const COLUMNS: &str = "p.id, p.slug, p.name, p.description, p.deployment, p.stage_names, \
+        p.default_parameters, p.tags, p.max_concurrent_runs, p.created_at, \
+        GREATEST(p.updated_at, r.updated_at) AS updated_at, r.id AS run_id, r.status AS run_status, \
+        r.prefect_flow_run_id, r.records_processed, r.error_message";
+}
+
 /// The parts of a pipeline a trigger needs, with the row locked.
 pub struct LockedPipeline {
     /// Ordered stage names.
@@ -49,6 +58,34 @@ pub struct LockedPipeline {
     pub default_parameters: serde_json::Value,
     /// Concurrency limit.
     pub max_concurrent_runs: Option<i32>,
+}
+
+/// Replaces a pipeline's definition (its slug stays).
+pub async fn update_pipeline(db: impl PgExecutor<'_>, id: i64, p: &ValidPipeline) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE pipelines SET name = $2, description = $3, deployment = $4, stage_names = $5,
+                default_parameters = $6, tags = $7, max_concurrent_runs = $8, updated_at = now()
+         WHERE id = $1",
+        id,
+        p.name,
+        p.description,
+        p.deployment,
+        &p.stage_names,
+        p.default_parameters,
+        &p.tags,
+        p.max_concurrent_runs,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a pipeline; its runs, stages and events go with it.
+pub async fn delete_pipeline(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM pipelines WHERE id = $1", id)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// Stores a pipeline under `slug`; returns its id.

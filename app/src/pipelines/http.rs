@@ -9,9 +9,10 @@ use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{NewPipeline, Pipeline, service};
+use super::filter::PipelineFilter;
+use super::{NewPipeline, Pipeline, PipelinePatch, service};
 use crate::api::openapi::Errors;
-use crate::api::{ApiId, ApiJson, ApiQuery};
+use crate::api::{ApiId, ApiJson, ApiQuery, OptionalJson};
 use crate::auth::Principal;
 use crate::auth::middleware::RequestMeta;
 use crate::error::Result;
@@ -87,11 +88,72 @@ async fn list_stages(
     service::get(&db, &principal, id).await.map(|p| Json(p.stages))
 }
 
+/// Changes a pipeline's definition.
+#[utoipa::path(patch, path = "/api/pipelines/{id}", tag = "pipelines",
+    description = "Role: admin. Only the fields given change; they are checked as on creation. The slug stays.",
+    params(("id" = i64, Path, description = "Pipeline id", minimum = 1)),
+    request_body = PipelinePatch,
+    responses((status = 200, description = "The pipeline", body = Pipeline), Errors))]
+async fn update_pipeline(
+    State(db): State<PgPool>,
+    principal: Principal,
+    meta: RequestMeta,
+    ApiId(id): ApiId,
+    ApiJson(patch): ApiJson<PipelinePatch>,
+) -> Result<Json<Pipeline>> {
+    service::update(&db, &principal, &meta, id, patch).await.map(Json)
+}
+
+/// Deletes a pipeline and its runs' history.
+#[utoipa::path(delete, path = "/api/pipelines/{id}", tag = "pipelines",
+    description = "Role: admin. Refused (409) while a run is unfinished. The audit trail keeps the deletion.",
+    params(("id" = i64, Path, description = "Pipeline id", minimum = 1)),
+    responses((status = 204, description = "Deleted"), Errors))]
+async fn delete_pipeline(
+    State(db): State<PgPool>,
+    principal: Principal,
+    meta: RequestMeta,
+    ApiId(id): ApiId,
+) -> Result<StatusCode> {
+    service::delete(&db, &principal, &meta, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Pipelines matching a filter.
+#[utoipa::path(post, path = "/api/pipelines/filter", tag = "pipelines", description = "Role: viewer.",
+    request_body(content = Option<PipelineFilter>, description = "Criteria, sort and paging; none lists the newest 50"),
+    responses((status = 200, description = "The pipelines with their latest runs", body = Vec<Pipeline>), Errors))]
+async fn filter_pipelines(
+    State(db): State<PgPool>,
+    principal: Principal,
+    OptionalJson(filter): OptionalJson<PipelineFilter>,
+) -> Result<Json<Vec<Pipeline>>> {
+    super::filter::service::filter(&db, &principal, &filter)
+        .await
+        .map(Json)
+}
+
+/// How many pipelines match a filter.
+#[utoipa::path(post, path = "/api/pipelines/count", tag = "pipelines", description = "Role: viewer. Answers a bare integer.",
+    request_body(content = Option<PipelineFilter>, description = "Criteria (sort and paging are ignored)"),
+    responses((status = 200, description = "The count", body = i64, example = json!(12)), Errors))]
+async fn count_pipelines(
+    State(db): State<PgPool>,
+    principal: Principal,
+    OptionalJson(filter): OptionalJson<PipelineFilter>,
+) -> Result<Json<i64>> {
+    super::filter::service::count(&db, &principal, &filter)
+        .await
+        .map(Json)
+}
+
 /// Pipeline routes; the collection is also served without the seed's trailing slash.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_pipelines, create_pipeline))
-        .routes(routes!(get_pipeline))
+        .routes(routes!(get_pipeline, update_pipeline, delete_pipeline))
         .routes(routes!(list_stages))
+        .routes(routes!(filter_pipelines))
+        .routes(routes!(count_pipelines))
         .route("/api/pipelines", get(list_pipelines).post(create_pipeline))
 }

@@ -8,6 +8,7 @@ use crate::error::AppError;
 use crate::runs::{Run, RunStatus, Stage};
 
 pub mod dashboard;
+pub mod filter;
 pub mod page;
 
 #[cfg(feature = "ssr")]
@@ -105,6 +106,48 @@ pub struct NewPipeline {
     /// always its latest run's.
     #[serde(default)]
     pub status: Option<String>,
+}
+
+/// Body of `PATCH /api/pipelines/{id}`: the fields to change; the others stay. `null`
+/// clears a field that may be empty (description, deployment, concurrency limit).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"description": "Loads yesterday's orders and refunds", "tags": ["etl", "orders"], "max_concurrent_runs": 2})))]
+#[serde(deny_unknown_fields)]
+pub struct PipelinePatch {
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What it does; `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<String>))]
+    pub description: Option<Option<String>>,
+    /// Prefect deployment; `null` uses the default one.
+    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<String>))]
+    pub deployment: Option<Option<String>>,
+    /// Ordered stage names (later runs use them).
+    #[serde(default)]
+    pub stages: Option<Vec<String>>,
+    /// Parameters every run starts from (a JSON object).
+    #[serde(default)]
+    pub default_parameters: Option<serde_json::Value>,
+    /// Free-form labels.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// At most this many unfinished runs at once; `null` for no limit.
+    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<i32>))]
+    pub max_concurrent_runs: Option<Option<i32>>,
+}
+
+/// A field that is present in the body, `null` or not (absent fields stay `None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// A pipeline with its recent runs, for the pipeline page.
@@ -299,7 +342,7 @@ pub async fn create_pipeline(
         ),
     };
     let new = NewPipeline {
-        name,
+        name: name.trim().to_owned(),
         description: text(&description),
         deployment: text(&deployment),
         stages: (!stages.is_empty()).then_some(stages),

@@ -28,7 +28,76 @@ pub fn check_page(skip: i64, limit: i64) -> Result<()> {
     Ok(())
 }
 
-async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Result<Vec<Pipeline>> {
+/// Changes the fields of a pipeline that `patch` names, checked as on creation.
+pub async fn update(
+    pool: &PgPool,
+    principal: &Principal,
+    meta: &RequestMeta,
+    id: i64,
+    patch: super::PipelinePatch,
+) -> Result<Pipeline> {
+    principal.require(Role::Admin)?;
+    let mut tx = pool.begin().await?;
+    db::lock_pipeline(&mut *tx, id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Pipeline"))?;
+    let current = db::pipeline_by_id(&mut *tx, id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Pipeline"))?;
+    let merged = NewPipeline {
+        name: patch.name.unwrap_or(current.name),
+        description: patch.description.unwrap_or(current.description),
+        slug: Some(current.slug),
+        deployment: patch.deployment.unwrap_or(current.deployment),
+        stages: Some(patch.stages.unwrap_or(current.stage_names)),
+        default_parameters: Some(patch.default_parameters.unwrap_or(current.default_parameters)),
+        tags: Some(patch.tags.unwrap_or(current.tags)),
+        max_concurrent_runs: patch.max_concurrent_runs.unwrap_or(current.max_concurrent_runs),
+        status: None,
+    };
+    let valid = merged.validate()?;
+    db::update_pipeline(&mut *tx, id, &valid).await?;
+    audit::record_success(
+        &mut *tx,
+        principal,
+        "pipeline.update",
+        &format!("pipeline:{id}"),
+        meta,
+    )
+    .await?;
+    tx.commit().await?;
+    get(pool, principal, id).await
+}
+
+/// Deletes a pipeline with its runs' history; refused while a run is unfinished.
+pub async fn delete(pool: &PgPool, principal: &Principal, meta: &RequestMeta, id: i64) -> Result<()> {
+    principal.require(Role::Admin)?;
+    let mut tx = pool.begin().await?;
+    db::lock_pipeline(&mut *tx, id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Pipeline"))?;
+    let unfinished = runs::db::count_active_runs(&mut *tx, id).await?;
+    if unfinished > 0 {
+        return Err(AppError::conflict(format!(
+            "pipeline {id} has {unfinished} unfinished run(s); cancel them or wait for them to end"
+        )));
+    }
+    db::delete_pipeline(&mut *tx, id).await?;
+    audit::record_success(
+        &mut *tx,
+        principal,
+        "pipeline.delete",
+        &format!("pipeline:{id}"),
+        meta,
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(pipeline.id = id, "pipeline deleted");
+    Ok(())
+}
+
+/// Rows with their latest run's stages and recent outcomes, as the API answers them.
+pub(crate) async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Result<Vec<Pipeline>> {
     let run_ids: Vec<i64> = rows.iter().filter_map(|r| r.run_id).collect();
     let mut stages = runs::db::stages_for_runs(pool, &run_ids).await?;
     let pipeline_ids: Vec<i64> = rows.iter().map(|r| r.id).collect();

@@ -1,6 +1,7 @@
 //! Checks a [`NewPipeline`] field by field; the first bad field is named in the error.
 
 use super::{DEFAULT_STAGES, NewPipeline};
+use crate::api::rules;
 use crate::error::{AppError, Result};
 
 /// A pipeline definition that passed validation, ready to store.
@@ -24,15 +25,6 @@ pub struct ValidPipeline {
     pub max_concurrent_runs: Option<i32>,
 }
 
-fn is_slug(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
 /// The slug a name gives: lower-case ASCII letters and digits joined by single dashes.
 pub fn slugify(name: &str) -> String {
     let mut slug = String::new();
@@ -54,52 +46,41 @@ pub fn slugify(name: &str) -> String {
     }
 }
 
-fn is_deployment_ref(s: &str) -> bool {
-    let is_uuid = s.len() == 36
-        && s.char_indices().all(|(i, c)| {
-            if [8, 13, 18, 23].contains(&i) {
-                c == '-'
-            } else {
-                c.is_ascii_hexdigit()
-            }
-        });
-    let is_name = s
-        .split_once('/')
-        .is_some_and(|(flow, dep)| !flow.trim().is_empty() && !dep.trim().is_empty() && !dep.contains('/'));
-    is_uuid || is_name
-}
-
 impl NewPipeline {
     /// Validates every field; nothing is stored when this fails.
     pub fn validate(self) -> Result<ValidPipeline> {
-        let name = self.name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(AppError::invalid("name", "must be 1 to 200 characters"));
+        let name = self.name;
+        if !rules::is_text(&name, 200) {
+            return Err(AppError::invalid(
+                "name",
+                "must be 1 to 200 characters, without control characters or surrounding spaces",
+            ));
         }
-        let description = self
+        if self
             .description
-            .map(|d| d.trim().to_owned())
-            .filter(|d| !d.is_empty());
-        if description.as_ref().is_some_and(|d| d.chars().count() > 4000) {
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > 4000)
+        {
             return Err(AppError::invalid(
                 "description",
                 "must be at most 4000 characters",
             ));
         }
+        let description = self
+            .description
+            .map(|d| d.trim().to_owned())
+            .filter(|d| !d.is_empty());
         if let Some(slug) = &self.slug
-            && !is_slug(slug)
+            && !rules::matches(rules::SLUG, slug)
         {
             return Err(AppError::invalid(
                 "slug",
                 "must be 1 to 63 lower-case letters, digits or inner dashes",
             ));
         }
-        let deployment = self
-            .deployment
-            .map(|d| d.trim().to_owned())
-            .filter(|d| !d.is_empty());
+        let deployment = self.deployment;
         if let Some(d) = &deployment
-            && (d.len() > 200 || !is_deployment_ref(d))
+            && (d.chars().count() > 200 || !rules::matches(rules::DEPLOYMENT, d))
         {
             return Err(AppError::invalid(
                 "deployment",
@@ -114,10 +95,10 @@ impl NewPipeline {
             return Err(AppError::invalid("stages", "must list 1 to 50 stages"));
         }
         for (i, stage) in stage_names.iter().enumerate() {
-            if stage.trim() != stage || stage.is_empty() || stage.chars().count() > 100 {
+            if !rules::is_text(stage, 100) {
                 return Err(AppError::invalid(
                     format!("stages.{i}"),
-                    "must be 1 to 100 characters without surrounding spaces",
+                    "must be 1 to 100 characters, without control characters or surrounding spaces",
                 ));
             }
             if stage_names[..i].contains(stage) {
@@ -136,12 +117,7 @@ impl NewPipeline {
             return Err(AppError::invalid("tags", "must list at most 20 tags"));
         }
         for (i, tag) in tags.iter().enumerate() {
-            let ok = !tag.is_empty()
-                && tag.len() <= 50
-                && tag
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
-            if !ok {
+            if !rules::matches(rules::TAG, tag) {
                 return Err(AppError::invalid(
                     format!("tags.{i}"),
                     "must be 1 to 50 letters, digits or -_.:/",
@@ -177,6 +153,14 @@ impl NewPipeline {
 mod tests {
     use super::*;
 
+    fn deployment_ok(d: &str) -> bool {
+        rules::matches(rules::DEPLOYMENT, d)
+    }
+
+    fn slug_ok(s: &str) -> bool {
+        rules::matches(rules::SLUG, s)
+    }
+
     fn named(name: &str) -> NewPipeline {
         NewPipeline {
             name: name.into(),
@@ -193,8 +177,10 @@ mod tests {
 
     #[test]
     fn a_bare_name_gets_the_seed_stages_and_empty_defaults() {
-        let valid = named("  Nightly ETL ").validate().unwrap();
+        let valid = named("Nightly ETL").validate().unwrap();
         assert_eq!(valid.name, "Nightly ETL");
+        // Surrounding spaces are refused, not trimmed: the API takes what the document says.
+        assert!(named("  Nightly ETL ").validate().is_err());
         assert_eq!(valid.stage_names, DEFAULT_STAGES);
         assert_eq!(valid.default_parameters, serde_json::json!({}));
     }
@@ -276,16 +262,16 @@ mod tests {
 
     #[test]
     fn deployments_are_ids_or_flow_slash_deployment() {
-        assert!(is_deployment_ref("etl/demo"));
-        assert!(is_deployment_ref("0b7c6a0e-5d0f-4c59-9d7e-1a2b3c4d5e6f"));
-        assert!(!is_deployment_ref("etl/"));
-        assert!(!is_deployment_ref("a/b/c"));
+        assert!(deployment_ok("etl/demo"));
+        assert!(deployment_ok("0b7c6a0e-5d0f-4c59-9d7e-1a2b3c4d5e6f"));
+        assert!(!deployment_ok("etl/"));
+        assert!(!deployment_ok("a/b/c"));
     }
 
     #[test]
     fn slugs_are_derived_from_names() {
         assert_eq!(slugify("Nightly ETL (EU)"), "nightly-etl-eu");
         assert_eq!(slugify("***"), "pipeline");
-        assert!(is_slug(&slugify(&"Ab ".repeat(40))));
+        assert!(slug_ok(&slugify(&"Ab ".repeat(40))));
     }
 }

@@ -276,7 +276,9 @@ pub async fn all_stages_completed(db: impl PgExecutor<'_>, run_id: i64) -> sqlx:
     .map(|done| done.unwrap_or(false))
 }
 
-struct RunRow {
+/// A run row with its pipeline's name, as every run read selects it.
+#[derive(sqlx::FromRow)]
+pub struct RunRow {
     id: i64,
     pipeline_id: i64,
     pipeline_name: String,
@@ -297,6 +299,14 @@ struct RunRow {
     ended_at: Option<DateTime<Utc>>,
     updated_at: DateTime<Utc>,
     stuck_since: Option<DateTime<Utc>>,
+}
+
+impl RunRow {
+    /// The columns of a [`RunRow`], from `runs r JOIN pipelines p`.
+    pub const COLUMNS: &str = "r.id, r.pipeline_id, p.name AS pipeline_name, r.status, r.parameters, \
+        r.actor, r.source, r.request_id, r.idempotency_key, r.retry_of_run_id, \
+        r.prefect_flow_run_id, r.prefect_state, r.records_processed, r.error_message, \
+        r.created_at, r.submitted_at, r.started_at, r.ended_at, r.updated_at, r.stuck_since";
 }
 
 impl From<RunRow> for Run {

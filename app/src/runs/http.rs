@@ -10,6 +10,7 @@ use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::filter::RunFilter;
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
 use crate::api::openapi::Errors;
 use crate::api::{ApiId, ApiJson, OptionalJson};
@@ -152,6 +153,34 @@ async fn retry_run(
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
+/// Runs matching a filter, on their own fields and their pipeline's.
+#[utoipa::path(post, path = "/api/runs/filter", tag = "runs", description = "Role: viewer. Runs without their stages (read one run for them).",
+    request_body(content = Option<RunFilter>, description = "Criteria, sort and paging; none lists the newest 50"),
+    responses((status = 200, description = "The runs", body = Vec<Run>), Errors))]
+async fn filter_runs(
+    State(db): State<PgPool>,
+    principal: Principal,
+    OptionalJson(filter): OptionalJson<RunFilter>,
+) -> Result<Json<Vec<Run>>> {
+    super::filter::service::filter(&db, &principal, &filter)
+        .await
+        .map(Json)
+}
+
+/// How many runs match a filter.
+#[utoipa::path(post, path = "/api/runs/count", tag = "runs", description = "Role: viewer. Answers a bare integer.",
+    request_body(content = Option<RunFilter>, description = "Criteria (sort and paging are ignored)"),
+    responses((status = 200, description = "The count", body = i64, example = json!(120)), Errors))]
+async fn count_runs(
+    State(db): State<PgPool>,
+    principal: Principal,
+    OptionalJson(filter): OptionalJson<RunFilter>,
+) -> Result<Json<i64>> {
+    super::filter::service::count(&db, &principal, &filter)
+        .await
+        .map(Json)
+}
+
 /// Run routes; the status callback is also served without the seed's trailing slash.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -161,5 +190,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_run))
         .routes(routes!(retry_run))
         .routes(routes!(update_status))
+        .routes(routes!(filter_runs))
+        .routes(routes!(count_runs))
         .route("/api/status-update", post(update_status))
 }

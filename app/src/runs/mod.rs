@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AppError;
 
+pub mod filter;
 pub mod params;
 mod status;
 pub use status::{Change, RunStatus};

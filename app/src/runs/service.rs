@@ -378,14 +378,17 @@ fn validate_update(update: &StatusUpdate) -> Result<RunStatus> {
         return Err(AppError::invalid("records_processed", "must not be negative"));
     }
     if let Some(name) = &update.stage_name
-        && (name.trim().is_empty() || name.len() > 200)
+        && !crate::api::rules::is_text(name, 200)
     {
-        return Err(AppError::invalid("stage_name", "must be 1 to 200 characters"));
+        return Err(AppError::invalid(
+            "stage_name",
+            "must be 1 to 200 characters, without control characters or surrounding spaces",
+        ));
     }
     if update
         .error_message
         .as_ref()
-        .is_some_and(|m| m.len() > MAX_MESSAGE_LEN)
+        .is_some_and(|m| m.chars().count() > MAX_MESSAGE_LEN)
     {
         return Err(AppError::invalid(
             "error_message",
@@ -393,7 +396,7 @@ fn validate_update(update: &StatusUpdate) -> Result<RunStatus> {
         ));
     }
     if let Some(id) = &update.event_id
-        && (id.is_empty() || id.len() > 200)
+        && (id.is_empty() || id.chars().count() > 200)
     {
         return Err(AppError::invalid("event_id", "must be 1 to 200 characters"));
     }

@@ -1,0 +1,149 @@
+//! Input rules shared by the validation code and the OpenAPI document, so the document
+//! states exactly what the server accepts (a fuzzer that believes the document is right).
+//!
+//! Patterns avoid `\s` and Unicode classes, which differ between regex engines: "text" is
+//! any characters but ASCII control characters, not starting or ending with a space.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::{Value, json};
+
+/// One line of text without surrounding spaces or control characters.
+pub const TEXT: &str = r"^[^\x00-\x20\x7f]([^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?$";
+/// A pipeline slug.
+pub const SLUG: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+/// A Prefect deployment: its UUID, or `flow-name/deployment-name`.
+pub const DEPLOYMENT: &str = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[^/\x00-\x20\x7f][^/\x00-\x1f\x7f]*/[^/\x00-\x1f\x7f]*[^/\x00-\x20\x7f])$";
+/// An `Idempotency-Key` header.
+pub const IDEMPOTENCY_KEY: &str = r"^[\x21-\x7e]{1,255}$";
+/// A tag.
+pub const TAG: &str = r"^[A-Za-z0-9._:/-]{1,50}$";
+
+static COMPILED: LazyLock<HashMap<&'static str, Regex>> = LazyLock::new(|| {
+    [TEXT, SLUG, DEPLOYMENT, TAG]
+        .into_iter()
+        .map(|p| (p, Regex::new(p).expect("the rule patterns compile")))
+        .collect()
+});
+
+/// Whether `value` matches `pattern` (one of this module's).
+pub fn matches(pattern: &'static str, value: &str) -> bool {
+    COMPILED.get(pattern).is_some_and(|re| re.is_match(value))
+}
+
+/// Whether `value` is text of 1 to `max` characters.
+pub fn is_text(value: &str, max: usize) -> bool {
+    value.chars().count() <= max && matches(TEXT, value)
+}
+
+fn text(max: usize) -> Value {
+    json!({"minLength": 1, "maxLength": max, "pattern": TEXT})
+}
+
+/// Constraints to merge into the document: (schema, property, constraints); a property
+/// of `*_items` constrains the items of the array property.
+fn constraints() -> Vec<(&'static str, &'static str, Value)> {
+    let limit = json!({"minimum": 1, "maximum": crate::filter::MAX_LIMIT});
+    let offset = json!({"minimum": 0});
+    let stages = json!({"minItems": 1, "maxItems": 50, "uniqueItems": true});
+    let tags = json!({"maxItems": 20, "uniqueItems": true});
+    let deployment = json!({"maxLength": 200, "pattern": DEPLOYMENT});
+    let mut rules = Vec::new();
+    for schema in ["NewPipeline", "PipelinePatch"] {
+        rules.extend([
+            (schema, "name", text(200)),
+            (schema, "description", json!({"maxLength": 4000})),
+            (schema, "deployment", deployment.clone()),
+            (schema, "stages", stages.clone()),
+            (schema, "stages_items", text(100)),
+            (schema, "tags", tags.clone()),
+            (schema, "tags_items", json!({"pattern": TAG})),
+            (schema, "max_concurrent_runs", json!({"minimum": 1})),
+            (schema, "default_parameters", json!({"type": ["object", "null"]})),
+        ]);
+    }
+    rules.extend([
+        ("NewPipeline", "slug", json!({"pattern": SLUG})),
+        ("NewPipeline", "status", json!({"enum": ["pending", null]})),
+        ("StatusUpdate", "stage_name", text(200)),
+        ("StatusUpdate", "error_message", json!({"maxLength": 10000})),
+        ("StatusUpdate", "records_processed", json!({"minimum": 0})),
+        (
+            "StatusUpdate",
+            "event_id",
+            json!({"minLength": 1, "maxLength": 200}),
+        ),
+        ("NewApiKey", "name", text(crate::auth::api_keys::MAX_NAME_LEN)),
+        (
+            "Rotation",
+            "overlap_minutes",
+            json!({"minimum": 0, "maximum": crate::auth::api_keys::MAX_OVERLAP_MINUTES}),
+        ),
+    ]);
+    for schema in ["ApiKeyFilter", "AuditFilter", "RunFilter", "PipelineFilter"] {
+        rules.extend([
+            (schema, "limit", limit.clone()),
+            (schema, "offset", offset.clone()),
+        ]);
+    }
+    rules
+}
+
+/// Merges the rules into the document's schemas (`nullable` properties keep their `null`).
+pub fn constrain(document: &mut Value) {
+    for (schema, property, rule) in constraints() {
+        let properties = &mut document["components"]["schemas"][schema]["properties"];
+        let target = match property.strip_suffix("_items") {
+            Some(array) => &mut properties[array]["items"],
+            None => &mut properties[property],
+        };
+        assert!(target.is_object(), "the document has no {schema}.{property}");
+        if let (Some(target), Value::Object(rule)) = (target.as_object_mut(), rule) {
+            target.extend(rule);
+        }
+    }
+    // An Idempotency-Key is 1 to 255 visible ASCII characters.
+    if let Some(paths) = document["paths"].as_object_mut() {
+        let parameters = paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|item| item.values_mut())
+            .filter_map(|operation| operation.get_mut("parameters")?.as_array_mut())
+            .flatten();
+        for parameter in parameters {
+            if parameter["name"] == "Idempotency-Key" {
+                parameter["schema"] = json!({"type": "string", "pattern": IDEMPOTENCY_KEY});
+            }
+        }
+    }
+    // A status report names a run, or a pipeline whose latest run is meant.
+    document["components"]["schemas"]["StatusUpdate"]["anyOf"] =
+        json!([{"required": ["run_id"]}, {"required": ["pipeline_id"]}]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_has_no_surrounding_spaces_or_control_characters() {
+        for good in ["a", "Nightly ETL", "ünïcödé  ok", "x\u{3000}"] {
+            assert!(is_text(good, 200), "{good:?}");
+        }
+        for bad in ["", " a", "a ", "a\nb", "\ta", "a\u{7f}"] {
+            assert!(!is_text(bad, 200), "{bad:?}");
+        }
+        assert!(!is_text(&"x".repeat(201), 200));
+    }
+
+    #[test]
+    fn deployments_are_uuids_or_flow_slash_deployment() {
+        assert!(matches(DEPLOYMENT, "etl/nightly"));
+        assert!(matches(DEPLOYMENT, "0f3a2b4c-1d2e-4f5a-8b9c-0d1e2f3a4b5c"));
+        for bad in ["etl", "etl/", "/nightly", "a/b/c", " a/b", "a/b "] {
+            assert!(!matches(DEPLOYMENT, bad), "{bad:?}");
+        }
+    }
+}

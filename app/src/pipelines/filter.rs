@@ -1,0 +1,137 @@
+//! `POST /api/pipelines/filter` and `/count`, and the pipeline criteria runs are filtered by.
+
+use serde::{Deserialize, Serialize};
+
+use crate::filter::{IdFilter, TagsFilter, TextFilter, TimeFilter};
+use crate::runs::filter::StatusFilter;
+
+/// Criteria on pipelines; all must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PipelineCriteria {
+    /// By id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<IdFilter>,
+    /// By display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<TextFilter>,
+    /// By slug.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<TextFilter>,
+    /// By Prefect deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<TextFilter>,
+    /// By tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<TagsFilter>,
+    /// By creation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<TimeFilter>,
+    /// By the status of the latest run (`pending` when it never ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusFilter>,
+}
+
+/// Orders of a pipeline listing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PipelineSort {
+    /// Newest first.
+    #[default]
+    CreatedDesc,
+    /// Oldest first.
+    CreatedAsc,
+    /// By name, ignoring case.
+    NameAsc,
+    /// By id.
+    IdAsc,
+}
+
+/// `POST /api/pipelines/filter` and `/count`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"pipelines": {"tags": {"all_": ["etl"]}, "status": {"any_": ["failed"]}, "name": {"like_": "nightly"}}, "sort": "NAME_ASC", "limit": 50, "offset": 0})))]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFilter {
+    /// Criteria on pipelines.
+    #[serde(default)]
+    pub pipelines: PipelineCriteria,
+    /// Order of the answer.
+    #[serde(default)]
+    pub sort: PipelineSort,
+    /// At most this many pipelines (1 to 200, default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    /// Skip this many first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+}
+
+#[cfg(feature = "ssr")]
+impl PipelineCriteria {
+    /// Adds these criteria on `pipelines p`; `status` is the SQL of its latest-run status.
+    pub fn apply(&self, w: &mut crate::filter::Where<'_>, status: &str) {
+        w.ids("p.id", self.id.as_ref())
+            .text("p.name", self.name.as_ref())
+            .text("p.slug", self.slug.as_ref())
+            .text("p.deployment", self.deployment.as_ref())
+            .tags("p.tags", self.tags.as_ref())
+            .time("p.created_at", self.created.as_ref());
+        if let Some(filter) = &self.status {
+            let (any, not_any) = filter.names();
+            w.statuses(status, any, not_any);
+        }
+    }
+}
+
+#[cfg(feature = "ssr")]
+pub mod service {
+    //! The pipeline filter's queries.
+
+    use sqlx::PgPool;
+
+    use super::{PipelineFilter, PipelineSort};
+    use crate::auth::{Principal, Role};
+    use crate::error::Result;
+    use crate::filter::{Where, paging};
+    use crate::pipelines::Pipeline;
+    use crate::pipelines::db::PipelineRow;
+
+    const FROM: &str = " FROM pipelines p LEFT JOIN runs r ON r.id = p.latest_run_id";
+    const STATUS: &str = "coalesce(r.status, 'pending')";
+
+    /// The pipelines that match, with their latest runs.
+    pub async fn filter(
+        db: &PgPool,
+        principal: &Principal,
+        filter: &PipelineFilter,
+    ) -> Result<Vec<Pipeline>> {
+        principal.require(Role::Viewer)?;
+        let (limit, offset) = paging(filter.limit, filter.offset)?;
+        let mut w = Where::new(format!("SELECT {}{FROM}", PipelineRow::COLUMNS).as_str());
+        filter.pipelines.apply(&mut w, STATUS);
+        w.query.push(match filter.sort {
+            PipelineSort::CreatedDesc => " ORDER BY p.created_at DESC, p.id DESC",
+            PipelineSort::CreatedAsc => " ORDER BY p.created_at, p.id",
+            PipelineSort::NameAsc => " ORDER BY lower(p.name), p.id",
+            PipelineSort::IdAsc => " ORDER BY p.id",
+        });
+        w.query
+            .push(" LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        let rows = w.query.build_query_as::<PipelineRow>().fetch_all(db).await?;
+        crate::pipelines::service::with_stages(db, rows).await
+    }
+
+    /// How many pipelines match.
+    pub async fn count(db: &PgPool, principal: &Principal, filter: &PipelineFilter) -> Result<i64> {
+        principal.require(Role::Viewer)?;
+        let mut w = Where::new(format!("SELECT count(*){FROM}").as_str());
+        filter.pipelines.apply(&mut w, STATUS);
+        Ok(w.query.build_query_scalar::<i64>().fetch_one(db).await?)
+    }
+}
