@@ -76,6 +76,60 @@ pub struct TagsFilter {
     pub is_null_: Option<bool>,
 }
 
+/// Deserializes a struct only from a JSON object (serde's derive also takes an array).
+pub fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    deserializer.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+}
+
+/// [`object`] for an optional field: `null` or absent is `None`.
+pub fn optional_object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    deserializer.deserialize_option(OptionalObject(std::marker::PhantomData))
+}
+
+struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+}
+
+struct OptionalObject<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for OptionalObject<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object or null")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Option<T>, D::Error> {
+        object(deserializer).map(Some)
+    }
+}
+
 /// Checks `limit` and `offset` and fills in their defaults.
 pub fn paging(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64)> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
@@ -251,6 +305,22 @@ mod tests {
     fn like_patterns_take_wildcards_literally() {
         assert_eq!(contains_pattern("etl"), "%etl%");
         assert_eq!(contains_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+
+    #[test]
+    fn filters_are_objects_never_arrays() {
+        #[derive(Debug, Deserialize)]
+        struct Body {
+            #[serde(default, deserialize_with = "optional_object")]
+            name: Option<TextFilter>,
+        }
+        assert!(serde_json::from_str::<Body>(r#"{"name": {"eq_": "a"}}"#).is_ok());
+        assert!(serde_json::from_str::<Body>(r#"{"name": null}"#).is_ok_and(|b| b.name.is_none()));
+        assert!(serde_json::from_str::<Body>(r#"{"name": [null, null, null, null]}"#).is_err());
+        assert!(
+            serde_json::from_str::<TextFilter>(r#"[null, null, null, null]"#).is_ok(),
+            "what serde's derive alone allows"
+        );
     }
 
     #[test]

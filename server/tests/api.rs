@@ -572,8 +572,13 @@ async fn an_idempotency_key_replays_the_first_run_and_refuses_another_body(db: P
             json!({"parameters": {"a": 9}}),
         ))
         .await;
-    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(other.json()["field"], "Idempotency-Key");
+    assert_eq!(other.status, StatusCode::CONFLICT);
+    assert!(
+        other.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key")
+    );
     let too_long = app
         .send(keyed_trigger(id, &app.operator, &"k".repeat(300), json!({})))
         .await;

@@ -70,17 +70,68 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// Numbers written with a zero fraction (`2.0`) become integers, as JSON Schema counts
+/// them: an integer field takes `2.0`, and a free-form value keeps the same number.
+fn integral_floats(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n
+                .as_f64()
+                .filter(|f| !n.is_i64() && !n.is_u64() && f.fract() == 0.0)
+                && f.abs() < 9.0e15
+            {
+                #[expect(clippy::cast_possible_truncation, reason = "whole and within ±9e15")]
+                let whole = f as i64;
+                *value = Value::from(whole);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats),
+        _ => {}
+    }
+}
+
+/// The path of the first string or key holding U+0000, which `PostgreSQL` cannot store.
+fn nul_at(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_at(v, &format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(k, v)| {
+            let here = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_at(v, &here)
+            }
+        }),
+        _ => None,
+    }
+}
+
 impl<T: DeserializeOwned> ApiJson<T> {
     /// Parses `bytes`, naming the offending field when that fails.
     fn parse(bytes: &[u8]) -> Result<Self, AppError> {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let mut value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| AppError::invalid("body", format!("is not valid JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(AppError::invalid("body", "must be a JSON object"));
+        }
+        if let Some(path) = nul_at(&value, "") {
+            return Err(AppError::invalid(path, "must not contain the character U+0000"));
+        }
+        integral_floats(&mut value);
+        let value = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = path_of(e.path());
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                return AppError::invalid("body", format!("is not valid JSON: {inner}"));
-            }
-            let message = inner.to_string();
+            let message = e.into_inner().to_string();
             // serde reports a missing field at its parent; name the field itself.
             match message
                 .strip_prefix("missing field `")
@@ -91,8 +142,6 @@ impl<T: DeserializeOwned> ApiJson<T> {
                 None => AppError::invalid(path, message),
             }
         })?;
-        de.end()
-            .map_err(|e| AppError::invalid("body", format!("has trailing data: {e}")))?;
         Ok(ApiJson(value))
     }
 }
@@ -106,7 +155,9 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
         let json = is_json(&req);
         let bytes = body_bytes(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // No body, or JSON `null`, asks for the defaults.
+        let trimmed = bytes.trim_ascii();
+        if trimmed.is_empty() || trimmed == b"null" {
             return Ok(OptionalJson(T::default()));
         }
         if !json {
@@ -226,5 +277,22 @@ mod tests {
         assert_eq!(field(br#"{"name": "x", "colour": "red"}"#), "colour");
         assert_eq!(field(br#"{"name": "#), "body");
         assert!(ApiJson::<Sample>::parse(br#"{"name": "x"}"#).is_ok());
+        assert_eq!(field(br#"[{"name": "x"}]"#), "body");
+        assert_eq!(field(br#"{"name": "x", "stages": ["a\u0000"]}"#), "stages[0]");
+    }
+
+    #[test]
+    fn whole_numbers_written_with_a_fraction_are_integers() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Limits {
+            n: i32,
+        }
+        assert_eq!(
+            ApiJson::<Limits>::parse(br#"{"n": 2.0}"#)
+                .map(|ApiJson(l)| l.n)
+                .ok(),
+            Some(2)
+        );
+        assert!(ApiJson::<Limits>::parse(br#"{"n": 2.5}"#).is_err());
     }
 }

@@ -118,9 +118,69 @@ pub fn constrain(document: &mut Value) {
             }
         }
     }
+    // No string anywhere may hold U+0000 (PostgreSQL cannot store it; the API refuses it).
+    if let Some(schemas) = document["components"]["schemas"].as_object_mut() {
+        schemas.values_mut().for_each(no_nul_strings);
+        schemas.insert("JsonValue".to_owned(), json_value());
+    }
+    let free_form = json!({
+        "type": ["object", "null"],
+        "propertyNames": {"pattern": NO_NUL},
+        "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+    });
+    for (schema, property) in [
+        ("NewPipeline", "default_parameters"),
+        ("PipelinePatch", "default_parameters"),
+        ("TriggerRequest", "parameters"),
+    ] {
+        document["components"]["schemas"][schema]["properties"][property] = free_form.clone();
+    }
     // A status report names a run, or a pipeline whose latest run is meant.
     document["components"]["schemas"]["StatusUpdate"]["anyOf"] =
         json!([{"required": ["run_id"]}, {"required": ["pipeline_id"]}]);
+}
+
+/// Any text without U+0000.
+pub const NO_NUL: &str = r"^[^\x00]*$";
+
+/// Gives every unconstrained string schema under `node` the no-U+0000 pattern.
+fn no_nul_strings(node: &mut Value) {
+    match node {
+        Value::Object(map) => {
+            let is_string = match map.get("type") {
+                Some(Value::String(t)) => t == "string",
+                Some(Value::Array(types)) => types.iter().any(|t| t == "string"),
+                _ => false,
+            };
+            if is_string
+                && !["pattern", "enum", "format", "const"]
+                    .iter()
+                    .any(|k| map.contains_key(*k))
+            {
+                map.insert("pattern".to_owned(), Value::from(NO_NUL));
+            }
+            map.values_mut().for_each(no_nul_strings);
+        }
+        Value::Array(items) => items.iter_mut().for_each(no_nul_strings),
+        _ => {}
+    }
+}
+
+/// Free-form JSON, as parameters take it: anything but U+0000 in a string or key.
+fn json_value() -> Value {
+    json!({
+        "description": "Any JSON value; no string or key may contain U+0000",
+        "anyOf": [
+            {"type": "string", "pattern": NO_NUL},
+            {"type": ["number", "boolean", "null"]},
+            {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+            {
+                "type": "object",
+                "propertyNames": {"pattern": NO_NUL},
+                "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}
+            }
+        ]
+    })
 }
 
 #[cfg(test)]

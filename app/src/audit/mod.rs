@@ -45,31 +45,67 @@ pub struct AuditEvent {
 #[serde(deny_unknown_fields)]
 pub struct AuditCriteria {
     /// By id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub id: Option<IdFilter>,
     /// By time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub occurred: Option<TimeFilter>,
     /// By actor.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub actor: Option<TextFilter>,
     /// By role.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub role: Option<TextFilter>,
     /// By action.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub action: Option<TextFilter>,
     /// By target.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target: Option<TextFilter>,
     /// By outcome (`success`, `denied`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub outcome: Option<TextFilter>,
     /// By request id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub request_id: Option<TextFilter>,
     /// By source address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_addr: Option<TextFilter>,
 }
 
@@ -92,7 +128,7 @@ pub enum AuditSort {
 #[serde(deny_unknown_fields)]
 pub struct AuditFilter {
     /// Criteria on events.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::object")]
     pub audit_events: AuditCriteria,
     /// Order of the answer.
     #[serde(default)]
@@ -229,7 +265,7 @@ pub mod http {
     /// How many audit events match a filter.
     #[utoipa::path(post, path = "/api/audit_events/count", tag = "audit", description = "Role: admin. Answers a bare integer.",
         request_body(content = Option<AuditFilter>, description = "Criteria (sort and paging are ignored)"),
-        responses((status = 200, description = "The count", body = i64, example = json!(42)), Errors))]
+        responses((status = 200, description = "The count", body = i64, content_type = "application/json", example = json!(42)), Errors))]
     async fn count(
         State(db): State<PgPool>,
         principal: Principal,

@@ -114,28 +114,28 @@ pub struct Rotation {
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyCriteria {
     /// By id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
     pub id: Option<IdFilter>,
     /// By name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
     pub name: Option<TextFilter>,
     /// By role (`any_: ["admin"]`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
     pub role: Option<TextFilter>,
     /// By state (`any_: ["active", "expired", "revoked"]`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
     pub state: Option<TextFilter>,
     /// By creator.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
     pub created_by: Option<TextFilter>,
     /// By creation time.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
     pub created: Option<TimeFilter>,
     /// By expiry time.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
     pub expires: Option<TimeFilter>,
     /// By last use.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
     pub last_used: Option<TimeFilter>,
 }
 
@@ -162,7 +162,7 @@ pub enum ApiKeySort {
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyFilter {
     /// Criteria on keys.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::object")]
     pub api_keys: ApiKeyCriteria,
     /// Order of the answer.
     #[serde(default)]
@@ -569,7 +569,7 @@ pub mod http {
     /// How many keys match a filter.
     #[utoipa::path(post, path = "/api/api_keys/count", tag = "api_keys", description = "Role: admin. Answers a bare integer.",
         request_body(content = Option<ApiKeyFilter>, description = "Criteria (sort and paging are ignored)"),
-        responses((status = 200, description = "The count", body = i64, example = json!(3)), Errors))]
+        responses((status = 200, description = "The count", body = i64, content_type = "application/json", example = json!(3)), Errors))]
     async fn count(
         State(db): State<PgPool>,
         principal: Principal,

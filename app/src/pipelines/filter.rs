@@ -11,25 +11,53 @@ use crate::runs::filter::StatusFilter;
 #[serde(deny_unknown_fields)]
 pub struct PipelineCriteria {
     /// By id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub id: Option<IdFilter>,
     /// By display name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name: Option<TextFilter>,
     /// By slug.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub slug: Option<TextFilter>,
     /// By Prefect deployment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment: Option<TextFilter>,
     /// By tags.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tags: Option<TagsFilter>,
     /// By creation time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub created: Option<TimeFilter>,
     /// By the status of the latest run (`pending` when it never ran).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status: Option<StatusFilter>,
 }
 
@@ -56,7 +84,7 @@ pub enum PipelineSort {
 #[serde(deny_unknown_fields)]
 pub struct PipelineFilter {
     /// Criteria on pipelines.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::object")]
     pub pipelines: PipelineCriteria,
     /// Order of the answer.
     #[serde(default)]

@@ -136,7 +136,7 @@ async fn filter_pipelines(
 /// How many pipelines match a filter.
 #[utoipa::path(post, path = "/api/pipelines/count", tag = "pipelines", description = "Role: viewer. Answers a bare integer.",
     request_body(content = Option<PipelineFilter>, description = "Criteria (sort and paging are ignored)"),
-    responses((status = 200, description = "The count", body = i64, example = json!(12)), Errors))]
+    responses((status = 200, description = "The count", body = i64, content_type = "application/json", example = json!(12)), Errors))]
 async fn count_pipelines(
     State(db): State<PgPool>,
     principal: Principal,

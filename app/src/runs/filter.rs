@@ -37,34 +37,74 @@ impl StatusFilter {
 #[serde(deny_unknown_fields)]
 pub struct RunCriteria {
     /// By id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub id: Option<IdFilter>,
     /// By status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status: Option<StatusFilter>,
     /// By when the trigger was accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub created: Option<TimeFilter>,
     /// By when the run started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub started: Option<TimeFilter>,
     /// By when the run ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ended: Option<TimeFilter>,
     /// By who triggered it (`api-key:ci`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub actor: Option<TextFilter>,
     /// By what it was triggered through (`api`, `ui`, `seed-api`, `retry`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source: Option<TextFilter>,
     /// By the trigger's request id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub request_id: Option<TextFilter>,
     /// By the trigger's `Idempotency-Key`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub idempotency_key: Option<TextFilter>,
     /// By Prefect flow run id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::filter::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub prefect_flow_run_id: Option<TextFilter>,
 }
 
@@ -89,10 +129,10 @@ pub enum RunSort {
 #[serde(deny_unknown_fields)]
 pub struct RunFilter {
     /// Criteria on the runs.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::object")]
     pub runs: RunCriteria,
     /// Criteria on the runs' pipelines.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::object")]
     pub pipelines: PipelineCriteria,
     /// Order of the answer.
     #[serde(default)]

@@ -170,7 +170,7 @@ async fn filter_runs(
 /// How many runs match a filter.
 #[utoipa::path(post, path = "/api/runs/count", tag = "runs", description = "Role: viewer. Answers a bare integer.",
     request_body(content = Option<RunFilter>, description = "Criteria (sort and paging are ignored)"),
-    responses((status = 200, description = "The count", body = i64, example = json!(120)), Errors))]
+    responses((status = 200, description = "The count", body = i64, content_type = "application/json", example = json!(120)), Errors))]
 async fn count_runs(
     State(db): State<PgPool>,
     principal: Principal,

@@ -156,9 +156,8 @@ async fn replay(pool: &PgPool, principal: &Principal, idempotency: &Idempotency)
         return Ok(None);
     };
     if hash != idempotency.hash {
-        return Err(AppError::invalid(
-            "Idempotency-Key",
-            "was already used for a different request; use a new key",
+        return Err(AppError::conflict(
+            "this Idempotency-Key was already used for a different request; use a new key",
         ));
     }
     get_unchecked(pool, run_id).await.map(Some)
@@ -425,10 +424,7 @@ pub async fn apply_status_update(
                 .await?
                 .ok_or_else(|| AppError::not_found("Run"))?;
             if pipeline_id.is_some_and(|pipeline_id| pipeline_id != run.pipeline_id) {
-                return Err(AppError::invalid(
-                    "pipeline_id",
-                    "does not match the run's pipeline",
-                ));
+                return Err(AppError::not_found("Run of this pipeline"));
             }
             run
         }
