@@ -92,25 +92,32 @@ fn integral_floats(value: &mut serde_json::Value) {
     }
 }
 
-/// The path of the first string or key holding U+0000, which `PostgreSQL` cannot store.
-fn nul_at(value: &serde_json::Value, path: &str) -> Option<String> {
+/// The largest magnitude a number may have: `PostgreSQL` keeps numbers exactly, and one
+/// near the limit of a double would not read back.
+const MAX_NUMBER: f64 = 1e300;
+
+/// The path of the first value `PostgreSQL` could not store and give back: a string or key
+/// holding U+0000, or a number beyond [`MAX_NUMBER`]. Keys in the path are escaped.
+fn unstorable_at(value: &serde_json::Value, path: &str) -> Option<String> {
     use serde_json::Value;
     match value {
         Value::String(s) if s.contains('\0') => Some(path.to_owned()),
+        Value::Number(n) if n.as_f64().is_some_and(|f| f.abs() > MAX_NUMBER) => Some(path.to_owned()),
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .find_map(|(i, v)| nul_at(v, &format!("{path}[{i}]"))),
+            .find_map(|(i, v)| unstorable_at(v, &format!("{path}[{i}]"))),
         Value::Object(fields) => fields.iter().find_map(|(k, v)| {
+            let key: String = k.escape_default().collect();
             let here = if path.is_empty() {
-                k.clone()
+                key
             } else {
-                format!("{path}.{k}")
+                format!("{path}.{key}")
             };
             if k.contains('\0') {
                 Some(here)
             } else {
-                nul_at(v, &here)
+                unstorable_at(v, &here)
             }
         }),
         _ => None,
@@ -125,8 +132,11 @@ impl<T: DeserializeOwned> ApiJson<T> {
         if !value.is_object() {
             return Err(AppError::invalid("body", "must be a JSON object"));
         }
-        if let Some(path) = nul_at(&value, "") {
-            return Err(AppError::invalid(path, "must not contain the character U+0000"));
+        if let Some(path) = unstorable_at(&value, "") {
+            return Err(AppError::invalid(
+                path,
+                "holds U+0000 or a number beyond ±1e300, which cannot be stored",
+            ));
         }
         integral_floats(&mut value);
         let value = serde_path_to_error::deserialize(value).map_err(|e| {
@@ -189,14 +199,15 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiId {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        // No object has an id that is not a positive integer: such an id is not found.
         let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|_| AppError::invalid("id", "must be a positive integer"))?;
+            .map_err(|_| AppError::not_found("Object with this id"))?;
         raw.parse::<i64>()
             .ok()
             .filter(|id| *id > 0)
             .map(ApiId)
-            .ok_or_else(|| AppError::invalid("id", "must be a positive integer"))
+            .ok_or_else(|| AppError::not_found("Object with this id"))
     }
 }
 

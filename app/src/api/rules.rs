@@ -68,6 +68,11 @@ fn constraints() -> Vec<(&'static str, &'static str, Value)> {
         ("NewPipeline", "slug", json!({"pattern": SLUG})),
         ("NewPipeline", "status", json!({"enum": ["pending", null]})),
         ("StatusUpdate", "stage_name", text(200)),
+        (
+            "StatusUpdate",
+            "status",
+            json!({"enum": crate::runs::RunStatus::ALL.map(crate::runs::RunStatus::as_str)}),
+        ),
         ("StatusUpdate", "error_message", json!({"maxLength": 10000})),
         ("StatusUpdate", "records_processed", json!({"minimum": 0})),
         (
@@ -120,7 +125,11 @@ pub fn constrain(document: &mut Value) {
     }
     // No string anywhere may hold U+0000 (PostgreSQL cannot store it; the API refuses it).
     if let Some(schemas) = document["components"]["schemas"].as_object_mut() {
-        schemas.values_mut().for_each(no_nul_strings);
+        // Error bodies may quote what was refused; they are left as they are.
+        schemas
+            .iter_mut()
+            .filter(|(name, _)| name.as_str() != "ErrorBody")
+            .for_each(|(_, schema)| no_nul_strings(schema));
         schemas.insert("JsonValue".to_owned(), json_value());
     }
     let free_form = json!({
@@ -172,7 +181,8 @@ fn json_value() -> Value {
         "description": "Any JSON value; no string or key may contain U+0000",
         "anyOf": [
             {"type": "string", "pattern": NO_NUL},
-            {"type": ["number", "boolean", "null"]},
+            {"type": "number", "minimum": -1e300, "maximum": 1e300},
+            {"type": ["boolean", "null"]},
             {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
             {
                 "type": "object",

@@ -124,7 +124,7 @@ pub struct ApiKeyCriteria {
     pub role: Option<TextFilter>,
     /// By state (`any_: ["active", "expired", "revoked"]`).
     #[serde(default, deserialize_with = "crate::filter::optional_object")]
-    pub state: Option<TextFilter>,
+    pub state: Option<KeyStateFilter>,
     /// By creator.
     #[serde(default, deserialize_with = "crate::filter::optional_object")]
     pub created_by: Option<TextFilter>,
@@ -137,6 +137,16 @@ pub struct ApiKeyCriteria {
     /// By last use.
     #[serde(default, deserialize_with = "crate::filter::optional_object")]
     pub last_used: Option<TimeFilter>,
+}
+
+/// Operators on a key's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct KeyStateFilter {
+    /// One of these states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any_: Option<Vec<KeyState>>,
 }
 
 /// Orders of a key listing.
@@ -326,7 +336,8 @@ pub mod service {
 
     fn check_expiry(field: &str, at: Option<DateTime<Utc>>) -> Result<()> {
         match at {
-            Some(at) if at <= Utc::now() => Err(AppError::invalid(field, "must be in the future")),
+            // Well-formed, but it clashes with the clock: a conflict, not a bad field.
+            Some(at) if at <= Utc::now() => Err(AppError::conflict(format!("{field} is in the past"))),
             _ => Ok(()),
         }
     }
@@ -394,13 +405,11 @@ pub mod service {
             .time("created_at", c.created.as_ref())
             .time("expires_at", c.expires.as_ref())
             .time("last_used_at", c.last_used.as_ref());
-        if let Some(state) = &c.state {
-            if state.like_.is_some() || state.is_null_.is_some() {
-                return Err(AppError::invalid("api_keys.state", "takes any_ or eq_ only"));
-            }
+        if let Some(any) = c.state.as_ref().and_then(|s| s.any_.as_ref()) {
             const STATE: &str = "CASE WHEN revoked_at IS NOT NULL THEN 'revoked' \
                                  WHEN expires_at <= now() THEN 'expired' ELSE 'active' END";
-            w.text(STATE, Some(state));
+            let names = any.iter().map(|s| s.as_str().to_owned()).collect();
+            w.statuses(STATE, Some(names), None);
         }
         Ok(w)
     }
@@ -434,6 +443,8 @@ pub mod service {
     /// How many keys match.
     pub async fn count(db: &PgPool, principal: &Principal, filter: &ApiKeyFilter) -> Result<i64> {
         principal.require(Role::Admin)?;
+        // Paging does not change a count, but a bad one is still refused.
+        paging(filter.limit, filter.offset)?;
         let mut w = criteria("SELECT count(*) FROM api_keys", filter)?;
         Ok(w.query.build_query_scalar::<i64>().fetch_one(db).await?)
     }

@@ -158,6 +158,8 @@ pub mod service {
     /// How many pipelines match.
     pub async fn count(db: &PgPool, principal: &Principal, filter: &PipelineFilter) -> Result<i64> {
         principal.require(Role::Viewer)?;
+        // Paging does not change a count, but a bad one is still refused.
+        paging(filter.limit, filter.offset)?;
         let mut w = Where::new(format!("SELECT count(*){FROM}").as_str());
         filter.pipelines.apply(&mut w, STATUS);
         Ok(w.query.build_query_scalar::<i64>().fetch_one(db).await?)

@@ -208,6 +208,8 @@ pub mod service {
     /// How many runs match.
     pub async fn count(db: &PgPool, principal: &Principal, filter: &RunFilter) -> Result<i64> {
         principal.require(Role::Viewer)?;
+        // Paging does not change a count, but a bad one is still refused.
+        paging(filter.limit, filter.offset)?;
         let mut w = criteria(&format!("SELECT count(*){FROM}"), filter);
         Ok(w.query.build_query_scalar::<i64>().fetch_one(db).await?)
     }
