@@ -58,7 +58,7 @@ if ! "$SCHEMATHESIS" --no-color run "$url/api/openapi.json" \
     --mode all \
     --exclude-path /api/events \
     --max-examples "${SCHEMATHESIS_EXAMPLES:-30}" \
-    --seed 1 \
+    --seed "${SCHEMATHESIS_SEED:-1}" \
     --workers 2 \
     --generation-database none; then
   echo "---- server log ----"; tail -n 40 "$log"

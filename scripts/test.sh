@@ -22,5 +22,8 @@ DATABASE_URL="$DB_ADMIN_URL" FLOWDECK_TEST_PREFECT_URL="http://127.0.0.1:$prefec
 
 "$ROOT/scripts/e2e.sh"
 
+say "the REST API: README examples and schemathesis against the live server"
+"$ROOT/scripts/api-check.sh"
+
 say "fault test: Flowdeck killed mid-submission while Prefect hangs"
 "$ROOT/scripts/crash-test.sh" "$prefect_dir" "$prefect_port"
