@@ -847,7 +847,7 @@ async fn the_run_dialog_sends_typed_parameters_and_refuses_bad_ones(db: PgPool) 
         "an empty input keeps the default"
     );
 
-    let before = app.footprint().await;
+    let before = app.footprint_but_audit().await;
     let bad = format!("pipeline_id={pipeline}&values%5Brows%5D=many&kinds%5Brows%5D=integer");
     let refused = app.server_fn("trigger_run", &app.operator, &bad).await;
     assert!(!refused.status.is_success());
@@ -863,7 +863,12 @@ async fn the_run_dialog_sends_typed_parameters_and_refuses_bad_ones(db: PgPool) 
         .server_fn("trigger_run", &app.viewer, &format!("pipeline_id={pipeline}"))
         .await;
     assert_eq!(viewer.status, StatusCode::FORBIDDEN);
-    assert_eq!(app.footprint().await, before, "refused triggers write nothing");
+    assert_eq!(
+        app.footprint_but_audit().await,
+        before,
+        "refused triggers write nothing but their audit line"
+    );
+    assert_eq!(app.forbidden_audited("api-key:test-viewer").await, 1);
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -107,6 +107,19 @@ async fn roles_gate_every_operation(db: PgPool) {
             }
         }
     }
+    // Every refusal for a role is in the audit trail, with what was asked.
+    let target: String = sqlx::query_scalar(
+        "SELECT target FROM audit_events WHERE action = 'auth.forbidden' AND actor = 'api-key:test-viewer' ORDER BY id LIMIT 1",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(target, "POST /api/pipelines/");
+    let refused_viewer = needed.iter().filter(|least| **least != "viewer").count();
+    assert_eq!(
+        app.forbidden_audited("api-key:test-viewer").await,
+        i64::try_from(refused_viewer).unwrap()
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -219,7 +232,7 @@ async fn cookie_requests_from_another_site_cannot_change_anything(db: PgPool) {
     let app = TestApp::new(db).await;
     let id = app.pipeline(json!({"name": "p"})).await;
     let cookie = session_cookie(&app, &app.operator).await;
-    let before = app.footprint().await;
+    let before = app.footprint_but_audit().await;
     let forged = Request::post(format!("/api/trigger/{id}"))
         .header("cookie", &cookie)
         .header("host", "127.0.0.1:8000")
@@ -227,7 +240,12 @@ async fn cookie_requests_from_another_site_cannot_change_anything(db: PgPool) {
         .body(Body::empty())
         .unwrap();
     assert_eq!(app.send(forged).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(app.footprint().await, before);
+    assert_eq!(app.footprint_but_audit().await, before);
+    assert_eq!(
+        app.forbidden_audited("api-key:test-operator").await,
+        1,
+        "the forgery is audited"
+    );
     let same_site = Request::post(format!("/api/trigger/{id}"))
         .header("cookie", &cookie)
         .header("host", "127.0.0.1:8000")

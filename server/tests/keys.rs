@@ -313,14 +313,15 @@ async fn a_cookie_request_without_origin_needs_the_pages_csrf_token(db: PgPool) 
     let app = TestApp::new(db).await;
     let id = app.pipeline(json!({"name": "p"})).await;
     let cookie = common::session_cookie(&app, &app.operator).await;
-    let before = app.footprint().await;
+    let before = app.footprint_but_audit().await;
     let bare = Request::post(format!("/api/trigger/{id}"))
         .header("cookie", &cookie)
         .body(Body::empty())
         .unwrap();
     let answer = app.send(bare).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text());
-    assert_eq!(app.footprint().await, before);
+    assert_eq!(app.footprint_but_audit().await, before);
+    assert_eq!(app.forbidden_audited("api-key:test-operator").await, 1);
 
     // A page gives the token to whoever can read it: the signed-in browser.
     let page = app

@@ -338,6 +338,7 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
             let via_browser = matches!(principal.via, AuthMethod::Session | AuthMethod::Proxy);
             let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
             if via_browser && unsafe_method && !forgery_checked(req.headers()) {
+                req.extensions_mut().insert(principal);
                 Some(cross_site_refusal())
             } else {
                 req.extensions_mut().insert(principal);
@@ -373,13 +374,33 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
         }
         Err(error) => Some(error.into_response()),
     };
+    let caller = req.extensions().get::<Principal>().cloned();
+    let target = format!("{} {path}", req.method());
     let mut response = match refusal {
         Some(response) => response,
         None => {
-            req.extensions_mut().insert(meta);
+            req.extensions_mut().insert(meta.clone());
             next.run(req).await
         }
     };
+    // A known caller refused for its role, or for a cross-site request, is audited here,
+    // once, whichever route refused it.
+    if response.status() == http::StatusCode::FORBIDDEN
+        && let Some(caller) = caller
+    {
+        let audit = audit::record(
+            &state.db,
+            &caller.actor,
+            Some(caller.role.as_str()),
+            "auth.forbidden",
+            Some(&target),
+            Outcome::Denied,
+            &meta,
+        );
+        if let Err(e) = audit.await {
+            tracing::error!(error = %e, "could not record a refused request");
+        }
+    }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }

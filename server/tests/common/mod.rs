@@ -264,6 +264,24 @@ impl TestApp {
             .expect("count")
     }
 
+    /// [`Self::footprint`] without the audit trail, which records refusals.
+    pub async fn footprint_but_audit(&self) -> Vec<i64> {
+        let mut counts = self.footprint().await;
+        counts.remove(4);
+        counts
+    }
+
+    /// How many refusals of `actor` for its role or a cross-site request were audited.
+    pub async fn forbidden_audited(&self, actor: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM audit_events WHERE action = 'auth.forbidden' AND outcome = 'denied' AND actor = $1",
+        )
+        .bind(actor)
+        .fetch_one(&self.db)
+        .await
+        .expect("count")
+    }
+
     /// Row counts of every table a request could write to.
     pub async fn footprint(&self) -> Vec<i64> {
         let mut counts = Vec::new();
