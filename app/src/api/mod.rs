@@ -70,57 +70,47 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Numbers written with a zero fraction (`2.0`) become integers, as JSON Schema counts
-/// them: an integer field takes `2.0`, and a free-form value keeps the same number.
-fn integral_floats(value: &mut serde_json::Value) {
-    use serde_json::Value;
-    match value {
-        Value::Number(n) => {
-            if let Some(f) = n
-                .as_f64()
-                .filter(|f| !n.is_i64() && !n.is_u64() && f.fract() == 0.0)
-                && f.abs() < 9.0e15
-            {
-                #[expect(clippy::cast_possible_truncation, reason = "whole and within ±9e15")]
-                let whole = f as i64;
-                *value = Value::from(whole);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(integral_floats),
-        Value::Object(fields) => fields.values_mut().for_each(integral_floats),
-        _ => {}
-    }
-}
-
 /// The largest magnitude a number may have: `PostgreSQL` keeps numbers exactly, and one
 /// near the limit of a double would not read back.
 const MAX_NUMBER: f64 = 1e300;
 
-/// The path of the first value `PostgreSQL` could not store and give back: a string or key
-/// holding U+0000, or a number beyond [`MAX_NUMBER`]. Keys in the path are escaped.
-fn unstorable_at(value: &serde_json::Value, path: &str) -> Option<String> {
+/// Readies a parsed body in one walk: numbers written with a zero fraction (`2.0`) become
+/// integers, as JSON Schema counts them; a string or key holding U+0000, or a number beyond
+/// [`MAX_NUMBER`], which `PostgreSQL` could not store and give back, is refused with the
+/// segments of its path, innermost first (keys escaped and led by a dot).
+fn normalize(value: &mut serde_json::Value) -> Result<(), Vec<String>> {
     use serde_json::Value;
     match value {
-        Value::String(s) if s.contains('\0') => Some(path.to_owned()),
-        Value::Number(n) if n.as_f64().is_some_and(|f| f.abs() > MAX_NUMBER) => Some(path.to_owned()),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| unstorable_at(v, &format!("{path}[{i}]"))),
-        Value::Object(fields) => fields.iter().find_map(|(k, v)| {
-            let key: String = k.escape_default().collect();
-            let here = if path.is_empty() {
-                key
-            } else {
-                format!("{path}.{key}")
-            };
-            if k.contains('\0') {
-                Some(here)
-            } else {
-                unstorable_at(v, &here)
+        Value::String(s) if s.contains('\0') => Err(Vec::new()),
+        Value::Number(n) => {
+            let Some(f) = n.as_f64() else { return Ok(()) };
+            if f.abs() > MAX_NUMBER {
+                return Err(Vec::new());
             }
+            if !n.is_i64() && !n.is_u64() && f.fract() == 0.0 && f.abs() < 9.0e15 {
+                #[expect(clippy::cast_possible_truncation, reason = "whole and within ±9e15")]
+                let whole = f as i64;
+                *value = Value::from(whole);
+            }
+            Ok(())
+        }
+        Value::Array(items) => items.iter_mut().enumerate().try_for_each(|(i, item)| {
+            normalize(item).map_err(|mut path| {
+                path.push(format!("[{i}]"));
+                path
+            })
         }),
-        _ => None,
+        Value::Object(fields) => fields.iter_mut().try_for_each(|(key, field)| {
+            let segment = || format!(".{}", key.escape_default());
+            if key.contains('\0') {
+                return Err(vec![segment()]);
+            }
+            normalize(field).map_err(|mut path| {
+                path.push(segment());
+                path
+            })
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -132,13 +122,13 @@ impl<T: DeserializeOwned> ApiJson<T> {
         if !value.is_object() {
             return Err(AppError::invalid("body", "must be a JSON object"));
         }
-        if let Some(path) = unstorable_at(&value, "") {
-            return Err(AppError::invalid(
-                path,
+        normalize(&mut value).map_err(|segments| {
+            let path: String = segments.into_iter().rev().collect();
+            AppError::invalid(
+                path.trim_start_matches('.'),
                 "holds U+0000 or a number beyond ±1e300, which cannot be stored",
-            ));
-        }
-        integral_floats(&mut value);
+            )
+        })?;
         let value = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = path_of(e.path());
             let message = e.into_inner().to_string();

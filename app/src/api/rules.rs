@@ -22,7 +22,7 @@ pub const IDEMPOTENCY_KEY: &str = r"^[\x21-\x7e]{1,255}$";
 pub const TAG: &str = r"^[A-Za-z0-9._:/-]{1,50}$";
 
 static COMPILED: LazyLock<HashMap<&'static str, Regex>> = LazyLock::new(|| {
-    [TEXT, SLUG, DEPLOYMENT, TAG]
+    [TEXT, SLUG, DEPLOYMENT, TAG, IDEMPOTENCY_KEY]
         .into_iter()
         .map(|p| (p, Regex::new(p).expect("the rule patterns compile")))
         .collect()

@@ -375,7 +375,7 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
         Err(error) => Some(error.into_response()),
     };
     let caller = req.extensions().get::<Principal>().cloned();
-    let target = format!("{} {path}", req.method());
+    let method = req.method().clone();
     let mut response = match refusal {
         Some(response) => response,
         None => {
@@ -388,6 +388,7 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
     if response.status() == http::StatusCode::FORBIDDEN
         && let Some(caller) = caller
     {
+        let target = format!("{method} {path}");
         let audit = audit::record(
             &state.db,
             &caller.actor,
@@ -434,28 +435,32 @@ impl NewSession {
     /// The `Set-Cookie` value that hands the session to the browser.
     pub fn cookie_header(&self, secure: bool) -> HeaderValue {
         let name = if secure { SECURE_COOKIE_NAME } else { COOKIE_NAME };
-        let cookie = Cookie::build((name, self.token.clone()))
-            .http_only(true)
-            .secure(secure)
-            .same_site(SameSite::Lax)
-            .path("/")
-            .max_age(cookie::time::Duration::hours(i64::from(SESSION_HOURS)))
-            .build();
-        HeaderValue::from_str(&cookie.to_string()).expect("cookie of hex token is a valid header")
+        set_cookie(
+            name,
+            &self.token,
+            secure,
+            cookie::time::Duration::hours(i64::from(SESSION_HOURS)),
+        )
     }
 }
 
 /// The `Set-Cookie` value that removes the session cookie.
 pub fn clear_cookie_header(secure: bool) -> HeaderValue {
     let name = if secure { SECURE_COOKIE_NAME } else { COOKIE_NAME };
-    let cookie = Cookie::build((name, ""))
+    set_cookie(name, "", secure, cookie::time::Duration::ZERO)
+}
+
+/// A `Set-Cookie` value as Flowdeck sets every cookie: `HttpOnly`, `SameSite=Lax`, path
+/// `/`, and `Secure` when served over HTTPS. `value` is URL-safe (hex or base64url).
+pub fn set_cookie(name: &str, value: &str, secure: bool, max_age: cookie::time::Duration) -> HeaderValue {
+    let cookie = Cookie::build((name, value))
         .http_only(true)
         .secure(secure)
         .same_site(SameSite::Lax)
         .path("/")
-        .max_age(cookie::time::Duration::ZERO)
+        .max_age(max_age)
         .build();
-    HeaderValue::from_str(&cookie.to_string()).expect("empty cookie is a valid header")
+    HeaderValue::from_str(&cookie.to_string()).expect("a URL-safe cookie is a valid header")
 }
 
 /// Checks an API key and opens a browser session for it; every attempt is audited, and

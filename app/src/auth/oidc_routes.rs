@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use cookie::{Cookie, SameSite};
 use serde::Deserialize;
 
 use super::middleware::RequestMeta;
@@ -35,14 +34,8 @@ fn state_cookie_name(secure: bool) -> &'static str {
 }
 
 fn state_cookie(secure: bool, value: &str, minutes: i64) -> HeaderValue {
-    let cookie = Cookie::build((state_cookie_name(secure), value.to_owned()))
-        .http_only(true)
-        .secure(secure)
-        .same_site(SameSite::Lax)
-        .path("/")
-        .max_age(cookie::time::Duration::minutes(minutes))
-        .build();
-    HeaderValue::from_str(&cookie.to_string()).expect("a base64url cookie is a valid header")
+    let max_age = cookie::time::Duration::minutes(minutes);
+    super::middleware::set_cookie(state_cookie_name(secure), value, secure, max_age)
 }
 
 fn back_to_login(reason: &str) -> Response {

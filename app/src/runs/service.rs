@@ -134,7 +134,7 @@ impl Idempotency {
     /// Checks the header value and fingerprints the request (target and parsed body, so
     /// the same JSON with other spacing or key order counts as the same request).
     pub fn new(key: &str, pipeline_id: i64, request: &TriggerRequest) -> Result<Self> {
-        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        if !crate::api::rules::matches(crate::api::rules::IDEMPOTENCY_KEY, key) {
             return Err(AppError::invalid(
                 "Idempotency-Key",
                 "must be 1 to 255 visible ASCII characters",
