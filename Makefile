@@ -1,11 +1,14 @@
 # Flowdeck: the two commands of the README, plus helpers for developers.
-.PHONY: run test build prepare fmt lint
+.PHONY: run test bench build prepare fmt lint
 
 run:      ## install what is missing, build, migrate, serve the dashboard
 	@scripts/run.sh
 
 test:     ## every test: unit, integration (real PostgreSQL), end-to-end (Chromium)
 	@scripts/test.sh
+
+bench:    ## benchmark at 10,000 pipelines, 1,000,000 runs, 5,000,000 events; report in target/bench/report.md (not part of test)
+	@scripts/bench.sh
 
 build:    ## release build of server and wasm
 	@scripts/build.sh

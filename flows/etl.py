@@ -1,7 +1,8 @@
 """Flowdeck's demo pipeline: the seed's five-stage ETL as a light Prefect flow.
 
 Each stage reports `running`, then `completed` (with records processed) or `failed`, to
-Flowdeck's status endpoint with the run's own callback credential. Callbacks use only the
+Flowdeck's status endpoint with the run's own callback credential, the trigger's request
+id (`X-Request-ID`) and its trace context (`traceparent`). Callbacks use only the
 standard library; each carries an `event_id` kept across retries, so Flowdeck ignores
 repeats, and the time the change happened, so Flowdeck applies them in order.
 """
@@ -39,7 +40,20 @@ class StageFailed(RuntimeError):
     """A stage failed on purpose (the `fail_stage` parameter)."""
 
 
-def report(url, token, request_id, payload, logger):
+def trace_parent():
+    """The trace context Flowdeck gave this flow run (label `__OTEL_TRACEPARENT`), if any."""
+    try:
+        from prefect.context import FlowRunContext
+
+        context = FlowRunContext.get()
+        labels = (context.flow_run.labels or {}) if context and context.flow_run else {}
+        value = labels.get("__OTEL_TRACEPARENT")
+        return value if isinstance(value, str) else None
+    except Exception:  # an older Prefect without labels: no trace context
+        return None
+
+
+def report(url, token, request_id, payload, logger, traceparent=None):
     """POST one status report; retry connection errors and 5xx, give up quietly after."""
     if not url:
         return
@@ -50,6 +64,8 @@ def report(url, token, request_id, payload, logger):
         headers["Authorization"] = f"Bearer {token}"
     if request_id:
         headers["X-Request-ID"] = request_id
+    if traceparent:
+        headers["traceparent"] = traceparent
     delay = 0.25
     for attempt in range(1, ATTEMPTS + 1):
         request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
@@ -81,10 +97,11 @@ def etl(
     stage_seconds: float = 0.5,
 ) -> dict:
     logger = get_run_logger()
+    traceparent = trace_parent()
 
     def send(payload):
         report(flowdeck_callback_url, flowdeck_token, flowdeck_request_id,
-               dict(payload, run_id=flowdeck_run_id), logger)
+               dict(payload, run_id=flowdeck_run_id), logger, traceparent)
 
     processed = {}
     for name in STAGES:

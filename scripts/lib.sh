@@ -65,3 +65,30 @@ serve_fresh_cleanup() {
   [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
   psql -q -d "$DB_ADMIN_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
 }
+
+# Builds what the benchmarks run (release server and site, bench_live) and raises the
+# open-file limit for their thousands of connections.
+bench_setup() {
+  "$ROOT/scripts/db.sh"
+  "$ROOT/scripts/build.sh"
+  cd "$ROOT"
+  cargo build --release -p server --example bench_live --quiet || die "cannot build the benchmark"
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+}
+
+# live_figures DIR SUBSCRIBERS UPDATES: against the server serve_fresh started, SSE fan-out
+# and dashboard SSR (server/examples/bench_live.rs), the server's peak RSS, and the initial
+# page weight as Chromium fetches it (HTML, CSS, JS, wasm and any lazily loaded island).
+# Writes DIR/live.txt and DIR/page-weight.txt; sets peak_rss_kib.
+live_figures() {
+  local dir="$1" target="${CARGO_TARGET_DIR:-$ROOT/target}" run_id
+  mkdir -p "$dir"
+  run_id="$(curl -fsS -X POST -H "Authorization: Bearer $key" "$url/api/trigger/1" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')"
+  "$target/release/examples/bench_live" "$url" "$key" "$run_id" "$2" "$3" | tee "$dir/live.txt" \
+    || { tail -n 30 "$log"; die "the live benchmark failed"; }
+  peak_rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$server_pid/status")"
+  echo "server peak RSS: $((peak_rss_kib / 1024)) MiB" | tee -a "$dir/live.txt"
+  (cd "$ROOT/end2end" && node page-weight.mjs "$url" "$key" / /pipelines/1 "/runs/$run_id" /login) \
+    | tee "$dir/page-weight.txt" || die "cannot measure the page weight"
+}

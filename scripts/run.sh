@@ -32,8 +32,9 @@ key="$("$bin" api-key create --role admin --name "make-run $(date -u +%Y-%m-%dT%
 "$bin" serve &
 server_pid=$!
 url="http://$FLOWDECK_ADDR"
-for _ in $(seq 1 100); do curl -fsS "$url/api/health" >/dev/null 2>&1 && break; sleep 0.2; done
-curl -fsS "$url/api/health" >/dev/null 2>&1 || die "flowdeck did not start on $url"
+# Ready: the database answers, and Prefect does when one is configured.
+for _ in $(seq 1 150); do curl -fsS "$url/api/ready" >/dev/null 2>&1 && break; sleep 0.2; done
+curl -fsS "$url/api/ready" >/dev/null 2>&1 || die "flowdeck is not ready on $url: $(curl -sS "$url/api/ready" 2>&1)"
 
 if [ -n "$local_prefect" ]; then
   # Demo pipelines bound to the demo deployment; a slug that exists already answers 409.

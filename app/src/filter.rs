@@ -278,6 +278,18 @@ mod sql {
             self
         }
 
+        /// Ends the query with `order` (a trusted `ORDER BY …`) and the page `(limit, offset)`
+        /// that [`paging`](super::paging) checked.
+        pub fn page(&mut self, order: &str, (limit, offset): (i64, i64)) -> &mut Self {
+            self.query
+                .push(order)
+                .push(" LIMIT ")
+                .push_bind(limit)
+                .push(" OFFSET ")
+                .push_bind(offset);
+            self
+        }
+
         /// Adds a criterion written by the caller (trusted SQL, no input in it).
         pub fn raw(&mut self, condition: &str) -> &mut Self {
             self.and().push(condition);

@@ -26,6 +26,8 @@ pub mod prefect;
 pub mod routes;
 #[cfg(feature = "ssr")]
 pub mod state;
+#[cfg(feature = "ssr")]
+pub mod telemetry;
 
 /// The app's routes, rendered on the server only: the parts of a page that change in the
 /// browser are islands (`#[island]`), the only components shipped as wasm.

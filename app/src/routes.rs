@@ -13,7 +13,9 @@ use leptos_axum::{LeptosRoutes, generate_route_list};
 use leptos_meta::MetaTags;
 
 use crate::state::AppState;
-use crate::{App, api, auth};
+use crate::{App, api, auth, telemetry};
+use std::time::Duration;
+use tower_http::timeout::TimeoutLayer;
 
 /// The HTML document around the app, rendered on the server, with a Content Security
 /// Policy whose script nonce is new for each response.
@@ -109,6 +111,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::router())
         .merge(auth::oidc_routes::router())
+        .route("/metrics", axum::routing::get(telemetry::http::protected_metrics))
         .leptos_routes(&state, routes, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn_with_state(
@@ -120,5 +123,13 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             secure_headers,
         ))
+        // A request that takes this long is answered 503 (the event stream's body is not
+        // bounded: only the time to its response head).
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(30),
+        ))
+        // Outermost: every answer, refusals and time-outs included, has its ids, span and count.
+        .layer(axum::middleware::from_fn(telemetry::http::observe))
         .with_state(state)
 }

@@ -14,6 +14,10 @@ Environment:
   DATABASE_URL             PostgreSQL URL [default: postgres://postgres@127.0.0.1:5432/flowdeck]
   FLOWDECK_ADDR            listen address [default: 127.0.0.1:8000]
   FLOWDECK_LOG_FORMAT      text or json [default: text]
+  FLOWDECK_METRICS_ADDR    also serve /metrics here, without credentials (e.g. 127.0.0.1:9464)
+  OTEL_EXPORTER_OTLP_ENDPOINT  export spans over OTLP/HTTP to this collector (unset: no export)
+  OTEL_EXPORTER_OTLP_PROTOCOL  http/protobuf or http/json [default: http/protobuf]
+  OTEL_SERVICE_NAME        service name of the spans [default: flowdeck]
   LEPTOS_SITE_ROOT         built site directory [default: target/site]
   RUST_LOG                 log filter [default: info]
   PREFECT_API_URL          Prefect API, e.g. http://127.0.0.1:4200/api (unset: runs wait as pending)

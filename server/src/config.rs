@@ -9,7 +9,6 @@ use app::runs::dispatch::DispatchConfig;
 use leptos::config::LeptosOptions;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tracing_subscriber::EnvFilter;
 
 /// Default database: a `flowdeck` database on the local `PostgreSQL`.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/flowdeck";
@@ -24,6 +23,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// `FLOWDECK_LOG_FORMAT=json` for JSON lines.
     pub json_logs: bool,
+    /// `FLOWDECK_METRICS_ADDR`: a separate listener serving `/metrics` without credentials.
+    pub metrics_addr: Option<SocketAddr>,
     /// Whether session cookies are `Secure` with the `__Host-` prefix: always, unless
     /// `FLOWDECK_PUBLIC_URL` is plain HTTP on a loopback host (local development).
     pub secure_cookies: bool,
@@ -120,7 +121,8 @@ fn per_minute(name: &str, default: std::num::NonZeroU32) -> anyhow::Result<std::
         .map(|n| n.unwrap_or(default))
 }
 
-fn var(name: &str) -> anyhow::Result<Option<String>> {
+/// The variable `name`, `None` when unset or blank; an error names a non-UTF-8 value.
+pub(crate) fn var(name: &str) -> anyhow::Result<Option<String>> {
     match std::env::var(name) {
         Ok(value) if value.trim().is_empty() => Ok(None),
         Ok(value) => Ok(Some(value)),
@@ -141,6 +143,12 @@ impl Config {
             Some("json") => true,
             Some(other) => anyhow::bail!("FLOWDECK_LOG_FORMAT must be text or json, not {other:?}"),
         };
+        let metrics_addr = var("FLOWDECK_METRICS_ADDR")?
+            .map(|v| {
+                v.parse()
+                    .context("FLOWDECK_METRICS_ADDR must be host:port, like 127.0.0.1:9464")
+            })
+            .transpose()?;
         let prefect_auth = match (var("PREFECT_API_KEY")?, var("PREFECT_API_AUTH_STRING")?) {
             (Some(_), Some(_)) => anyhow::bail!("set PREFECT_API_KEY or PREFECT_API_AUTH_STRING, not both"),
             (Some(key), None) => PrefectAuth::Bearer(key),
@@ -193,6 +201,7 @@ impl Config {
             database_url: var("DATABASE_URL")?.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             addr,
             json_logs,
+            metrics_addr,
             site_root: var("LEPTOS_SITE_ROOT")?.unwrap_or_else(|| "target/site".to_owned()),
         })
     }
@@ -252,18 +261,4 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .run(pool)
         .await
         .context("database migration failed")
-}
-
-/// Logs to stderr: human-readable, or JSON lines with `FLOWDECK_LOG_FORMAT=json`; level from
-/// `RUST_LOG` (default `info`).
-pub fn init_tracing(config: &Config) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if config.json_logs {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

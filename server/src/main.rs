@@ -2,9 +2,9 @@
 
 mod cli;
 mod config;
+mod telemetry;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::Context;
 use app::state::AppState;
@@ -13,17 +13,27 @@ use clap::Parser;
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::cli::{ApiKeyCommand, Cli, Command};
 use crate::config::Config;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::from_env()?;
-    config::init_tracing(&config);
+    // Set up outside the runtime: the exporter has its own thread and is flushed when
+    // `telemetry` drops, after the runtime is gone.
+    let telemetry = telemetry::init(config.json_logs)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let outcome = runtime.block_on(run(cli, config));
+    drop(runtime);
+    drop(telemetry);
+    outcome
+}
+
+async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Migrate => {
@@ -96,15 +106,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let pkg = ServeDir::new(std::path::Path::new(&config.site_root).join("pkg"))
         .precompressed_br()
         .precompressed_gzip();
+    if let Some(addr) = config.metrics_addr {
+        let metrics = Router::new()
+            .route("/metrics", axum::routing::get(app::telemetry::http::open_metrics))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on FLOWDECK_METRICS_ADDR={addr}"))?;
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        let mut stopped = stopped.clone();
+        workers.push(tokio::spawn(async move {
+            let shutdown = async move {
+                stopped.wait_for(|stop| *stop).await.ok();
+            };
+            if let Err(e) = axum::serve(listener, metrics)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        }));
+    }
     let app = Router::new()
         .nest_service("/pkg", pkg)
         .merge(app::routes::router(state))
-        .layer(CompressionLayer::new().quality(CompressionLevel::Precise(5)))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(30),
-        ))
-        .layer(TraceLayer::new_for_http());
+        .layer(CompressionLayer::new().quality(CompressionLevel::Precise(5)));
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("cannot listen on FLOWDECK_ADDR={}", config.addr))?;

@@ -489,6 +489,7 @@ async fn every_page_answers_each_role_as_the_table_says(db: PgPool) {
 /// `Some("callback")` is not a role but marks what a run's callback credential may call.
 const ROLE_BY_ROUTE: &[(&str, &str, Option<&str>)] = &[
     ("get", "/api/health", None),
+    ("get", "/api/ready", None),
     ("get", "/api/pipelines/", Some("viewer")),
     ("post", "/api/pipelines/", Some("admin")),
     ("get", "/api/pipelines/{id}", Some("viewer")),

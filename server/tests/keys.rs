@@ -278,6 +278,14 @@ async fn keys_and_audit_events_filter_count_and_sort(db: PgPool) {
         )
         .await;
     assert_eq!(count.json(), json!(all.len()));
+    let later = app
+        .post(
+            "/api/audit_events/count",
+            &app.admin,
+            json!({"audit_events": {"occurred": {"after_": "2100-01-01T00:00:00Z"}}}),
+        )
+        .await;
+    assert_eq!(later.json(), json!(0), "after_ excludes what came before");
     let none = audit_actions(
         &app,
         json!({"audit_events": {"occurred": {"before_": "2000-01-01T00:00:00Z"}}}),

@@ -507,10 +507,11 @@ async fn people_sign_in_through_the_issuer_with_pkce(db: PgPool) {
     .unwrap();
     assert_eq!(signed_in, ("oidc:u-1".to_owned(), "operator".to_owned()));
 
-    // A state is good once.
+    // A state is good once: even with a fresh, valid code for it.
     let sessions = app.count("sessions").await;
+    let fresh = issuer.authorize(&query, issuer.claims("operator"));
     let replay = app
-        .send(callback(&code, &query["state"], Some(&state_cookie)))
+        .send(callback(&fresh, &query["state"], Some(&state_cookie)))
         .await;
     assert_eq!(replay.header("location"), Some("/login?error=oidc"));
     // A code redeemed without the verifier of its challenge is refused by the issuer.

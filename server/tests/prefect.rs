@@ -358,3 +358,121 @@ async fn the_forms_offer_prefects_deployments_and_the_flows_parameters(db: PgPoo
     assert_eq!(fields[0]["value"], "42", "the pipeline's default fills the form");
     assert_eq!(fields[2]["kind"]["kind"], "number");
 }
+
+/// A callback's `X-Request-ID` and `traceparent`.
+type Headers = (Option<String>, Option<String>);
+
+#[sqlx::test(migrations = "../migrations")]
+#[ignore = "needs a real Prefect: make test runs it"]
+async fn a_request_id_and_trace_reach_the_flow_run_and_come_back_with_every_callback(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    let prefect = Arc::new(prefect());
+    // The callbacks as they arrive: their request id and trace context headers.
+    let seen: Arc<std::sync::Mutex<Vec<Headers>>> = Arc::default();
+    let kept = seen.clone();
+    let watched = app.router.clone().layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let kept = kept.clone();
+            async move {
+                if req.uri().path() == "/api/status-update/" {
+                    let header = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    kept.lock()
+                        .unwrap()
+                        .push((header("x-request-id"), header("traceparent")));
+                }
+                next.run(req).await
+            }
+        },
+    ));
+    let watching = TestApp {
+        router: watched,
+        db: app.db.clone(),
+        hub: app.hub.clone(),
+        viewer: app.viewer.clone(),
+        operator: app.operator.clone(),
+        admin: app.admin.clone(),
+    };
+    let served = serve(&watching).await;
+    let pipeline = app
+        .pipeline(json!({"name": "traced", "deployment": "etl/demo", "default_parameters": {"stage_seconds": 0.05}}))
+        .await;
+    let request_id = format!("e2e-{}", std::process::id());
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let request = axum::http::Request::post(format!("/api/pipelines/{pipeline}/runs"))
+        .header("authorization", format!("Bearer {}", app.operator))
+        .header("content-type", "application/json")
+        .header("x-request-id", &request_id)
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .body(axum::body::Body::from("{}"))
+        .unwrap();
+    let accepted = app.send(request).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    assert_eq!(accepted.header("x-request-id"), Some(request_id.as_str()));
+    let run_id = accepted.json()["id"].as_i64().unwrap();
+
+    let run = drive(
+        &app,
+        &prefect,
+        &served.callback_url,
+        run_id,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(run["status"], "completed", "{run}");
+
+    // In Prefect: the request id as tag, parameter and label; the trace as the label
+    // Prefect reads for its OpenTelemetry parent.
+    let flow_run_id = run["prefect_flow_run_id"].as_str().unwrap();
+    let flow_run: Value = reqwest::get(format!(
+        "{}/flow_runs/{flow_run_id}",
+        std::env::var("FLOWDECK_TEST_PREFECT_URL").unwrap()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let tags: Vec<&str> = flow_run["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        tags.contains(&format!("flowdeck-request:{request_id}").as_str()),
+        "{tags:?}"
+    );
+    assert_eq!(flow_run["parameters"]["flowdeck_request_id"], request_id.as_str());
+    assert_eq!(flow_run["labels"]["flowdeck.request_id"], request_id.as_str());
+    let label = flow_run["labels"]["__OTEL_TRACEPARENT"]
+        .as_str()
+        .expect("a traceparent label");
+    assert!(label.starts_with(&format!("00-{trace}-")), "{label}");
+
+    // Back in Flowdeck: every stage report carried both, and was audited under the id.
+    let callbacks = seen.lock().unwrap().clone();
+    assert_eq!(
+        callbacks.len(),
+        10,
+        "running + completed for five stages: {callbacks:?}"
+    );
+    for (id, traceparent) in &callbacks {
+        assert_eq!(id.as_deref(), Some(request_id.as_str()));
+        assert_eq!(traceparent.as_deref(), Some(label));
+    }
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT request_id FROM audit_events WHERE action = 'run.status_update' AND target = $1",
+    )
+    .bind(format!("run:{run_id}"))
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(audited.len(), 10);
+    assert!(audited.iter().all(|id| *id == request_id));
+    served.stop().await;
+}

@@ -40,7 +40,7 @@ use crate::state::AppState;
         (name = "events", description = "The live change feed (Server-Sent Events)"),
         (name = "api_keys", description = "API key management (admin)"),
         (name = "audit", description = "The audit trail (admin)"),
-        (name = "health", description = "Liveness"),
+        (name = "health", description = "Liveness and readiness"),
     )
 )]
 pub struct ApiDoc;

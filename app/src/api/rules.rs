@@ -21,6 +21,19 @@ pub const IDEMPOTENCY_KEY: &str = r"^[\x21-\x7e]{1,255}$";
 /// A tag.
 pub const TAG: &str = r"^[A-Za-z0-9._:/-]{1,50}$";
 
+/// Longest pipeline name, deployment reference, stage name in a report and event id.
+pub const MAX_NAME: usize = 200;
+/// Longest pipeline description.
+pub const MAX_DESCRIPTION: usize = 4000;
+/// Most stages a pipeline has.
+pub const MAX_STAGES: usize = 50;
+/// Longest stage name of a pipeline.
+pub const MAX_STAGE_NAME: usize = 100;
+/// Most tags a pipeline has.
+pub const MAX_TAGS: usize = 20;
+/// Longest error message in a status report.
+pub const MAX_MESSAGE: usize = 10_000;
+
 static COMPILED: LazyLock<HashMap<&'static str, Regex>> = LazyLock::new(|| {
     [TEXT, SLUG, DEPLOYMENT, TAG, IDEMPOTENCY_KEY]
         .into_iter()
@@ -47,17 +60,17 @@ fn text(max: usize) -> Value {
 fn constraints() -> Vec<(&'static str, &'static str, Value)> {
     let limit = json!({"minimum": 1, "maximum": crate::filter::MAX_LIMIT});
     let offset = json!({"minimum": 0});
-    let stages = json!({"minItems": 1, "maxItems": 50, "uniqueItems": true});
-    let tags = json!({"maxItems": 20, "uniqueItems": true});
-    let deployment = json!({"maxLength": 200, "pattern": DEPLOYMENT});
+    let stages = json!({"minItems": 1, "maxItems": MAX_STAGES, "uniqueItems": true});
+    let tags = json!({"maxItems": MAX_TAGS, "uniqueItems": true});
+    let deployment = json!({"maxLength": MAX_NAME, "pattern": DEPLOYMENT});
     let mut rules = Vec::new();
     for schema in ["NewPipeline", "PipelinePatch"] {
         rules.extend([
-            (schema, "name", text(200)),
-            (schema, "description", json!({"maxLength": 4000})),
+            (schema, "name", text(MAX_NAME)),
+            (schema, "description", json!({"maxLength": MAX_DESCRIPTION})),
             (schema, "deployment", deployment.clone()),
             (schema, "stages", stages.clone()),
-            (schema, "stages_items", text(100)),
+            (schema, "stages_items", text(MAX_STAGE_NAME)),
             (schema, "tags", tags.clone()),
             (schema, "tags_items", json!({"pattern": TAG})),
             (schema, "max_concurrent_runs", json!({"minimum": 1})),
@@ -67,18 +80,18 @@ fn constraints() -> Vec<(&'static str, &'static str, Value)> {
     rules.extend([
         ("NewPipeline", "slug", json!({"pattern": SLUG})),
         ("NewPipeline", "status", json!({"enum": ["pending", null]})),
-        ("StatusUpdate", "stage_name", text(200)),
+        ("StatusUpdate", "stage_name", text(MAX_NAME)),
         (
             "StatusUpdate",
             "status",
             json!({"enum": crate::runs::RunStatus::ALL.map(crate::runs::RunStatus::as_str)}),
         ),
-        ("StatusUpdate", "error_message", json!({"maxLength": 10000})),
+        ("StatusUpdate", "error_message", json!({"maxLength": MAX_MESSAGE})),
         ("StatusUpdate", "records_processed", json!({"minimum": 0})),
         (
             "StatusUpdate",
             "event_id",
-            json!({"minLength": 1, "maxLength": 200}),
+            json!({"minLength": 1, "maxLength": MAX_NAME}),
         ),
         ("NewApiKey", "name", text(crate::auth::api_keys::MAX_NAME_LEN)),
         (

@@ -187,27 +187,25 @@ pub mod service {
     }
 
     /// The events that match, in the order asked for.
+    #[tracing::instrument(name = "audit.filter", skip_all)]
     pub async fn filter(db: &PgPool, principal: &Principal, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
         principal.require(Role::Admin)?;
-        let (limit, offset) = paging(filter.limit, filter.offset)?;
+        let page = paging(filter.limit, filter.offset)?;
         let mut w = criteria(
             "SELECT id, occurred_at, actor, role, action, target, request_id, outcome, source_addr \
              FROM audit_events",
             filter,
         );
-        w.query.push(match filter.sort {
+        let order = match filter.sort {
             AuditSort::OccurredDesc => " ORDER BY occurred_at DESC, id DESC",
             AuditSort::OccurredAsc => " ORDER BY occurred_at, id",
-        });
-        w.query
-            .push(" LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
+        };
+        w.page(order, page);
         Ok(w.query.build_query_as::<AuditEvent>().fetch_all(db).await?)
     }
 
     /// How many events match.
+    #[tracing::instrument(name = "audit.count", skip_all)]
     pub async fn count(db: &PgPool, principal: &Principal, filter: &AuditFilter) -> Result<i64> {
         principal.require(Role::Admin)?;
         // Paging does not change a count, but a bad one is still refused.

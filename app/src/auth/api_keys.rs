@@ -264,7 +264,7 @@ pub mod service {
     };
     use crate::audit;
     use crate::auth::middleware::RequestMeta;
-    use crate::auth::{Principal, Role, keys};
+    use crate::auth::{Principal, Role, db, keys};
     use crate::error::{AppError, Result};
     use crate::filter::{Where, paging};
 
@@ -352,19 +352,16 @@ pub mod service {
         created_by: &str,
     ) -> Result<CreatedApiKey> {
         let secret = keys::new_api_key();
-        let id = sqlx::query_scalar!(
-            "INSERT INTO api_keys (name, role, key_prefix, key_hash, created_by, expires_at, rotated_from)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        let row = db::NewKeyRow {
             name,
-            role.as_str(),
-            secret.shown_prefix,
-            secret.hash,
+            role,
+            key_prefix: &secret.shown_prefix,
+            key_hash: &secret.hash,
             created_by,
             expires_at,
             rotated_from,
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        };
+        let id = db::insert_api_key(&mut *tx, &row).await?;
         Ok(CreatedApiKey {
             key: fetch(&mut *tx, id).await?,
             secret: secret.clear,
@@ -372,6 +369,7 @@ pub mod service {
     }
 
     /// Creates a key.
+    #[tracing::instrument(name = "api_keys.create", skip_all)]
     pub async fn create(
         db: &PgPool,
         principal: &Principal,
@@ -390,6 +388,7 @@ pub mod service {
     }
 
     /// One key.
+    #[tracing::instrument(name = "api_keys.get", skip_all)]
     pub async fn get(db: &PgPool, principal: &Principal, id: i64) -> Result<ApiKey> {
         principal.require(Role::Admin)?;
         fetch(db, id).await
@@ -415,21 +414,18 @@ pub mod service {
     }
 
     /// The keys that match, in the order asked for.
+    #[tracing::instrument(name = "api_keys.filter", skip_all)]
     pub async fn filter(db: &PgPool, principal: &Principal, filter: &ApiKeyFilter) -> Result<Vec<ApiKey>> {
         principal.require(Role::Admin)?;
-        let (limit, offset) = paging(filter.limit, filter.offset)?;
+        let page = paging(filter.limit, filter.offset)?;
         let mut w = criteria(COLUMNS, filter)?;
-        w.query.push(match filter.sort {
+        let order = match filter.sort {
             ApiKeySort::CreatedDesc => " ORDER BY created_at DESC, id DESC",
             ApiKeySort::CreatedAsc => " ORDER BY created_at, id",
             ApiKeySort::NameAsc => " ORDER BY name, id",
             ApiKeySort::LastUsedDesc => " ORDER BY last_used_at DESC NULLS LAST, id DESC",
-        });
-        w.query
-            .push(" LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
+        };
+        w.page(order, page);
         let now = Utc::now();
         w.query
             .build_query_as::<Row>()
@@ -441,6 +437,7 @@ pub mod service {
     }
 
     /// How many keys match.
+    #[tracing::instrument(name = "api_keys.count", skip_all)]
     pub async fn count(db: &PgPool, principal: &Principal, filter: &ApiKeyFilter) -> Result<i64> {
         principal.require(Role::Admin)?;
         // Paging does not change a count, but a bad one is still refused.
@@ -462,6 +459,7 @@ pub mod service {
 
     /// Makes a successor of an active key, with the same name and role; the old key keeps
     /// working for the overlap, then expires, so holders can switch without downtime.
+    #[tracing::instrument(name = "api_keys.rotate", skip_all)]
     pub async fn rotate(
         db: &PgPool,
         principal: &Principal,
@@ -516,6 +514,7 @@ pub mod service {
 
     /// Revokes a key and ends the browser sessions it opened. Revoking a revoked key
     /// changes nothing and succeeds (DELETE is idempotent); an unknown id is 404.
+    #[tracing::instrument(name = "api_keys.revoke", skip_all)]
     pub async fn revoke(db: &PgPool, principal: &Principal, meta: &RequestMeta, id: i64) -> Result<()> {
         principal.require(Role::Admin)?;
         not_in_use(principal, id)?;

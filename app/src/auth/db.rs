@@ -1,5 +1,6 @@
 //! Queries for API keys and browser sessions.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
 use super::Role;
@@ -14,23 +15,30 @@ pub struct Credential {
     pub role: Role,
 }
 
+/// A new API key row: the secret itself is never stored, only its hash and shown prefix.
+pub struct NewKeyRow<'a> {
+    pub name: &'a str,
+    pub role: Role,
+    pub key_prefix: &'a str,
+    pub key_hash: &'a [u8],
+    pub created_by: &'a str,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The key this one succeeds (rotation).
+    pub rotated_from: Option<i64>,
+}
+
 /// Stores a new API key and returns its id.
-pub async fn insert_api_key(
-    db: impl PgExecutor<'_>,
-    name: &str,
-    role: Role,
-    key_prefix: &str,
-    key_hash: &[u8],
-    created_by: &str,
-) -> sqlx::Result<i64> {
+pub async fn insert_api_key(db: impl PgExecutor<'_>, key: &NewKeyRow<'_>) -> sqlx::Result<i64> {
     sqlx::query_scalar!(
-        "INSERT INTO api_keys (name, role, key_prefix, key_hash, created_by)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        name,
-        role.as_str(),
-        key_prefix,
-        key_hash,
-        created_by,
+        "INSERT INTO api_keys (name, role, key_prefix, key_hash, created_by, expires_at, rotated_from)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        key.name,
+        key.role.as_str(),
+        key.key_prefix,
+        key.key_hash,
+        key.created_by,
+        key.expires_at,
+        key.rotated_from,
     )
     .fetch_one(db)
     .await
@@ -38,13 +46,18 @@ pub async fn insert_api_key(
 
 /// The live (unrevoked, unexpired) API key with this hash, marking it used.
 pub async fn use_api_key(db: impl PgExecutor<'_>, key_hash: &[u8]) -> sqlx::Result<Option<Credential>> {
-    // Touch last_used_at at most once a minute, so reads do not turn into a write each.
+    // Touch last_used_at at most once a minute: other uses only read, taking no row lock
+    // and writing no row version.
     let row = sqlx::query!(
-        r#"UPDATE api_keys SET last_used_at = CASE
-                WHEN last_used_at IS NULL OR last_used_at < now() - interval '1 minute' THEN now()
-                ELSE last_used_at END
-           WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-           RETURNING id, name, role AS "role!""#,
+        r#"WITH key AS (
+               SELECT id, name, role, last_used_at FROM api_keys
+               WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+           ), touched AS (
+               UPDATE api_keys SET last_used_at = now()
+               WHERE id IN (SELECT id FROM key
+                            WHERE last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+           )
+           SELECT id AS "id!", name AS "name!", role AS "role!" FROM key"#,
         key_hash,
     )
     .fetch_optional(db)
@@ -106,12 +119,17 @@ pub async fn use_session(
     token_hash: &[u8],
     idle_minutes: i32,
 ) -> sqlx::Result<Option<Credential>> {
+    // As for keys: written at most once a minute, otherwise only read.
     let row = sqlx::query!(
-        r#"UPDATE sessions SET last_seen_at = CASE
-                WHEN last_seen_at < now() - interval '1 minute' THEN now() ELSE last_seen_at END
-           WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()
-             AND last_seen_at > now() - make_interval(mins => $2)
-           RETURNING id, actor, role AS "role!""#,
+        r#"WITH session AS (
+               SELECT id, actor, role, last_seen_at FROM sessions
+               WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()
+                 AND last_seen_at > now() - make_interval(mins => $2)
+           ), touched AS (
+               UPDATE sessions SET last_seen_at = now()
+               WHERE id IN (SELECT id FROM session WHERE last_seen_at < now() - interval '1 minute')
+           )
+           SELECT id AS "id!", actor AS "actor!", role AS "role!" FROM session"#,
         token_hash,
         idle_minutes,
     )

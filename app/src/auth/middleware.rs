@@ -13,6 +13,7 @@ use super::{AuthMethod, Principal, db, keys};
 use crate::audit::{self, Outcome};
 use crate::error::{AppError, Result};
 use crate::state::AppState;
+use crate::telemetry::{RequestIds, TraceParent, new_request_id};
 
 /// Cookie name when served over plain HTTP (localhost development).
 const COOKIE_NAME: &str = "flowdeck_session";
@@ -30,37 +31,26 @@ const SESSION_IDLE_MINUTES: i32 = 120;
 pub struct RequestMeta {
     /// The caller's `X-Request-ID` when it is sane, else one generated here.
     pub request_id: String,
+    /// The trace the request runs in, with its span as parent (what Prefect is given).
+    pub traceparent: Option<TraceParent>,
     /// The peer address, when the server knows it.
     pub source_addr: Option<String>,
     /// The session token hash carried by the cookie, if any.
     session_hash: Option<Vec<u8>>,
 }
 
-fn new_request_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
-}
-
 impl RequestMeta {
     fn from_request(req: &Request) -> Self {
-        let request_id = req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| {
-                !v.is_empty()
-                    && v.len() <= 128
-                    && v.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-            })
-            .map(str::to_owned)
-            .unwrap_or_else(new_request_id);
+        // `telemetry::http::observe`, the outermost layer, decided the ids.
+        let ids = req.extensions().get::<RequestIds>();
         let source_addr = req
             .extensions()
             .get::<ConnectInfo<std::net::SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip().to_string());
         let session_hash = session_token(req.headers()).map(keys::hash_secret);
         Self {
-            request_id,
+            request_id: ids.map_or_else(new_request_id, |ids| ids.request_id.clone()),
+            traceparent: ids.map(|ids| ids.traceparent),
             source_addr,
             session_hash,
         }
@@ -70,6 +60,7 @@ impl RequestMeta {
     pub fn local() -> Self {
         Self {
             request_id: new_request_id(),
+            traceparent: None,
             source_addr: Some("local".to_owned()),
             session_hash: None,
         }
@@ -131,6 +122,7 @@ fn is_public(path: &str) -> bool {
     matches!(
         path,
         "/api/health"
+            | "/api/ready"
             | "/api/openapi.json"
             | "/login"
             | "/sfn/sign_in"
@@ -145,7 +137,7 @@ fn is_public(path: &str) -> bool {
 
 /// Paths answered with a JSON 401 rather than a redirect to the sign-in page.
 fn is_machine_path(path: &str) -> bool {
-    path == "/api" || path.starts_with("/api/") || path.starts_with("/sfn/")
+    path == "/api" || path == "/metrics" || path.starts_with("/api/") || path.starts_with("/sfn/")
 }
 
 /// Where a request comes from, as far as the browser says.
@@ -320,7 +312,6 @@ async fn authenticate(
 /// sign-in page, keeping where the user wanted to go.
 pub async fn identify(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let meta = RequestMeta::from_request(&req);
-    let request_id = meta.request_id.clone();
     let path = req.uri().path().to_owned();
     // An address over its budget of failed authentications gets no credential checked.
     let outcome = match state.limits.admit(meta.source_addr.as_deref()) {
@@ -337,13 +328,9 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
             // Browsers carry sessions and proxy identities by themselves: forgeable.
             let via_browser = matches!(principal.via, AuthMethod::Session | AuthMethod::Proxy);
             let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-            if via_browser && unsafe_method && !forgery_checked(req.headers()) {
-                req.extensions_mut().insert(principal);
-                Some(cross_site_refusal())
-            } else {
-                req.extensions_mut().insert(principal);
-                None
-            }
+            let forged = via_browser && unsafe_method && !forgery_checked(req.headers());
+            req.extensions_mut().insert(principal);
+            forged.then(cross_site_refusal)
         }
         _ if is_public(&path) => None,
         Ok(None) if !is_machine_path(&path) => {
@@ -376,7 +363,7 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
     };
     let caller = req.extensions().get::<Principal>().cloned();
     let method = req.method().clone();
-    let mut response = match refusal {
+    let response = match refusal {
         Some(response) => response,
         None => {
             req.extensions_mut().insert(meta.clone());
@@ -401,9 +388,6 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
         if let Err(e) = audit.await {
             tracing::error!(error = %e, "could not record a refused request");
         }
-    }
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
     }
     response
 }

@@ -48,7 +48,7 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(state): State<AppState>, meta: RequestMeta, Form(form): Form<LoginForm>) -> Response {
+async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
     let Some(oidc) = &state.oidc else {
         return AppError::not_found("Sign-in provider").into_response();
     };
@@ -56,7 +56,7 @@ async fn login(State(state): State<AppState>, meta: RequestMeta, Form(form): For
     let url = match oidc.authorization_url(&pending).await {
         Ok(url) => url,
         Err(e) => {
-            tracing::warn!(request_id = %meta.request_id, error = %e, "cannot start an OIDC sign-in");
+            tracing::warn!(error = %e, "cannot start an OIDC sign-in");
             return back_to_login("issuer");
         }
     };
@@ -117,7 +117,7 @@ async fn callback(
             if let Err(e) = refused.await {
                 tracing::error!(error = %e, "could not record a refused sign-in");
             }
-            tracing::info!(request_id = %meta.request_id, reason, "OIDC sign-in refused");
+            tracing::info!(reason, "OIDC sign-in refused");
             let limited = state.limits.failed(meta.source_addr.as_deref());
             match limited {
                 Err(e) => e.into_response(),

@@ -106,6 +106,11 @@ impl Hub {
         self.sender.subscribe()
     }
 
+    /// How many subscriptions are open on this process.
+    pub fn subscribers(&self) -> usize {
+        self.sender.receiver_count()
+    }
+
     fn publish(&self, changes: Vec<Change>) {
         for change in changes {
             // No subscriber is not an error.

@@ -29,6 +29,7 @@ pub fn check_page(skip: i64, limit: i64) -> Result<()> {
 }
 
 /// Changes the fields of a pipeline that `patch` names, checked as on creation.
+#[tracing::instrument(name = "pipelines.update", skip_all)]
 pub async fn update(
     pool: &PgPool,
     principal: &Principal,
@@ -70,6 +71,7 @@ pub async fn update(
 }
 
 /// Deletes a pipeline with its runs' history; refused while a run is unfinished.
+#[tracing::instrument(name = "pipelines.delete", skip_all)]
 pub async fn delete(pool: &PgPool, principal: &Principal, meta: &RequestMeta, id: i64) -> Result<()> {
     principal.require(Role::Admin)?;
     let mut tx = pool.begin().await?;
@@ -153,6 +155,7 @@ pub(crate) async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Re
 }
 
 /// A page of pipelines, newest first, each with its latest run and stages.
+#[tracing::instrument(name = "pipelines.list", skip_all)]
 pub async fn list(pool: &PgPool, principal: &Principal, skip: i64, limit: i64) -> Result<Vec<Pipeline>> {
     principal.require(Role::Viewer)?;
     check_page(skip, limit)?;
@@ -170,6 +173,7 @@ pub async fn list(pool: &PgPool, principal: &Principal, skip: i64, limit: i64) -
 pub const PER_PAGE: i64 = 50;
 
 /// One dashboard page: filtered, sorted, paginated, with totals by status.
+#[tracing::instrument(name = "pipelines.dashboard", skip_all)]
 pub async fn dashboard(
     pool: &PgPool,
     principal: &Principal,
@@ -202,12 +206,7 @@ pub async fn dashboard(
     if !(1..=100_000).contains(&page) {
         return Err(AppError::invalid("page", "must be a page number from 1"));
     }
-    let escaped = q.map(|q| {
-        format!(
-            "%{}%",
-            q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-        )
-    });
+    let escaped = q.map(crate::filter::contains_pattern);
     let filter = db::DashboardFilter {
         pattern: escaped.as_deref(),
         status: status.map(RunStatus::as_str),
@@ -232,6 +231,7 @@ pub async fn dashboard(
 }
 
 /// One pipeline with its latest run and stages.
+#[tracing::instrument(name = "pipelines.get", skip_all)]
 pub async fn get(pool: &PgPool, principal: &Principal, id: i64) -> Result<Pipeline> {
     principal.require(Role::Viewer)?;
     let row = db::pipeline_by_id(pool, id)
@@ -255,6 +255,7 @@ fn free_slug(base: &str, taken: &[String]) -> String {
 }
 
 /// Creates a pipeline (admins only) and audits it.
+#[tracing::instrument(name = "pipelines.create", skip_all)]
 pub async fn create(
     pool: &PgPool,
     principal: &Principal,

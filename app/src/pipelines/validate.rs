@@ -50,20 +50,23 @@ impl NewPipeline {
     /// Validates every field; nothing is stored when this fails.
     pub fn validate(self) -> Result<ValidPipeline> {
         let name = self.name;
-        if !rules::is_text(&name, 200) {
+        if !rules::is_text(&name, rules::MAX_NAME) {
             return Err(AppError::invalid(
                 "name",
-                "must be 1 to 200 characters, without control characters or surrounding spaces",
+                format!(
+                    "must be 1 to {} characters, without control characters or surrounding spaces",
+                    rules::MAX_NAME
+                ),
             ));
         }
         if self
             .description
             .as_ref()
-            .is_some_and(|d| d.chars().count() > 4000)
+            .is_some_and(|d| d.chars().count() > rules::MAX_DESCRIPTION)
         {
             return Err(AppError::invalid(
                 "description",
-                "must be at most 4000 characters",
+                format!("must be at most {} characters", rules::MAX_DESCRIPTION),
             ));
         }
         let description = self
@@ -80,7 +83,7 @@ impl NewPipeline {
         }
         let deployment = self.deployment;
         if let Some(d) = &deployment
-            && (d.chars().count() > 200 || !rules::matches(rules::DEPLOYMENT, d))
+            && (d.chars().count() > rules::MAX_NAME || !rules::matches(rules::DEPLOYMENT, d))
         {
             return Err(AppError::invalid(
                 "deployment",
@@ -91,14 +94,20 @@ impl NewPipeline {
             None => DEFAULT_STAGES.iter().map(|s| (*s).to_owned()).collect(),
             Some(stages) => stages,
         };
-        if stage_names.is_empty() || stage_names.len() > 50 {
-            return Err(AppError::invalid("stages", "must list 1 to 50 stages"));
+        if stage_names.is_empty() || stage_names.len() > rules::MAX_STAGES {
+            return Err(AppError::invalid(
+                "stages",
+                format!("must list 1 to {} stages", rules::MAX_STAGES),
+            ));
         }
         for (i, stage) in stage_names.iter().enumerate() {
-            if !rules::is_text(stage, 100) {
+            if !rules::is_text(stage, rules::MAX_STAGE_NAME) {
                 return Err(AppError::invalid(
                     format!("stages.{i}"),
-                    "must be 1 to 100 characters, without control characters or surrounding spaces",
+                    format!(
+                        "must be 1 to {} characters, without control characters or surrounding spaces",
+                        rules::MAX_STAGE_NAME
+                    ),
                 ));
             }
             if stage_names[..i].contains(stage) {
@@ -113,8 +122,11 @@ impl NewPipeline {
             return Err(AppError::invalid("default_parameters", "must be a JSON object"));
         }
         let tags = self.tags.unwrap_or_default();
-        if tags.len() > 20 {
-            return Err(AppError::invalid("tags", "must list at most 20 tags"));
+        if tags.len() > rules::MAX_TAGS {
+            return Err(AppError::invalid(
+                "tags",
+                format!("must list at most {} tags", rules::MAX_TAGS),
+            ));
         }
         for (i, tag) in tags.iter().enumerate() {
             if !rules::matches(rules::TAG, tag) {

@@ -12,6 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 mod events;
 pub use events::{EventStream, StateChange};
@@ -44,6 +45,15 @@ impl PrefectError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, PrefectError::Rejected { .. })
     }
+
+    /// The error's kind, as metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PrefectError::Rejected { .. } => "rejected",
+            PrefectError::Unavailable(_) => "unavailable",
+            PrefectError::Garbage(_) => "garbage",
+        }
+    }
 }
 
 /// One attempt's failure, before retries are decided.
@@ -51,6 +61,8 @@ impl PrefectError {
 struct Attempt {
     error: PrefectError,
     retry_after: Option<Duration>,
+    /// The HTTP status, when Prefect answered.
+    status: Option<u16>,
 }
 
 /// How Flowdeck authenticates to Prefect.
@@ -202,7 +214,38 @@ impl PrefectClient {
         &self.base_url
     }
 
+    /// One HTTP call, in its own client span, timed and counted by `operation`.
     async fn attempt<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, Attempt> {
+        let span = tracing::info_span!(
+            "prefect",
+            otel.name = %format!("prefect {operation}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            prefect.operation = operation,
+            http.request.method = %method,
+            url.path = path,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = self.send::<T>(method, path, body).instrument(span.clone()).await;
+        let error = result.as_ref().err().map(|a| a.error.kind());
+        if let Some(status) = result.as_ref().err().and_then(|a| a.status) {
+            span.record("http.response.status_code", i64::from(status));
+        }
+        if error.is_some() {
+            span.record("otel.status_code", "ERROR");
+        }
+        crate::telemetry::metrics::metrics().prefect_call(operation, started.elapsed(), error);
+        result
+    }
+
+    async fn send<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -210,6 +253,10 @@ impl PrefectClient {
     ) -> Result<T, Attempt> {
         let url = format!("{}{}", self.base_url, path);
         let mut request = self.http.request(method, &url);
+        // Prefect's server continues the trace when it records spans of its own.
+        if let Some(traceparent) = crate::telemetry::outgoing_traceparent(None) {
+            request = request.header("traceparent", traceparent.to_string());
+        }
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -220,6 +267,7 @@ impl PrefectClient {
                 "no connection".into()
             }),
             retry_after: None,
+            status: None,
         })?;
         let status = response.status();
         let retry_after = response
@@ -231,11 +279,13 @@ impl PrefectClient {
         let bytes = response.bytes().await.map_err(|_| Attempt {
             error: PrefectError::Unavailable("the answer was cut off".into()),
             retry_after: None,
+            status: Some(status.as_u16()),
         })?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| Attempt {
                 error: PrefectError::Garbage(format!("{path}: {e}")),
                 retry_after: None,
+                status: Some(status.as_u16()),
             });
         }
         let transient = matches!(
@@ -261,11 +311,16 @@ impl PrefectClient {
                 message,
             }
         };
-        Err(Attempt { error, retry_after })
+        Err(Attempt {
+            error,
+            retry_after,
+            status: Some(status.as_u16()),
+        })
     }
 
     async fn call<T: DeserializeOwned>(
         &self,
+        operation: &'static str,
         method: Method,
         path: &str,
         body: Option<Value>,
@@ -275,7 +330,7 @@ impl PrefectClient {
             .with_max_delay(Duration::from_secs(5))
             .with_max_times(self.retries)
             .with_jitter();
-        (|| self.attempt::<T>(method.clone(), path, body.as_ref()))
+        (|| self.attempt::<T>(operation, method.clone(), path, body.as_ref()))
             .retry(backoff)
             .when(|a: &Attempt| !a.error.is_permanent())
             .adjust(|a: &Attempt, delay| a.retry_after.or(delay))
@@ -291,7 +346,9 @@ impl PrefectClient {
         if is_uuid(reference) {
             return Ok(reference.to_owned());
         }
-        let found: Deployment = self.call(Method::GET, &deployment_path(reference)?, None).await?;
+        let found: Deployment = self
+            .call("read_deployment", Method::GET, &deployment_path(reference)?, None)
+            .await?;
         Ok(found.id)
     }
 
@@ -302,17 +359,25 @@ impl PrefectClient {
         } else {
             deployment_path(reference)?
         };
-        self.call(Method::GET, &path, None).await
+        self.call("read_deployment", Method::GET, &path, None).await
     }
 
     /// The deployments Prefect knows (at most 200), each named `flow-name/deployment-name`.
     pub async fn deployments(&self) -> Result<Vec<(String, DeploymentInfo)>, PrefectError> {
         let body = json!({ "limit": 200, "sort": "NAME_ASC" });
-        let deployments: Vec<DeploymentInfo> =
-            self.call(Method::POST, "/deployments/filter", Some(body)).await?;
+        let deployments: Vec<DeploymentInfo> = self
+            .call(
+                "filter_deployments",
+                Method::POST,
+                "/deployments/filter",
+                Some(body),
+            )
+            .await?;
         let flow_ids: Vec<&str> = deployments.iter().map(|d| d.flow_id.as_str()).collect();
         let body = json!({ "flows": { "id": { "any_": flow_ids } }, "limit": 200 });
-        let flows: Vec<Flow> = self.call(Method::POST, "/flows/filter", Some(body)).await?;
+        let flows: Vec<Flow> = self
+            .call("filter_flows", Method::POST, "/flows/filter", Some(body))
+            .await?;
         let mut named: Vec<(String, DeploymentInfo)> = deployments
             .into_iter()
             .map(|d| {
@@ -335,6 +400,7 @@ impl PrefectClient {
     ) -> Result<FlowRun, PrefectError> {
         let body = serde_json::to_value(run).map_err(|e| PrefectError::Garbage(e.to_string()))?;
         self.call(
+            "create_flow_run",
             Method::POST,
             &format!("/deployments/{}/create_flow_run", encode(deployment_id)),
             Some(body),
@@ -345,19 +411,22 @@ impl PrefectClient {
     /// The flow runs with these ids (`POST /flow_runs/filter`).
     pub async fn flow_runs(&self, ids: &[String]) -> Result<Vec<FlowRun>, PrefectError> {
         let body = json!({ "flow_runs": { "id": { "any_": ids } }, "limit": ids.len().max(1) });
-        self.call(Method::POST, "/flow_runs/filter", Some(body)).await
+        self.call("filter_flow_runs", Method::POST, "/flow_runs/filter", Some(body))
+            .await
     }
 
     /// The flow runs carrying `tag` (e.g. `flowdeck-request:<id>`), at most 200.
     pub async fn flow_runs_with_tag(&self, tag: &str) -> Result<Vec<FlowRun>, PrefectError> {
         let body = json!({ "flow_runs": { "tags": { "all_": [tag] } }, "limit": 200 });
-        self.call(Method::POST, "/flow_runs/filter", Some(body)).await
+        self.call("filter_flow_runs", Method::POST, "/flow_runs/filter", Some(body))
+            .await
     }
 
     /// Asks Prefect to cancel a flow run (`set_state` `CANCELLING`).
     pub async fn cancel_flow_run(&self, id: &str) -> Result<SetStateResult, PrefectError> {
         let body = json!({ "state": { "type": "CANCELLING", "name": "Cancelling", "message": "Cancelled from Flowdeck" } });
         self.call(
+            "set_flow_run_state",
             Method::POST,
             &format!("/flow_runs/{}/set_state", encode(id)),
             Some(body),
@@ -367,7 +436,9 @@ impl PrefectClient {
 
     /// Whether the API answers its health check.
     pub async fn healthy(&self) -> bool {
-        self.attempt::<Value>(Method::GET, "/health", None).await.is_ok()
+        self.attempt::<Value>("health", Method::GET, "/health", None)
+            .await
+            .is_ok()
     }
 }
 

@@ -41,6 +41,8 @@ pub struct NewRun<'a> {
     pub source: &'a str,
     /// Request id of the trigger.
     pub request_id: &'a str,
+    /// The trigger's trace context (`traceparent`), if known.
+    pub traceparent: Option<String>,
     /// The trigger's `Idempotency-Key`, if any.
     pub idempotency_key: Option<&'a str>,
     /// One pending stage run is made per name, in order.
@@ -56,8 +58,8 @@ pub async fn insert_run(db: impl PgExecutor<'_>, run: &NewRun<'_>) -> sqlx::Resu
     sqlx::query_scalar!(
         r#"WITH run AS (
                INSERT INTO runs (pipeline_id, parameters, actor, source, request_id, idempotency_key,
-                                 retry_of_run_id, callback_token_hash)
-               VALUES ($1, $2, $3, $4, $5, $6, $8, $9) RETURNING id
+                                 retry_of_run_id, callback_token_hash, traceparent)
+               VALUES ($1, $2, $3, $4, $5, $6, $8, $9, $10) RETURNING id
            ), stages AS (
                INSERT INTO stage_runs (run_id, position, name)
                SELECT run.id, (s.ord - 1)::int, s.name
@@ -73,6 +75,7 @@ pub async fn insert_run(db: impl PgExecutor<'_>, run: &NewRun<'_>) -> sqlx::Resu
         run.stage_names,
         run.retry_of_run_id,
         run.callback_token_hash,
+        run.traceparent,
     )
     .fetch_one(db)
     .await
@@ -448,6 +451,8 @@ pub struct OutboxRun {
     pub parameters: serde_json::Value,
     /// Request id of the trigger.
     pub request_id: Option<String>,
+    /// The trigger's trace context.
+    pub traceparent: Option<String>,
     /// The pipeline's slug.
     pub pipeline_slug: String,
     /// The pipeline's deployment, if it names one.
@@ -496,7 +501,7 @@ pub async fn claim_outbox(
                RETURNING run_id, attempts, callback_token
            )
            SELECT c.run_id AS "run_id!", c.attempts AS "attempts!", c.callback_token AS "callback_token!",
-                  r.parameters, r.request_id, p.slug AS pipeline_slug, p.deployment,
+                  r.parameters, r.request_id, r.traceparent, p.slug AS pipeline_slug, p.deployment,
                   r.prefect_idempotency_key AS idempotency_key
            FROM claimed c JOIN runs r ON r.id = c.run_id JOIN pipelines p ON p.id = r.pipeline_id
            ORDER BY c.run_id"#,
@@ -523,18 +528,21 @@ pub async fn withdraw_from_outbox(db: impl PgExecutor<'_>, run_id: i64) -> sqlx:
     Ok(!held)
 }
 
-/// Records the flow run Prefect created and drops the outbox row (with the clear token).
-pub async fn mark_submitted(pool: &sqlx::PgPool, run_id: i64, flow_run_id: &str) -> sqlx::Result<()> {
+/// Records the flow run Prefect created and drops the outbox row (with the clear token);
+/// true if that moved the run from `pending` to `scheduled`.
+pub async fn mark_submitted(pool: &sqlx::PgPool, run_id: i64, flow_run_id: &str) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
-    sqlx::query!(
-        "UPDATE runs SET prefect_flow_run_id = $2, submitted_at = coalesce(submitted_at, now()),
-                         status = CASE WHEN status = 'pending' THEN 'scheduled' ELSE status END,
-                         updated_at = now()
-         WHERE id = $1",
+    let before = sqlx::query_scalar!(
+        "UPDATE runs r SET prefect_flow_run_id = $2, submitted_at = coalesce(r.submitted_at, now()),
+                           status = CASE WHEN r.status = 'pending' THEN 'scheduled' ELSE r.status END,
+                           updated_at = now()
+         FROM (SELECT id, status FROM runs WHERE id = $1 FOR UPDATE) old
+         WHERE r.id = old.id
+         RETURNING old.status",
         run_id,
         flow_run_id
     )
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
     sqlx::query!("DELETE FROM run_outbox WHERE run_id = $1", run_id)
         .execute(&mut *tx)
@@ -553,19 +561,27 @@ pub async fn mark_submitted(pool: &sqlx::PgPool, run_id: i64, flow_run_id: &str)
         },
     )
     .await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(before.as_deref() == Some("pending"))
 }
 
-/// Fails a run Prefect refused for good, with the reason, and drops its outbox row.
-pub async fn fail_submission(pool: &sqlx::PgPool, run_id: i64, reason: &str) -> sqlx::Result<()> {
+/// Fails a run Prefect refused for good, with the reason, and drops its outbox row;
+/// returns the status it had if that failed it (a finished run stays as it is).
+pub async fn fail_submission(
+    pool: &sqlx::PgPool,
+    run_id: i64,
+    reason: &str,
+) -> sqlx::Result<Option<RunStatus>> {
     let mut tx = pool.begin().await?;
-    sqlx::query!(
-        "UPDATE runs SET status = 'failed', error_message = $2, ended_at = now(), updated_at = now()
-         WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled', 'crashed')",
+    let before = sqlx::query_scalar!(
+        "UPDATE runs r SET status = 'failed', error_message = $2, ended_at = now(), updated_at = now()
+         FROM (SELECT id, status FROM runs WHERE id = $1 FOR UPDATE) old
+         WHERE r.id = old.id AND old.status NOT IN ('completed', 'failed', 'cancelled', 'crashed')
+         RETURNING old.status",
         run_id,
         reason
     )
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
     sqlx::query!("DELETE FROM run_outbox WHERE run_id = $1", run_id)
         .execute(&mut *tx)
@@ -584,7 +600,8 @@ pub async fn fail_submission(pool: &sqlx::PgPool, run_id: i64, reason: &str) -> 
         },
     )
     .await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(before.as_deref().map(RunStatus::from_db))
 }
 
 /// Releases a claimed row to be tried again in `delay_seconds`.

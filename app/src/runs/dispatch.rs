@@ -14,11 +14,18 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
+use tracing::Instrument;
+
 use super::db;
 use crate::prefect::{NewFlowRun, PrefectClient, PrefectError};
+use crate::telemetry::TraceParent;
+use crate::telemetry::metrics::metrics;
 
 /// The channel a committed trigger notifies, waking every replica's dispatcher.
 pub const OUTBOX_CHANNEL: &str = "flowdeck_outbox";
+
+/// The flow run label Prefect reads as its OpenTelemetry parent (`traceparent`).
+pub const PREFECT_TRACEPARENT_LABEL: &str = "__OTEL_TRACEPARENT";
 
 /// What the dispatcher needs to know about this deployment of Flowdeck.
 #[derive(Clone)]
@@ -57,6 +64,7 @@ async fn submit(
     config: &DispatchConfig,
     deployments: &mut DeploymentIds,
     run: &db::OutboxRun,
+    trigger_trace: Option<TraceParent>,
 ) -> Result<String, PrefectError> {
     let reference = run
         .deployment
@@ -79,6 +87,11 @@ async fn submit(
     labels.insert("flowdeck.pipeline".into(), json!(run.pipeline_slug));
     if let Some(request_id) = &run.request_id {
         labels.insert("flowdeck.request_id".into(), json!(request_id));
+    }
+    // Prefect parents its flow run span on this label; the demo flow sends it back with
+    // each callback. From inside the submit span, which continues the trigger's trace.
+    if let Some(traceparent) = crate::telemetry::outgoing_traceparent(trigger_trace) {
+        labels.insert(PREFECT_TRACEPARENT_LABEL.into(), json!(traceparent.to_string()));
     }
     let new_run = NewFlowRun {
         parameters: flow_parameters(run, &config.callback_url),
@@ -109,24 +122,54 @@ pub async fn dispatch_due(
     let count = claimed.len();
     let mut deployments = DeploymentIds::new();
     for run in claimed {
-        match submit(prefect, config, &mut deployments, &run).await {
-            Ok(flow_run_id) => {
-                db::mark_submitted(pool, run.run_id, &flow_run_id).await?;
-                tracing::info!(run.id = run.run_id, prefect.flow_run_id = %flow_run_id, "run submitted to Prefect");
-            }
-            Err(error) if error.is_permanent() => {
-                let reason = error.to_string();
-                db::fail_submission(pool, run.run_id, &reason).await?;
-                tracing::warn!(run.id = run.run_id, error = %reason, "Prefect refused the run; marked failed");
-            }
-            Err(error) => {
-                let delay = backoff_seconds(run.attempts);
-                db::retry_later(pool, run.run_id, delay, &error.to_string()).await?;
-                tracing::warn!(run.id = run.run_id, retry.in_s = delay, error = %error, "Prefect unavailable; run stays pending");
-            }
-        }
+        // The submission continues the trigger's trace and carries its request id.
+        let span = tracing::info_span!(
+            "submit run",
+            otel.name = "submit run",
+            run.id = run.run_id,
+            run.attempt = run.attempts,
+            request_id = run.request_id.as_deref().unwrap_or_default(),
+            trace_id = tracing::field::Empty,
+        );
+        let trigger_trace = run.traceparent.as_deref().and_then(TraceParent::parse);
+        let trace = TraceParent::adopt(&span, trigger_trace);
+        span.record("trace_id", trace.trace_id_hex());
+        submit_one(pool, prefect, config, &mut deployments, &run, trigger_trace)
+            .instrument(span)
+            .await?;
     }
     Ok(count)
+}
+
+async fn submit_one(
+    pool: &PgPool,
+    prefect: &PrefectClient,
+    config: &DispatchConfig,
+    deployments: &mut DeploymentIds,
+    run: &db::OutboxRun,
+    trigger_trace: Option<TraceParent>,
+) -> sqlx::Result<()> {
+    match submit(prefect, config, deployments, run, trigger_trace).await {
+        Ok(flow_run_id) => {
+            if db::mark_submitted(pool, run.run_id, &flow_run_id).await? {
+                metrics().transition("pending", "scheduled");
+            }
+            tracing::info!(run.id = run.run_id, prefect.flow_run_id = %flow_run_id, "run submitted to Prefect");
+        }
+        Err(error) if error.is_permanent() => {
+            let reason = error.to_string();
+            if let Some(from) = db::fail_submission(pool, run.run_id, &reason).await? {
+                metrics().transition(from.as_str(), "failed");
+            }
+            tracing::warn!(run.id = run.run_id, error = %reason, "Prefect refused the run; marked failed");
+        }
+        Err(error) => {
+            let delay = backoff_seconds(run.attempts);
+            db::retry_later(pool, run.run_id, delay, &error.to_string()).await?;
+            tracing::warn!(run.id = run.run_id, retry.in_s = delay, error = %error, "Prefect unavailable; run stays pending");
+        }
+    }
+    Ok(())
 }
 
 /// Runs the dispatcher until `shutdown` turns true: woken by NOTIFY after each trigger,

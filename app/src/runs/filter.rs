@@ -20,14 +20,14 @@ pub struct StatusFilter {
 }
 
 impl StatusFilter {
-    /// The statuses as stored, for binding.
+    /// Adds these criteria on the status `column` (a trusted SQL expression).
     #[cfg(feature = "ssr")]
-    pub fn names(&self) -> (Option<Vec<String>>, Option<Vec<String>>) {
+    pub fn apply(&self, w: &mut crate::filter::Where<'_>, column: &str) {
         let names = |list: &Option<Vec<RunStatus>>| {
             list.as_ref()
                 .map(|l| l.iter().map(|s| s.as_str().to_owned()).collect())
         };
-        (names(&self.any_), names(&self.not_any_))
+        w.statuses(column, names(&self.any_), names(&self.not_any_));
     }
 }
 
@@ -172,40 +172,34 @@ pub mod service {
             .text("r.idempotency_key", c.idempotency_key.as_ref())
             .text("r.prefect_flow_run_id", c.prefect_flow_run_id.as_ref());
         if let Some(status) = &c.status {
-            let (any, not_any) = status.names();
-            w.statuses("r.status", any, not_any);
+            status.apply(&mut w, "r.status");
         }
         // The pipeline's latest-run status is only looked up when a criterion asks for it.
-        filter.pipelines.apply(
-            &mut w,
-            "coalesce((SELECT lr.status FROM runs lr WHERE lr.id = p.latest_run_id), 'pending')",
-        );
+        filter.pipelines.apply(&mut w);
         w
     }
 
     const FROM: &str = " FROM runs r JOIN pipelines p ON p.id = r.pipeline_id";
 
     /// The runs that match, without their stages.
+    #[tracing::instrument(name = "runs.filter", skip_all)]
     pub async fn filter(db: &PgPool, principal: &Principal, filter: &RunFilter) -> Result<Vec<Run>> {
         principal.require(Role::Viewer)?;
-        let (limit, offset) = paging(filter.limit, filter.offset)?;
+        let page = paging(filter.limit, filter.offset)?;
         let select = format!("SELECT {}{FROM}", RunRow::COLUMNS);
         let mut w = criteria(&select, filter);
-        w.query.push(match filter.sort {
+        let order = match filter.sort {
             RunSort::CreatedDesc => " ORDER BY r.created_at DESC, r.id DESC",
             RunSort::CreatedAsc => " ORDER BY r.created_at, r.id",
             RunSort::EndedDesc => " ORDER BY r.ended_at DESC NULLS LAST, r.id DESC",
-        });
-        w.query
-            .push(" LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
+        };
+        w.page(order, page);
         let rows = w.query.build_query_as::<RunRow>().fetch_all(db).await?;
         Ok(rows.into_iter().map(Run::from).collect())
     }
 
     /// How many runs match.
+    #[tracing::instrument(name = "runs.count", skip_all)]
     pub async fn count(db: &PgPool, principal: &Principal, filter: &RunFilter) -> Result<i64> {
         principal.require(Role::Viewer)?;
         // Paging does not change a count, but a bad one is still refused.

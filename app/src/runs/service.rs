@@ -6,6 +6,7 @@ use sqlx::PgPool;
 
 use super::params::{self, ParamField};
 use super::{Change, Run, RunStatus, StatusUpdate, StatusUpdateAck, TriggerRequest, db};
+use crate::api::rules;
 use crate::audit;
 use crate::auth::limits::Limits;
 use crate::auth::middleware::RequestMeta;
@@ -14,11 +15,10 @@ use crate::error::{AppError, Result};
 use crate::pipelines;
 use crate::prefect::{PrefectClient, PrefectError};
 use crate::state::AppState;
+use crate::telemetry::metrics::metrics;
 
 /// The most recent runs a pipeline page shows.
 pub const RECENT_RUNS: i64 = 20;
-/// Longest accepted stage name or error message in a callback.
-const MAX_MESSAGE_LEN: usize = 10_000;
 
 /// Where a new run's parameters come from.
 enum Parameters {
@@ -48,6 +48,7 @@ async fn accept(
     if let Some(idempotency) = idempotency
         && let Some(run) = replay(pool, principal, idempotency).await?
     {
+        metrics().trigger("deduplicated");
         return Ok(run);
     }
     let mut tx = pool.begin().await?;
@@ -80,6 +81,7 @@ async fn accept(
         actor: &principal.actor,
         source,
         request_id: &meta.request_id,
+        traceparent: meta.traceparent.map(|t| t.to_string()),
         idempotency_key: idempotency.map(|i| i.key.as_str()),
         stage_names: &pipeline.stage_names,
         retry_of_run_id: retry_of,
@@ -99,9 +101,11 @@ async fn accept(
         .await?;
         if !claimed {
             tx.rollback().await?;
-            return replay(pool, principal, idempotency)
+            let run = replay(pool, principal, idempotency)
                 .await?
-                .ok_or_else(|| AppError::conflict("a request with this Idempotency-Key is in progress"));
+                .ok_or_else(|| AppError::conflict("a request with this Idempotency-Key is in progress"))?;
+            metrics().trigger("deduplicated");
+            return Ok(run);
         }
     }
     db::insert_outbox(&mut tx, run_id, &callback.clear).await?;
@@ -120,6 +124,7 @@ async fn accept(
     .await?;
     audit::record_success(&mut *tx, principal, action, &format!("run:{run_id}"), meta).await?;
     tx.commit().await?;
+    metrics().trigger("accepted");
     tracing::info!(run.id = run_id, pipeline.id = pipeline_id, "run accepted");
     get_unchecked(pool, run_id).await
 }
@@ -169,6 +174,7 @@ async fn replay(pool: &PgPool, principal: &Principal, idempotency: &Idempotency)
     clippy::too_many_arguments,
     reason = "REST and server functions pass each of these; a struct would only rename them"
 )]
+#[tracing::instrument(name = "runs.trigger", skip_all, fields(pipeline.id = pipeline_id))]
 pub async fn trigger(
     pool: &PgPool,
     limits: &Limits,
@@ -179,27 +185,43 @@ pub async fn trigger(
     source: &str,
     idempotency_key: Option<&str>,
 ) -> Result<Run> {
-    principal.require(Role::Operator)?;
-    limits.trigger(&principal.actor)?;
-    let idempotency = idempotency_key
-        .map(|key| Idempotency::new(key, pipeline_id, &request))
-        .transpose()?;
-    let overrides = Parameters::Overrides(request.parameters.unwrap_or_default());
-    accept(
-        pool,
-        principal,
-        meta,
-        pipeline_id,
-        overrides,
-        source,
-        None,
-        "run.trigger",
-        idempotency.as_ref(),
-    )
-    .await
+    let accepted = async {
+        principal.require(Role::Operator)?;
+        limits.trigger(&principal.actor)?;
+        let idempotency = idempotency_key
+            .map(|key| Idempotency::new(key, pipeline_id, &request))
+            .transpose()?;
+        let overrides = Parameters::Overrides(request.parameters.unwrap_or_default());
+        accept(
+            pool,
+            principal,
+            meta,
+            pipeline_id,
+            overrides,
+            source,
+            None,
+            "run.trigger",
+            idempotency.as_ref(),
+        )
+        .await
+    };
+    count_refusal(accepted.await)
+}
+
+/// Counts a trigger or retry that was not accepted, by why.
+fn count_refusal(result: Result<Run>) -> Result<Run> {
+    if let Err(error) = &result {
+        metrics().trigger(match error {
+            AppError::RateLimited { .. } => "rate_limited",
+            AppError::Internal | AppError::Upstream { .. } => "failed",
+            _ => "refused",
+        });
+    }
+    result
 }
 
 /// Runs a finished run again: a new run with the same parameters, linked to the original.
+#[tracing::instrument(name = "runs.retry", skip_all, fields(run.id = run_id))]
 pub async fn retry(
     pool: &PgPool,
     limits: &Limits,
@@ -207,34 +229,38 @@ pub async fn retry(
     meta: &RequestMeta,
     run_id: i64,
 ) -> Result<Run> {
-    principal.require(Role::Operator)?;
-    limits.trigger(&principal.actor)?;
-    let original = db::run_by_id(pool, run_id)
-        .await?
-        .ok_or_else(|| AppError::not_found("Run"))?;
-    if !original.status.is_terminal() {
-        return Err(AppError::conflict(format!(
-            "only a finished run can be retried; this one is {}",
-            original.status
-        )));
-    }
-    let parameters = Parameters::Exact(original.parameters);
-    accept(
-        pool,
-        principal,
-        meta,
-        original.pipeline_id,
-        parameters,
-        "retry",
-        Some(run_id),
-        "run.retry",
-        None,
-    )
-    .await
+    let accepted = async {
+        principal.require(Role::Operator)?;
+        limits.trigger(&principal.actor)?;
+        let original = db::run_by_id(pool, run_id)
+            .await?
+            .ok_or_else(|| AppError::not_found("Run"))?;
+        if !original.status.is_terminal() {
+            return Err(AppError::conflict(format!(
+                "only a finished run can be retried; this one is {}",
+                original.status
+            )));
+        }
+        let parameters = Parameters::Exact(original.parameters);
+        accept(
+            pool,
+            principal,
+            meta,
+            original.pipeline_id,
+            parameters,
+            "retry",
+            Some(run_id),
+            "run.retry",
+            None,
+        )
+        .await
+    };
+    count_refusal(accepted.await)
 }
 
 /// Cancels a run. One that has not reached Prefect is taken out of the outbox and cancelled
 /// here; one that has is set to `CANCELLING` in Prefect, which then stops it.
+#[tracing::instrument(name = "runs.cancel", skip_all, fields(run.id = run_id))]
 pub async fn cancel(
     pool: &PgPool,
     prefect: Option<&PrefectClient>,
@@ -285,6 +311,7 @@ pub async fn cancel(
             .await?;
             audit::record_success(&mut *tx, principal, "run.cancel", &format!("run:{run_id}"), meta).await?;
             tx.commit().await?;
+            metrics().transition(locked.status.as_str(), RunStatus::Cancelled.as_str());
         }
         Some(flow_run_id) => {
             tx.rollback().await?;
@@ -321,6 +348,7 @@ pub async fn cancel(
 }
 
 /// The Run dialog's fields for a pipeline (operators and admins).
+#[tracing::instrument(name = "runs.run_form", skip_all)]
 pub async fn run_form(state: &AppState, principal: &Principal, pipeline_id: i64) -> Result<Vec<ParamField>> {
     principal.require(Role::Operator)?;
     let pipeline = pipelines::db::pipeline_by_id(&state.db, pipeline_id)
@@ -346,6 +374,7 @@ pub async fn run_form(state: &AppState, principal: &Principal, pipeline_id: i64)
 }
 
 /// A run with its stages, for any signed-in caller.
+#[tracing::instrument(name = "runs.get", skip_all)]
 pub async fn get(pool: &PgPool, principal: &Principal, run_id: i64) -> Result<Run> {
     principal.require(Role::Viewer)?;
     get_unchecked(pool, run_id).await
@@ -360,6 +389,7 @@ async fn get_unchecked(pool: &PgPool, run_id: i64) -> Result<Run> {
 }
 
 /// The latest runs of a pipeline, newest first.
+#[tracing::instrument(name = "runs.recent_for_pipeline", skip_all)]
 pub async fn recent_for_pipeline(pool: &PgPool, principal: &Principal, pipeline_id: i64) -> Result<Vec<Run>> {
     principal.require(Role::Viewer)?;
     Ok(db::runs_for_pipeline(pool, pipeline_id, RECENT_RUNS).await?)
@@ -377,27 +407,33 @@ fn validate_update(update: &StatusUpdate) -> Result<RunStatus> {
         return Err(AppError::invalid("records_processed", "must not be negative"));
     }
     if let Some(name) = &update.stage_name
-        && !crate::api::rules::is_text(name, 200)
+        && !rules::is_text(name, rules::MAX_NAME)
     {
         return Err(AppError::invalid(
             "stage_name",
-            "must be 1 to 200 characters, without control characters or surrounding spaces",
+            format!(
+                "must be 1 to {} characters, without control characters or surrounding spaces",
+                rules::MAX_NAME
+            ),
         ));
     }
     if update
         .error_message
         .as_ref()
-        .is_some_and(|m| m.chars().count() > MAX_MESSAGE_LEN)
+        .is_some_and(|m| m.chars().count() > rules::MAX_MESSAGE)
     {
         return Err(AppError::invalid(
             "error_message",
-            "must be at most 10000 characters",
+            format!("must be at most {} characters", rules::MAX_MESSAGE),
         ));
     }
     if let Some(id) = &update.event_id
-        && (id.is_empty() || id.chars().count() > 200)
+        && (id.is_empty() || id.chars().count() > rules::MAX_NAME)
     {
-        return Err(AppError::invalid("event_id", "must be 1 to 200 characters"));
+        return Err(AppError::invalid(
+            "event_id",
+            format!("must be 1 to {} characters", rules::MAX_NAME),
+        ));
     }
     Ok(status)
 }
@@ -407,6 +443,7 @@ fn validate_update(update: &StatusUpdate) -> Result<RunStatus> {
 /// A stage's `running` starts the run, its `failed` fails the run, and the last stage's
 /// `completed` completes it, as the seed did. A report that would move a status backwards
 /// is recorded in the run's history but changes nothing (`applied: false`).
+#[tracing::instrument(name = "runs.status_update", skip_all, fields(run.id = update.run_id, stage = update.stage_name.as_deref()))]
 pub async fn apply_status_update(
     pool: &PgPool,
     principal: &Principal,
@@ -460,6 +497,7 @@ pub async fn apply_status_update(
     .await?;
     if !fresh {
         tx.rollback().await?;
+        metrics().status_update("duplicate");
         return Ok(StatusUpdateAck {
             success: true,
             run_id: run.id,
@@ -537,6 +575,8 @@ pub async fn apply_status_update(
     )
     .await?;
     tx.commit().await?;
+    metrics().status_update(if applied { "applied" } else { "stale" });
+    metrics().transition(run.status.as_str(), run_status.as_str());
     Ok(StatusUpdateAck {
         success: true,
         run_id: run.id,
@@ -563,6 +603,7 @@ pub struct PrefectState {
 
 /// Moves a run to the state Prefect reports, forward only; each Prefect state (by key) is
 /// recorded once in the run's history.
+#[tracing::instrument(name = "runs.prefect_state", skip_all, fields(run.id = run_id, prefect.state = %state.name))]
 pub async fn apply_prefect_state(pool: &PgPool, run_id: i64, state: &PrefectState) -> Result<()> {
     let mut tx = pool.begin().await?;
     let run = db::lock_run(&mut *tx, run_id)
@@ -589,14 +630,18 @@ pub async fn apply_prefect_state(pool: &PgPool, run_id: i64, state: &PrefectStat
     }
     db::set_prefect_state(&mut *tx, run_id, &state.name).await?;
     let newer = run.reported_at.is_none_or(|last| at >= last);
-    if run.status.on_report(state.status, newer) == Change::Move {
+    let moved = run.status.on_report(state.status, newer) == Change::Move;
+    if moved {
         let error = state
             .message
             .as_deref()
             .filter(|_| matches!(state.status, RunStatus::Failed | RunStatus::Crashed));
         db::update_run_status(&mut *tx, run_id, state.status, error, None, at).await?;
-        tracing::info!(run.id = run_id, run.status = %state.status, prefect.state = %state.name, "run state from Prefect");
     }
     tx.commit().await?;
+    if moved {
+        metrics().transition(run.status.as_str(), state.status.as_str());
+        tracing::info!(run.id = run_id, run.status = %state.status, prefect.state = %state.name, "run state from Prefect");
+    }
     Ok(())
 }

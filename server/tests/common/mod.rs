@@ -54,18 +54,18 @@ fn roomy_budgets() -> app::auth::limits::Budgets {
     }
 }
 
-async fn key(db: &PgPool, role: Role) -> String {
+pub async fn key(db: &PgPool, role: Role) -> String {
     let key = keys::new_api_key();
-    auth_db::insert_api_key(
-        db,
-        &format!("test-{role}"),
+    let row = auth_db::NewKeyRow {
+        name: &format!("test-{role}"),
         role,
-        &key.shown_prefix,
-        &key.hash,
-        "test",
-    )
-    .await
-    .expect("insert api key");
+        key_prefix: &key.shown_prefix,
+        key_hash: &key.hash,
+        created_by: "test",
+        expires_at: None,
+        rotated_from: None,
+    };
+    auth_db::insert_api_key(db, &row).await.expect("insert api key");
     key.clear
 }
 

@@ -1,0 +1,103 @@
+//! The outermost layer of the router (ids, span, metrics for every request) and the
+//! `/metrics` endpoint.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use super::metrics::{self, metrics};
+use super::{RequestIds, TraceParent, is_valid_request_id, new_request_id};
+use crate::auth::{Principal, Role};
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Names requests by route, never by raw path (ids and typos would make every path a
+/// new metric series).
+fn route_of(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned())
+}
+
+/// Gives the request its ids, runs it inside its span and counts it.
+///
+/// The span carries method, route, request id, trace id and, at the end, the status (an
+/// error status for 5xx); it continues the caller's `traceparent`. The answer echoes
+/// `X-Request-ID`. Only the path is recorded, never the query (it may hold codes).
+pub async fn observe(mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = route_of(&req);
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_valid_request_id(v))
+        .map_or_else(new_request_id, str::to_owned);
+    let caller_trace = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse);
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %req.uri().path(),
+        http.response.status_code = Empty,
+        request_id = %request_id,
+        trace_id = Empty,
+    );
+    let traceparent = TraceParent::adopt(&span, caller_trace);
+    span.record("trace_id", traceparent.trace_id_hex());
+    req.extensions_mut().insert(RequestIds {
+        request_id: request_id.clone(),
+        traceparent,
+    });
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    let elapsed = started.elapsed();
+    let labels = metrics::HttpLabels {
+        method,
+        route,
+        status: status.as_u16(),
+    };
+    metrics().http(&labels, elapsed);
+    tracing::debug!(parent: &span, status = status.as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+fn metrics_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
+}
+
+/// `GET /metrics` on the main address: for callers with at least the viewer role (a
+/// Prometheus scrape job with a viewer API key as bearer token).
+pub async fn protected_metrics(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, AppError> {
+    principal.require(Role::Viewer)?;
+    Ok(metrics_response(metrics::render(&state).await))
+}
+
+/// `GET /metrics` on the separate metrics address (`FLOWDECK_METRICS_ADDR`), which is
+/// meant to be reachable only by the scraper, so it asks for no credential.
+pub async fn open_metrics(State(state): State<AppState>) -> Response {
+    metrics_response(metrics::render(&state).await)
+}

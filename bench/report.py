@@ -1,0 +1,110 @@
+"""Writes make bench's markdown report from its results (scripts/bench.sh)."""
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+
+results_path, live_path, weight_path = sys.argv[1:4]
+results = [json.loads(line) for line in open(results_path) if line.strip()]
+live = open(live_path).read()
+weight = open(weight_path).read()
+
+
+def sh(cmd):
+    return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+
+
+def find(name, clients=None):
+    for r in results:
+        if r["name"] == name and (clients is None or r.get("clients") == clients):
+            return r
+    return None
+
+
+def ms(value):
+    return f"{value:.2f} ms"
+
+
+cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+mem = sh("awk '/MemTotal/ {printf \"%.1f GiB\", $2/1048576}' /proc/meminfo")
+pg = sh("psql -tA -d \"$DB_ADMIN_URL\" -c 'SHOW server_version' 2>/dev/null") or "?"
+out = []
+out.append("# Flowdeck benchmark report\n")
+out.append(f"- commit `{sh('git rev-parse --short HEAD')}` ({sh('git log -1 --format=%cI')})")
+out.append(f"- machine: {os.cpu_count()} cores ({cpu}), {mem}, {platform.system()} {platform.release()}")
+out.append(f"- PostgreSQL {pg}; release build; load generator: wrk {sh('wrk -v 2>&1 | head -1 | cut -d\" \" -f2')} (separate process)")
+out.append(f"- each load measurement: {results[0]['result']['seconds']:.0f} s\n")
+
+targets = []
+out.append("## List and filter at full size\n")
+out.append("| call | clients | requests/s | p50 | p99 | max | non-2xx |")
+out.append("| --- | --- | --- | --- | --- | --- | --- |")
+for name in ["GET /api/pipelines/", "POST /api/runs/filter (failed, newest 50)"]:
+    for clients in [1, 16, 64]:
+        r = find(name, clients)
+        if r:
+            x = r["result"]
+            out.append(f"| `{name}` | {clients} | {x['rps']:.0f} | {ms(x['p50_ms'])} | {ms(x['p99_ms'])} | {ms(x['max_ms'])} | {x['non_2xx']} |")
+        if r and clients == 16:
+            targets.append((f"{name} p99 at 16 clients", "< 10 ms", ms(r["result"]["p99_ms"]), r["result"]["p99_ms"] < 10))
+
+out.append("\n## Writes\n")
+status = find("POST /api/status-update/ (durable)")
+recorded = find("status updates recorded")
+trig = find("POST /api/pipelines/{id}/runs (trigger)")
+trig_rec = find("triggers recorded")
+out.append("| call | clients | requests/s | p50 | p99 | non-2xx | durably recorded |")
+out.append("| --- | --- | --- | --- | --- | --- | --- |")
+if status:
+    x = status["result"]
+    out.append(f"| status updates | {status['clients']} | {x['rps']:.0f} | {ms(x['p50_ms'])} | {ms(x['p99_ms'])} | {x['non_2xx']} | {recorded['recorded']} of {recorded['acknowledged']} acknowledged |")
+    targets.append(("status updates per second, durably recorded", ">= 5,000", f"{x['rps']:.0f}/s ({recorded['recorded']} of {recorded['acknowledged']} in the database)",
+                    x["rps"] >= 5000 and recorded["recorded"] == recorded["acknowledged"]))
+if trig:
+    x = trig["result"]
+    out.append(f"| triggers | {trig['clients']} | {x['rps']:.0f} | {ms(x['p50_ms'])} | {ms(x['p99_ms'])} | {x['non_2xx']} | {trig_rec['recorded']} runs |")
+
+out.append("\n## Live updates, rendering, memory, download\n")
+out.append("```")
+out.append(live.strip())
+out.append("```")
+for line in live.splitlines():
+    m = re.search(r"p99=([0-9.]+) ms", line)
+    if m and "fan-out" in line.lower():
+        targets.append(("SSE fan-out p99, 1,000 subscribers", "< 100 ms", f"{float(m.group(1)):.2f} ms", float(m.group(1)) < 100))
+rss = find("server peak RSS")
+if rss:
+    mib = rss["kib"] / 1024
+    targets.append(("server peak RSS under load", "< 100 MB", f"{mib:.0f} MiB", rss["kib"] * 1024 < 100e6))
+wasm = find("release wasm")
+if wasm:
+    out.append(f"\nRelease wasm: {wasm['files']} files, {wasm['raw_bytes']:,} bytes raw, {wasm['brotli_bytes']:,} bytes brotli.\n")
+out.append("Initial page load (every file Chromium fetched, as transferred):\n")
+out.append("```")
+out.append("\n".join(l for l in weight.splitlines() if not l.startswith("  ")))
+out.append("```")
+pages = [int(m.group(1)) for m in re.finditer(r"files, (\d+) bytes", weight)]
+if pages:
+    targets.append(("initial page load, compressed (largest page)", "< 250 KB", f"{max(pages):,} bytes", max(pages) < 250_000))
+
+out.append("\n## How the costs grow\n")
+out.append("At 16 clients; runs grow tenfold each step (a pipeline per hundred runs, five events per run).\n")
+out.append("| runs | list p50 / p99 | list req/s | filter p50 / p99 | filter req/s | status updates/s |")
+out.append("| --- | --- | --- | --- | --- | --- |")
+sizes = sorted({int(r["name"].split("@")[1]) for r in results if r["name"].startswith("growth ")})
+for size in sizes:
+    row = [f"{size:,}"]
+    for mode in ["list", "filter"]:
+        x = find(f"growth {mode} @{size}")["result"]
+        row += [f"{ms(x['p50_ms'])} / {ms(x['p99_ms'])}", f"{x['rps']:.0f}"]
+    row.append(f"{find(f'growth status @{size}')['result']['rps']:.0f}")
+    out.append("| " + " | ".join(row) + " |")
+
+out.append("\n## Targets\n")
+out.append("| target | wanted | measured | met |")
+out.append("| --- | --- | --- | --- |")
+for name, wanted, got, met in targets:
+    out.append(f"| {name} | {wanted} | {got} | {'yes' if met else '**no**'} |")
+print("\n".join(out))

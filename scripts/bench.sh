@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# make bench: seeds a realistic volume and measures Flowdeck with a real HTTP load
+# generator (wrk, a separate process), then writes target/bench/report.md.
+# Not part of make test. Needs PostgreSQL (scripts/db.sh) and installs wrk from Debian.
+#
+#   BENCH_SECONDS   seconds per load measurement [10]
+#   BENCH_MAX_RUNS  the largest run count [1000000] (pipelines: a hundredth, events: 5 per run)
+source "$(dirname "$0")/lib.sh"
+SECONDS_EACH="${BENCH_SECONDS:-10}"
+MAX_RUNS="${BENCH_MAX_RUNS:-1000000}"
+command -v wrk >/dev/null || apt_install wrk
+bench_setup
+out="$ROOT/target/bench"
+mkdir -p "$out"
+results="$out/results.jsonl"
+: >"$results"
+
+export RUST_LOG=warn FLOWDECK_TRIGGERS_PER_MIN=100000000 FLOWDECK_AUTH_FAILURES_PER_MIN=100000
+serve_fresh flowdeck_bench
+operator="$("$bin" api-key create --role operator --name bench-operator | tail -n 1)"
+
+# record NAME JSON: one result line.
+record() { echo "{\"name\": \"$1\", $2}" >>"$results"; }
+
+# load NAME MODE CLIENTS [env...]: one wrk measurement, recorded with its client count.
+load() {
+  local name="$1" mode="$2" clients="$3"; shift 3
+  local threads=$(( clients < 2 ? 1 : 2 ))
+  local line
+  line="$(env BENCH_MODE="$mode" BENCH_KEY="${BENCH_KEY:-$key}" "$@" \
+    wrk -t"$threads" -c"$clients" -d"${SECONDS_EACH}s" --timeout 10s -s "$ROOT/bench/load.lua" "$url" \
+    | sed -n 's/^BENCH //p')"
+  [ -n "$line" ] || die "wrk printed no result for $name"
+  record "$name" "\"mode\": \"$mode\", \"clients\": $clients, \"result\": $line"
+  printf '%-44s c=%-3s %s\n' "$name" "$clients" "$line"
+}
+
+# grow RUNS: seeds runs up to RUNS (ids are 1..RUNS), with a pipeline per hundred runs,
+# five events per run and stage rows for the newest 10,000 runs.
+have_runs=0; have_pipelines=0
+grow() {
+  local runs="$1" pipelines=$(( $1 / 100 > 10 ? $1 / 100 : 10 ))
+  psql -q -v ON_ERROR_STOP=1 -d "$DATABASE_URL" <<SQL
+SET session_replication_role = replica;
+INSERT INTO pipelines (slug, name, stage_names, default_parameters, tags)
+  SELECT 'p-' || g, 'Pipeline ' || g,
+         ARRAY['Data Generation','Data Ingestion','Spark Processing','DBT Transformation','Data Export'], '{}',
+         CASE WHEN g % 3 = 0 THEN ARRAY['etl','nightly'] ELSE ARRAY['ml'] END
+  FROM generate_series($have_pipelines + 1, $pipelines) g;
+INSERT INTO runs (pipeline_id, status, actor, source, created_at, updated_at, started_at, ended_at)
+  SELECT 1 + (g % $pipelines),
+         (ARRAY['completed','completed','completed','failed','running','pending'])[1 + g % 6],
+         'api-key:bench', 'api',
+         now() - make_interval(secs => ($runs - g) * 30),
+         now() - make_interval(secs => ($runs - g) * 30),
+         now() - make_interval(secs => ($runs - g) * 30 - 5),
+         CASE WHEN g % 6 < 4 THEN now() - make_interval(secs => ($runs - g) * 30 - 60) END
+  FROM generate_series($have_runs + 1, $runs) g;
+INSERT INTO run_events (run_id, event_id, kind, stage_name, status, occurred_at)
+  SELECT r.id, 'seed-' || r.id || '-' || s, 'stage_status', p.stage_names[s],
+         'completed', r.created_at + make_interval(secs => s)
+  FROM runs r JOIN pipelines p ON p.id = r.pipeline_id, generate_series(1, 5) s WHERE r.id > $have_runs;
+DELETE FROM stage_runs;
+INSERT INTO stage_runs (run_id, position, name)
+  SELECT r.id, s - 1, p.stage_names[s]
+  FROM runs r JOIN pipelines p ON p.id = r.pipeline_id, generate_series(1, 5) s WHERE r.id > $runs - 10000;
+UPDATE pipelines p SET latest_run_id = (SELECT max(id) FROM runs r WHERE r.pipeline_id = p.id);
+SET session_replication_role = origin;
+ANALYZE;
+SQL
+  have_runs="$runs"; have_pipelines="$pipelines"
+  say "seeded $(psql -tA -d "$DATABASE_URL" -c 'SELECT count(*) FROM runs') runs, $have_pipelines pipelines, $(psql -tA -d "$DATABASE_URL" -c 'SELECT count(*) FROM run_events') events"
+}
+
+say "bench on $(nproc) cores, commit $(git rev-parse --short HEAD), ${SECONDS_EACH}s per measurement"
+# How the costs grow: list, filter and status updates at 16 clients from 1k to MAX_RUNS runs.
+size=1000
+while [ "$size" -le "$MAX_RUNS" ]; do
+  grow "$size"
+  for mode in list filter; do load "growth $mode @$size" "$mode" 16; done
+  BENCH_KEY="$operator" load "growth status @$size" status 16 BENCH_FIRST_RUN=$(( size > 10000 ? size - 9999 : 1 )) BENCH_RUNS=$(( size < 10000 ? size : 10000 ))
+  size=$(( size * 10 ))
+done
+size="$have_runs"
+
+# At full size: list and filter at 1, 16 and 64 clients.
+for clients in 1 16 64; do
+  load "GET /api/pipelines/" list "$clients"
+  load "POST /api/runs/filter (failed, newest 50)" filter "$clients"
+done
+# Status updates: sustained rate at 64 clients, each a durable commit; check every
+# acknowledged one is in the database.
+before="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE event_id LIKE 'bench-%'")"
+BENCH_KEY="$operator" load "POST /api/status-update/ (durable)" status 64 BENCH_FIRST_RUN=$(( size - 9999 )) BENCH_RUNS=10000
+after="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE event_id LIKE 'bench-%'")"
+acked="$(tail -n 1 "$results" | python3 -c 'import json,sys; r=json.load(sys.stdin)["result"]; print(r["requests"]-r["non_2xx"])')"
+record "status updates recorded" "\"acknowledged\": $acked, \"recorded\": $(( after - before ))"
+echo "status updates: $acked acknowledged, $(( after - before )) recorded"
+# Trigger acceptance at 16 clients (no Prefect: accepted runs wait in the outbox).
+runs_before="$(psql -tA -d "$DATABASE_URL" -c 'SELECT count(*) FROM runs')"
+BENCH_KEY="$operator" load "POST /api/pipelines/{id}/runs (trigger)" trigger 16 BENCH_PIPELINES="$have_pipelines"
+runs_after="$(psql -tA -d "$DATABASE_URL" -c 'SELECT count(*) FROM runs')"
+record "triggers recorded" "\"recorded\": $(( runs_after - runs_before ))"
+
+# SSE fan-out with 1,000 subscribers, dashboard SSR, peak RSS, page weight.
+live_figures "$out" 1000 30
+record "server peak RSS" "\"kib\": $peak_rss_kib"
+wasm_raw="$(cat "$ROOT"/target/site/pkg/*.wasm | wc -c)"
+wasm_br="$(cat "$ROOT"/target/site/pkg/*.wasm.br | wc -c)"
+record "release wasm" "\"raw_bytes\": $wasm_raw, \"brotli_bytes\": $wasm_br, \"files\": $(ls "$ROOT"/target/site/pkg/*.wasm | wc -l)"
+
+python3 "$ROOT/bench/report.py" "$results" "$out/live.txt" "$out/page-weight.txt" >"$out/report.md"
+say "report: $out/report.md"
+cat "$out/report.md"
