@@ -34,7 +34,8 @@ out = []
 out.append("# Flowdeck benchmark report\n")
 out.append(f"- commit `{sh('git rev-parse --short HEAD')}` ({sh('git log -1 --format=%cI')})")
 out.append(f"- machine: {os.cpu_count()} cores ({cpu}), {mem}, {platform.system()} {platform.release()}")
-out.append(f"- PostgreSQL {pg}; release build; load generator: wrk {sh('wrk -v 2>&1 | head -1 | cut -d\" \" -f2')} (separate process)")
+wrk = sh("wrk -v 2>&1 | head -1 | cut -d' ' -f2")
+out.append(f"- PostgreSQL {pg}; release build; load generator: wrk {wrk} (separate process)")
 out.append(f"- each load measurement: {results[0]['result']['seconds']:.0f} s\n")
 
 targets = []
@@ -101,6 +102,23 @@ for size in sizes:
         row += [f"{ms(x['p50_ms'])} / {ms(x['p99_ms'])}", f"{x['rps']:.0f}"]
     row.append(f"{find(f'growth status @{size}')['result']['rps']:.0f}")
     out.append("| " + " | ".join(row) + " |")
+
+out.append("\n## Where the time goes\n")
+cores = os.cpu_count() or 1
+body = find("list body")
+for name, what in [("GET /api/pipelines/", "list"), ("POST /api/runs/filter (failed, newest 50)", "filter"),
+                   ("POST /api/status-update/ (durable)", "status update")]:
+    r = find(name, 16) or find(name)
+    if r:
+        x = r["result"]
+        out.append(f"- {what}: {x['rps']:.0f} requests/s at {r['clients']} clients keep all {cores} cores busy "
+                   f"(server, PostgreSQL and wrk together), so one request costs about "
+                   f"{cores * 1000 / x['rps']:.2f} ms of CPU; a closed-loop client waits "
+                   f"{r['clients']} / throughput = {r['clients'] * 1000 / x['rps']:.1f} ms on average.")
+if body:
+    out.append(f"- the list's first page is {body['bytes']:,} bytes of JSON (100 pipelines, each with its latest "
+               "run's stages and its last ten outcomes), read with one statement per part: the caller's key, "
+               "the page, its stages, its outcomes.")
 
 out.append("\n## Targets\n")
 out.append("| target | wanted | measured | met |")

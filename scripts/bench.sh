@@ -84,6 +84,8 @@ done
 size="$have_runs"
 
 # At full size: list and filter at 1, 16 and 64 clients.
+list_bytes="$(curl -fsS -H "Authorization: Bearer $key" "$url/api/pipelines/" | wc -c)"
+record "list body" "\"bytes\": $list_bytes"
 for clients in 1 16 64; do
   load "GET /api/pipelines/" list "$clients"
   load "POST /api/runs/filter (failed, newest 50)" filter "$clients"

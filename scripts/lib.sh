@@ -92,3 +92,17 @@ live_figures() {
   (cd "$ROOT/end2end" && node page-weight.mjs "$url" "$key" / /pipelines/1 "/runs/$run_id" /login) \
     | tee "$dir/page-weight.txt" || die "cannot measure the page weight"
 }
+
+# each_submitted_once PREFECT_API_URL RUNS: waits (up to 60 s) until every run of
+# DATABASE_URL has its flow run, then checks that there are RUNS runs and that each is
+# exactly one flow run of its own in Prefect (scripts/fault/flow_runs.py).
+each_submitted_once() {
+  local left
+  for _ in $(seq 1 120); do
+    left="$(psql -qAt -d "$DATABASE_URL" -c "SELECT count(*) FROM runs WHERE prefect_flow_run_id IS NULL")"
+    [ "$left" = 0 ] && break
+    sleep 0.5
+  done
+  [ "$left" = 0 ] || { echo "$left run(s) never reached Prefect"; return 1; }
+  python3 "$ROOT/scripts/fault/flow_runs.py" "$1" "$DATABASE_URL" "$2"
+}

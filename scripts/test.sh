@@ -27,3 +27,6 @@ say "the REST API: README examples and schemathesis against the live server"
 
 say "fault test: Flowdeck killed mid-submission while Prefect hangs"
 "$ROOT/scripts/crash-test.sh" "$prefect_dir" "$prefect_port"
+
+say "fault tests: PostgreSQL restart, SIGTERM and two replicas, under load"
+"$ROOT/scripts/fault-test.sh" "$prefect_dir" "$prefect_port"

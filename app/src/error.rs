@@ -62,6 +62,13 @@ pub enum AppError {
         /// Which service (`prefect`).
         service: String,
     },
+    /// A service Flowdeck cannot do without is unreachable for now (the database while it
+    /// restarts); nothing was changed and the same request may be sent again.
+    #[error("{service} unavailable; try again shortly")]
+    Unavailable {
+        /// Which service (`database`).
+        service: String,
+    },
     /// Something failed inside Flowdeck; details are in its logs, not here.
     #[error("internal error")]
     Internal,
@@ -102,6 +109,7 @@ impl AppError {
             Self::TooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
             Self::Upstream { .. } => 502,
+            Self::Unavailable { .. } => 503,
             Self::Internal => 500,
         }
     }
@@ -118,6 +126,7 @@ impl AppError {
             Self::TooLarge { .. } => "too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Upstream { .. } => "upstream",
+            Self::Unavailable { .. } => "unavailable",
             Self::Internal => "internal",
         }
     }

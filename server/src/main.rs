@@ -127,6 +127,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }));
     }
+    // On SIGTERM or Ctrl-C: stop accepting, end the event streams (they never finish by
+    // themselves), let the requests in flight finish (each is bounded by the request
+    // time-out), then stop the workers.
+    let hub = state.hub.clone();
+    let draining = async move {
+        shutdown_signal().await;
+        hub.close();
+    };
     let app = Router::new()
         .nest_service("/pkg", pkg)
         .merge(app::routes::router(state))
@@ -136,7 +144,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on FLOWDECK_ADDR={}", config.addr))?;
     tracing::info!(addr = %config.addr, "flowdeck listening on http://{}", config.addr);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(draining)
         .await
         .context("server failed")?;
     stop.send(true).ok();

@@ -87,6 +87,10 @@ impl IntoResponses for Errors {
             ("429", "Over a rate limit; retry after `Retry-After` seconds"),
             ("500", "Internal error; details are in Flowdeck's log"),
             ("502", "Prefect or the identity provider failed"),
+            (
+                "503",
+                "The database is unreachable for now; nothing was changed, retry after `Retry-After` seconds",
+            ),
         ]
         .into_iter()
         .map(|(status, description)| {

@@ -15,7 +15,7 @@ pub struct ErrorBody {
     /// Human-readable explanation.
     pub detail: String,
     /// Machine-readable code: `not_found`, `conflict`, `invalid`, `unauthorized`,
-    /// `forbidden`, `rate_limited`, `upstream`, `internal`.
+    /// `forbidden`, `rate_limited`, `upstream`, `unavailable`, `internal`.
     pub code: String,
     /// The offending field, for `invalid`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,10 +40,18 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let AppError::RateLimited { retry_after } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        match self {
+            AppError::RateLimited { retry_after } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            AppError::Unavailable { .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response
     }
@@ -53,11 +61,33 @@ impl From<sqlx::Error> for AppError {
     fn from(error: sqlx::Error) -> Self {
         match error {
             sqlx::Error::RowNotFound => AppError::not_found("Record"),
+            other if database_unreachable(&other) => {
+                tracing::warn!(error = %other, "database unreachable");
+                AppError::Unavailable {
+                    service: "database".to_owned(),
+                }
+            }
             other => {
                 tracing::error!(error = %other, "database error");
                 AppError::Internal
             }
         }
+    }
+}
+
+/// Whether `error` says the database could not be reached or went away (no connection in
+/// time, a broken connection, a server shutting down or starting up), rather than that a
+/// statement failed: such a request changed nothing and may be sent again.
+fn database_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            true
+        }
+        // SQLSTATE class 08 (connection exception) and 57P (shutdown, cannot connect now).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
     }
 }
 
@@ -98,5 +128,30 @@ pub(super) fn answer_server_fn_with(error: &AppError) {
         if let AppError::RateLimited { retry_after } = error {
             response.insert_header(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_503_with_retry_after_and_other_failures_are_not() {
+        for error in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        ] {
+            let app = AppError::from(error);
+            assert_eq!(app.code(), "unavailable");
+            let response = app.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        }
+        assert_eq!(AppError::from(sqlx::Error::RowNotFound).status_code(), 404);
+        assert_eq!(
+            AppError::from(sqlx::Error::ColumnNotFound("x".to_owned())),
+            AppError::Internal
+        );
     }
 }

@@ -77,6 +77,7 @@ struct Feed {
     replayed: HashSet<i64>,
     filter: Filter,
     subscription: broadcast::Receiver<Arc<Published>>,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Feed {
@@ -88,7 +89,11 @@ impl Feed {
             return Some(event(&change, &json));
         }
         loop {
-            let Ok(received) = tokio::time::timeout(HEARTBEAT, self.subscription.recv()).await else {
+            let received = tokio::select! {
+                received = tokio::time::timeout(HEARTBEAT, self.subscription.recv()) => received,
+                _ = self.closing.wait_for(|closing| *closing) => return None,
+            };
+            let Ok(received) = received else {
                 return Some(Event::default().event("heartbeat").data("{}"));
             };
             match received {
@@ -150,6 +155,7 @@ async fn events(
         replay,
         filter,
         subscription,
+        closing: state.hub.closing(),
     };
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         feed.next().await.map(|event| (Ok(event), feed))

@@ -33,6 +33,9 @@ impl Published {
 /// Fans changes out to this replica's subscribers.
 pub struct Hub {
     sender: broadcast::Sender<Arc<Published>>,
+    /// Turns true when the process is shutting down: every open feed ends, so that the
+    /// server can drain (browsers reconnect, to another replica or to the restarted one).
+    closing: watch::Sender<bool>,
 }
 
 struct Row {
@@ -98,7 +101,20 @@ impl Hub {
     /// A hub with no subscribers; [`Hub::run`] feeds it.
     pub fn new() -> Arc<Self> {
         let (sender, _) = broadcast::channel(BACKLOG);
-        Arc::new(Hub { sender })
+        Arc::new(Hub {
+            sender,
+            closing: watch::Sender::new(false),
+        })
+    }
+
+    /// Ends every open feed, now and for feeds opened later.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Turns true when [`Hub::close`] is called.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// A new subscriber's feed of every change from now on.

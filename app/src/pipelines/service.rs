@@ -1,5 +1,7 @@
 //! Pipeline operations shared by REST handlers and server functions.
 
+use std::collections::HashMap;
+
 use sqlx::PgPool;
 
 use super::validate::slugify;
@@ -101,20 +103,28 @@ pub async fn delete(pool: &PgPool, principal: &Principal, meta: &RequestMeta, id
 /// Rows with their latest run's stages and recent outcomes, as the API answers them.
 pub(crate) async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Result<Vec<Pipeline>> {
     let run_ids: Vec<i64> = rows.iter().filter_map(|r| r.run_id).collect();
-    let mut stages = runs::db::stages_for_runs(pool, &run_ids).await?;
     let pipeline_ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let outcomes = runs::db::recent_outcomes(pool, &pipeline_ids, 10).await?;
+    // Two connections at once: a page's stages and its recent outcomes do not wait on each other.
+    let (all_stages, all_outcomes) = tokio::try_join!(
+        runs::db::stages_for_runs(pool, &run_ids),
+        runs::db::recent_outcomes(pool, &pipeline_ids, 10)
+    )?;
+    let mut stages: HashMap<i64, Vec<Stage>> = HashMap::new();
+    for stage in all_stages {
+        stages
+            .entry(stage.run_id.unwrap_or_default())
+            .or_default()
+            .push(stage);
+    }
+    let mut outcomes: HashMap<i64, Vec<(RunStatus, Option<f64>)>> = HashMap::new();
+    for (pipeline_id, status, seconds) in all_outcomes {
+        outcomes.entry(pipeline_id).or_default().push((status, seconds));
+    }
     Ok(rows
         .into_iter()
         .map(|row| {
             let run_stages: Vec<Stage> = match row.run_id {
-                Some(run_id) => {
-                    let (mine, rest) = std::mem::take(&mut stages)
-                        .into_iter()
-                        .partition(|s| s.run_id == Some(run_id));
-                    stages = rest;
-                    mine
-                }
+                Some(run_id) => stages.remove(&run_id).unwrap_or_default(),
                 None => row
                     .stage_names
                     .iter()
@@ -122,6 +132,9 @@ pub(crate) async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Re
                     .map(|(name, position)| Stage::planned(row.id, position, name))
                     .collect(),
             };
+            // Oldest first, as the sparkline draws them.
+            let mut recent_runs = outcomes.remove(&row.id).unwrap_or_default();
+            recent_runs.reverse();
             Pipeline {
                 id: row.id,
                 slug: row.slug,
@@ -136,12 +149,7 @@ pub(crate) async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Re
                 prefect_flow_run_id: row.prefect_flow_run_id,
                 records_processed: row.records_processed.unwrap_or(0),
                 error_message: row.error_message,
-                recent_runs: outcomes
-                    .iter()
-                    .rev()
-                    .filter(|(id, _, _)| *id == row.id)
-                    .map(|(_, status, seconds)| (*status, *seconds))
-                    .collect(),
+                recent_runs,
                 stages: run_stages,
                 latest_run_id: row.run_id,
                 deployment: row.deployment,
@@ -159,13 +167,7 @@ pub(crate) async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Re
 pub async fn list(pool: &PgPool, principal: &Principal, skip: i64, limit: i64) -> Result<Vec<Pipeline>> {
     principal.require(Role::Viewer)?;
     check_page(skip, limit)?;
-    let newest_first = db::DashboardFilter {
-        pattern: None,
-        status: None,
-        tag: None,
-        sort: "created",
-    };
-    let rows = db::dashboard_page(pool, &newest_first, skip, limit).await?;
+    let rows = db::newest_page(pool, skip, limit).await?;
     with_stages(pool, rows).await
 }
 

@@ -213,7 +213,7 @@ fn count_refusal(result: Result<Run>) -> Result<Run> {
     if let Err(error) = &result {
         metrics().trigger(match error {
             AppError::RateLimited { .. } => "rate_limited",
-            AppError::Internal | AppError::Upstream { .. } => "failed",
+            AppError::Internal | AppError::Upstream { .. } | AppError::Unavailable { .. } => "failed",
             _ => "refused",
         });
     }
