@@ -157,9 +157,12 @@ pub fn constrain(document: &mut Value) {
     ] {
         document["components"]["schemas"][schema]["properties"][property] = free_form.clone();
     }
-    // A status report names a run, or a pipeline whose latest run is meant.
-    document["components"]["schemas"]["StatusUpdate"]["anyOf"] =
-        json!([{"required": ["run_id"]}, {"required": ["pipeline_id"]}]);
+    // A status report names a run, or a pipeline whose latest run is meant: one of the two
+    // is present and not null.
+    document["components"]["schemas"]["StatusUpdate"]["anyOf"] = json!([
+        {"required": ["run_id"], "properties": {"run_id": {"type": "integer"}}},
+        {"required": ["pipeline_id"], "properties": {"pipeline_id": {"type": "integer"}}},
+    ]);
 }
 
 /// Any text without U+0000.
