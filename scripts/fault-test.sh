@@ -27,7 +27,7 @@ as_postgres() {
 cleanup() {
   kill -CONT -- "-$prefect_pid" 2>/dev/null || true
   for pid in "${servers[@]}" "${background[@]}"; do
-    kill -KILL "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    { kill -KILL "$pid" && wait "$pid"; } 2>/dev/null || true
   done
   [ -n "$pg_data" ] && as_postgres "$pg_bin/pg_ctl" -D "$pg_data" -m immediate stop >/dev/null 2>&1
   [ -n "$pg_data" ] && rm -rf "$pg_data"
