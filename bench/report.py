@@ -111,8 +111,8 @@ for name, what in [("GET /api/pipelines/", "list"), ("POST /api/runs/filter (fai
     r = find(name, 16) or find(name)
     if r:
         x = r["result"]
-        out.append(f"- {what}: {x['rps']:.0f} requests/s at {r['clients']} clients keep all {cores} cores busy "
-                   f"(server, PostgreSQL and wrk together), so one request costs about "
+        out.append(f"- {what}: {x['rps']:.0f} requests/s at {r['clients']} clients: if they kept all {cores} cores busy "
+                   f"(server, PostgreSQL and wrk together; not measured here), one request would cost at most "
                    f"{cores * 1000 / x['rps']:.2f} ms of CPU; a closed-loop client waits "
                    f"{r['clients']} / throughput = {r['clients'] * 1000 / x['rps']:.1f} ms on average.")
 if body:

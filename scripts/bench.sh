@@ -90,8 +90,8 @@ for clients in 1 16 64; do
   load "GET /api/pipelines/" list "$clients"
   load "POST /api/runs/filter (failed, newest 50)" filter "$clients"
 done
-# Status updates: sustained rate at 64 clients, each a durable commit; check every
-# acknowledged one is in the database.
+# Status updates: sustained rate at 64 clients, each a durable commit; count every
+# acknowledged one that is in the database (the report compares the two).
 before="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE event_id LIKE 'bench-%'")"
 BENCH_KEY="$operator" load "POST /api/status-update/ (durable)" status 64 BENCH_FIRST_RUN=$(( size - 9999 )) BENCH_RUNS=10000
 after="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE event_id LIKE 'bench-%'")"

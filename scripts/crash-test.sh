@@ -28,13 +28,12 @@ admin="$("$bin" api-key create --role admin --name crash-admin | tail -n 1)"
 start() {
   "$bin" serve >>"/tmp/flowdeck-crash-$$.log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 50); do curl -fsS "$url/api/health" >/dev/null 2>&1 && return; sleep 0.2; done
-  die "flowdeck did not start"
+  wait_healthy "$url" "/tmp/flowdeck-crash-$$.log"
 }
 start
 pipeline="$(curl -fsS -X POST -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
   "$url/api/pipelines/" -d '{"name": "crash", "default_parameters": {"stage_seconds": 0, "rows": 1}}' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+  | field '["id"]')"
 
 TRIGGERS=20
 say "Prefect hung (SIGSTOP); $TRIGGERS triggers; Flowdeck killed (SIGKILL) mid-submission"

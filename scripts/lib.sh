@@ -33,6 +33,19 @@ locked_version() {
   awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
 }
 
+# field EXPR: prints EXPR (e.g. '["id"]') of the JSON on stdin.
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+# wait_healthy URL LOG: waits up to 10 s for URL/api/health; else prints LOG and fails.
+wait_healthy() {
+  for _ in $(seq 1 50); do
+    curl -fsS "$1/api/health" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  cat "$2"
+  die "flowdeck at $1 did not start"
+}
+
 # A free TCP port on loopback.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -57,8 +70,7 @@ serve_fresh() {
   "$bin" serve >"$log" 2>&1 &
   server_pid=$!
   url="http://127.0.0.1:$port"
-  for _ in $(seq 1 50); do curl -fsS "$url/api/health" >/dev/null 2>&1 && break; sleep 0.2; done
-  curl -fsS "$url/api/health" >/dev/null || { cat "$log"; die "server did not start"; }
+  wait_healthy "$url" "$log"
 }
 
 serve_fresh_cleanup() {
@@ -83,8 +95,7 @@ bench_setup() {
 live_figures() {
   local dir="$1" target="${CARGO_TARGET_DIR:-$ROOT/target}" run_id
   mkdir -p "$dir"
-  run_id="$(curl -fsS -X POST -H "Authorization: Bearer $key" "$url/api/trigger/1" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')"
+  run_id="$(curl -fsS -X POST -H "Authorization: Bearer $key" "$url/api/trigger/1" | field '["run_id"]')"
   "$target/release/examples/bench_live" "$url" "$key" "$run_id" "$2" "$3" | tee "$dir/live.txt" \
     || { tail -n 30 "$log"; die "the live benchmark failed"; }
   peak_rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$server_pid/status")"

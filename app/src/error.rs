@@ -114,6 +114,16 @@ impl AppError {
         }
     }
 
+    /// Seconds after which the same request may succeed (the `Retry-After` header), for
+    /// errors that pass.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after } => Some(*retry_after),
+            Self::Unavailable { .. } => Some(1),
+            _ => None,
+        }
+    }
+
     /// The machine-readable code of the error, as in the JSON body.
     pub fn code(&self) -> &'static str {
         match self {

@@ -6,7 +6,8 @@ Each thread alternates a status update with a unique event id (on run RUN_ID) an
 trigger with a unique Idempotency-Key (on pipeline PIPELINE_ID), one new connection per
 request, until STOP_FILE exists. Every attempt is written to OUT as one JSON line:
 {"t": Unix time of the answer, "kind": "status"|"trigger", "id": event id or key,
- "status": HTTP status or 0 when no answer came, "error": why, for 0}.
+ "status": HTTP status or 0 when no answer came, "retry_after": the Retry-After header,
+ if any, "error": why, for 0}.
 """
 
 import http.client
@@ -30,11 +31,9 @@ def send(method, path, body, headers):
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         response.read()
-        return response.status, None
-    except OSError as error:
-        return 0, type(error).__name__
-    except http.client.HTTPException as error:
-        return 0, type(error).__name__
+        return response.status, response.getheader("Retry-After"), None
+    except (OSError, http.client.HTTPException) as error:
+        return 0, None, type(error).__name__
     finally:
         conn.close()
 
@@ -48,12 +47,14 @@ def worker(n):
         if count % 2:
             kind = "status"
             body = json.dumps({"run_id": int(run_id), "status": "running", "event_id": ident})
-            status, error = send("POST", "/api/status-update/", body, base)
+            status, retry_after, error = send("POST", "/api/status-update/", body, base)
         else:
             kind = "trigger"
             headers = dict(base, **{"Idempotency-Key": ident})
-            status, error = send("POST", f"/api/pipelines/{pipeline_id}/runs", "{}", headers)
+            status, retry_after, error = send("POST", f"/api/pipelines/{pipeline_id}/runs", "{}", headers)
         line = {"t": round(time.time(), 3), "kind": kind, "id": ident, "status": status}
+        if retry_after is not None:
+            line["retry_after"] = retry_after
         if error:
             line["error"] = error
             time.sleep(0.05)  # the server is gone: do not spin

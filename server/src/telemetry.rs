@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, bail};
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _};
-use opentelemetry::{KeyValue, global};
+use opentelemetry::{Key, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
@@ -43,17 +43,19 @@ impl Drop for Telemetry {
 
 /// The OTLP protocol asked for, as the OpenTelemetry environment variables say.
 fn protocol() -> anyhow::Result<Protocol> {
-    let asked = match var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")? {
-        Some(asked) => Some(asked),
-        None => var("OTEL_EXPORTER_OTLP_PROTOCOL")?,
-    };
+    let mut name = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
+    let mut asked = var(name)?;
+    if asked.is_none() {
+        name = "OTEL_EXPORTER_OTLP_PROTOCOL";
+        asked = var(name)?;
+    }
     match asked.as_deref().map(str::trim) {
         None | Some("http/protobuf") => Ok(Protocol::HttpBinary),
         Some("http/json") => Ok(Protocol::HttpJson),
-        Some("grpc") => bail!(
-            "OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not built in; use http/protobuf (port 4318 on a collector)"
-        ),
-        Some(other) => bail!("OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not one of http/protobuf, http/json"),
+        Some("grpc") => {
+            bail!("{name}=grpc is not built in; use http/protobuf (port 4318 on a collector)")
+        }
+        Some(other) => bail!("{name}={other:?} is not one of http/protobuf, http/json"),
     }
 }
 
@@ -67,14 +69,22 @@ fn tracer_provider() -> anyhow::Result<Option<SdkTracerProvider>> {
         .with_protocol(protocol()?)
         .build()
         .context("cannot set up the OTLP span exporter")?;
-    let mut resource =
-        Resource::builder().with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
-    if var("OTEL_SERVICE_NAME")?.is_none() {
-        resource = resource.with_service_name("flowdeck");
+    // The SDK names the service from OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES, else
+    // `unknown_service`: that default becomes `flowdeck`.
+    let version = KeyValue::new("service.version", env!("CARGO_PKG_VERSION"));
+    let mut resource = Resource::builder().with_attribute(version.clone()).build();
+    let unnamed = resource
+        .get(&Key::from_static_str("service.name"))
+        .is_none_or(|name| name.as_str().starts_with("unknown_service"));
+    if unnamed {
+        resource = Resource::builder()
+            .with_service_name("flowdeck")
+            .with_attribute(version)
+            .build();
     }
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(resource.build())
+        .with_resource(resource)
         .build();
     Ok(Some(provider))
 }
@@ -99,7 +109,6 @@ pub fn init(json_logs: bool) -> anyhow::Result<Telemetry> {
     let provider = tracer_provider()?;
     let spans = provider.as_ref().map(|provider| {
         let tracer = provider.tracer("flowdeck");
-        global::set_tracer_provider(provider.clone());
         // Flowdeck's own spans (and its events as span events); SQL as spans of their own.
         let ours = Targets::new()
             .with_target("app", Level::INFO)
@@ -171,29 +180,24 @@ fn statement_name(sql: &str) -> String {
         .take(64)
         .map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_'))
         .collect();
-    let verb = words.iter().copied().find(|w| {
-        matches!(
-            w.to_ascii_uppercase().as_str(),
-            "SELECT"
-                | "INSERT"
-                | "UPDATE"
-                | "DELETE"
-                | "WITH"
-                | "BEGIN"
-                | "COMMIT"
-                | "ROLLBACK"
-                | "LISTEN"
-                | "NOTIFY"
-        )
-    });
-    let verb = verb.map_or("SQL".to_owned(), str::to_ascii_uppercase);
+    const VERBS: [&str; 10] = [
+        "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "COMMIT", "ROLLBACK", "LISTEN", "NOTIFY",
+    ];
+    let verb = words
+        .iter()
+        .find_map(|w| VERBS.into_iter().find(|verb| w.eq_ignore_ascii_case(verb)))
+        .unwrap_or("SQL");
     let table = words
         .windows(2)
-        .find(|pair| matches!(pair[0].to_ascii_uppercase().as_str(), "FROM" | "INTO" | "UPDATE"))
+        .find(|pair| {
+            ["FROM", "INTO", "UPDATE"]
+                .iter()
+                .any(|k| pair[0].eq_ignore_ascii_case(k))
+        })
         .map(|pair| pair[1]);
     match table {
         Some(table) if !table.is_empty() => format!("{verb} {table}"),
-        _ => verb,
+        _ => verb.to_owned(),
     }
 }
 

@@ -334,7 +334,7 @@ async fn ids_spans_metrics_and_logs_of_the_real_binary(db: PgPool) {
     let replaced = odd.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(replaced.len(), 32);
     assert!(replaced.bytes().all(|b| b.is_ascii_hexdigit()), "{replaced}");
-    // A status report moves the run (a transition) under the operator role.
+    // A status report moves the run (a transition).
     let reported = client
         .post(api("/api/status-update/"))
         .bearer_auth(&admin)
@@ -410,6 +410,8 @@ async fn ids_spans_metrics_and_logs_of_the_real_binary(db: PgPool) {
         assert_eq!(statement.span.kind, 3, "a client span");
         let text = string_attribute(&statement.span.attributes, "db.query.text").unwrap();
         assert!(!text.contains(&admin), "no secret in a statement");
+        // Values are bound, not written into the text (the run's request id is one of them).
+        assert!(!text.contains("trigger-0001"), "a bound value in {text}");
         // Each statement hangs under a span of this trace and lies within its time.
         let parent = in_trace
             .iter()
@@ -483,6 +485,7 @@ async fn ids_spans_metrics_and_logs_of_the_real_binary(db: PgPool) {
         ("flowdeck_db_pool_connections", "gauge"),
         ("flowdeck_db_pool_max_connections", "gauge"),
         ("flowdeck_process_resident_memory_bytes", "gauge"),
+        ("flowdeck_process_peak_resident_memory_bytes", "gauge"),
     ] {
         assert_eq!(
             families.get(family).map(String::as_str),

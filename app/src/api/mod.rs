@@ -125,7 +125,7 @@ impl<T: DeserializeOwned> ApiJson<T> {
         normalize(&mut value).map_err(|segments| {
             let path: String = segments.into_iter().rev().collect();
             AppError::invalid(
-                path.trim_start_matches('.'),
+                path.strip_prefix('.').unwrap_or(&path),
                 "holds U+0000 or a number beyond ±1e300, which cannot be stored",
             )
         })?;

@@ -51,6 +51,17 @@ pub fn is_text(value: &str, max: usize) -> bool {
     value.chars().count() <= max && matches(TEXT, value)
 }
 
+/// [`is_text`], or the error that names `field` and says what text it takes.
+pub fn check_text(field: impl Into<String>, value: &str, max: usize) -> crate::error::Result<()> {
+    if is_text(value, max) {
+        return Ok(());
+    }
+    Err(crate::error::AppError::invalid(
+        field,
+        format!("must be 1 to {max} characters, without control characters or surrounding spaces"),
+    ))
+}
+
 fn text(max: usize) -> Value {
     json!({"minLength": 1, "maxLength": max, "pattern": TEXT})
 }

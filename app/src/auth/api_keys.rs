@@ -323,14 +323,7 @@ pub mod service {
     }
 
     fn check_name(name: &str) -> Result<String> {
-        if !crate::api::rules::is_text(name, MAX_NAME_LEN) {
-            return Err(AppError::invalid(
-                "name",
-                format!(
-                    "must be 1 to {MAX_NAME_LEN} characters, without control characters or surrounding spaces"
-                ),
-            ));
-        }
+        crate::api::rules::check_text("name", name, MAX_NAME_LEN)?;
         Ok(name.to_owned())
     }
 

@@ -40,18 +40,10 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        match self {
-            AppError::RateLimited { retry_after } => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-            }
-            AppError::Unavailable { .. } => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            _ => {}
+        if let Some(seconds) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -125,8 +117,8 @@ pub(super) fn answer_server_fn_with(error: &AppError) {
         StatusCode::from_u16(code),
     ) {
         response.set_status(status);
-        if let AppError::RateLimited { retry_after } = error {
-            response.insert_header(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        if let Some(seconds) = error.retry_after() {
+            response.insert_header(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
     }
 }

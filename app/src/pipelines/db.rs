@@ -178,29 +178,6 @@ pub async fn dashboard_page(
     .await
 }
 
-/// A page of pipelines, newest first, with their latest runs: the API's list.
-///
-/// The page is cut from the `created_at` index before anything is joined, so its cost does
-/// not grow with the number of pipelines (the dashboard's sortable query sorts them all).
-pub async fn newest_page(db: impl PgExecutor<'_>, skip: i64, limit: i64) -> sqlx::Result<Vec<PipelineRow>> {
-    sqlx::query_as!(
-        PipelineRow,
-        r#"SELECT p.id, p.slug, p.name, p.description, p.deployment, p.stage_names,
-                  p.default_parameters, p.tags, p.max_concurrent_runs, p.created_at,
-                  GREATEST(p.updated_at, r.updated_at) AS "updated_at!",
-                  r.id AS "run_id?", r.status AS "run_status?",
-                  r.prefect_flow_run_id AS "prefect_flow_run_id?",
-                  r.records_processed AS "records_processed?", r.error_message AS "error_message?"
-           FROM (SELECT * FROM pipelines ORDER BY created_at DESC, id DESC OFFSET $1 LIMIT $2) p
-           LEFT JOIN runs r ON r.id = p.latest_run_id
-           ORDER BY p.created_at DESC, p.id DESC"#,
-        skip,
-        limit
-    )
-    .fetch_all(db)
-    .await
-}
-
 /// How many pipelines match `filter` (its `sort` aside).
 pub async fn dashboard_count(db: impl PgExecutor<'_>, filter: &DashboardFilter<'_>) -> sqlx::Result<i64> {
     sqlx::query_scalar!(

@@ -104,20 +104,15 @@ pub async fn delete(pool: &PgPool, principal: &Principal, meta: &RequestMeta, id
 pub(crate) async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Result<Vec<Pipeline>> {
     let run_ids: Vec<i64> = rows.iter().filter_map(|r| r.run_id).collect();
     let pipeline_ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    // Two connections at once: a page's stages and its recent outcomes do not wait on each other.
-    let (all_stages, all_outcomes) = tokio::try_join!(
-        runs::db::stages_for_runs(pool, &run_ids),
-        runs::db::recent_outcomes(pool, &pipeline_ids, 10)
-    )?;
     let mut stages: HashMap<i64, Vec<Stage>> = HashMap::new();
-    for stage in all_stages {
+    for stage in runs::db::stages_for_runs(pool, &run_ids).await? {
         stages
             .entry(stage.run_id.unwrap_or_default())
             .or_default()
             .push(stage);
     }
     let mut outcomes: HashMap<i64, Vec<(RunStatus, Option<f64>)>> = HashMap::new();
-    for (pipeline_id, status, seconds) in all_outcomes {
+    for (pipeline_id, status, seconds) in runs::db::recent_outcomes(pool, &pipeline_ids, 10).await? {
         outcomes.entry(pipeline_id).or_default().push((status, seconds));
     }
     Ok(rows
@@ -167,8 +162,13 @@ pub(crate) async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Re
 pub async fn list(pool: &PgPool, principal: &Principal, skip: i64, limit: i64) -> Result<Vec<Pipeline>> {
     principal.require(Role::Viewer)?;
     check_page(skip, limit)?;
-    let rows = db::newest_page(pool, skip, limit).await?;
-    with_stages(pool, rows).await
+    super::filter::service::page_of(
+        pool,
+        &super::filter::PipelineCriteria::default(),
+        super::filter::PipelineSort::CreatedDesc,
+        (limit, skip),
+    )
+    .await
 }
 
 /// Pipelines per dashboard page.

@@ -50,15 +50,7 @@ impl NewPipeline {
     /// Validates every field; nothing is stored when this fails.
     pub fn validate(self) -> Result<ValidPipeline> {
         let name = self.name;
-        if !rules::is_text(&name, rules::MAX_NAME) {
-            return Err(AppError::invalid(
-                "name",
-                format!(
-                    "must be 1 to {} characters, without control characters or surrounding spaces",
-                    rules::MAX_NAME
-                ),
-            ));
-        }
+        rules::check_text("name", &name, rules::MAX_NAME)?;
         if self
             .description
             .as_ref()
@@ -101,15 +93,7 @@ impl NewPipeline {
             ));
         }
         for (i, stage) in stage_names.iter().enumerate() {
-            if !rules::is_text(stage, rules::MAX_STAGE_NAME) {
-                return Err(AppError::invalid(
-                    format!("stages.{i}"),
-                    format!(
-                        "must be 1 to {} characters, without control characters or surrounding spaces",
-                        rules::MAX_STAGE_NAME
-                    ),
-                ));
-            }
+            rules::check_text(format!("stages.{i}"), stage, rules::MAX_STAGE_NAME)?;
             if stage_names[..i].contains(stage) {
                 return Err(AppError::invalid(
                     format!("stages.{i}"),

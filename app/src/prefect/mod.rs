@@ -234,13 +234,13 @@ impl PrefectClient {
         );
         let started = std::time::Instant::now();
         let result = self.send::<T>(method, path, body).instrument(span.clone()).await;
-        let error = result.as_ref().err().map(|a| a.error.kind());
-        if let Some(status) = result.as_ref().err().and_then(|a| a.status) {
-            span.record("http.response.status_code", i64::from(status));
-        }
-        if error.is_some() {
+        let error = result.as_ref().err().map(|attempt| {
+            if let Some(status) = attempt.status {
+                span.record("http.response.status_code", i64::from(status));
+            }
             span.record("otel.status_code", "ERROR");
-        }
+            attempt.error.kind()
+        });
         crate::telemetry::metrics::metrics().prefect_call(operation, started.elapsed(), error);
         result
     }

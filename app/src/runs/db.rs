@@ -738,3 +738,12 @@ pub async fn flag_stuck_runs(db: impl PgExecutor<'_>, silence_seconds: f64) -> s
     .fetch_all(db)
     .await
 }
+
+/// The outbox's depth and the age of its oldest row in seconds (0 when empty).
+pub async fn outbox_stats(db: impl PgExecutor<'_>) -> sqlx::Result<(i64, f64)> {
+    sqlx::query_as(
+        "SELECT count(*), coalesce(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) FROM run_outbox",
+    )
+    .fetch_one(db)
+    .await
+}

@@ -132,8 +132,7 @@ pub async fn dispatch_due(
             trace_id = tracing::field::Empty,
         );
         let trigger_trace = run.traceparent.as_deref().and_then(TraceParent::parse);
-        let trace = TraceParent::adopt(&span, trigger_trace);
-        span.record("trace_id", trace.trace_id_hex());
+        TraceParent::adopt(&span, trigger_trace);
         submit_one(pool, prefect, config, &mut deployments, &run, trigger_trace)
             .instrument(span)
             .await?;

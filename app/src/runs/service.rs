@@ -48,7 +48,6 @@ async fn accept(
     if let Some(idempotency) = idempotency
         && let Some(run) = replay(pool, principal, idempotency).await?
     {
-        metrics().trigger("deduplicated");
         return Ok(run);
     }
     let mut tx = pool.begin().await?;
@@ -101,11 +100,9 @@ async fn accept(
         .await?;
         if !claimed {
             tx.rollback().await?;
-            let run = replay(pool, principal, idempotency)
+            return replay(pool, principal, idempotency)
                 .await?
-                .ok_or_else(|| AppError::conflict("a request with this Idempotency-Key is in progress"))?;
-            metrics().trigger("deduplicated");
-            return Ok(run);
+                .ok_or_else(|| AppError::conflict("a request with this Idempotency-Key is in progress"));
         }
     }
     db::insert_outbox(&mut tx, run_id, &callback.clear).await?;
@@ -139,7 +136,7 @@ impl Idempotency {
     /// Checks the header value and fingerprints the request (target and parsed body, so
     /// the same JSON with other spacing or key order counts as the same request).
     pub fn new(key: &str, pipeline_id: i64, request: &TriggerRequest) -> Result<Self> {
-        if !crate::api::rules::matches(crate::api::rules::IDEMPOTENCY_KEY, key) {
+        if !rules::matches(rules::IDEMPOTENCY_KEY, key) {
             return Err(AppError::invalid(
                 "Idempotency-Key",
                 "must be 1 to 255 visible ASCII characters",
@@ -154,7 +151,8 @@ impl Idempotency {
     }
 }
 
-/// The run an earlier request with the same key made, if any; refuses a different request.
+/// The run an earlier request with the same key made, if any (counted as deduplicated);
+/// refuses a different request.
 async fn replay(pool: &PgPool, principal: &Principal, idempotency: &Idempotency) -> Result<Option<Run>> {
     let Some((hash, run_id)) = db::find_idempotency_key(pool, &principal.actor, &idempotency.key).await?
     else {
@@ -165,7 +163,9 @@ async fn replay(pool: &PgPool, principal: &Principal, idempotency: &Idempotency)
             "this Idempotency-Key was already used for a different request; use a new key",
         ));
     }
-    get_unchecked(pool, run_id).await.map(Some)
+    let run = get_unchecked(pool, run_id).await?;
+    metrics().trigger("deduplicated");
+    Ok(Some(run))
 }
 
 /// Accepts a trigger: a `pending` run with the pipeline's defaults and the caller's overrides.
@@ -213,7 +213,7 @@ fn count_refusal(result: Result<Run>) -> Result<Run> {
     if let Err(error) = &result {
         metrics().trigger(match error {
             AppError::RateLimited { .. } => "rate_limited",
-            AppError::Internal | AppError::Upstream { .. } | AppError::Unavailable { .. } => "failed",
+            _ if error.status_code() >= 500 => "failed",
             _ => "refused",
         });
     }
@@ -406,16 +406,8 @@ fn validate_update(update: &StatusUpdate) -> Result<RunStatus> {
     if update.records_processed.is_some_and(|n| n < 0) {
         return Err(AppError::invalid("records_processed", "must not be negative"));
     }
-    if let Some(name) = &update.stage_name
-        && !rules::is_text(name, rules::MAX_NAME)
-    {
-        return Err(AppError::invalid(
-            "stage_name",
-            format!(
-                "must be 1 to {} characters, without control characters or surrounding spaces",
-                rules::MAX_NAME
-            ),
-        ));
+    if let Some(name) = &update.stage_name {
+        rules::check_text("stage_name", name, rules::MAX_NAME)?;
     }
     if update
         .error_message

@@ -57,7 +57,6 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         trace_id = Empty,
     );
     let traceparent = TraceParent::adopt(&span, caller_trace);
-    span.record("trace_id", traceparent.trace_id_hex());
     req.extensions_mut().insert(RequestIds {
         request_id: request_id.clone(),
         traceparent,

@@ -21,7 +21,7 @@ use crate::state::AppState;
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Latency buckets, 1 ms to 10 s.
+/// Latency buckets, 1 ms to 30 s (the request time-out).
 const SECONDS_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
@@ -272,12 +272,7 @@ impl Metrics {
 /// The metrics as OpenMetrics text, with the gauges read now.
 pub async fn render(state: &AppState) -> String {
     let m = metrics();
-    let outbox: Result<(i64, f64), _> = sqlx::query_as(
-        "SELECT count(*), coalesce(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) FROM run_outbox",
-    )
-    .fetch_one(&state.db)
-    .await;
-    match outbox {
+    match crate::runs::db::outbox_stats(&state.db).await {
         Ok((depth, oldest)) => {
             m.outbox_depth.set(depth);
             m.outbox_oldest.set(oldest.max(0.0));

@@ -94,15 +94,18 @@ impl TraceParent {
         })
     }
 
-    /// Makes `span` continue `parent` (if any) and returns the context work inside `span`
-    /// runs in: the span's own when spans are recorded, else the parent's trace (or a new
-    /// one) with a fresh span id, so ids are the same shape either way.
+    /// Makes `span` continue `parent` (if any), records the trace id as its `trace_id`
+    /// field, and returns the context work inside `span` runs in: the span's own when spans
+    /// are recorded, else the parent's trace (or a new one) with a fresh span id, so ids are
+    /// the same shape either way.
     pub fn adopt(span: &tracing::Span, parent: Option<TraceParent>) -> Self {
         if let Some(parent) = parent {
             // Fails only when no span layer is installed: then there is nothing to parent.
             let _ = span.set_parent(parent.as_parent());
         }
-        Self::of_span(span).unwrap_or_else(|| parent.map_or_else(Self::new_root, Self::child))
+        let context = Self::of_span(span).unwrap_or_else(|| parent.map_or_else(Self::new_root, Self::child));
+        span.record("trace_id", context.trace_id_hex());
+        context
     }
 }
 
