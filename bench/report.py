@@ -42,13 +42,13 @@ targets = []
 out.append("## List and filter at full size\n")
 out.append("| call | clients | requests/s | p50 | p99 | max | non-2xx |")
 out.append("| --- | --- | --- | --- | --- | --- | --- |")
-for name in ["GET /api/pipelines/", "POST /api/runs/filter (failed, newest 50)"]:
+for name in ["GET /api/pipelines/", "POST /api/runs/filter (failed, newest 50)", "GET /api/pipelines/ (data changing 50/s)"]:
     for clients in [1, 16, 64]:
         r = find(name, clients)
         if r:
             x = r["result"]
             out.append(f"| `{name}` | {clients} | {x['rps']:.0f} | {ms(x['p50_ms'])} | {ms(x['p99_ms'])} | {ms(x['max_ms'])} | {x['non_2xx']} |")
-        if r and clients == 16:
+        if r and clients == 16 and "changing" not in name:
             targets.append((f"{name} p99 at 16 clients", "< 10 ms", ms(r["result"]["p99_ms"]), r["result"]["p99_ms"] < 10))
 
 out.append("\n## Writes\n")

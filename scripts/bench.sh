@@ -90,6 +90,12 @@ for clients in 1 16 64; do
   load "GET /api/pipelines/" list "$clients"
   load "POST /api/runs/filter (failed, newest 50)" filter "$clients"
 done
+# The list while the data changes 50 times a second (each a stage report, announced):
+# kept answers last 20 ms at most, so most reads are read afresh.
+python3 "$ROOT/bench/changes.py" "$url" "$operator" $(( size - 9999 )) 10000 50 &
+changer=$!
+load "GET /api/pipelines/ (data changing 50/s)" list 16
+kill "$changer"; wait "$changer" 2>/dev/null || true
 # Status updates: sustained rate at 64 clients, each a durable commit; count every
 # acknowledged one that is in the database (the report compares the two).
 before="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE event_id LIKE 'bench-%'")"

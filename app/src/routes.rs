@@ -116,6 +116,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            api::cache::after_writes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             auth::middleware::identify,
         ))
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))

@@ -27,6 +27,10 @@ pub struct AppState {
     pub prefect_ui_url: Option<String>,
     /// This replica's rate limits (failed authentications, triggers).
     pub limits: Arc<crate::auth::limits::Limits>,
+    /// This replica's status report writers (grouped commits).
+    pub reports: Arc<crate::runs::reports::ReportWriter>,
+    /// Answers of read-only listings kept until the next change (see [`crate::api::cache`]).
+    pub answers: Arc<crate::api::cache::Answers>,
     /// This replica's fan-out of the change feed.
     pub hub: Arc<crate::events::hub::Hub>,
     /// The OpenID Connect issuer, when one is configured.

@@ -67,12 +67,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     config::migrate(&pool).await?;
     let state = AppState {
         leptos_options: config.leptos_options(),
-        db: pool,
+        db: pool.clone(),
         secure_cookies: config.secure_cookies,
         prefect: config.prefect()?.map(std::sync::Arc::new),
         default_deployment: config.default_deployment.clone(),
         prefect_ui_url: config.prefect_ui_url(),
         limits: std::sync::Arc::new(app::auth::limits::Limits::new(config.budgets)),
+        reports: app::runs::reports::ReportWriter::start(pool.clone()),
+        answers: std::sync::Arc::default(),
         hub: app::events::hub::Hub::new(),
         oidc: config.oidc.clone().map(app::auth::oidc::Oidc::new),
         proxy: config.proxy.clone().map(std::sync::Arc::new),

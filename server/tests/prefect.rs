@@ -474,5 +474,20 @@ async fn a_request_id_and_trace_reach_the_flow_run_and_come_back_with_every_call
     .unwrap();
     assert_eq!(audited.len(), 10);
     assert!(audited.iter().all(|id| *id == request_id));
+    // And the run's own history finds the trigger and every stage report by the same id.
+    let reported: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT kind, request_id FROM run_events WHERE run_id = $1 AND kind IN ('accepted', 'stage_status')",
+    )
+    .bind(run_id)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(reported.len(), 11, "accepted + ten stage reports: {reported:?}");
+    assert!(
+        reported
+            .iter()
+            .all(|(_, id)| id.as_deref() == Some(request_id.as_str())),
+        "{reported:?}"
+    );
     served.stop().await;
 }

@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use crate::error::AppError;
 use crate::state::AppState;
 
+pub mod cache;
 pub mod openapi;
 pub mod rules;
 

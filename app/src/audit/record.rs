@@ -69,3 +69,33 @@ pub async fn record_success(
     )
     .await
 }
+
+/// Appends one successful `action` per entry (its principal, target and request), in one
+/// statement: what a group of status reports writes.
+pub async fn record_successes(
+    db: impl PgExecutor<'_>,
+    action: &str,
+    entries: &[(&Principal, String, &RequestMeta)],
+) -> sqlx::Result<()> {
+    let actors: Vec<&str> = entries.iter().map(|(p, _, _)| p.actor.as_str()).collect();
+    let roles: Vec<&str> = entries.iter().map(|(p, _, _)| p.role.as_str()).collect();
+    let targets: Vec<&str> = entries.iter().map(|(_, t, _)| t.as_str()).collect();
+    let request_ids: Vec<&str> = entries.iter().map(|(_, _, m)| m.request_id.as_str()).collect();
+    let sources: Vec<Option<&str>> = entries.iter().map(|(_, _, m)| m.source_addr.as_deref()).collect();
+    sqlx::query!(
+        "INSERT INTO audit_events (actor, role, action, target, request_id, outcome, source_addr)
+         SELECT actor, role, $3, target, request_id, $6, source_addr
+         FROM unnest($1::text[], $2::text[], $4::text[], $5::text[], $7::text[])
+              AS e(actor, role, target, request_id, source_addr)",
+        &actors as &[&str],
+        &roles as &[&str],
+        action,
+        &targets as &[&str],
+        &request_ids as &[&str],
+        Outcome::Success.as_str(),
+        &sources as &[Option<&str>],
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! One replica's side of the change feed: listen, read each change once, fan out.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -36,6 +37,11 @@ pub struct Hub {
     /// Turns true when the process is shutting down: every open feed ends, so that the
     /// server can drain (browsers reconnect, to another replica or to the restarted one).
     closing: watch::Sender<bool>,
+    /// Counts what may have changed the database: every announced change, every lost
+    /// connection and every write made through this replica (see [`Hub::version`]).
+    version: AtomicU64,
+    /// Whether this replica is listening, so that `version` follows every change.
+    listening: AtomicBool,
 }
 
 struct Row {
@@ -104,6 +110,8 @@ impl Hub {
         Arc::new(Hub {
             sender,
             closing: watch::Sender::new(false),
+            version: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
         })
     }
 
@@ -125,6 +133,28 @@ impl Hub {
     /// How many subscriptions are open on this process.
     pub fn subscribers(&self) -> usize {
         self.sender.receiver_count()
+    }
+
+    /// A number that moves whenever what the database holds may have changed, or `None`
+    /// while this replica cannot tell (it is not listening). An answer read after seeing
+    /// version `v` is current for as long as the version is still `v`: a change committed
+    /// later moves it when announced, or, made through this replica, when its request ends.
+    pub fn version(&self) -> Option<u64> {
+        self.listening
+            .load(Ordering::Acquire)
+            .then(|| self.version.load(Ordering::Acquire))
+    }
+
+    /// Says that a write made through this replica has committed (its announcement may
+    /// still be on its way).
+    pub fn touch(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn set_listening(&self, listening: bool) {
+        // Moved either way: nothing read before a lost connection is known to be current.
+        self.touch();
+        self.listening.store(listening, Ordering::Release);
     }
 
     fn publish(&self, changes: Vec<Change>) {
@@ -159,6 +189,7 @@ impl Hub {
                 }
                 Err(error) => tracing::warn!(%error, "cannot read missed changes"),
             }
+            self.set_listening(true);
             loop {
                 let notification = tokio::select! {
                     n = listener.try_recv() => n,
@@ -172,12 +203,18 @@ impl Hub {
                         }
                         continue;
                     }
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.changed() => {
+                        self.set_listening(false);
+                        return;
+                    }
                 };
                 let first = match notification {
                     Ok(Some(n)) => n,
                     // The connection was lost: reconnect and catch up.
-                    Ok(None) | Err(_) => break,
+                    Ok(None) | Err(_) => {
+                        self.set_listening(false);
+                        break;
+                    }
                 };
                 let mut ids: Vec<i64> = first.payload().parse().into_iter().collect();
                 while ids.len() < 1000
@@ -185,6 +222,9 @@ impl Hub {
                 {
                     ids.extend(n.payload().parse::<i64>().ok());
                 }
+                // After every notification taken and before the rows are read: an answer
+                // read before now may predate these changes.
+                self.touch();
                 match changes_by_id(&pool, &ids).await {
                     Ok(changes) => {
                         last_seen = changes

@@ -124,24 +124,27 @@ pub mod service {
     use sqlx::PgPool;
 
     use super::{PipelineCriteria, PipelineFilter, PipelineSort};
+    use axum::body::Bytes;
+
+    use crate::api::cache;
     use crate::auth::{Principal, Role};
     use crate::error::Result;
     use crate::filter::{Where, paging};
     use crate::pipelines::Pipeline;
     use crate::pipelines::db::PipelineRow;
+    use crate::state::AppState;
 
     const FROM: &str = " FROM pipelines p LEFT JOIN runs r ON r.id = p.latest_run_id";
 
     /// The pipelines that match, with their latest runs.
     #[tracing::instrument(name = "pipelines.filter", skip_all)]
-    pub async fn filter(
-        db: &PgPool,
-        principal: &Principal,
-        filter: &PipelineFilter,
-    ) -> Result<Vec<Pipeline>> {
+    pub async fn filter(state: &AppState, principal: &Principal, filter: &PipelineFilter) -> Result<Bytes> {
         principal.require(Role::Viewer)?;
         let page = paging(filter.limit, filter.offset)?;
-        page_of(db, &filter.pipelines, filter.sort, page).await
+        cache::answer(state, cache::key("pipelines.filter", filter), || async {
+            cache::to_json(&page_of(&state.db, &filter.pipelines, filter.sort, page).await?)
+        })
+        .await
     }
 
     /// One page (`(limit, offset)`, already checked) of the pipelines matching `criteria`

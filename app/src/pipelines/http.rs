@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 
 use super::filter::PipelineFilter;
 use super::{NewPipeline, Pipeline, PipelinePatch, service};
+use crate::api::cache::JsonBytes;
 use crate::api::openapi::Errors;
 use crate::api::{ApiId, ApiJson, ApiQuery, OptionalJson};
 use crate::auth::Principal;
@@ -40,13 +41,13 @@ fn default_limit() -> i64 {
            ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)", minimum = 1, maximum = 1000)),
     responses((status = 200, description = "The pipelines", body = Vec<Pipeline>), Errors))]
 async fn list_pipelines(
-    State(db): State<PgPool>,
+    State(state): State<AppState>,
     principal: Principal,
     ApiQuery(page): ApiQuery<Page>,
-) -> Result<Json<Vec<Pipeline>>> {
-    service::list(&db, &principal, page.skip, page.limit)
+) -> Result<JsonBytes> {
+    service::list(&state, &principal, page.skip, page.limit)
         .await
-        .map(Json)
+        .map(JsonBytes)
 }
 
 /// One pipeline with its latest run.
@@ -124,13 +125,13 @@ async fn delete_pipeline(
     request_body(content = Option<PipelineFilter>, description = "Criteria, sort and paging; none lists the newest 50"),
     responses((status = 200, description = "The pipelines with their latest runs", body = Vec<Pipeline>), Errors))]
 async fn filter_pipelines(
-    State(db): State<PgPool>,
+    State(state): State<AppState>,
     principal: Principal,
     OptionalJson(filter): OptionalJson<PipelineFilter>,
-) -> Result<Json<Vec<Pipeline>>> {
-    super::filter::service::filter(&db, &principal, &filter)
+) -> Result<JsonBytes> {
+    super::filter::service::filter(&state, &principal, &filter)
         .await
-        .map(Json)
+        .map(JsonBytes)
 }
 
 /// How many pipelines match a filter.

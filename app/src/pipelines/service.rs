@@ -2,16 +2,19 @@
 
 use std::collections::HashMap;
 
+use axum::body::Bytes;
 use sqlx::PgPool;
 
 use super::validate::slugify;
 use super::{DashboardPage, DashboardQuery, SORTS};
 use super::{NewPipeline, Pipeline, db};
+use crate::api::cache;
 use crate::audit;
 use crate::auth::middleware::RequestMeta;
 use crate::auth::{Principal, Role};
 use crate::error::{AppError, Result, ResultExt};
 use crate::runs::{self, RunStatus, Stage};
+use crate::state::AppState;
 
 /// Largest page a listing returns.
 pub const MAX_LIMIT: i64 = 1000;
@@ -159,15 +162,19 @@ pub(crate) async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Re
 
 /// A page of pipelines, newest first, each with its latest run and stages.
 #[tracing::instrument(name = "pipelines.list", skip_all)]
-pub async fn list(pool: &PgPool, principal: &Principal, skip: i64, limit: i64) -> Result<Vec<Pipeline>> {
+pub async fn list(state: &AppState, principal: &Principal, skip: i64, limit: i64) -> Result<Bytes> {
     principal.require(Role::Viewer)?;
     check_page(skip, limit)?;
-    super::filter::service::page_of(
-        pool,
-        &super::filter::PipelineCriteria::default(),
-        super::filter::PipelineSort::CreatedDesc,
-        (limit, skip),
-    )
+    cache::answer(state, format!("pipelines.list {skip} {limit}"), || async {
+        let page = super::filter::service::page_of(
+            &state.db,
+            &super::filter::PipelineCriteria::default(),
+            super::filter::PipelineSort::CreatedDesc,
+            (limit, skip),
+        )
+        .await?;
+        cache::to_json(&page)
+    })
     .await
 }
 

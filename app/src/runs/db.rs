@@ -106,6 +106,8 @@ pub struct RunEvent<'a> {
     pub status: Option<RunStatus>,
     /// Details: an error, a state name, a flow run id.
     pub message: Option<&'a str>,
+    /// The request that reported it, if a request did.
+    pub request_id: Option<&'a str>,
     /// When it happened.
     pub occurred_at: DateTime<Utc>,
 }
@@ -115,8 +117,8 @@ pub struct RunEvent<'a> {
 pub async fn insert_run_event(db: impl PgExecutor<'_>, event: &RunEvent<'_>) -> sqlx::Result<bool> {
     let inserted = sqlx::query_scalar!(
         r#"WITH event AS (
-               INSERT INTO run_events (run_id, event_id, kind, stage_name, status, message, occurred_at)
-               VALUES ($1, coalesce($2, gen_random_uuid()::text), $3, $4, $5, $6, $7)
+               INSERT INTO run_events (run_id, event_id, kind, stage_name, status, message, occurred_at, request_id)
+               VALUES ($1, coalesce($2, gen_random_uuid()::text), $3, $4, $5, $6, $7, $8)
                ON CONFLICT ON CONSTRAINT run_events_event_id_key DO NOTHING
                RETURNING run_id
            ), unstuck AS (
@@ -131,6 +133,7 @@ pub async fn insert_run_event(db: impl PgExecutor<'_>, event: &RunEvent<'_>) -> 
         event.status.map(RunStatus::as_str),
         event.message,
         event.occurred_at,
+        event.request_id,
     )
     .fetch_one(db)
     .await?;
@@ -154,12 +157,13 @@ pub async fn lock_run(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Opti
     }))
 }
 
-/// The latest run of a pipeline, locked for an update.
-pub async fn lock_latest_run(db: impl PgExecutor<'_>, pipeline_id: i64) -> sqlx::Result<Option<LockedRun>> {
+/// As [`lock_run`], but `None` at once when another transaction holds the run (or there is
+/// no such run): a grouped write never waits behind one busy run.
+pub async fn try_lock_run(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Option<LockedRun>> {
     let row = sqlx::query!(
-        "SELECT id, pipeline_id, status, prefect_flow_run_id, reported_at FROM runs
-         WHERE id = (SELECT latest_run_id FROM pipelines WHERE id = $1) FOR UPDATE",
-        pipeline_id
+        "SELECT id, pipeline_id, status, prefect_flow_run_id, reported_at FROM runs WHERE id = $1
+         FOR UPDATE SKIP LOCKED",
+        run_id
     )
     .fetch_optional(db)
     .await?;
@@ -172,14 +176,18 @@ pub async fn lock_latest_run(db: impl PgExecutor<'_>, pipeline_id: i64) -> sqlx:
     }))
 }
 
-/// A stage of a run by name, locked for an update.
-pub async fn lock_stage(
+/// A stage of a run by name, read with the run locked.
+///
+/// Read it in a statement after the lock's: every write of a stage holds its run's lock,
+/// and a later statement sees what the lock's previous holder committed (one statement
+/// that locked the run and joined the stage would read the stage as it was before the wait).
+pub async fn stage_of_locked_run(
     db: impl PgExecutor<'_>,
     run_id: i64,
     name: &str,
 ) -> sqlx::Result<Option<LockedStage>> {
     let row = sqlx::query!(
-        "SELECT id, status, reported_at FROM stage_runs WHERE run_id = $1 AND name = $2 FOR UPDATE",
+        "SELECT id, status, reported_at FROM stage_runs WHERE run_id = $1 AND name = $2",
         run_id,
         name
     )
@@ -190,6 +198,20 @@ pub async fn lock_stage(
         status: RunStatus::from_db(&r.status),
         reported_at: r.reported_at,
     }))
+}
+
+/// The latest run of a pipeline, locking the pipeline (so no trigger replaces it meanwhile):
+/// `None` without such a pipeline, `Some(None)` when it has never run.
+pub async fn lock_latest_run_id(
+    db: impl PgExecutor<'_>,
+    pipeline_id: i64,
+) -> sqlx::Result<Option<Option<i64>>> {
+    sqlx::query_scalar!(
+        "SELECT latest_run_id FROM pipelines WHERE id = $1 FOR UPDATE",
+        pipeline_id
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Moves a stage to `status` as reported at `at`, stamping start and end times and keeping
@@ -557,6 +579,7 @@ pub async fn mark_submitted(pool: &sqlx::PgPool, run_id: i64, flow_run_id: &str)
             stage_name: None,
             status: Some(RunStatus::Scheduled),
             message: Some(flow_run_id),
+            request_id: None,
             occurred_at: Utc::now(),
         },
     )
@@ -596,6 +619,7 @@ pub async fn fail_submission(
             stage_name: None,
             status: Some(RunStatus::Failed),
             message: Some(reason),
+            request_id: None,
             occurred_at: Utc::now(),
         },
     )

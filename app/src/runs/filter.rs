@@ -153,11 +153,15 @@ pub mod service {
     use sqlx::PgPool;
 
     use super::{RunFilter, RunSort};
+    use axum::body::Bytes;
+
+    use crate::api::cache;
     use crate::auth::{Principal, Role};
     use crate::error::Result;
     use crate::filter::{Where, paging};
     use crate::runs::Run;
     use crate::runs::db::RunRow;
+    use crate::state::AppState;
 
     pub(super) fn criteria(select: &str, filter: &RunFilter) -> Where<'static> {
         let c = &filter.runs;
@@ -183,9 +187,16 @@ pub mod service {
 
     /// The runs that match, without their stages.
     #[tracing::instrument(name = "runs.filter", skip_all)]
-    pub async fn filter(db: &PgPool, principal: &Principal, filter: &RunFilter) -> Result<Vec<Run>> {
+    pub async fn filter(state: &AppState, principal: &Principal, filter: &RunFilter) -> Result<Bytes> {
         principal.require(Role::Viewer)?;
         let page = paging(filter.limit, filter.offset)?;
+        cache::answer(state, cache::key("runs.filter", filter), || async {
+            cache::to_json(&page_of(&state.db, filter, page).await?)
+        })
+        .await
+    }
+
+    async fn page_of(db: &PgPool, filter: &RunFilter, page: (i64, i64)) -> Result<Vec<Run>> {
         let select = format!("SELECT {}{FROM}", RunRow::COLUMNS);
         let mut w = criteria(&select, filter);
         let order = match filter.sort {

@@ -11,7 +11,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::filter::RunFilter;
+use super::reports::ReportWriter;
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
+use crate::api::cache::JsonBytes;
 use crate::api::openapi::Errors;
 use crate::api::{ApiId, ApiJson, OptionalJson};
 use crate::auth::Principal;
@@ -113,12 +115,12 @@ async fn get_run(State(state): State<AppState>, principal: Principal, ApiId(id):
     request_body = StatusUpdate,
     responses((status = 200, description = "Recorded", body = StatusUpdateAck), Errors))]
 async fn update_status(
-    State(db): State<PgPool>,
+    State(writer): State<Arc<ReportWriter>>,
     principal: Principal,
     meta: RequestMeta,
     ApiJson(update): ApiJson<StatusUpdate>,
 ) -> Result<Json<StatusUpdateAck>> {
-    service::apply_status_update(&db, &principal, &meta, update)
+    service::apply_status_update(&writer, &principal, &meta, update)
         .await
         .map(Json)
 }
@@ -158,13 +160,13 @@ async fn retry_run(
     request_body(content = Option<RunFilter>, description = "Criteria, sort and paging; none lists the newest 50"),
     responses((status = 200, description = "The runs", body = Vec<Run>), Errors))]
 async fn filter_runs(
-    State(db): State<PgPool>,
+    State(state): State<AppState>,
     principal: Principal,
     OptionalJson(filter): OptionalJson<RunFilter>,
-) -> Result<Json<Vec<Run>>> {
-    super::filter::service::filter(&db, &principal, &filter)
+) -> Result<JsonBytes> {
+    super::filter::service::filter(&state, &principal, &filter)
         .await
-        .map(Json)
+        .map(JsonBytes)
 }
 
 /// How many runs match a filter.

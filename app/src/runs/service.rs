@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::params::{self, ParamField};
+use super::reports::{Report, ReportWriter};
 use super::{Change, Run, RunStatus, StatusUpdate, StatusUpdateAck, TriggerRequest, db};
 use crate::api::rules;
 use crate::audit;
@@ -115,6 +116,7 @@ async fn accept(
             stage_name: None,
             status: Some(RunStatus::Pending),
             message: None,
+            request_id: Some(&meta.request_id),
             occurred_at: Utc::now(),
         },
     )
@@ -305,6 +307,7 @@ pub async fn cancel(
                     stage_name: None,
                     status: Some(RunStatus::Cancelled),
                     message: Some(reason),
+                    request_id: Some(&meta.request_id),
                     occurred_at: Utc::now(),
                 },
             )
@@ -430,14 +433,15 @@ fn validate_update(update: &StatusUpdate) -> Result<RunStatus> {
     Ok(status)
 }
 
-/// Applies a status callback to a run or one of its stages, forward only.
+/// Applies a status callback to a run or one of its stages, forward only, once its
+/// transaction commits (see [`super::reports`]: reports arriving together share one).
 ///
 /// A stage's `running` starts the run, its `failed` fails the run, and the last stage's
 /// `completed` completes it, as the seed did. A report that would move a status backwards
 /// is recorded in the run's history but changes nothing (`applied: false`).
 #[tracing::instrument(name = "runs.status_update", skip_all, fields(run.id = update.run_id, stage = update.stage_name.as_deref()))]
 pub async fn apply_status_update(
-    pool: &PgPool,
+    writer: &ReportWriter,
     principal: &Principal,
     meta: &RequestMeta,
     update: StatusUpdate,
@@ -446,136 +450,17 @@ pub async fn apply_status_update(
         principal.require(Role::Operator)?;
     }
     let status = validate_update(&update)?;
-    let mut tx = pool.begin().await?;
-    let run = match (update.run_id, update.pipeline_id) {
-        (Some(run_id), pipeline_id) => {
-            let run = db::lock_run(&mut *tx, run_id)
-                .await?
-                .ok_or_else(|| AppError::not_found("Run"))?;
-            if pipeline_id.is_some_and(|pipeline_id| pipeline_id != run.pipeline_id) {
-                return Err(AppError::not_found("Run of this pipeline"));
-            }
-            run
-        }
-        (None, Some(pipeline_id)) => {
-            pipelines::db::lock_pipeline(&mut *tx, pipeline_id)
-                .await?
-                .ok_or_else(|| AppError::not_found("Pipeline"))?;
-            db::lock_latest_run(&mut *tx, pipeline_id)
-                .await?
-                .ok_or_else(|| AppError::conflict("pipeline has no run to update; trigger it first"))?
-        }
-        (None, None) => unreachable!("validate_update requires one of them"),
-    };
-    principal.may_report_on(run.id)?;
-    let now = Utc::now();
-    let at = update.timestamp.map_or(now, |t| t.min(now));
-    let fresh = db::insert_run_event(
-        &mut *tx,
-        &db::RunEvent {
-            run_id: run.id,
-            event_id: update.event_id.as_deref(),
-            kind: if update.stage_name.is_some() {
-                "stage_status"
-            } else {
-                "run_status"
-            },
-            stage_name: update.stage_name.as_deref(),
-            status: Some(status),
-            message: update.error_message.as_deref(),
-            occurred_at: at,
-        },
-    )
-    .await?;
-    if !fresh {
-        tx.rollback().await?;
-        metrics().status_update("duplicate");
-        return Ok(StatusUpdateAck {
-            success: true,
-            run_id: run.id,
-            applied: false,
-            duplicate: true,
-            run_status: run.status,
-        });
+    if let Some(run_id) = update.run_id {
+        principal.may_report_on(run_id)?;
     }
-    let newer = |last: Option<DateTime<Utc>>| last.is_none_or(|last| at >= last);
-    let mut run_status = run.status;
-    let applied = match &update.stage_name {
-        Some(name) => {
-            let stage = db::lock_stage(&mut *tx, run.id, name)
-                .await?
-                .ok_or_else(|| AppError::not_found(&format!("Stage '{name}'")))?;
-            let change = stage.status.on_report(status, newer(stage.reported_at));
-            if change != Change::Stale {
-                db::update_stage(
-                    &mut *tx,
-                    stage.id,
-                    status,
-                    update.error_message.as_deref(),
-                    update.records_processed,
-                    at,
-                )
-                .await?;
-            }
-            let records = update.records_processed.filter(|_| change != Change::Stale);
-            let follow = match (change, status) {
-                (Change::Move, RunStatus::Running) => Some(RunStatus::Running),
-                (Change::Move, RunStatus::Failed) => Some(RunStatus::Failed),
-                (Change::Move, RunStatus::Completed)
-                    if db::all_stages_completed(&mut *tx, run.id).await? =>
-                {
-                    Some(RunStatus::Completed)
-                }
-                _ => None,
-            };
-            if let Some(next) = follow.filter(|next| run.status.may_become(*next)) {
-                let error = update
-                    .error_message
-                    .as_deref()
-                    .filter(|_| next == RunStatus::Failed);
-                // One update of the run (one change event) carries both.
-                db::update_run_status(&mut *tx, run.id, next, error, records, at).await?;
-                run_status = next;
-            } else if let Some(records) = records {
-                db::raise_run_records(&mut *tx, run.id, records).await?;
-            }
-            change != Change::Stale
-        }
-        None => {
-            let change = run.status.on_report(status, newer(run.reported_at));
-            if change != Change::Stale {
-                db::update_run_status(
-                    &mut *tx,
-                    run.id,
-                    status,
-                    update.error_message.as_deref(),
-                    update.records_processed,
-                    at,
-                )
-                .await?;
-                run_status = status;
-            }
-            change != Change::Stale
-        }
-    };
-    audit::record_success(
-        &mut *tx,
-        principal,
-        "run.status_update",
-        &format!("run:{}", run.id),
-        meta,
-    )
-    .await?;
-    tx.commit().await?;
-    metrics().status_update(if applied { "applied" } else { "stale" });
-    metrics().transition(run.status.as_str(), run_status.as_str());
-    Ok(StatusUpdateAck {
-        success: true,
-        run_id: run.id,
-        applied,
-        duplicate: false,
-        run_status,
-    })
+    writer
+        .submit(Report {
+            principal: principal.clone(),
+            meta: meta.clone(),
+            update,
+            status,
+        })
+        .await
 }
 
 /// A flow run state Prefect reported, by polling or on its event stream.
@@ -613,6 +498,7 @@ pub async fn apply_prefect_state(pool: &PgPool, run_id: i64, state: &PrefectStat
             stage_name: None,
             status: Some(state.status),
             message: Some(&state.name),
+            request_id: None,
             occurred_at: at,
         },
     )

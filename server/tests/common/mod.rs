@@ -115,6 +115,8 @@ impl TestApp {
             default_deployment: Some("etl/demo".to_owned()),
             prefect_ui_url: Some("http://prefect.test".to_owned()),
             limits: std::sync::Arc::new(app::auth::limits::Limits::new(budgets)),
+            reports: app::runs::reports::ReportWriter::start(db.clone()),
+            answers: std::sync::Arc::default(),
             hub: app::events::hub::Hub::new(),
             oidc,
             proxy,

@@ -1,0 +1,232 @@
+//! Answers of read-only listings, kept until the database may have changed.
+//!
+//! An answer is stored with the change-feed version it was read under
+//! ([`crate::events::hub::Hub::version`]) and served while the version stays the same: a
+//! change committed by any replica moves it when its announcement arrives, and a write made
+//! through this replica moves it when its request ends, so a caller always reads its own
+//! writes. Callers asking for the same answer at once wait for one read of it. Nothing is
+//! kept while the replica is not listening for changes.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tokio::sync::OnceCell;
+
+use crate::error::{AppError, Result};
+use crate::state::AppState;
+
+/// Distinct answers kept at most (each a page of at most 1,000 rows).
+const MAX_ENTRIES: usize = 64;
+/// Answers larger than this are not kept.
+const MAX_BYTES: usize = 1024 * 1024;
+
+struct Entry {
+    version: u64,
+    answer: Arc<OnceCell<Bytes>>,
+}
+
+/// This replica's kept answers, by key (the route and its canonical query).
+#[derive(Default)]
+pub struct Answers {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl Answers {
+    /// The answer for `key` read at `version`: kept, or read by `read` and kept. With no
+    /// version (not listening), `read` is simply called.
+    pub async fn get_or_read<F, Fut>(&self, version: Option<u64>, key: String, read: F) -> Result<Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes>>,
+    {
+        let Some(version) = version else {
+            return read().await;
+        };
+        let answer = {
+            let mut entries = self
+                .entries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match entries.get(&key) {
+                Some(entry) if entry.version == version => entry.answer.clone(),
+                _ => {
+                    if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
+                        entries.retain(|_, entry| entry.version == version);
+                        if entries.len() >= MAX_ENTRIES {
+                            entries.clear();
+                        }
+                    }
+                    let answer = Arc::new(OnceCell::new());
+                    entries.insert(
+                        key.clone(),
+                        Entry {
+                            version,
+                            answer: answer.clone(),
+                        },
+                    );
+                    answer
+                }
+            }
+        };
+        // A failed read keeps nothing: the next caller reads again.
+        let bytes = answer.get_or_try_init(read).await?.clone();
+        if bytes.len() > MAX_BYTES {
+            let mut entries = self
+                .entries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if entries
+                .get(&key)
+                .is_some_and(|entry| Arc::ptr_eq(&entry.answer, &answer))
+            {
+                entries.remove(&key);
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+/// The answer for `key`, kept or read by `read` (see [`Answers::get_or_read`]). Call it
+/// only after the caller's role has been checked: a kept answer is anyone's who may read.
+pub async fn answer<F, Fut>(state: &AppState, key: String, read: F) -> Result<Bytes>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Bytes>>,
+{
+    state.answers.get_or_read(state.hub.version(), key, read).await
+}
+
+/// The key of a query: its operation and its canonical JSON.
+pub fn key(operation: &str, query: &impl Serialize) -> String {
+    let query = serde_json::to_string(query).unwrap_or_default();
+    format!("{operation} {query}")
+}
+
+/// `value` as the JSON an answer is kept as.
+pub fn to_json(value: &impl Serialize) -> Result<Bytes> {
+    serde_json::to_vec(value).map(Bytes::from).map_err(|error| {
+        tracing::error!(%error, "cannot serialise an answer");
+        AppError::Internal
+    })
+}
+
+/// Moves the version after every request that may have written through this replica.
+///
+/// It moves once the answer is ready (its transaction has committed), so the caller's
+/// next read is read afresh. Reads sent as `POST` (`.../filter`, `.../count`) move nothing.
+pub async fn after_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let writes = !request.method().is_safe() && !path.ends_with("/filter") && !path.ends_with("/count");
+    let response = next.run(request).await;
+    if writes {
+        state.hub.touch();
+    }
+    response
+}
+
+/// A JSON answer already serialised.
+pub struct JsonBytes(pub Bytes);
+
+impl IntoResponse for JsonBytes {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    async fn read_counted(reads: &AtomicUsize, text: &'static str) -> Result<Bytes> {
+        reads.fetch_add(1, Ordering::SeqCst);
+        Ok(Bytes::from_static(text.as_bytes()))
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_kept_until_the_version_moves() {
+        let answers = Answers::default();
+        let reads = AtomicUsize::new(0);
+        let first = answers
+            .get_or_read(Some(1), "k".into(), || read_counted(&reads, "a"))
+            .await;
+        let again = answers
+            .get_or_read(Some(1), "k".into(), || read_counted(&reads, "b"))
+            .await;
+        assert_eq!(
+            (first.unwrap(), again.unwrap()),
+            (Bytes::from("a"), Bytes::from("a"))
+        );
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        let moved = answers
+            .get_or_read(Some(2), "k".into(), || read_counted(&reads, "c"))
+            .await;
+        assert_eq!(moved.unwrap(), Bytes::from("c"));
+        let other = answers
+            .get_or_read(Some(2), "j".into(), || read_counted(&reads, "d"))
+            .await;
+        assert_eq!(other.unwrap(), Bytes::from("d"));
+        assert_eq!(reads.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_kept_without_a_version_or_after_a_failed_read() {
+        let answers = Answers::default();
+        let reads = AtomicUsize::new(0);
+        for _ in 0..2 {
+            answers
+                .get_or_read(None, "k".into(), || read_counted(&reads, "a"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        let failed = answers
+            .get_or_read(Some(1), "k".into(), || async {
+                Err(crate::error::AppError::Internal)
+            })
+            .await;
+        assert_eq!(failed, Err(crate::error::AppError::Internal));
+        let after = answers
+            .get_or_read(Some(1), "k".into(), || read_counted(&reads, "b"))
+            .await;
+        assert_eq!(after.unwrap(), Bytes::from("b"));
+    }
+
+    #[tokio::test]
+    async fn callers_at_once_share_one_read() {
+        let answers = Answers::default();
+        let reads = AtomicUsize::new(0);
+        let counter = &reads;
+        let slow = move || async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Ok(Bytes::from_static(b"x"))
+        };
+        let (a, b) = tokio::join!(
+            answers.get_or_read(Some(7), "k".into(), slow),
+            answers.get_or_read(Some(7), "k".into(), slow)
+        );
+        assert_eq!((a.unwrap(), b.unwrap()), (Bytes::from("x"), Bytes::from("x")));
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_number_of_answers_kept_is_bounded() {
+        let answers = Answers::default();
+        let reads = AtomicUsize::new(0);
+        for i in 0..(MAX_ENTRIES * 2) {
+            answers
+                .get_or_read(Some(1), format!("k{i}"), || read_counted(&reads, "a"))
+                .await
+                .unwrap();
+        }
+        assert!(answers.entries.lock().unwrap().len() <= MAX_ENTRIES);
+    }
+}

@@ -1,0 +1,268 @@
+//! Status reports written in groups, and listings kept until a change: through the real
+//! router against real `PostgreSQL`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::TestApp;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+/// Sends every report at once; the answers by event id.
+async fn send_all(app: &Arc<TestApp>, reports: Vec<Value>) -> Vec<(Value, StatusCode, Value)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for report in reports {
+        let app = app.clone();
+        tasks.spawn(async move {
+            let answer = app
+                .post("/api/status-update/", &app.operator, report.clone())
+                .await;
+            (report, answer.status, answer.json())
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = tasks.join_next().await {
+        answers.push(answer.unwrap());
+    }
+    answers
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn reports_sent_at_once_are_each_applied_once_and_answered_for_themselves(db: PgPool) {
+    let app = Arc::new(TestApp::new(db).await);
+    let pipeline = app.pipeline(json!({"name": "p", "stages": ["a", "b"]})).await;
+    let mut runs = Vec::new();
+    for _ in 0..20 {
+        runs.push(app.start_run(pipeline, json!({})).await["id"].as_i64().unwrap());
+    }
+    let mut reports = Vec::new();
+    for run in &runs {
+        for (stage, status) in [
+            ("a", "running"),
+            ("a", "completed"),
+            ("b", "running"),
+            ("b", "completed"),
+        ] {
+            let report = json!({"run_id": run, "stage_name": stage, "status": status,
+                                "event_id": format!("{run}-{stage}-{status}"), "records_processed": 10});
+            // Each report twice: one of the two is the duplicate.
+            reports.push(report.clone());
+            reports.push(report);
+        }
+    }
+    let before = app.count("audit_events").await;
+    reports.push(json!({"run_id": runs[0], "stage_name": "nope", "status": "running", "event_id": "x1"}));
+    reports.push(json!({"run_id": 999_999, "stage_name": "a", "status": "running", "event_id": "x2"}));
+    reports
+        .push(json!({"run_id": runs[1], "pipeline_id": pipeline + 1, "status": "running", "event_id": "x3"}));
+
+    let answers = send_all(&app, reports).await;
+    let mut firsts: HashMap<String, usize> = HashMap::new();
+    for (report, status, body) in &answers {
+        let event = report["event_id"].as_str().unwrap().to_owned();
+        if event.starts_with('x') {
+            assert_eq!(*status, StatusCode::NOT_FOUND, "{report} {body}");
+            continue;
+        }
+        assert_eq!(*status, StatusCode::OK, "{report} {body}");
+        assert_eq!(
+            body["run_id"], report["run_id"],
+            "each answer is its own report's"
+        );
+        if body["duplicate"] == false {
+            *firsts.entry(event).or_default() += 1;
+        }
+    }
+    assert_eq!(firsts.len(), 80, "every report was taken once");
+    assert!(firsts.values().all(|n| *n == 1), "and only once: {firsts:?}");
+
+    for run in &runs {
+        let run = app.run(*run).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(run["records_processed"], 10);
+        assert!(
+            run["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["status"] == "completed"),
+            "{run}"
+        );
+    }
+    let (events, nope): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE kind = 'stage_status'), count(*) FILTER (WHERE event_id LIKE 'x%') FROM run_events",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (events, nope),
+        (80, 0),
+        "each report recorded once, refused ones not at all"
+    );
+    assert_eq!(
+        app.count("audit_events").await - before,
+        80,
+        "one audit line per report taken"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_report_on_a_busy_run_waits_alone_while_the_others_go_on(db: PgPool) {
+    let app = Arc::new(TestApp::new(db.clone()).await);
+    let pipeline = app.pipeline(json!({"name": "p", "stages": ["a"]})).await;
+    let busy = app.start_run(pipeline, json!({})).await["id"].as_i64().unwrap();
+    let free = app.start_run(pipeline, json!({})).await["id"].as_i64().unwrap();
+
+    let mut holder = db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE")
+        .bind(busy)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let app = app.clone();
+        async move {
+            app.post(
+                "/api/status-update/",
+                &app.operator,
+                json!({"run_id": busy, "stage_name": "a", "status": "running"}),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for status in ["running", "completed"] {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            app.post(
+                "/api/status-update/",
+                &app.operator,
+                json!({"run_id": free, "stage_name": "a", "status": status}),
+            ),
+        )
+        .await
+        .expect("a report on another run is not held up");
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    }
+    assert_eq!(app.run(free).await["status"], "completed");
+    assert!(!waiting.is_finished(), "the busy run's report waits for its lock");
+
+    holder.commit().await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered once the lock is gone")
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.json()["applied"], true);
+    assert_eq!(app.run(busy).await["status"], "running");
+}
+
+/// The first page of the pipeline list, by name.
+async fn names(app: &TestApp) -> Vec<String> {
+    let answer = app.get("/api/pipelines/", &app.viewer).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    answer
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Polls the list until `check` holds, for at most five seconds.
+async fn eventually(app: &TestApp, what: &str, check: impl Fn(&[String]) -> bool) {
+    for _ in 0..100 {
+        if check(&names(app).await) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: the list still says {:?}", names(app).await);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_kept_listing_lasts_until_a_change_from_anywhere(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    let first = app.pipeline(json!({"name": "first"})).await;
+
+    // Not listening: every read goes to the database.
+    assert_eq!(names(&app).await, ["first"]);
+    sqlx::query("UPDATE pipelines SET name = 'renamed quietly' WHERE id = $1")
+        .bind(first)
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(names(&app).await, ["renamed quietly"]);
+
+    let _listening = app.listen().await;
+    assert_eq!(names(&app).await, ["renamed quietly"]);
+    // A write that announces nothing (triggers off, as no writer of Flowdeck's does) is
+    // not seen: the answer is kept.
+    let mut quiet = db.acquire().await.unwrap();
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut *quiet)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE pipelines SET name = 'unannounced' WHERE id = $1")
+        .bind(first)
+        .execute(&mut *quiet)
+        .await
+        .unwrap();
+    sqlx::query("RESET session_replication_role")
+        .execute(&mut *quiet)
+        .await
+        .unwrap();
+    drop(quiet);
+    assert_eq!(names(&app).await, ["renamed quietly"], "kept");
+
+    // Written through this replica: read afresh at once, by the writer's next request.
+    let second = app.pipeline(json!({"name": "second"})).await;
+    assert_eq!(names(&app).await, ["second", "unannounced"]);
+
+    // Written elsewhere (another replica, a migration): read afresh once announced.
+    sqlx::query("UPDATE pipelines SET name = 'renamed elsewhere' WHERE id = $1")
+        .bind(second)
+        .execute(&db)
+        .await
+        .unwrap();
+    eventually(&app, "an announced rename", |names| {
+        names == ["renamed elsewhere", "unannounced"]
+    })
+    .await;
+    sqlx::query("DELETE FROM pipelines WHERE id = $1")
+        .bind(second)
+        .execute(&db)
+        .await
+        .unwrap();
+    eventually(&app, "an announced delete", |names| names == ["unannounced"]).await;
+
+    // The run filter is kept the same way, and a kept answer is still only for readers.
+    let filter = json!({"runs": {"status": {"any_": ["pending"]}}});
+    let empty = app.post("/api/runs/filter", &app.viewer, filter.clone()).await;
+    assert_eq!(empty.json(), json!([]));
+    let run = app.start_run(first, json!({})).await["id"].as_i64().unwrap();
+    let found = app
+        .post("/api/runs/filter", &app.viewer, filter.clone())
+        .await
+        .json();
+    assert_eq!(found.as_array().map(|runs| runs.len()), Some(1), "{found}");
+    assert_eq!(found[0]["id"], run);
+    // A run's callback credential may report on its run, not read listings, kept or not.
+    let callback: String = sqlx::query_scalar("SELECT callback_token FROM run_outbox WHERE run_id = $1")
+        .bind(run)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let refused = app.post("/api/runs/filter", &callback, filter).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
+    assert_eq!(
+        app.get("/api/pipelines/", &callback).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
