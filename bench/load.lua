@@ -10,6 +10,8 @@ local key = os.getenv("BENCH_KEY") or ""
 local runs = tonumber(os.getenv("BENCH_RUNS") or "1")
 local first_run = tonumber(os.getenv("BENCH_FIRST_RUN") or "1")
 local pipelines = tonumber(os.getenv("BENCH_PIPELINES") or "1")
+-- Makes this measurement's event ids differ from every other's (repeats are not recorded).
+local tag = os.getenv("BENCH_TAG") or "0"
 local stages = {"Data Generation", "Data Ingestion", "Spark Processing", "DBT Transformation", "Data Export"}
 local headers = {["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json"}
 local filter_body = '{"runs":{"status":{"any_":["failed"]}},"limit":50}'
@@ -30,8 +32,8 @@ function request()
   elseif mode == "status" then
     local run = first_run + (counter * 7919 + tid * 104729) % runs
     local body = string.format(
-      '{"run_id":%d,"stage_name":"%s","status":"running","event_id":"bench-%d-%d"}',
-      run, stages[1 + counter % 5], tid, counter)
+      '{"run_id":%d,"stage_name":"%s","status":"running","event_id":"bench-%s-%d-%d"}',
+      run, stages[1 + counter % 5], tag, tid, counter)
     return wrk.format("POST", "/api/status-update/", headers, body)
   elseif mode == "trigger" then
     local pipeline = 1 + (counter * 31 + tid * 7) % pipelines

@@ -19,6 +19,7 @@ export RUST_LOG=warn FLOWDECK_TRIGGERS_PER_MIN=100000000 FLOWDECK_AUTH_FAILURES_
 serve_fresh flowdeck_bench
 operator="$("$bin" api-key create --role operator --name bench-operator | tail -n 1)"
 
+loads=0
 # record NAME JSON: one result line.
 record() { echo "{\"name\": \"$1\", $2}" >>"$results"; }
 
@@ -27,7 +28,8 @@ load() {
   local name="$1" mode="$2" clients="$3"; shift 3
   local threads=$(( clients < 2 ? 1 : 2 ))
   local line
-  line="$(env BENCH_MODE="$mode" BENCH_KEY="${BENCH_KEY:-$key}" "$@" \
+  loads=$((loads + 1))
+  line="$(env BENCH_MODE="$mode" BENCH_KEY="${BENCH_KEY:-$key}" BENCH_TAG="$loads" "$@" \
     wrk -t"$threads" -c"$clients" -d"${SECONDS_EACH}s" --timeout 10s -s "$ROOT/bench/load.lua" "$url" \
     | sed -n 's/^BENCH //p')"
   [ -n "$line" ] || die "wrk printed no result for $name"

@@ -7,7 +7,8 @@
 #      streams end, new connections are refused, the process exits 0.
 #   3. Two replicas on one database while Prefect hangs (SIGSTOP): 20 triggers through
 #      both, and 5 Idempotency-Keys sent to both at once, each become exactly one flow run
-#      once Prefect resumes; changes made through replica one reach replica two's subscribers.
+#      once Prefect resumes; changes made through either replica reach the other's subscribers,
+#      and the other's kept listings.
 # Usage: scripts/fault-test.sh PREFECT_STATE_DIR PREFECT_PORT  (a Prefect from prefect.sh start)
 source "$(dirname "$0")/lib.sh"
 prefect_dir="${1:?prefect state dir}"; prefect_port="${2:?prefect port}"
@@ -170,9 +171,12 @@ setup
 prefect_env=(PREFECT_API_URL="$prefect_url" FLOWDECK_DEFAULT_DEPLOYMENT=etl/demo FLOWDECK_DISPATCH_LEASE_S=3)
 serve one "${prefect_env[@]}"
 serve two "${prefect_env[@]}"
-curl -sN "$two_url/api/events?pipeline_id=$pipeline" -H "Authorization: Bearer $admin" \
-  >"$work/two-sse.txt" 2>/dev/null &
-background+=($!)
+for name in one two; do
+  replica_url="${name}_url"
+  curl -sN "${!replica_url}/api/events?pipeline_id=$pipeline" -H "Authorization: Bearer $admin" \
+    >"$work/$name-sse.txt" 2>/dev/null &
+  background+=($!)
+done
 sleep 0.5
 kill -STOP -- "-$prefect_pid"
 : >"$work/triggers.txt"; : >"$work/keyed.txt"; triggering=()
@@ -197,10 +201,25 @@ distinct="$(awk '{print $2, $3}' "$work/keyed.txt" | sort -u | wc -l)"
 [ "$distinct" = 5 ] || die "an Idempotency-Key sent to both replicas made two runs: $(cat "$work/keyed.txt")"
 expected=$((2 + 20 + 5))
 each_submitted_once "$prefect_url" "$expected" || die "a trigger through two replicas did not become exactly one flow run"
-missing=0
-for id in $(awk -v one="$one_url" '$1 == one {print $2}' "$work/triggers.txt"); do
-  grep -q "\"run_id\":$id[,}]" "$work/two-sse.txt" || missing=$((missing + 1))
+# seen_across FROM TO: the runs triggered through replica FROM that replica TO's subscriber saw.
+seen_across() {
+  local from_url="${1}_url" missing=0
+  for id in $(awk -v from="${!from_url}" '$1 == from {print $2}' "$work/triggers.txt"); do
+    grep -q "\"run_id\":$id[,}]" "$work/$2-sse.txt" || missing=$((missing + 1))
+  done
+  echo "  runs triggered through replica $1 seen by replica $2's subscriber: $((10 - missing)) of 10"
+  [ "$missing" = 0 ] || die "$missing change(s) made through replica $1 never reached replica $2's subscribers"
+}
+seen_across one two
+seen_across two one
+# A listing replica two keeps is read afresh once replica one's change is announced.
+api "$two_url" GET /api/pipelines/ >/dev/null
+api "$one_url" PATCH "/api/pipelines/$pipeline" '{"name": "Renamed through one"}' >/dev/null
+renamed=""
+for _ in $(seq 1 50); do
+  if api "$two_url" GET /api/pipelines/ | grep -q '"name":"Renamed through one"'; then renamed=yes; break; fi
+  sleep 0.1
 done
-echo "  runs triggered through replica one seen by replica two's subscriber: $((10 - missing)) of 10"
-[ "$missing" = 0 ] || die "$missing change(s) made through one replica never reached the other's subscribers"
+[ -n "$renamed" ] || die "replica two still lists the pipeline by its old name 5 s after replica one renamed it"
+echo "  a rename through replica one listed by replica two: yes"
 say "fault tests passed"

@@ -11,9 +11,10 @@
 //! its own that waits, so one busy run cannot stall the others. So does a report that names
 //! only a pipeline, and every report of a group whose transaction fails before its commit.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::Instrument;
@@ -171,40 +172,40 @@ enum Failure {
 /// Applies every report in one transaction, in arrival order, and commits.
 async fn apply_group(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Step>, Failure> {
     let mut tx = pool.begin().await.map_err(Failure::BeforeCommit)?;
-    let mut steps = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let run_id = job.report.update.run_id.unwrap_or_default();
-        let step = match db::try_lock_run(&mut *tx, run_id)
-            .await
-            .map_err(Failure::BeforeCommit)?
-        {
-            Some(run) => apply(&mut tx, &job.report, run)
-                .await
-                .map_err(Failure::BeforeCommit)?,
-            // Locked elsewhere, or no such run: the report's own transaction tells which.
-            None => Step::Busy,
-        };
-        steps.push(step);
-    }
-    let entries: Vec<(&Principal, String, &RequestMeta)> = jobs
+    let reports: Vec<(i64, &Report)> = jobs
         .iter()
-        .zip(&steps)
-        .filter_map(|(job, step)| match step {
-            Step::Done { ack, audit: true, .. } => Some((
-                &job.report.principal,
-                format!("run:{}", ack.run_id),
-                &job.report.meta,
-            )),
+        .map(|job| (job.report.update.run_id.unwrap_or_default(), &job.report))
+        .collect();
+    let steps = apply(&mut tx, &reports, false)
+        .await
+        .map_err(Failure::BeforeCommit)?;
+    audit_steps(&mut tx, &reports, &steps)
+        .await
+        .map_err(Failure::BeforeCommit)?;
+    tx.commit().await.map_err(Failure::Commit)?;
+    Ok(steps)
+}
+
+/// One audit line for each report written (duplicates and refusals get none).
+async fn audit_steps(
+    conn: &mut PgConnection,
+    reports: &[(i64, &Report)],
+    steps: &[Step],
+) -> sqlx::Result<()> {
+    let entries: Vec<(&Principal, String, &RequestMeta)> = reports
+        .iter()
+        .zip(steps)
+        .filter_map(|((_, report), step)| match step {
+            Step::Done { ack, audit: true, .. } => {
+                Some((&report.principal, format!("run:{}", ack.run_id), &report.meta))
+            }
             _ => None,
         })
         .collect();
-    if !entries.is_empty() {
-        audit::record_successes(&mut *tx, ACTION, &entries)
-            .await
-            .map_err(Failure::BeforeCommit)?;
+    if entries.is_empty() {
+        return Ok(());
     }
-    tx.commit().await.map_err(Failure::Commit)?;
-    Ok(steps)
+    audit::record_successes(&mut *conn, ACTION, &entries).await
 }
 
 /// Writes one report in a transaction of its own, which waits for its run's lock.
@@ -236,32 +237,19 @@ async fn write_alone(pool: &PgPool, report: &Report) -> Result<StatusUpdateAck> 
             ));
         }
     };
-    let run = db::lock_run(&mut *tx, run_id)
-        .await?
-        .ok_or_else(|| AppError::not_found("Run"))?;
-    match apply(&mut tx, report, run).await? {
-        Step::Done {
-            ack,
-            before,
-            outcome,
-            audit,
-        } => {
-            if audit {
-                audit::record_success(
-                    &mut *tx,
-                    &report.principal,
-                    ACTION,
-                    &format!("run:{}", ack.run_id),
-                    &report.meta,
-                )
-                .await?;
-                tx.commit().await?;
-            }
+    let reports = [(run_id, report)];
+    let steps = apply(&mut tx, &reports, true).await?;
+    audit_steps(&mut tx, &reports, &steps).await?;
+    match steps.into_iter().next() {
+        Some(Step::Done {
+            ack, before, outcome, ..
+        }) => {
+            tx.commit().await?;
             count(outcome, before, ack.run_status);
             Ok(ack)
         }
-        Step::Refused(error) => Err(error),
-        Step::Busy => unreachable!("a report's own transaction waits for its run"),
+        Some(Step::Refused(error)) => Err(error),
+        Some(Step::Busy) | None => unreachable!("a report's own transaction waits for its run"),
     }
 }
 
@@ -270,132 +258,261 @@ fn count(outcome: &'static str, before: RunStatus, after: RunStatus) {
     metrics().transition(before.as_str(), after.as_str());
 }
 
-/// Applies a report to its locked run (and the stage it names), forward only. Every refusal comes
-/// before the first write, so a refused report leaves its transaction as it found it.
+/// A fresh event id for a report that came without one.
+fn new_event_id() -> String {
+    format!("report-{:032x}", rand::random::<u128>())
+}
+
+/// What pass one decided for a report.
+enum Plan {
+    /// Settled already: refused, or its run is busy.
+    Settled(Step),
+    /// A repeat of an event id earlier in the same group.
+    Repeat,
+    /// To apply, if its event is new.
+    Apply { event_id: String, at: DateTime<Utc> },
+}
+
+/// Applies reports (each with the run it is about) to their runs and stages, in order,
+/// forward only, with a fixed number of statements whatever their number: lock the runs,
+/// read their stages, record the events, then write each changed stage and run once.
+/// Every refusal is decided before the first write.
 ///
 /// A stage's `running` starts the run, its `failed` fails the run, and the last stage's
 /// `completed` completes it, as the seed did. A report that would move a status backwards
-/// is recorded in the run's history but changes nothing (`applied: false`).
-async fn apply(conn: &mut PgConnection, report: &Report, run: db::LockedRun) -> sqlx::Result<Step> {
-    let update = &report.update;
-    let status = report.status;
-    if update
-        .pipeline_id
-        .is_some_and(|pipeline_id| pipeline_id != run.pipeline_id)
-    {
-        return Ok(Step::Refused(AppError::not_found("Run of this pipeline")));
-    }
-    if let Err(error) = report.principal.may_report_on(run.id) {
-        return Ok(Step::Refused(error));
-    }
-    let stage = match &update.stage_name {
-        Some(name) => match db::stage_of_locked_run(&mut *conn, run.id, name).await? {
-            Some(stage) => Some(stage),
-            None => return Ok(Step::Refused(AppError::not_found(&format!("Stage '{name}'")))),
-        },
-        None => None,
+/// is recorded in the run's history but changes nothing (`applied: false`). Without `wait`,
+/// a report whose run another transaction holds is [`Step::Busy`] (so is one about no run:
+/// its own transaction tells which).
+async fn apply(conn: &mut PgConnection, reports: &[(i64, &Report)], wait: bool) -> sqlx::Result<Vec<Step>> {
+    let mut ids: Vec<i64> = reports.iter().map(|(run_id, _)| *run_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut runs: HashMap<i64, db::ReportedRun> = db::lock_reported_runs(&mut *conn, &ids, wait)
+        .await?
+        .into_iter()
+        .map(|run| (run.id, run))
+        .collect();
+    let locked: Vec<i64> = runs.keys().copied().collect();
+    let named_stage = reports.iter().any(|(_, r)| r.update.stage_name.is_some());
+    let mut stages = if named_stage && !locked.is_empty() {
+        db::stages_of_locked_runs(&mut *conn, &locked).await?
+    } else {
+        Vec::new()
     };
+    let stage_index: HashMap<(i64, String), usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ((s.run_id, s.name.clone()), i))
+        .collect();
+
+    // Pass one: refusals, repeats within the group, and the events to record.
     let now = Utc::now();
-    let at = update.timestamp.map_or(now, |t| t.min(now));
-    let fresh = db::insert_run_event(
-        &mut *conn,
-        &db::RunEvent {
-            run_id: run.id,
-            event_id: update.event_id.as_deref(),
-            kind: if update.stage_name.is_some() {
-                "stage_status"
+    let mut events = db::ReportedEvents::default();
+    let mut seen = HashSet::new();
+    let mut plans = Vec::with_capacity(reports.len());
+    for (run_id, report) in reports {
+        let update = &report.update;
+        let Some(run) = runs.get(run_id) else {
+            plans.push(Plan::Settled(if wait {
+                Step::Refused(AppError::not_found("Run"))
             } else {
-                "run_status"
-            },
-            stage_name: update.stage_name.as_deref(),
-            status: Some(status),
-            message: update.error_message.as_deref(),
-            request_id: Some(&report.meta.request_id),
-            occurred_at: at,
-        },
-    )
-    .await?;
-    if !fresh {
-        return Ok(Step::Done {
+                Step::Busy
+            }));
+            continue;
+        };
+        if update
+            .pipeline_id
+            .is_some_and(|pipeline_id| pipeline_id != run.pipeline_id)
+        {
+            plans.push(Plan::Settled(Step::Refused(AppError::not_found(
+                "Run of this pipeline",
+            ))));
+            continue;
+        }
+        if let Err(error) = report.principal.may_report_on(run.id) {
+            plans.push(Plan::Settled(Step::Refused(error)));
+            continue;
+        }
+        if let Some(name) = &update.stage_name
+            && !stage_index.contains_key(&(run.id, name.clone()))
+        {
+            plans.push(Plan::Settled(Step::Refused(AppError::not_found(&format!(
+                "Stage '{name}'"
+            )))));
+            continue;
+        }
+        let event_id = update.event_id.clone().unwrap_or_else(new_event_id);
+        if !seen.insert(event_id.clone()) {
+            plans.push(Plan::Repeat);
+            continue;
+        }
+        let at = update.timestamp.map_or(now, |t| t.min(now));
+        events.run_ids.push(run.id);
+        events.event_ids.push(event_id.clone());
+        events.kinds.push(if update.stage_name.is_some() {
+            "stage_status"
+        } else {
+            "run_status"
+        });
+        events.stage_names.push(update.stage_name.clone());
+        events.statuses.push(report.status.as_str());
+        events.messages.push(update.error_message.clone());
+        events.occurred_at.push(at);
+        events.request_ids.push(report.meta.request_id.clone());
+        plans.push(Plan::Apply { event_id, at });
+    }
+    let fresh: HashSet<String> = if events.event_ids.is_empty() {
+        HashSet::new()
+    } else {
+        db::insert_reported_events(&mut *conn, &events)
+            .await?
+            .into_iter()
+            .collect()
+    };
+
+    // Pass two: each new report applied in order to the runs and stages as they stand.
+    let mut changed_runs = HashSet::new();
+    let mut changed_stages = HashSet::new();
+    let mut steps = Vec::with_capacity(reports.len());
+    for ((run_id, report), plan) in reports.iter().zip(plans) {
+        let at = match plan {
+            Plan::Settled(step) => {
+                steps.push(step);
+                continue;
+            }
+            Plan::Apply { event_id, at } if fresh.contains(&event_id) => at,
+            Plan::Repeat | Plan::Apply { .. } => {
+                let status = runs[run_id].status;
+                steps.push(Step::Done {
+                    ack: StatusUpdateAck {
+                        success: true,
+                        run_id: *run_id,
+                        applied: false,
+                        duplicate: true,
+                        run_status: status,
+                    },
+                    before: status,
+                    outcome: "duplicate",
+                    audit: false,
+                });
+                continue;
+            }
+        };
+        let update = &report.update;
+        let status = report.status;
+        let run = runs.get_mut(run_id).expect("planned reports have a locked run");
+        let before = run.status;
+        let newer = |last: Option<DateTime<Utc>>| last.is_none_or(|last| at >= last);
+        let applied = match &update.stage_name {
+            Some(name) => {
+                let index = stage_index[&(*run_id, name.clone())];
+                let stage = &mut stages[index];
+                let change = stage.status.on_report(status, newer(stage.reported_at));
+                if change != Change::Stale {
+                    stage.status = status;
+                    stage.started_at = started(stage.started_at, status, at);
+                    if status.is_terminal() {
+                        stage.ended_at = Some(at);
+                    }
+                    stage.message = update.error_message.clone().or(stage.message.take());
+                    stage.records_processed = update.records_processed.or(stage.records_processed);
+                    stage.reported_at = Some(stage.reported_at.map_or(at, |last| last.max(at)));
+                    changed_stages.insert(index);
+                }
+                let records = update.records_processed.filter(|_| change != Change::Stale);
+                let all_completed = || {
+                    stages
+                        .iter()
+                        .filter(|s| s.run_id == *run_id)
+                        .all(|s| s.status == RunStatus::Completed)
+                };
+                let follow = match (change, status) {
+                    (Change::Move, RunStatus::Running) => Some(RunStatus::Running),
+                    (Change::Move, RunStatus::Failed) => Some(RunStatus::Failed),
+                    (Change::Move, RunStatus::Completed) if all_completed() => Some(RunStatus::Completed),
+                    _ => None,
+                };
+                if let Some(next) = follow.filter(|next| run.status.may_become(*next)) {
+                    let error = update
+                        .error_message
+                        .as_deref()
+                        .filter(|_| next == RunStatus::Failed);
+                    move_run(run, next, error, records, at);
+                    changed_runs.insert(*run_id);
+                } else if let Some(records) = records {
+                    run.records_processed = run.records_processed.max(records);
+                    changed_runs.insert(*run_id);
+                }
+                change != Change::Stale
+            }
+            None => {
+                let change = run.status.on_report(status, newer(run.reported_at));
+                if change != Change::Stale {
+                    move_run(
+                        run,
+                        status,
+                        update.error_message.as_deref(),
+                        update.records_processed,
+                        at,
+                    );
+                    changed_runs.insert(*run_id);
+                }
+                change != Change::Stale
+            }
+        };
+        steps.push(Step::Done {
             ack: StatusUpdateAck {
                 success: true,
-                run_id: run.id,
-                applied: false,
-                duplicate: true,
-                run_status: run.status,
+                run_id: *run_id,
+                applied,
+                duplicate: false,
+                run_status: runs[run_id].status,
             },
-            before: run.status,
-            outcome: "duplicate",
-            audit: false,
+            before,
+            outcome: if applied { "applied" } else { "stale" },
+            audit: true,
         });
     }
-    let newer = |last: Option<chrono::DateTime<Utc>>| last.is_none_or(|last| at >= last);
-    let mut run_status = run.status;
-    let applied = match stage {
-        Some(stage) => {
-            let change = stage.status.on_report(status, newer(stage.reported_at));
-            if change != Change::Stale {
-                db::update_stage(
-                    &mut *conn,
-                    stage.id,
-                    status,
-                    update.error_message.as_deref(),
-                    update.records_processed,
-                    at,
-                )
-                .await?;
-            }
-            let records = update.records_processed.filter(|_| change != Change::Stale);
-            let follow = match (change, status) {
-                (Change::Move, RunStatus::Running) => Some(RunStatus::Running),
-                (Change::Move, RunStatus::Failed) => Some(RunStatus::Failed),
-                (Change::Move, RunStatus::Completed)
-                    if db::all_stages_completed(&mut *conn, run.id).await? =>
-                {
-                    Some(RunStatus::Completed)
-                }
-                _ => None,
-            };
-            if let Some(next) = follow.filter(|next| run.status.may_become(*next)) {
-                let error = update
-                    .error_message
-                    .as_deref()
-                    .filter(|_| next == RunStatus::Failed);
-                // One update of the run (one change event) carries both.
-                db::update_run_status(&mut *conn, run.id, next, error, records, at).await?;
-                run_status = next;
-            } else if let Some(records) = records {
-                db::raise_run_records(&mut *conn, run.id, records).await?;
-            }
-            change != Change::Stale
-        }
-        None => {
-            let change = run.status.on_report(status, newer(run.reported_at));
-            if change != Change::Stale {
-                db::update_run_status(
-                    &mut *conn,
-                    run.id,
-                    status,
-                    update.error_message.as_deref(),
-                    update.records_processed,
-                    at,
-                )
-                .await?;
-                run_status = status;
-            }
-            change != Change::Stale
-        }
-    };
-    Ok(Step::Done {
-        ack: StatusUpdateAck {
-            success: true,
-            run_id: run.id,
-            applied,
-            duplicate: false,
-            run_status,
-        },
-        before: run.status,
-        outcome: if applied { "applied" } else { "stale" },
-        audit: true,
-    })
+    if !changed_stages.is_empty() {
+        let changed: Vec<&db::ReportedStage> = changed_stages.iter().map(|i| &stages[*i]).collect();
+        db::write_reported_stages(&mut *conn, &changed).await?;
+    }
+    if !changed_runs.is_empty() {
+        let changed: Vec<&db::ReportedRun> = changed_runs.iter().map(|id| &runs[id]).collect();
+        db::write_reported_runs(&mut *conn, &changed).await?;
+    }
+    Ok(steps)
+}
+
+/// When a stage or run started, once `status` is reported at `at`.
+fn started(started_at: Option<DateTime<Utc>>, status: RunStatus, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if status == RunStatus::Running {
+        started_at.or(Some(at))
+    } else {
+        started_at
+    }
+}
+
+/// Moves a run to `status` as reported at `at`, stamping start and end times; records
+/// processed (a running total) are only ever raised, an earlier error is kept unless a new
+/// one is given.
+fn move_run(
+    run: &mut db::ReportedRun,
+    status: RunStatus,
+    error: Option<&str>,
+    records: Option<i64>,
+    at: DateTime<Utc>,
+) {
+    run.status = status;
+    run.started_at = started(run.started_at, status, at);
+    if status.is_terminal() {
+        run.ended_at = Some(at);
+    }
+    if let Some(error) = error {
+        run.error_message = Some(error.to_owned());
+    }
+    if let Some(records) = records {
+        run.records_processed = run.records_processed.max(records);
+    }
+    run.reported_at = Some(run.reported_at.map_or(at, |last| last.max(at)));
 }
