@@ -31,6 +31,8 @@ pub struct AppState {
     pub reports: Arc<crate::runs::reports::ReportWriter>,
     /// Answers of read-only listings kept until the next change (see [`crate::api::cache`]).
     pub answers: Arc<crate::api::cache::Answers>,
+    /// API keys this replica verified lately (see [`crate::auth::known_keys`]).
+    pub known_keys: Arc<crate::auth::known_keys::KnownKeys>,
     /// This replica's fan-out of the change feed.
     pub hub: Arc<crate::events::hub::Hub>,
     /// The OpenID Connect issuer, when one is configured.

@@ -75,6 +75,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         limits: std::sync::Arc::new(app::auth::limits::Limits::new(config.budgets)),
         reports: app::runs::reports::ReportWriter::start(pool.clone()),
         answers: std::sync::Arc::default(),
+        known_keys: std::sync::Arc::default(),
         hub: app::events::hub::Hub::new(),
         oidc: config.oidc.clone().map(app::auth::oidc::Oidc::new),
         proxy: config.proxy.clone().map(std::sync::Arc::new),

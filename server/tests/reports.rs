@@ -266,3 +266,86 @@ async fn a_kept_listing_lasts_until_a_change_from_anywhere(db: PgPool) {
         StatusCode::FORBIDDEN
     );
 }
+
+/// A key's id by its secret's hash.
+async fn key_id(db: &PgPool, secret: &str) -> i64 {
+    sqlx::query_scalar("SELECT id FROM api_keys WHERE key_hash = $1")
+        .bind(app::auth::keys::hash_secret(secret))
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_remembered_key_is_refused_once_revoked_here_or_elsewhere_or_expired(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    let _listening = app.listen().await;
+    let status = |key: String| {
+        let app = &app;
+        async move { app.get("/api/pipelines/", &key).await.status }
+    };
+
+    // Revoked through this replica: the very next request is refused.
+    let here = common::key(&db, app::auth::Role::Viewer).await;
+    assert_eq!(status(here.clone()).await, StatusCode::OK);
+    assert_eq!(status(here.clone()).await, StatusCode::OK, "remembered");
+    let id = key_id(&db, &here).await;
+    let revoked = app
+        .call("DELETE", &format!("/api/api_keys/{id}"), Some(&app.admin), None)
+        .await;
+    assert!(revoked.status.is_success(), "{}", revoked.text());
+    assert_eq!(status(here).await, StatusCode::UNAUTHORIZED);
+
+    // Revoked elsewhere (another replica, the CLI): refused once the change is announced.
+    let elsewhere = common::key(&db, app::auth::Role::Viewer).await;
+    assert_eq!(status(elsewhere.clone()).await, StatusCode::OK);
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1")
+        .bind(key_id(&db, &elsewhere).await)
+        .execute(&db)
+        .await
+        .unwrap();
+    let mut refused = false;
+    for _ in 0..100 {
+        if status(elsewhere.clone()).await == StatusCode::UNAUTHORIZED {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "a key revoked elsewhere still works 5 s later");
+
+    // A change nobody announces (triggers off) is not seen: the key is remembered. But its
+    // expiry, once known, is checked on every use.
+    let quiet = common::key(&db, app::auth::Role::Viewer).await;
+    let quiet_id = key_id(&db, &quiet).await;
+    sqlx::query("UPDATE api_keys SET expires_at = now() + interval '1 second' WHERE id = $1")
+        .bind(quiet_id)
+        .execute(&db)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(status(quiet.clone()).await, StatusCode::OK);
+    let mut unannounced = db.acquire().await.unwrap();
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut *unannounced)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE api_keys SET role = 'admin' WHERE id = $1")
+        .bind(quiet_id)
+        .execute(&mut *unannounced)
+        .await
+        .unwrap();
+    sqlx::query("RESET session_replication_role")
+        .execute(&mut *unannounced)
+        .await
+        .unwrap();
+    drop(unannounced);
+    let admin_only = app.post("/api/api_keys/filter", &quiet, json!({})).await;
+    assert_eq!(
+        admin_only.status,
+        StatusCode::FORBIDDEN,
+        "still the remembered viewer"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(status(quiet).await, StatusCode::UNAUTHORIZED, "expired");
+}

@@ -6,6 +6,7 @@ use sqlx::PgExecutor;
 use super::Role;
 
 /// A live credential found by its hash.
+#[derive(Debug, Clone)]
 pub struct Credential {
     /// Row id (API key or session).
     pub id: i64,
@@ -13,6 +14,8 @@ pub struct Credential {
     pub actor: String,
     /// Role granted.
     pub role: Role,
+    /// When it stops being valid, if it has an end.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A new API key row: the secret itself is never stored, only its hash and shown prefix.
@@ -50,14 +53,14 @@ pub async fn use_api_key(db: impl PgExecutor<'_>, key_hash: &[u8]) -> sqlx::Resu
     // and writing no row version.
     let row = sqlx::query!(
         r#"WITH key AS (
-               SELECT id, name, role, last_used_at FROM api_keys
+               SELECT id, name, role, last_used_at, expires_at FROM api_keys
                WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
            ), touched AS (
                UPDATE api_keys SET last_used_at = now()
                WHERE id IN (SELECT id FROM key
                             WHERE last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
            )
-           SELECT id AS "id!", name AS "name!", role AS "role!" FROM key"#,
+           SELECT id AS "id!", name AS "name!", role AS "role!", expires_at FROM key"#,
         key_hash,
     )
     .fetch_optional(db)
@@ -68,6 +71,7 @@ pub async fn use_api_key(db: impl PgExecutor<'_>, key_hash: &[u8]) -> sqlx::Resu
             id: r.id,
             actor: format!("api-key:{}", r.name),
             role,
+            expires_at: r.expires_at,
         })
     }))
 }
@@ -122,14 +126,14 @@ pub async fn use_session(
     // As for keys: written at most once a minute, otherwise only read.
     let row = sqlx::query!(
         r#"WITH session AS (
-               SELECT id, actor, role, last_seen_at FROM sessions
+               SELECT id, actor, role, last_seen_at, expires_at FROM sessions
                WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()
                  AND last_seen_at > now() - make_interval(mins => $2)
            ), touched AS (
                UPDATE sessions SET last_seen_at = now()
                WHERE id IN (SELECT id FROM session WHERE last_seen_at < now() - interval '1 minute')
            )
-           SELECT id AS "id!", actor AS "actor!", role AS "role!" FROM session"#,
+           SELECT id AS "id!", actor AS "actor!", role AS "role!", expires_at AS "expires_at?" FROM session"#,
         token_hash,
         idle_minutes,
     )
@@ -140,6 +144,7 @@ pub async fn use_session(
             id: r.id,
             actor: r.actor,
             role: r.role.parse().ok()?,
+            expires_at: r.expires_at,
         })
     }))
 }

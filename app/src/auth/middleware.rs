@@ -260,7 +260,18 @@ async fn authenticate(
         if !keys::looks_like_api_key(token) {
             return Err(AppError::Unauthorized);
         }
-        let credential = db::use_api_key(db, &keys::hash_secret(token)).await?;
+        let hash = keys::hash_secret(token);
+        let version = state.hub.key_version();
+        let credential = match state.known_keys.get(&hash, version) {
+            Some(known) => Some(known),
+            None => {
+                let read = db::use_api_key(db, &hash).await?;
+                if let Some(credential) = &read {
+                    state.known_keys.remember(hash, credential.clone(), version);
+                }
+                read
+            }
+        };
         return credential
             .map(|c| {
                 Some(Principal {

@@ -12,6 +12,10 @@ use super::Change;
 
 /// The NOTIFY channel the triggers announce on.
 pub const CHANNEL: &str = "flowdeck_changes";
+/// The NOTIFY channel on which changes to API keys are announced (no payload).
+pub const KEYS_CHANNEL: &str = "flowdeck_keys";
+/// How long the listener waits after an announcement for the rest of its burst.
+const GATHER: Duration = Duration::from_millis(2);
 /// Changes a subscriber may fall behind before it is told to resync.
 const BACKLOG: usize = 4096;
 
@@ -40,6 +44,8 @@ pub struct Hub {
     /// Counts what may have changed the database: every announced change, every lost
     /// connection and every write made through this replica (see [`Hub::version`]).
     version: AtomicU64,
+    /// As `version`, for API keys: announced key changes, lost connections, local writes.
+    key_version: AtomicU64,
     /// Whether this replica is listening, so that `version` follows every change.
     listening: AtomicBool,
 }
@@ -99,7 +105,7 @@ async fn latest_id(pool: &PgPool) -> sqlx::Result<i64> {
 
 async fn listen(pool: &PgPool) -> sqlx::Result<PgListener> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
+    listener.listen_all([CHANNEL, KEYS_CHANNEL]).await?;
     Ok(listener)
 }
 
@@ -111,6 +117,7 @@ impl Hub {
             sender,
             closing: watch::Sender::new(false),
             version: AtomicU64::new(0),
+            key_version: AtomicU64::new(0),
             listening: AtomicBool::new(false),
         })
     }
@@ -145,10 +152,18 @@ impl Hub {
             .then(|| self.version.load(Ordering::Acquire))
     }
 
+    /// As [`Hub::version`], for what API keys grant.
+    pub fn key_version(&self) -> Option<u64> {
+        self.listening
+            .load(Ordering::Acquire)
+            .then(|| self.key_version.load(Ordering::Acquire))
+    }
+
     /// Says that a write made through this replica has committed (its announcement may
     /// still be on its way).
     pub fn touch(&self) {
         self.version.fetch_add(1, Ordering::AcqRel);
+        self.key_version.fetch_add(1, Ordering::AcqRel);
     }
 
     fn set_listening(&self, listening: bool) {
@@ -216,15 +231,33 @@ impl Hub {
                         break;
                     }
                 };
-                let mut ids: Vec<i64> = first.payload().parse().into_iter().collect();
-                while ids.len() < 1000
+                // Announcements come in bursts (a group of reports commits many changes):
+                // a moment's wait reads a burst with one query.
+                tokio::time::sleep(GATHER).await;
+                let mut burst = vec![first];
+                while burst.len() < 1000
                     && let Some(n) = listener.next_buffered()
                 {
-                    ids.extend(n.payload().parse::<i64>().ok());
+                    burst.push(n);
+                }
+                let mut ids = Vec::new();
+                let mut keys_changed = false;
+                for n in burst {
+                    if n.channel() == KEYS_CHANNEL {
+                        keys_changed = true;
+                    } else {
+                        ids.extend(n.payload().parse::<i64>().ok());
+                    }
                 }
                 // After every notification taken and before the rows are read: an answer
                 // read before now may predate these changes.
-                self.touch();
+                if keys_changed {
+                    self.key_version.fetch_add(1, Ordering::AcqRel);
+                }
+                if ids.is_empty() {
+                    continue;
+                }
+                self.version.fetch_add(1, Ordering::AcqRel);
                 match changes_by_id(&pool, &ids).await {
                     Ok(changes) => {
                         last_seen = changes

@@ -117,6 +117,7 @@ impl TestApp {
             limits: std::sync::Arc::new(app::auth::limits::Limits::new(budgets)),
             reports: app::runs::reports::ReportWriter::start(db.clone()),
             answers: std::sync::Arc::default(),
+            known_keys: std::sync::Arc::default(),
             hub: app::events::hub::Hub::new(),
             oidc,
             proxy,
