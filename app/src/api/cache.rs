@@ -120,13 +120,19 @@ pub fn to_json(value: &impl Serialize) -> Result<Bytes> {
 /// Moves the version after every request that may have written through this replica.
 ///
 /// It moves once the answer is ready (its transaction has committed), so the caller's
-/// next read is read afresh. Reads sent as `POST` (`.../filter`, `.../count`) move nothing.
+/// next read is read afresh. Reads sent as `POST` (`.../filter`, `.../count`) move nothing;
+/// a write to API keys (REST `/api/api_keys…` or the admin page's `…_api_key` server
+/// functions) also moves the key version, so a key revoked here is refused at once.
 pub async fn after_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let writes = !request.method().is_safe() && !path.ends_with("/filter") && !path.ends_with("/count");
+    let keys = writes && path.contains("api_key");
     let response = next.run(request).await;
     if writes {
         state.hub.touch();
+    }
+    if keys {
+        state.hub.touch_keys();
     }
     response
 }

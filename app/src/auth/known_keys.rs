@@ -4,8 +4,8 @@
 //! A key is remembered with the replica's key version ([`crate::events::hub::Hub::key_version`])
 //! and for at most a minute, and is read again when either moves: every change to what a
 //! key grants (revoked, rotated, another role) is announced to every replica by the
-//! database, and a write through this replica moves the version when its request ends,
-//! so a key revoked here is refused by the very next request. Its expiry is checked on
+//! database, and a change to keys made through this replica moves the version when its
+//! request ends, so a key revoked here is refused by the very next request. Its expiry is checked on
 //! every use. The minute matches how often a key's last use is written. While the replica
 //! is not listening for announcements, nothing is remembered.
 

@@ -163,12 +163,17 @@ impl Hub {
     /// still be on its way).
     pub fn touch(&self) {
         self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Says that a change to API keys made through this replica has committed.
+    pub fn touch_keys(&self) {
         self.key_version.fetch_add(1, Ordering::AcqRel);
     }
 
     fn set_listening(&self, listening: bool) {
         // Moved either way: nothing read before a lost connection is known to be current.
         self.touch();
+        self.touch_keys();
         self.listening.store(listening, Ordering::Release);
     }
 
@@ -252,12 +257,12 @@ impl Hub {
                 // After every notification taken and before the rows are read: an answer
                 // read before now may predate these changes.
                 if keys_changed {
-                    self.key_version.fetch_add(1, Ordering::AcqRel);
+                    self.touch_keys();
                 }
                 if ids.is_empty() {
                     continue;
                 }
-                self.version.fetch_add(1, Ordering::AcqRel);
+                self.touch();
                 match changes_by_id(&pool, &ids).await {
                     Ok(changes) => {
                         last_seen = changes
