@@ -62,7 +62,7 @@ if status:
     x = status["result"]
     out.append(f"| status updates | {status['clients']} | {x['rps']:.0f} | {ms(x['p50_ms'])} | {ms(x['p99_ms'])} | {x['non_2xx']} | {recorded['recorded']} of {recorded['acknowledged']} acknowledged |")
     targets.append(("status updates per second, durably recorded", ">= 5,000", f"{x['rps']:.0f}/s ({recorded['recorded']} of {recorded['acknowledged']} in the database)",
-                    x["rps"] >= 5000 and recorded["recorded"] == recorded["acknowledged"]))
+                    x["rps"] >= 5000 and recorded["recorded"] >= recorded["acknowledged"]))
 if trig:
     x = trig["result"]
     out.append(f"| triggers | {trig['clients']} | {x['rps']:.0f} | {ms(x['p50_ms'])} | {ms(x['p99_ms'])} | {x['non_2xx']} | {trig_rec['recorded']} runs |")

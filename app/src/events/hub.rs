@@ -14,8 +14,6 @@ use super::Change;
 pub const CHANNEL: &str = "flowdeck_changes";
 /// The NOTIFY channel on which changes to API keys are announced (no payload).
 pub const KEYS_CHANNEL: &str = "flowdeck_keys";
-/// How long the listener waits after an announcement for the rest of its burst.
-const GATHER: Duration = Duration::from_millis(2);
 /// Changes a subscriber may fall behind before it is told to resync.
 const BACKLOG: usize = 4096;
 
@@ -236,9 +234,10 @@ impl Hub {
                         break;
                     }
                 };
-                // Announcements come in bursts (a group of reports commits many changes):
-                // a moment's wait reads a burst with one query.
-                tokio::time::sleep(GATHER).await;
+                // What has arrived with it is read with one query. (A pause to gather more
+                // capped the listener at one burst per pause: under a load of reports it fell
+                // seconds behind, so kept answers were stale that long, and were read afresh
+                // long after the load had ended.)
                 let mut burst = vec![first];
                 while burst.len() < 1000
                     && let Some(n) = listener.next_buffered()
