@@ -127,7 +127,7 @@ if changing:
     out.append(f"- list while the data changes: {x['rps']:.0f} requests/s, p99 {ms(x['p99_ms'])} at 16 clients.")
 if status and status["result"]["rps"] < 5000:
     out.append("- status updates are below 5,000/s because of CPU, not the disk: a group of reports shares one "
-               "commit (about 15 reports per WAL flush at 64 clients) and the cores are busy. Per report the "
+               "commit (about 9 reports per WAL flush with four writers at 64 clients, in a profile at 10,000 runs) and the cores are busy. Per report the "
                "database inserts a history row (3 indexes) and an audit row (4 indexes), rewrites the stage row, "
                "and its change trigger runs PL/pgSQL once per changed row (a lookup of the run's pipeline, a "
                "jsonb build, a row in `changes`, a NOTIFY): in a profile of this path at 10,000 runs "

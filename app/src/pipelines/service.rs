@@ -165,7 +165,7 @@ pub(crate) async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Re
 pub async fn list(state: &AppState, principal: &Principal, skip: i64, limit: i64) -> Result<Bytes> {
     principal.require(Role::Viewer)?;
     check_page(skip, limit)?;
-    cache::answer(state, format!("pipelines.list {skip} {limit}"), || async {
+    cache::answer(state, cache::key("pipelines.list", &(skip, limit)), || async {
         let page = super::filter::service::page_of(
             &state.db,
             &super::filter::PipelineCriteria::default(),
