@@ -126,6 +126,9 @@ serve drain
 curl -sN "$drain_url/api/events" -H "Authorization: Bearer $admin" >"$work/drain-sse.txt" 2>/dev/null &
 sse_pid=$!; background+=("$sse_pid")
 load "$drain_url" drain
+# The load must be under way before the signal: on a machine still busy with the earlier
+# tests its first answers once took longer than the 2.5 s before SIGTERM.
+for _ in $(seq 1 100); do grep -q '"status": 20[02]' "$work/drain.jsonl" 2>/dev/null && break; sleep 0.1; done
 # Hold the second run's row: status updates for it wait inside their transaction.
 mkfifo "$work/lock"
 psql -qAt -d "$DATABASE_URL" <"$work/lock" >/dev/null &
