@@ -10,7 +10,9 @@ SCHEMATHESIS="$TOOLS_DIR/schemathesis-$SCHEMATHESIS_VERSION/bin/schemathesis"
 # Schemathesis sends bad credentials on purpose (the ignored-auth check) and triggers many
 # runs: budgets it cannot spend, or the address it fuzzes from would be locked out.
 export FLOWDECK_AUTH_FAILURES_PER_MIN=1000000 FLOWDECK_TRIGGERS_PER_MIN=1000000
-serve_fresh flowdeck_api
+# The server connects as a role that may read and write rows only, so every operation is
+# exercised under least privilege (a privilege it lacks would answer 500).
+SERVER_ROLE=flowdeck_app serve_fresh flowdeck_api
 export FLOWDECK="$url" KEY="$key"
 
 # --- README examples -------------------------------------------------------------------

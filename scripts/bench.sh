@@ -16,6 +16,9 @@ results="$out/results.jsonl"
 : >"$results"
 
 export RUST_LOG=warn FLOWDECK_TRIGGERS_PER_MIN=100000000 FLOWDECK_AUTH_FAILURES_PER_MIN=100000
+# The server keeps the seeded history (a year of it): only the pruning measurement below
+# prunes it, with the default retention of 90 days, while the other figures are taken.
+export FLOWDECK_RETAIN_RUN_EVENTS_DAYS=36500
 serve_fresh flowdeck_bench
 operator="$("$bin" api-key create --role operator --name bench-operator | tail -n 1)"
 
@@ -58,9 +61,9 @@ INSERT INTO runs (pipeline_id, status, actor, source, created_at, updated_at, st
          now() - make_interval(secs => ($runs - g) * 30 - 5),
          CASE WHEN g % 6 < 4 THEN now() - make_interval(secs => ($runs - g) * 30 - 60) END
   FROM generate_series($have_runs + 1, $runs) g;
-INSERT INTO run_events (run_id, event_id, kind, stage_name, status, occurred_at)
+INSERT INTO run_events (run_id, event_id, kind, stage_name, status, occurred_at, recorded_at)
   SELECT r.id, 'seed-' || r.id || '-' || s, 'stage_status', p.stage_names[s],
-         'completed', r.created_at + make_interval(secs => s)
+         'completed', r.created_at + make_interval(secs => s), r.created_at + make_interval(secs => s)
   FROM runs r JOIN pipelines p ON p.id = r.pipeline_id, generate_series(1, 5) s WHERE r.id > $have_runs;
 DELETE FROM stage_runs;
 INSERT INTO stage_runs (run_id, position, name)
@@ -111,6 +114,28 @@ runs_before="$(psql -tA -d "$DATABASE_URL" -c 'SELECT count(*) FROM runs')"
 BENCH_KEY="$operator" load "POST /api/pipelines/{id}/runs (trigger)" trigger 16 BENCH_PIPELINES="$have_pipelines"
 runs_after="$(psql -tA -d "$DATABASE_URL" -c 'SELECT count(*) FROM runs')"
 record "triggers recorded" "\"recorded\": $(( runs_after - runs_before ))"
+
+# Pruning at full size: one pass with the default retention (90 days) deletes the run
+# events recorded before then (about three quarters of the seeded year), from a second
+# process, as another replica's pruner would; meanwhile the list is read while the data
+# changes 50 times a second (so reads go to the database), measured just before as well.
+# Each window also records how many changes were announced in it.
+old_events="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE recorded_at < now() - interval '90 days'")"
+last_change() { psql -tA -d "$DATABASE_URL" -c 'SELECT coalesce(max(id), 0) FROM changes'; }
+python3 "$ROOT/bench/changes.py" "$url" "$operator" $(( size - 9999 )) 10000 50 1000000 &
+changer=$!
+from="$(last_change)"
+load "GET /api/pipelines/ (data changing 50/s, before pruning)" list 16
+before_changes=$(( $(last_change) - from ))
+FLOWDECK_RETAIN_RUN_EVENTS_DAYS=90 "$bin" prune >"$out/prune.json" 2>"$out/prune.log" &
+pruner=$!
+from="$(last_change)"
+load "GET /api/pipelines/ (data changing 50/s, while pruning)" list 16
+while_changes=$(( $(last_change) - from ))
+wait "$pruner" || { cat "$out/prune.log"; die "the pruning pass failed"; }
+kill "$changer"; wait "$changer" 2>/dev/null || true
+record "prune pass" "\"old_events\": $old_events, \"changes_before\": $before_changes, \"changes_while\": $while_changes, \"pass\": $(cat "$out/prune.json")"
+echo "prune pass: $(cat "$out/prune.json") ($old_events run events were older than 90 days)"
 
 # SSE fan-out with 1,000 subscribers, dashboard SSR, peak RSS, page weight.
 live_figures "$out" 1000 30

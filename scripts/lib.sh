@@ -52,8 +52,11 @@ free_port() {
 }
 
 # Serves the release build on a fresh database named "$1_$$", dropped again on exit.
-# Sets url, key (an admin API key), server_pid and log; SEED_SQL, if set, runs before
-# the server starts.
+# Sets url, key (an admin API key), server_pid and log; SEED_SQL, if set, runs (as the
+# owner) before the server starts. With SERVER_ROLE set, $PGUSER owns the schema and
+# migrates (FLOWDECK_MIGRATION_DATABASE_URL) and the server connects as SERVER_ROLE
+# (DATABASE_URL), which `flowdeck migrate` creates if missing and lets read and write rows
+# only; roles are cluster-wide, so it may exist already.
 serve_fresh() {
   db="$1_$$"
   port="$(free_port)"
@@ -61,12 +64,18 @@ serve_fresh() {
   server_pid=""
   trap 'serve_fresh_cleanup' EXIT
   psql -q -d "$DB_ADMIN_URL" -c "CREATE DATABASE $db"
-  export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db"
+  owner_url="postgres://$PGUSER@$PGHOST:$PGPORT/$db"
+  export DATABASE_URL="$owner_url"
+  unset FLOWDECK_MIGRATION_DATABASE_URL
+  if [ -n "${SERVER_ROLE:-}" ]; then
+    export FLOWDECK_MIGRATION_DATABASE_URL="$owner_url"
+    export DATABASE_URL="postgres://$SERVER_ROLE@$PGHOST:$PGPORT/$db"
+  fi
   export FLOWDECK_ADDR="127.0.0.1:$port" LEPTOS_SITE_ROOT="$ROOT/target/site"
   bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/flowdeck"
   "$bin" migrate >/dev/null
   key="$("$bin" api-key create --role admin --name "$1" | tail -n 1)"
-  if [ -n "${SEED_SQL:-}" ]; then psql -q -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -c "$SEED_SQL"; fi
+  if [ -n "${SEED_SQL:-}" ]; then psql -q -v ON_ERROR_STOP=1 -d "$owner_url" -c "$SEED_SQL"; fi
   "$bin" serve >"$log" 2>&1 &
   server_pid=$!
   url="http://127.0.0.1:$port"

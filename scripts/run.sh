@@ -5,7 +5,11 @@ source "$(dirname "$0")/lib.sh"
 "$ROOT/scripts/tools.sh" build
 if [ -z "${DATABASE_URL:-}" ]; then
   "$ROOT/scripts/db.sh" flowdeck
-  export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/flowdeck"
+  # Least privilege: $PGUSER owns the schema and migrates; the server runs as flowdeck_app,
+  # which `flowdeck migrate` creates and lets read and write rows only. The local
+  # PostgreSQL trusts loopback, so neither URL needs a password.
+  export FLOWDECK_MIGRATION_DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/flowdeck"
+  export DATABASE_URL="postgres://flowdeck_app@$PGHOST:$PGPORT/flowdeck"
 fi
 "$ROOT/scripts/build.sh"
 bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/flowdeck"

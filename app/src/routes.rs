@@ -30,7 +30,10 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
     // Clients that send neither Origin nor Sec-Fetch-Site prove same-origin with this.
     let csrf = use_context::<http::request::Parts>()
-        .and_then(|parts| auth::middleware::csrf_token_of(&parts.headers))
+        .and_then(|parts| {
+            let meta = parts.extensions.get::<auth::middleware::RequestMeta>()?;
+            meta.csrf_token().map(str::to_owned)
+        })
         .map(|token| view! { <meta name="csrf-token" content=token /> });
     view! {
         <!DOCTYPE html>
@@ -134,6 +137,9 @@ pub fn router(state: AppState) -> Router {
             Duration::from_secs(30),
         ))
         // Outermost: every answer, refusals and time-outs included, has its ids, span and count.
-        .layer(axum::middleware::from_fn(telemetry::http::observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.trusted_proxies.clone(),
+            telemetry::http::observe,
+        ))
         .with_state(state)
 }

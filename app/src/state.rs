@@ -38,6 +38,12 @@ pub struct AppState {
     /// The OpenID Connect issuer, when one is configured.
     #[from_ref(skip)]
     pub oidc: Option<Arc<crate::auth::oidc::Oidc>>,
+    /// How long a run's callback credential works at most (`FLOWDECK_CALLBACK_TTL`).
+    #[from_ref(skip)]
+    pub callback_ttl: std::time::Duration,
+    /// Proxies whose `Forwarded`/`X-Forwarded-For` headers name the client
+    /// (`FLOWDECK_TRUSTED_PROXIES`).
+    pub trusted_proxies: Arc<crate::client_addr::TrustedProxies>,
     /// The trusted identity-aware proxy, when one is configured.
     #[from_ref(skip)]
     pub proxy: Option<Arc<crate::auth::proxy::ProxyConfig>>,

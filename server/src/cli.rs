@@ -12,6 +12,9 @@ use crate::config::Config;
 const ENVIRONMENT: &str = "\
 Environment:
   DATABASE_URL             PostgreSQL URL [default: postgres://postgres@127.0.0.1:5432/flowdeck]
+  FLOWDECK_MIGRATION_DATABASE_URL  the schema owner's URL: migrate (and serve's and api-key's
+                           migration step) use it, then give DATABASE_URL's role rows only,
+                           creating it if missing (unset: DATABASE_URL migrates)
   FLOWDECK_ADDR            listen address [default: 127.0.0.1:8000]
   FLOWDECK_LOG_FORMAT      text or json [default: text]
   FLOWDECK_METRICS_ADDR    also serve /metrics here, without credentials (e.g. 127.0.0.1:9464)
@@ -29,8 +32,12 @@ Environment:
   FLOWDECK_SYNC_INTERVAL_MS  how often run states are read from Prefect [default: 2000]
   FLOWDECK_STUCK_AFTER_S   flag a running run silent this long as stuck [default: 600]
   FLOWDECK_DISPATCH_LEASE_S  how long a dispatcher holds a run it is submitting [default: 120]
-  FLOWDECK_AUTH_FAILURES_PER_MIN  failed authentications per source address, then 429 [default: 10]
+  FLOWDECK_AUTH_FAILURES_PER_MIN  failed authentications per client address, then 429 [default: 10]
   FLOWDECK_TRIGGERS_PER_MIN  runs one caller may trigger or retry, then 429 [default: 120]
+  FLOWDECK_SIGN_INS_PER_MIN  OIDC sign-ins one client address may start, then 429 [default: 30]
+  FLOWDECK_TRUSTED_PROXIES  addresses and CIDR ranges of proxies whose Forwarded /
+                           X-Forwarded-For name the client (e.g. 10.0.0.0/8) [default: none]
+  FLOWDECK_CALLBACK_TTL    longest life of a run's callback credential [default: 24h]
   FLOWDECK_OIDC_ISSUER     OpenID Connect issuer URL; enables bearer JWTs and browser sign-in
   FLOWDECK_OIDC_CLIENT_ID  client id for browser sign-in (required with the issuer)
   FLOWDECK_OIDC_CLIENT_SECRET  client secret, for confidential clients (PKCE is always used)
@@ -38,10 +45,17 @@ Environment:
   FLOWDECK_OIDC_ROLE_CLAIM claim naming the role (string or array) [default: flowdeck_role]
   FLOWDECK_OIDC_ROLE_MAP   claim values to roles, e.g. admins=admin,ops=operator
   FLOWDECK_OIDC_ALGORITHMS accepted algorithms [default: RS256,ES256,EdDSA; never none/HS*]
+  FLOWDECK_OIDC_ALLOW_MISSING_NBF  accept tokens without nbf (true/false) [default: false]
   FLOWDECK_PROXY_TRUSTED_ADDRS  IPs of an identity-aware proxy whose user headers are believed
   FLOWDECK_PROXY_USER_HEADER    header naming the user [default: X-Forwarded-User]
   FLOWDECK_PROXY_GROUPS_HEADER  header listing groups [default: X-Forwarded-Groups]
-  FLOWDECK_PROXY_ROLE_MAP  groups to roles, e.g. data-eng=operator,platform=admin";
+  FLOWDECK_PROXY_ROLE_MAP  groups to roles, e.g. data-eng=operator,platform=admin
+  FLOWDECK_RETAIN_RUN_EVENTS_DAYS    keep run events (run history) this long [default: 90]
+  FLOWDECK_RETAIN_CHANGES_HOURS      keep the change feed (SSE replay) this long [default: 24]
+  FLOWDECK_RETAIN_SESSIONS_DAYS      keep sessions this long after they ended [default: 7]
+  FLOWDECK_RETAIN_IDEMPOTENCY_HOURS  an Idempotency-Key deduplicates this long [default: 24]
+                           (the audit trail is kept unless an admin sets a retention:
+                           PUT /api/audit_events/retention)";
 
 /// Flowdeck: control plane and live dashboard for Prefect pipelines.
 #[derive(Parser)]
@@ -55,9 +69,9 @@ pub struct Cli {
 /// The commands.
 #[derive(Subcommand)]
 pub enum Command {
-    /// Migrate the database and serve the dashboard and API.
+    /// Migrate the database (if anything is pending) and serve the dashboard and API.
     Serve,
-    /// Apply database migrations and exit.
+    /// Apply database migrations, grant the server's role (when it is not the owner), and exit.
     Migrate,
     /// Manage API keys.
     ApiKey {
@@ -67,6 +81,9 @@ pub enum Command {
     },
     /// Check the configuration and the database connection.
     Check,
+    /// Run one pruning pass now and print what it deleted, as JSON (for benchmarks).
+    #[command(hide = true)]
+    Prune,
 }
 
 /// API key commands.
@@ -207,10 +224,28 @@ pub async fn check(config: &Config) -> anyhow::Result<()> {
         .await
         .context("database does not answer")?;
     println!("database: reachable");
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(&pool)
-        .await
-        .unwrap_or(0);
-    println!("migrations applied: {applied} (run `flowdeck migrate` to apply new ones)");
+    match crate::schema::status(&pool).await? {
+        crate::schema::Schema::UpToDate => println!("migrations: up to date"),
+        crate::schema::Schema::Pending(n) => println!("migrations: {n} pending (run `flowdeck migrate`)"),
+        crate::schema::Schema::Changed(v) => println!("migrations: {v} differs from this binary's"),
+    }
     Ok(())
+}
+
+/// Runs one pruning pass (waiting up to a minute while another replica holds the lock) and
+/// prints what it deleted and how long it took, as one JSON line.
+pub async fn prune(pool: &PgPool, pruner: &app::retention::service::Pruner) -> anyhow::Result<()> {
+    // Kept alive: a dropped sender would read as "stopping".
+    let (_running, mut shutdown) = tokio::sync::watch::channel(false);
+    for _ in 0..60 {
+        let started = std::time::Instant::now();
+        if let Some(pruned) = app::retention::service::prune_once(pool, pruner, &mut shutdown).await? {
+            let mut line = serde_json::to_value(pruned)?;
+            line["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
+            println!("{line}");
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    anyhow::bail!("another replica kept the pruning lock for a minute")
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use app::prefect::{PrefectAuth, PrefectClient};
+use app::retention::service::{Pruner, Retention};
 use app::runs::dispatch::DispatchConfig;
 use leptos::config::LeptosOptions;
 use sqlx::PgPool;
@@ -17,8 +18,11 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
 
 /// Everything Flowdeck reads from its environment.
 pub struct Config {
-    /// `DATABASE_URL`.
+    /// `DATABASE_URL`: the server's connection; its role needs only to read and write rows.
     pub database_url: String,
+    /// `FLOWDECK_MIGRATION_DATABASE_URL`: the schema owner's connection, used only to
+    /// migrate and to grant `DATABASE_URL`'s role; unset, `DATABASE_URL` migrates.
+    pub migration_database_url: Option<String>,
     /// `FLOWDECK_ADDR`.
     pub addr: SocketAddr,
     /// `FLOWDECK_LOG_FORMAT=json` for JSON lines.
@@ -53,6 +57,79 @@ pub struct Config {
     /// `FLOWDECK_PROXY_*`: the trusted identity-aware proxy, when
     /// `FLOWDECK_PROXY_TRUSTED_ADDRS` is set.
     pub proxy: Option<app::auth::proxy::ProxyConfig>,
+    /// `FLOWDECK_TRUSTED_PROXIES`: proxies whose `Forwarded`/`X-Forwarded-For` name the client.
+    pub trusted_proxies: app::client_addr::TrustedProxies,
+    /// `FLOWDECK_CALLBACK_TTL`: how long a run's callback credential works at most.
+    pub callback_ttl: Duration,
+    /// `FLOWDECK_RETAIN_*`: how long data that grows forever is kept.
+    pub retention: Retention,
+}
+
+/// Seconds in an hour.
+const HOUR: u64 = 3600;
+/// Seconds in a day.
+const DAY: u64 = 24 * HOUR;
+
+/// The retention settings, each a whole number above 0 (a typo must not prune everything).
+fn retention() -> anyhow::Result<Retention> {
+    let defaults = Retention::default();
+    Ok(Retention {
+        run_events: kept_for(
+            "FLOWDECK_RETAIN_RUN_EVENTS_DAYS",
+            "days",
+            DAY,
+            defaults.run_events,
+        )?,
+        changes: kept_for("FLOWDECK_RETAIN_CHANGES_HOURS", "hours", HOUR, defaults.changes)?,
+        sessions: kept_for("FLOWDECK_RETAIN_SESSIONS_DAYS", "days", DAY, defaults.sessions)?,
+        idempotency_keys: kept_for(
+            "FLOWDECK_RETAIN_IDEMPOTENCY_HOURS",
+            "hours",
+            HOUR,
+            defaults.idempotency_keys,
+        )?,
+        oidc_logins: defaults.oidc_logins,
+    })
+}
+
+/// A retention from `name`: 1 to 100 years' worth of `unit`s (`seconds` each), or `default`.
+fn kept_for(name: &str, unit: &str, seconds: u64, default: Duration) -> anyhow::Result<Duration> {
+    let Some(value) = var(name)? else {
+        return Ok(default);
+    };
+    let most = 36_500 * DAY / seconds;
+    let count = value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (1..=most).contains(n))
+        .with_context(|| {
+            format!("{name} must be a whole number of {unit} from 1 to {most}, not {value:?}")
+        })?;
+    Ok(Duration::from_secs(count * seconds))
+}
+
+/// A duration such as `24h`, `90m`, `3600s`, `2d` or a bare number of seconds.
+fn duration(name: &str, default: Duration) -> anyhow::Result<Duration> {
+    let Some(text) = var(name)? else {
+        return Ok(default);
+    };
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let seconds = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0 && seconds > 0)
+        .and_then(|n| n.checked_mul(seconds))
+        .map(Duration::from_secs)
+        .with_context(|| format!("{name} must be a duration above 0, like 24h, 90m or 3600s"))
 }
 
 /// The trusted proxy settings, when `FLOWDECK_PROXY_TRUSTED_ADDRS` is set.
@@ -107,6 +184,7 @@ fn oidc(public_url: &str) -> anyhow::Result<Option<app::auth::oidc::OidcConfig>>
         client_id,
         role_map,
         algorithms,
+        allow_missing_nbf: flag("FLOWDECK_OIDC_ALLOW_MISSING_NBF")?,
     }))
 }
 
@@ -119,6 +197,15 @@ fn per_minute(name: &str, default: std::num::NonZeroU32) -> anyhow::Result<std::
         })
         .transpose()
         .map(|n| n.unwrap_or(default))
+}
+
+/// A yes/no variable: `true`/`1`/`yes` or `false`/`0`/`no` (unset: no).
+fn flag(name: &str) -> anyhow::Result<bool> {
+    match var(name)?.as_deref().map(str::trim) {
+        None | Some("false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some(other) => anyhow::bail!("{name} must be true or false, not {other:?}"),
+    }
 }
 
 /// The variable `name`, `None` when unset or blank; an error names a non-UTF-8 value.
@@ -183,7 +270,11 @@ impl Config {
                 defaults.auth_failures_per_minute,
             )?,
             triggers_per_minute: per_minute("FLOWDECK_TRIGGERS_PER_MIN", defaults.triggers_per_minute)?,
+            sign_ins_per_minute: per_minute("FLOWDECK_SIGN_INS_PER_MIN", defaults.sign_ins_per_minute)?,
         };
+        let trusted_proxies =
+            app::client_addr::TrustedProxies::parse(&var("FLOWDECK_TRUSTED_PROXIES")?.unwrap_or_default())
+                .map_err(|e| anyhow::anyhow!("FLOWDECK_TRUSTED_PROXIES: {e}"))?;
         let public_url = var("FLOWDECK_PUBLIC_URL")?.unwrap_or_else(|| format!("http://{addr}"));
         Ok(Config {
             prefect_api_url: var("PREFECT_API_URL")?,
@@ -193,12 +284,16 @@ impl Config {
             secure_cookies: app::auth::middleware::cookies_must_be_secure(&public_url),
             oidc: oidc(&public_url)?,
             proxy: proxy()?,
+            retention: retention()?,
             public_url: public_url.trim_end_matches('/').to_owned(),
             sync_interval: Duration::from_millis(sync_ms.max(100)),
             stuck_after: Duration::from_secs(stuck_s.max(1)),
             dispatch_lease: Duration::from_secs(lease_s.max(1)),
             budgets,
+            trusted_proxies,
+            callback_ttl: duration("FLOWDECK_CALLBACK_TTL", Duration::from_secs(24 * 3600))?,
             database_url: var("DATABASE_URL")?.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            migration_database_url: var("FLOWDECK_MIGRATION_DATABASE_URL")?,
             addr,
             json_logs,
             metrics_addr,
@@ -235,6 +330,11 @@ impl Config {
             .or_else(|| self.prefect_api_url.as_deref().map(app::prefect::ui_url_for))
     }
 
+    /// The pruner, with the retention settings.
+    pub fn pruner(&self) -> Pruner {
+        Pruner::new(self.retention)
+    }
+
     /// What the dispatcher needs.
     pub fn dispatch(&self) -> DispatchConfig {
         DispatchConfig {
@@ -253,12 +353,4 @@ impl Config {
             .site_addr(self.addr)
             .build()
     }
-}
-
-/// Applies the migrations under `migrations/` that the database lacks.
-pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    sqlx::migrate!("../migrations")
-        .run(pool)
-        .await
-        .context("database migration failed")
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod schema;
 mod telemetry;
 
 use std::net::SocketAddr;
@@ -37,14 +38,12 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            let pool = config.connect().await?;
-            config::migrate(&pool).await?;
+            schema::migrate(&config).await?;
             println!("migrations applied");
             Ok(())
         }
         Command::ApiKey { action } => {
-            let pool = config.connect().await?;
-            config::migrate(&pool).await?;
+            let pool = schema::connect_migrated(&config).await?;
             match action {
                 ApiKeyCommand::Create {
                     role,
@@ -59,12 +58,15 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             }
         }
         Command::Check => cli::check(&config).await,
+        Command::Prune => {
+            let pool = schema::connect_migrated(&config).await?;
+            cli::prune(&pool, &config.pruner()).await
+        }
     }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let pool = config.connect().await?;
-    config::migrate(&pool).await?;
+    let pool = schema::connect_migrated(&config).await?;
     let state = AppState {
         leptos_options: config.leptos_options(),
         db: pool.clone(),
@@ -79,11 +81,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         hub: app::events::hub::Hub::new(),
         oidc: config.oidc.clone().map(app::auth::oidc::Oidc::new),
         proxy: config.proxy.clone().map(std::sync::Arc::new),
+        trusted_proxies: std::sync::Arc::new(config.trusted_proxies.clone()),
+        callback_ttl: config.callback_ttl,
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut workers = vec![tokio::spawn(
-        state.hub.clone().run(state.db.clone(), stopped.clone()),
-    )];
+    let mut workers = vec![
+        tokio::spawn(state.hub.clone().run(state.db.clone(), stopped.clone())),
+        tokio::spawn(app::retention::service::run(
+            state.db.clone(),
+            config.pruner(),
+            stopped.clone(),
+        )),
+        tokio::spawn(app::auth::middleware::keep_limits(
+            state.db.clone(),
+            state.limits.clone(),
+            stopped.clone(),
+        )),
+    ];
     match state.prefect.clone() {
         Some(prefect) => {
             tracing::info!(prefect.url = prefect.base_url(), "following Prefect");

@@ -265,11 +265,11 @@ async fn keys_and_audit_events_filter_count_and_sort(db: PgPool) {
         .await
         .json();
     let denied = &events.as_array().unwrap()[0];
-    assert_eq!(denied["action"], "auth.authenticate");
+    assert_eq!(denied["action"], "auth.denied");
     assert_eq!(denied["actor"], "anonymous");
     assert!(denied["request_id"].as_str().is_some_and(|r| !r.is_empty()));
     let all = audit_actions(&app, json!({})).await;
-    assert_eq!(all[0], "auth.authenticate", "newest first");
+    assert_eq!(all[0], "auth.denied", "newest first");
     let count_after = |after: &str| {
         app.post(
             "/api/audit_events/count",

@@ -292,6 +292,7 @@ pub fn router() -> Router<AppState> {
         .merge(crate::events::http::router())
         .merge(crate::auth::api_keys::http::router())
         .merge(crate::audit::http::router())
+        .merge(crate::retention::http::router())
         .split_for_parts();
     api.layer(axum::middleware::map_response(json_method_not_allowed))
         .merge(openapi::docs_router(document))

@@ -102,13 +102,18 @@ fn constraints() -> Vec<(&'static str, &'static str, Value)> {
         (
             "StatusUpdate",
             "event_id",
-            json!({"minLength": 1, "maxLength": MAX_NAME}),
+            json!({"minLength": 1, "maxLength": MAX_NAME, "not": {"pattern": "^flowdeck:"}}),
         ),
         ("NewApiKey", "name", text(crate::auth::api_keys::MAX_NAME_LEN)),
         (
             "Rotation",
             "overlap_minutes",
             json!({"minimum": 0, "maximum": crate::auth::api_keys::MAX_OVERLAP_MINUTES}),
+        ),
+        (
+            "AuditRetention",
+            "days",
+            json!({"minimum": 1, "maximum": crate::retention::MAX_AUDIT_DAYS}),
         ),
     ]);
     for schema in ["ApiKeyFilter", "AuditFilter", "RunFilter", "PipelineFilter"] {

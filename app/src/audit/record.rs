@@ -50,6 +50,27 @@ pub async fn record(
     Ok(())
 }
 
+/// Appends one collapsed row of refused credentials (`auth.denied`): `row.count` refusals
+/// of one client address, or of many new ones at once, with the count in `detail`.
+pub async fn record_denials(
+    db: impl PgExecutor<'_>,
+    row: &crate::auth::limits::DenialRow,
+    request_id: Option<&str>,
+) -> sqlx::Result<()> {
+    let count = i64::try_from(row.count).unwrap_or(i64::MAX);
+    sqlx::query!(
+        "INSERT INTO audit_events (actor, action, target, request_id, outcome, source_addr, detail)
+         VALUES ('anonymous', 'auth.denied', $1, $2, 'denied', $3, jsonb_build_object('count', $4::bigint))",
+        row.target,
+        request_id,
+        row.source.addr().map(|addr| addr.to_string()),
+        count,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Appends a successful action of `principal`.
 pub async fn record_success(
     db: impl PgExecutor<'_>,
@@ -68,6 +89,34 @@ pub async fn record_success(
         meta,
     )
     .await
+}
+
+/// Appends a successful `action` with its `detail` (old and new values, counts); `meta` is
+/// the request that did it, `None` for Flowdeck's own work.
+pub async fn record_detail(
+    db: impl PgExecutor<'_>,
+    actor: &str,
+    role: Option<&str>,
+    action: &str,
+    target: &str,
+    detail: &serde_json::Value,
+    meta: Option<&RequestMeta>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO audit_events (actor, role, action, target, request_id, outcome, source_addr, detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        actor,
+        role,
+        action,
+        target,
+        meta.map(|m| m.request_id.as_str()),
+        Outcome::Success.as_str(),
+        meta.and_then(|m| m.source_addr.as_deref()),
+        detail,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// Appends one successful `action` per entry (its principal, target and request), in one

@@ -48,7 +48,7 @@ pub async fn insert_api_key(db: impl PgExecutor<'_>, key: &NewKeyRow<'_>) -> sql
 }
 
 /// The live (unrevoked, unexpired) API key with this hash, marking it used.
-pub async fn use_api_key(db: impl PgExecutor<'_>, key_hash: &[u8]) -> sqlx::Result<Option<Credential>> {
+pub async fn read_api_key(db: impl PgExecutor<'_>, key_hash: &[u8]) -> sqlx::Result<Option<Credential>> {
     // Touch last_used_at at most once a minute: other uses only read, taking no row lock
     // and writing no row version.
     let row = sqlx::query!(
@@ -94,7 +94,8 @@ pub async fn revoke_api_key(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<bo
     Ok(revoked > 0)
 }
 
-/// Opens a browser session for a credential; it ends after `hours` at the latest.
+/// Opens a browser session for a credential; it ends after `hours`, or at `ends_by` (its
+/// key's expiry) if that comes first. Answers when it ends.
 pub async fn insert_session(
     db: impl PgExecutor<'_>,
     token_hash: &[u8],
@@ -102,23 +103,29 @@ pub async fn insert_session(
     actor: &str,
     role: Role,
     hours: i32,
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "INSERT INTO sessions (token_hash, api_key_id, actor, role, expires_at)
-         VALUES ($1, $2, $3, $4, now() + make_interval(hours => $5))",
+    ends_by: Option<DateTime<Utc>>,
+) -> sqlx::Result<DateTime<Utc>> {
+    // least() ignores NULL: no key expiry, the session's own end.
+    sqlx::query_scalar!(
+        r#"INSERT INTO sessions (token_hash, api_key_id, actor, role, expires_at)
+           VALUES ($1, $2, $3, $4, least(now() + make_interval(hours => $5), $6))
+           RETURNING expires_at"#,
         token_hash,
         api_key_id,
         actor,
         role.as_str(),
         hours,
+        ends_by,
     )
-    .execute(db)
-    .await?;
-    Ok(())
+    .fetch_one(db)
+    .await
 }
 
-/// The live session with this token hash, idle for less than `idle_minutes`; marks it seen.
-pub async fn use_session(
+/// The live session with this token hash; marks it seen.
+///
+/// Live: idle for less than `idle_minutes`, and its API key (if it was opened with one)
+/// still live, so a rotated key's sessions end with its overlap, a revoked key's at once.
+pub async fn read_session(
     db: impl PgExecutor<'_>,
     token_hash: &[u8],
     idle_minutes: i32,
@@ -126,9 +133,12 @@ pub async fn use_session(
     // As for keys: written at most once a minute, otherwise only read.
     let row = sqlx::query!(
         r#"WITH session AS (
-               SELECT id, actor, role, last_seen_at, expires_at FROM sessions
-               WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()
-                 AND last_seen_at > now() - make_interval(mins => $2)
+               SELECT s.id, s.actor, s.role, s.last_seen_at, least(s.expires_at, k.expires_at) AS expires_at
+               FROM sessions s LEFT JOIN api_keys k ON k.id = s.api_key_id
+               WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
+                 AND s.last_seen_at > now() - make_interval(mins => $2)
+                 AND (s.api_key_id IS NULL
+                      OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())))
            ), touched AS (
                UPDATE sessions SET last_seen_at = now()
                WHERE id IN (SELECT id FROM session WHERE last_seen_at < now() - interval '1 minute')

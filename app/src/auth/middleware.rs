@@ -1,16 +1,21 @@
 //! The identity middleware: who is calling, what they may reach, and sign-in/out.
 
-use axum::extract::{ConnectInfo, Request, State};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{DateTime, Utc};
 use cookie::{Cookie, SameSite};
 use leptos::prelude::use_context;
 use sqlx::PgPool;
 
-use super::limits::Limits;
+use super::limits::{DenialRow, Limits};
 use super::{AuthMethod, Principal, db, keys};
 use crate::audit::{self, Outcome};
+use crate::client_addr::ClientAddr;
 use crate::error::{AppError, Result};
 use crate::state::AppState;
 use crate::telemetry::{RequestIds, TraceParent, new_request_id};
@@ -33,26 +38,32 @@ pub struct RequestMeta {
     pub request_id: String,
     /// The trace the request runs in, with its span as parent (what Prefect is given).
     pub traceparent: Option<TraceParent>,
-    /// The peer address, when the server knows it.
+    /// The client address as text (audit's `source_addr`), when the server knows it.
     pub source_addr: Option<String>,
+    /// The client address: the peer, or behind trusted proxies the one they forwarded.
+    client: Option<IpAddr>,
+    /// The connection's own peer (the identity-aware proxy's headers are believed from it).
+    peer: Option<IpAddr>,
     /// The session token hash carried by the cookie, if any.
     session_hash: Option<Vec<u8>>,
+    /// The session's CSRF token, for the page to hand to scripts.
+    csrf_token: Option<String>,
 }
 
 impl RequestMeta {
-    fn from_request(req: &Request) -> Self {
-        // `telemetry::http::observe`, the outermost layer, decided the ids.
+    fn from_request(req: &Request, secure_cookies: bool) -> Self {
+        // `telemetry::http::observe`, the outermost layer, decided the ids and addresses.
         let ids = req.extensions().get::<RequestIds>();
-        let source_addr = req
-            .extensions()
-            .get::<ConnectInfo<std::net::SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
-        let session_hash = session_token(req.headers()).map(keys::hash_secret);
+        let addr = req.extensions().get::<ClientAddr>().copied();
+        let token = session_token(req.headers(), secure_cookies);
         Self {
             request_id: ids.map_or_else(new_request_id, |ids| ids.request_id.clone()),
             traceparent: ids.map(|ids| ids.traceparent),
-            source_addr,
-            session_hash,
+            source_addr: addr.map(|a| a.client.to_string()),
+            client: addr.map(|a| a.client),
+            peer: addr.map(|a| a.peer),
+            session_hash: token.map(keys::hash_secret),
+            csrf_token: token.map(keys::csrf_token),
         }
     }
 
@@ -60,9 +71,8 @@ impl RequestMeta {
     pub fn local() -> Self {
         Self {
             request_id: new_request_id(),
-            traceparent: None,
             source_addr: Some("local".to_owned()),
-            session_hash: None,
+            ..Self::default()
         }
     }
 
@@ -71,6 +81,16 @@ impl RequestMeta {
         use_context::<http::request::Parts>()
             .and_then(|parts| parts.extensions.get::<RequestMeta>().cloned())
             .unwrap_or_default()
+    }
+
+    /// The client address, when the server knows it.
+    pub fn client(&self) -> Option<IpAddr> {
+        self.client
+    }
+
+    /// The CSRF token of the request's session, if it carries one.
+    pub fn csrf_token(&self) -> Option<&str> {
+        self.csrf_token.as_deref()
     }
 }
 
@@ -107,8 +127,18 @@ pub fn cookie<'h>(headers: &'h HeaderMap, names: &[&str]) -> Option<&'h str> {
         .map(|(_, value)| value)
 }
 
-fn session_token(headers: &HeaderMap) -> Option<&str> {
-    cookie(headers, &[COOKIE_NAME, SECURE_COOKIE_NAME])
+/// The session cookie's value. With secure cookies only the `__Host-` cookie counts: a
+/// plain one may have been planted by a sibling subdomain.
+fn session_token(headers: &HeaderMap, secure_cookies: bool) -> Option<&str> {
+    cookie(headers, &[session_cookie_name(secure_cookies)])
+}
+
+fn session_cookie_name(secure_cookies: bool) -> &'static str {
+    if secure_cookies {
+        SECURE_COOKIE_NAME
+    } else {
+        COOKIE_NAME
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -174,25 +204,18 @@ fn provenance(headers: &HeaderMap) -> Provenance {
 /// Whether a state-changing request carrying the session cookie may go ahead: the browser
 /// must say it is same-origin, or, when it says nothing, the request must carry the
 /// session's CSRF token (`X-CSRF-Token`, as pages give it in `<meta name="csrf-token">`).
-fn forgery_checked(headers: &HeaderMap) -> bool {
+fn forgery_checked(headers: &HeaderMap, csrf_token: Option<&str>) -> bool {
     match provenance(headers) {
         Provenance::SameOrigin => true,
         Provenance::CrossSite => false,
         Provenance::Unknown => {
             let sent = headers.get("x-csrf-token").map(HeaderValue::as_bytes);
-            match (sent, session_token(headers)) {
-                (Some(sent), Some(token)) => {
-                    subtle::ConstantTimeEq::ct_eq(sent, keys::csrf_token(token).as_bytes()).into()
-                }
+            match (sent, csrf_token) {
+                (Some(sent), Some(token)) => subtle::ConstantTimeEq::ct_eq(sent, token.as_bytes()).into(),
                 _ => false,
             }
         }
     }
-}
-
-/// The CSRF token of the session of this request, for the page to hand to scripts.
-pub fn csrf_token_of(headers: &HeaderMap) -> Option<String> {
-    session_token(headers).map(keys::csrf_token)
 }
 
 /// Whether session cookies must be `Secure` (and named with `__Host-`).
@@ -212,89 +235,144 @@ pub fn cookies_must_be_secure(public_url: &str) -> bool {
     !(url.scheme() == "http" && loopback)
 }
 
-async fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-    meta: &RequestMeta,
-) -> Result<Option<Principal>> {
-    let db = &state.db;
-    if let Some(token) = bearer(headers) {
-        if let Some(oidc) = &state.oidc
-            && super::oidc::looks_like_jwt(token)
-        {
-            return match oidc.verify_bearer(token).await {
-                Ok(identity) => Ok(Some(Principal {
+/// The credential a request presented, kept so that a long request (an event stream) can
+/// check it again: it ends when the credential does.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    /// What to read again.
+    proof: Proof,
+    /// When it stops being valid at the latest, as far as known when it was checked.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+enum Proof {
+    /// An API key, by its hash.
+    ApiKey(Vec<u8>),
+    /// A browser session, by its token hash.
+    Session(Vec<u8>),
+    /// A run's callback credential, by its hash.
+    Callback(Vec<u8>),
+    /// An OIDC bearer token: it ends at its expiry.
+    Token,
+    /// The identity-aware proxy's headers: nothing to read again.
+    Proxy,
+}
+
+/// The live API key with this hash: remembered by this replica, or read (and remembered).
+async fn live_api_key(state: &AppState, hash: &[u8]) -> Result<Option<db::Credential>> {
+    let version = state.hub.key_version();
+    if let Some(known) = state.known_keys.get(hash, version) {
+        return Ok(Some(known));
+    }
+    let read = db::read_api_key(&state.db, hash).await?;
+    if let Some(credential) = &read {
+        state
+            .known_keys
+            .remember(hash.to_vec(), credential.clone(), version);
+    }
+    Ok(read)
+}
+
+/// The run a live callback credential with this hash reports on.
+async fn live_callback(state: &AppState, hash: &[u8]) -> Result<Option<i64>> {
+    let ttl = i64::try_from(state.callback_ttl.as_secs()).unwrap_or(i64::MAX);
+    Ok(crate::runs::db::run_for_callback_token(&state.db, hash, CALLBACK_GRACE_MINUTES, ttl).await?)
+}
+
+/// Who presented a bearer credential, checked: an OIDC token, a run's callback credential or
+/// an API key. A credential of the wrong shape or checksum is refused without any database
+/// work.
+async fn authenticate_bearer(state: &AppState, token: &str) -> Result<(Principal, Presented)> {
+    if let Some(oidc) = &state.oidc
+        && super::oidc::looks_like_jwt(token)
+    {
+        return match oidc.verify_bearer(token).await {
+            Ok(identity) => Ok((
+                Principal {
                     actor: identity.actor,
                     role: identity.role,
                     via: AuthMethod::Oidc,
                     run_scope: None,
                     key_id: None,
-                })),
-                Err(super::oidc::TokenError::Issuer(why)) => {
-                    tracing::warn!(reason = %why, "cannot check a bearer token: the OIDC issuer is unreachable");
-                    Err(AppError::Upstream {
-                        service: "oidc issuer".into(),
-                    })
-                }
-                Err(refused) => {
-                    tracing::debug!(reason = %refused, "bearer token refused");
-                    Err(AppError::Unauthorized)
-                }
-            };
-        }
-        if keys::looks_like_callback_token(token) {
-            let hash = keys::hash_secret(token);
-            let run = crate::runs::db::run_for_callback_token(db, &hash, CALLBACK_GRACE_MINUTES).await?;
-            return run
-                .map(|run_id| {
-                    Some(Principal {
-                        actor: format!("run:{run_id}"),
-                        role: super::Role::Operator,
-                        via: AuthMethod::RunCallback,
-                        run_scope: Some(run_id),
-                        key_id: None,
-                    })
+                },
+                Presented {
+                    proof: Proof::Token,
+                    expires_at: identity.expires_at,
+                },
+            )),
+            Err(super::oidc::TokenError::Issuer(why)) => {
+                tracing::warn!(reason = %why, "cannot check a bearer token: the OIDC issuer is unreachable");
+                Err(AppError::Upstream {
+                    service: "oidc issuer".into(),
                 })
-                .ok_or(AppError::Unauthorized);
-        }
-        if !keys::looks_like_api_key(token) {
-            return Err(AppError::Unauthorized);
-        }
-        let hash = keys::hash_secret(token);
-        let version = state.hub.key_version();
-        let credential = match state.known_keys.get(&hash, version) {
-            Some(known) => Some(known),
-            None => {
-                let read = db::use_api_key(db, &hash).await?;
-                if let Some(credential) = &read {
-                    state.known_keys.remember(hash, credential.clone(), version);
-                }
-                read
+            }
+            Err(refused) => {
+                tracing::debug!(reason = %refused, "bearer token refused");
+                Err(AppError::Unauthorized)
             }
         };
-        return credential
-            .map(|c| {
-                Some(Principal {
-                    actor: c.actor,
-                    role: c.role,
-                    via: AuthMethod::ApiKey,
-                    run_scope: None,
-                    key_id: Some(c.id),
-                })
-            })
-            .ok_or(AppError::Unauthorized);
+    }
+    if keys::looks_like_callback_token(token) {
+        let hash = keys::hash_secret(token);
+        let run_id = live_callback(state, &hash).await?.ok_or(AppError::Unauthorized)?;
+        let principal = Principal {
+            actor: format!("run:{run_id}"),
+            role: super::Role::Operator,
+            via: AuthMethod::RunCallback,
+            run_scope: Some(run_id),
+            key_id: None,
+        };
+        let presented = Presented {
+            proof: Proof::Callback(hash),
+            expires_at: None,
+        };
+        return Ok((principal, presented));
+    }
+    if !keys::looks_like_api_key(token) {
+        return Err(AppError::Unauthorized);
+    }
+    let hash = keys::hash_secret(token);
+    let key = live_api_key(state, &hash).await?.ok_or(AppError::Unauthorized)?;
+    let principal = Principal {
+        actor: key.actor,
+        role: key.role,
+        via: AuthMethod::ApiKey,
+        run_scope: None,
+        key_id: Some(key.id),
+    };
+    let presented = Presented {
+        proof: Proof::ApiKey(hash),
+        expires_at: key.expires_at,
+    };
+    Ok((principal, presented))
+}
+
+/// Who is calling, if anyone: a bearer credential, the identity-aware proxy's headers, or
+/// a session cookie, in that order.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    meta: &RequestMeta,
+) -> Result<Option<(Principal, Presented)>> {
+    if let Some(token) = bearer(headers) {
+        return authenticate_bearer(state, token).await.map(Some);
     }
     if let Some(proxy) = &state.proxy {
-        let peer = meta.source_addr.as_deref().and_then(|a| a.parse().ok());
-        match proxy.identity(peer, headers) {
+        match proxy.identity(meta.peer, headers) {
             Some(Ok((actor, role))) => {
-                return Ok(Some(Principal {
+                let principal = Principal {
                     actor,
                     role,
                     via: AuthMethod::Proxy,
                     run_scope: None,
                     key_id: None,
-                }));
+                };
+                let presented = Presented {
+                    proof: Proof::Proxy,
+                    expires_at: None,
+                };
+                return Ok(Some((principal, presented)));
             }
             Some(Err(())) => {
                 return Err(AppError::Forbidden {
@@ -307,40 +385,81 @@ async fn authenticate(
     let Some(hash) = &meta.session_hash else {
         return Ok(None);
     };
-    let credential = db::use_session(db, hash, SESSION_IDLE_MINUTES).await?;
-    Ok(credential.map(|c| Principal {
-        actor: c.actor,
-        role: c.role,
+    let Some(session) = db::read_session(&state.db, hash, SESSION_IDLE_MINUTES).await? else {
+        return Ok(None);
+    };
+    let principal = Principal {
+        actor: session.actor,
+        role: session.role,
         via: AuthMethod::Session,
         run_scope: None,
         key_id: None,
-    }))
+    };
+    let presented = Presented {
+        proof: Proof::Session(hash.clone()),
+        expires_at: session.expires_at,
+    };
+    Ok(Some((principal, presented)))
+}
+
+/// Whether a credential checked earlier in this request still holds.
+///
+/// Not expired, not revoked, its session not signed out, its key not past a rotation's
+/// overlap. A database that cannot answer keeps it (the next check decides).
+pub async fn still_valid(state: &AppState, presented: &Presented) -> bool {
+    if presented.expires_at.is_some_and(|end| end <= Utc::now()) {
+        return false;
+    }
+    let live = match &presented.proof {
+        Proof::ApiKey(hash) => live_api_key(state, hash).await.map(|key| key.is_some()),
+        Proof::Session(hash) => db::read_session(&state.db, hash, SESSION_IDLE_MINUTES)
+            .await
+            .map(|session| session.is_some())
+            .map_err(AppError::from),
+        Proof::Callback(hash) => live_callback(state, hash).await.map(|run| run.is_some()),
+        Proof::Token | Proof::Proxy => Ok(true),
+    };
+    live.unwrap_or_else(|error| {
+        tracing::debug!(%error, "cannot check a credential again now");
+        true
+    })
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Presented {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, AppError> {
+        parts
+            .extensions
+            .get::<Presented>()
+            .cloned()
+            .ok_or(AppError::Unauthorized)
+    }
 }
 
 /// Establishes the caller's identity once per request and turns away those without one.
 ///
 /// API and server-function paths answer 401 in the JSON error shape; pages redirect to the
-/// sign-in page, keeping where the user wanted to go.
+/// sign-in page, keeping where the user wanted to go. A credential that verifies is
+/// accepted whatever the address did before; a refused one counts against the address's
+/// budget of failures (429 once spent) and in the collapsed refusal tally of the audit trail.
 pub async fn identify(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let meta = RequestMeta::from_request(&req);
+    let meta = RequestMeta::from_request(&req, state.secure_cookies);
     let path = req.uri().path().to_owned();
-    // An address over its budget of failed authentications gets no credential checked.
-    let outcome = match state.limits.admit(meta.source_addr.as_deref()) {
-        Err(limited) if bearer(req.headers()).is_some() => Err(limited),
-        _ => authenticate(&state, req.headers(), &meta).await,
-    };
+    let outcome = authenticate(&state, req.headers(), &meta).await;
     // Signing someone in from another site (login CSRF) is refused like any forgery.
     let login_forgery = *req.method() == Method::POST
         && matches!(path.as_str(), "/sfn/sign_in" | "/auth/oidc/login")
         && provenance(req.headers()) == Provenance::CrossSite;
     let refusal = match outcome {
         _ if login_forgery => Some(cross_site_refusal()),
-        Ok(Some(principal)) => {
+        Ok(Some((principal, presented))) => {
             // Browsers carry sessions and proxy identities by themselves: forgeable.
             let via_browser = matches!(principal.via, AuthMethod::Session | AuthMethod::Proxy);
             let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-            let forged = via_browser && unsafe_method && !forgery_checked(req.headers());
+            let forged = via_browser && unsafe_method && !forgery_checked(req.headers(), meta.csrf_token());
             req.extensions_mut().insert(principal);
+            req.extensions_mut().insert(presented);
             forged.then(cross_site_refusal)
         }
         _ if is_public(&path) => None,
@@ -350,25 +469,13 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
             Some(Redirect::to(&format!("/login?next={next}")).into_response())
         }
         Ok(None) => Some(AppError::Unauthorized.into_response()),
-        Err(error @ (AppError::Unauthorized | AppError::RateLimited { .. })) => {
-            let audit = audit::record(
-                &state.db,
-                "anonymous",
-                None,
-                "auth.authenticate",
-                Some(&path),
-                Outcome::Denied,
-                &meta,
-            );
-            if let Err(e) = audit.await {
-                tracing::error!(error = %e, "could not record refused authentication");
-            }
-            // A wrong credential spends the address's budget; the one that spends it is 429.
-            let answer = match error {
-                AppError::Unauthorized => state.limits.failed(meta.source_addr.as_deref()).err(),
-                _ => None,
-            };
-            Some(answer.unwrap_or(error).into_response())
+        Err(AppError::Unauthorized) => {
+            let target = format!("{} {path}", req.method());
+            Some(
+                refuse(&state.db, &state.limits, &meta, &target)
+                    .await
+                    .into_response(),
+            )
         }
         Err(error) => Some(error.into_response()),
     };
@@ -386,7 +493,7 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
     if response.status() == http::StatusCode::FORBIDDEN
         && let Some(caller) = caller
     {
-        let target = format!("{method} {path}");
+        let target = super::limits::cut_target(&format!("{method} {path}"));
         let audit = audit::record(
             &state.db,
             &caller.actor,
@@ -401,6 +508,44 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
         }
     }
     response
+}
+
+/// Refuses a credential: counts it against the client's budget and in the refusal tally,
+/// and answers 401, or 429 once the budget is spent.
+pub async fn refuse(db: &PgPool, limits: &Limits, meta: &RequestMeta, target: &str) -> AppError {
+    if let Some(row) = limits.refused(meta.client(), target) {
+        write_refusals(db, &[row], Some(&meta.request_id)).await;
+    }
+    limits
+        .failed(meta.client())
+        .err()
+        .unwrap_or(AppError::Unauthorized)
+}
+
+async fn write_refusals(db: &PgPool, rows: &[DenialRow], request_id: Option<&str>) {
+    for row in rows {
+        if let Err(e) = audit::record_denials(db, row, request_id).await {
+            tracing::error!(error = %e, "could not record refused credentials");
+        }
+    }
+}
+
+/// Keeps this replica's limiters bounded and writes the refusal rows that come due, every
+/// few seconds until `stopped`; then writes what is still counted.
+pub async fn keep_limits(
+    db: PgPool,
+    limits: std::sync::Arc<Limits>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|stop| *stop) => break,
+        }
+        write_refusals(&db, &limits.prune(), None).await;
+    }
+    write_refusals(&db, &limits.drain(), None).await;
 }
 
 fn cross_site_refusal() -> Response {
@@ -424,25 +569,25 @@ fn form_urlencoded_component(raw: &str) -> String {
 /// A browser session just opened; its token lives only in the cookie.
 pub struct NewSession {
     token: String,
+    /// How long the cookie lasts: the session's own end, never past its key's.
+    max_age: cookie::time::Duration,
 }
 
 impl NewSession {
     /// The `Set-Cookie` value that hands the session to the browser.
     pub fn cookie_header(&self, secure: bool) -> HeaderValue {
-        let name = if secure { SECURE_COOKIE_NAME } else { COOKIE_NAME };
-        set_cookie(
-            name,
-            &self.token,
-            secure,
-            cookie::time::Duration::hours(i64::from(SESSION_HOURS)),
-        )
+        set_cookie(session_cookie_name(secure), &self.token, secure, self.max_age)
     }
 }
 
 /// The `Set-Cookie` value that removes the session cookie.
 pub fn clear_cookie_header(secure: bool) -> HeaderValue {
-    let name = if secure { SECURE_COOKIE_NAME } else { COOKIE_NAME };
-    set_cookie(name, "", secure, cookie::time::Duration::ZERO)
+    set_cookie(
+        session_cookie_name(secure),
+        "",
+        secure,
+        cookie::time::Duration::ZERO,
+    )
 }
 
 /// A `Set-Cookie` value as Flowdeck sets every cookie: `HttpOnly`, `SameSite=Lax`, path
@@ -458,68 +603,77 @@ pub fn set_cookie(name: &str, value: &str, secure: bool, max_age: cookie::time::
     HeaderValue::from_str(&cookie.to_string()).expect("a URL-safe cookie is a valid header")
 }
 
-/// Checks an API key and opens a browser session for it; every attempt is audited, and
-/// failures count against the address's budget.
+/// Checks an API key and opens a browser session for it, ending no later than the key.
+/// A key that verifies always signs in; a refused one is handled as every refused
+/// credential is ([`refuse`]).
 pub async fn sign_in(db: &PgPool, limits: &Limits, api_key: &str, meta: &RequestMeta) -> Result<NewSession> {
-    // A blocked address has no key checked, but the attempt is still audited.
-    let admitted = limits.admit(meta.source_addr.as_deref());
-    let mut tx = db.begin().await?;
-    let credential = if admitted.is_ok() && keys::looks_like_api_key(api_key) {
-        db::use_api_key(&mut *tx, &keys::hash_secret(api_key)).await?
+    let credential = if keys::looks_like_api_key(api_key) {
+        db::read_api_key(db, &keys::hash_secret(api_key)).await?
     } else {
         None
     };
     let Some(credential) = credential else {
-        audit::record(
-            &mut *tx,
-            "anonymous",
-            None,
-            "auth.sign_in",
-            None,
-            Outcome::Denied,
-            meta,
-        )
-        .await?;
-        tx.commit().await?;
-        admitted?;
-        limits.failed(meta.source_addr.as_deref())?;
-        return Err(AppError::Unauthorized);
+        return Err(refuse(db, limits, meta, "POST /sfn/sign_in").await);
     };
-    let session = open_session(
-        &mut tx,
-        Some(credential.id),
-        &credential.actor,
-        credential.role,
-        "api_key",
-        meta,
-    )
-    .await?;
+    let mut tx = db.begin().await?;
+    let opened = SessionOpened {
+        api_key_id: Some(credential.id),
+        actor: &credential.actor,
+        role: credential.role,
+        method: "api_key",
+        ends_by: credential.expires_at,
+    };
+    let session = open_session(&mut tx, &opened, meta).await?;
     tx.commit().await?;
     Ok(session)
 }
 
-/// Opens a browser session for a proven caller (signed in with `method`) and audits it.
+/// What a new browser session stands on.
+pub struct SessionOpened<'a> {
+    /// The API key it was opened with, if one: the session ends when the key does.
+    pub api_key_id: Option<i64>,
+    /// Who signed in.
+    pub actor: &'a str,
+    /// Their role.
+    pub role: super::Role,
+    /// How they proved it (`api_key`, `oidc`), for the audit trail.
+    pub method: &'a str,
+    /// The latest end the session may have (its key's expiry).
+    pub ends_by: Option<DateTime<Utc>>,
+}
+
+/// Opens a browser session for a proven caller and audits it.
 pub async fn open_session(
     tx: &mut sqlx::PgConnection,
-    api_key_id: Option<i64>,
-    actor: &str,
-    role: super::Role,
-    method: &str,
+    opened: &SessionOpened<'_>,
     meta: &RequestMeta,
 ) -> Result<NewSession> {
     let token = keys::new_session_token();
-    db::insert_session(&mut *tx, &token.hash, api_key_id, actor, role, SESSION_HOURS).await?;
+    let expires_at = db::insert_session(
+        &mut *tx,
+        &token.hash,
+        opened.api_key_id,
+        opened.actor,
+        opened.role,
+        SESSION_HOURS,
+        opened.ends_by,
+    )
+    .await?;
     audit::record(
         &mut *tx,
-        actor,
-        Some(role.as_str()),
+        opened.actor,
+        Some(opened.role.as_str()),
         "auth.sign_in",
-        Some(method),
+        Some(opened.method),
         Outcome::Success,
         meta,
     )
     .await?;
-    Ok(NewSession { token: token.clear })
+    let seconds = (expires_at - Utc::now()).num_seconds().max(0);
+    Ok(NewSession {
+        token: token.clear,
+        max_age: cookie::time::Duration::seconds(seconds),
+    })
 }
 
 /// Revokes the session of the current request, if it has one.
@@ -545,6 +699,13 @@ mod tests {
             map.insert(*k, HeaderValue::from_static(v));
         }
         map
+    }
+
+    fn forgery_checked(headers: &HeaderMap) -> bool {
+        super::forgery_checked(
+            headers,
+            session_token(headers, false).map(keys::csrf_token).as_deref(),
+        )
     }
 
     #[test]
@@ -578,7 +739,6 @@ mod tests {
             HeaderValue::from_str(&keys::csrf_token(token)).unwrap(),
         );
         assert!(forgery_checked(&h));
-        assert_eq!(csrf_token_of(&h), Some(keys::csrf_token(token)));
         // The token is no substitute for a browser that says the request is cross-site.
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(!forgery_checked(&h));
@@ -602,8 +762,19 @@ mod tests {
             ("cookie", "a=1; flowdeck_session=tok; b=2"),
         ]);
         assert_eq!(bearer(&h), Some("abc"));
-        assert_eq!(session_token(&h), Some("tok"));
+        assert_eq!(session_token(&h, false), Some("tok"));
         assert_eq!(bearer(&headers(&[("authorization", "Basic abc")])), None);
+    }
+
+    #[test]
+    fn with_secure_cookies_only_the_host_prefixed_session_cookie_is_read() {
+        // A sibling subdomain can plant `flowdeck_session` for this host; it cannot plant
+        // a `__Host-` cookie.
+        let planted = headers(&[("cookie", "flowdeck_session=planted")]);
+        assert_eq!(session_token(&planted, true), None);
+        assert_eq!(session_token(&planted, false), Some("planted"));
+        let both = headers(&[("cookie", "flowdeck_session=planted; __Host-flowdeck_session=real")]);
+        assert_eq!(session_token(&both, true), Some("real"));
     }
 
     #[test]

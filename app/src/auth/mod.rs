@@ -173,6 +173,8 @@ pub async fn sign_out() -> Result<(), AppError> {
     let state = expect_context::<crate::state::AppState>();
     let meta = middleware::RequestMeta::current();
     middleware::sign_out(&state.db, &meta).await?;
+    // This replica's event streams of the session end now (others when it is announced).
+    state.hub.touch_keys();
     let response = expect_context::<leptos_axum::ResponseOptions>();
     response.append_header(
         http::header::SET_COOKIE,

@@ -6,7 +6,8 @@
 //! token names a key id it lacks (issuers rotate keys), at most once per
 //! [`OidcConfig::jwks_min_refresh`], and at least hourly. Signature checks are
 //! `jsonwebtoken`'s (ring underneath): only the configured asymmetric algorithms, the key's
-//! family must match the token's algorithm, and `iss`, `aud`, `exp` and `nbf` are required.
+//! family must match the token's algorithm, and `iss`, `aud`, `exp` and `nbf` are required
+//! (`nbf` may be allowed to be missing).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -42,8 +43,12 @@ pub struct OidcConfig {
     pub client_secret: Option<String>,
     /// The claim that names the role: a string or an array of strings.
     pub role_claim: String,
-    /// Claim values mapped to roles (`admins` → admin); role names map to themselves.
+    /// Claim values mapped to roles (`admins` → admin). When empty, role names map to
+    /// themselves; when set, only its entries grant a role (see [`map_role`]).
     pub role_map: HashMap<String, Role>,
+    /// Accept tokens without `nbf` (`FLOWDECK_OIDC_ALLOW_MISSING_NBF`; several issuers
+    /// omit it). An `nbf` that is present is checked either way.
+    pub allow_missing_nbf: bool,
     /// Accepted signature algorithms (asymmetric only).
     pub algorithms: Vec<Algorithm>,
     /// Where the issuer sends the browser back: `{public URL}/auth/oidc/callback`.
@@ -94,6 +99,16 @@ pub fn parse_role_map(list: &str) -> Result<HashMap<String, Role>, String> {
         .collect()
 }
 
+/// The role a group or claim value grants: with a role map, only its entries (a group
+/// that happens to be named `admin` grants nothing unless mapped); without one, role names.
+pub fn map_role(map: &HashMap<String, Role>, value: &str) -> Option<Role> {
+    if map.is_empty() {
+        value.parse().ok()
+    } else {
+        map.get(value).copied()
+    }
+}
+
 /// Why a token was refused; logged at debug level, never sent to the caller (who gets 401).
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -112,6 +127,8 @@ pub struct OidcIdentity {
     pub actor: String,
     /// The strongest role its claims map to.
     pub role: Role,
+    /// When the token expires (`exp`).
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -241,7 +258,12 @@ impl Oidc {
         v.leeway = CLOCK_SKEW_S;
         v.validate_exp = true;
         v.validate_nbf = true;
-        v.required_spec_claims = ["iss", "aud", "exp", "nbf"].map(str::to_owned).into();
+        let required: &[&str] = if self.config.allow_missing_nbf {
+            &["iss", "aud", "exp"]
+        } else {
+            &["iss", "aud", "exp", "nbf"]
+        };
+        v.required_spec_claims = required.iter().map(|c| (*c).to_owned()).collect();
         v
     }
 
@@ -302,14 +324,19 @@ impl Oidc {
         };
         let role = values
             .iter()
-            .filter_map(|v| self.config.role_map.get(*v).copied().or_else(|| v.parse().ok()))
+            .filter_map(|v| map_role(&self.config.role_map, v))
             .max()
             .ok_or_else(|| {
                 TokenError::Invalid(format!("claim {:?} names no role", self.config.role_claim))
             })?;
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .and_then(|exp| chrono::DateTime::from_timestamp(exp, 0));
         Ok(OidcIdentity {
             actor: format!("oidc:{name}"),
             role,
+            expires_at,
         })
     }
 
@@ -483,6 +510,19 @@ mod tests {
         assert_eq!(map.get("ops"), Some(&Role::Operator));
         assert!(parse_role_map("x=root").is_err());
         assert!(parse_role_map("nonsense").is_err());
+    }
+
+    #[test]
+    fn a_role_map_grants_only_its_entries() {
+        let map = parse_role_map("admins=admin").unwrap();
+        assert_eq!(map_role(&map, "admins"), Some(Role::Admin));
+        assert_eq!(
+            map_role(&map, "admin"),
+            None,
+            "a group named like a role grants nothing"
+        );
+        assert_eq!(map_role(&HashMap::new(), "operator"), Some(Role::Operator));
+        assert_eq!(map_role(&HashMap::new(), "admins"), None);
     }
 
     #[test]

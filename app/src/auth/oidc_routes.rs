@@ -18,7 +18,6 @@ use serde::Deserialize;
 use super::middleware::RequestMeta;
 use super::oidc::PendingLogin;
 use super::{keys, safe_next};
-use crate::audit::{self, Outcome};
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -48,10 +47,14 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+async fn login(State(state): State<AppState>, meta: RequestMeta, Form(form): Form<LoginForm>) -> Response {
     let Some(oidc) = &state.oidc else {
         return AppError::not_found("Sign-in provider").into_response();
     };
+    // Each start writes a pending sign-in: anyone may ask, so each address has a budget.
+    if let Err(limited) = state.limits.sign_in_started(meta.client()) {
+        return limited.into_response();
+    }
     let pending = PendingLogin::new(safe_next(form.next.as_deref()));
     let url = match oidc.authorization_url(&pending).await {
         Ok(url) => url,
@@ -100,28 +103,20 @@ async fn callback(
     headers: HeaderMap,
     Query(back): Query<Callback>,
 ) -> Response {
+    // Finishing writes too (the pending sign-in is taken, a session opened): same budget.
+    if let Err(limited) = state.limits.sign_in_started(meta.client()) {
+        return limited.into_response();
+    }
     let outcome = finish(&state, &meta, &headers, back).await;
     let secure = state.secure_cookies;
     let mut response = match outcome {
         Ok(response) => response,
         Err(reason) => {
-            let refused = audit::record(
-                &state.db,
-                "anonymous",
-                None,
-                "auth.sign_in",
-                Some("oidc"),
-                Outcome::Denied,
-                &meta,
-            );
-            if let Err(e) = refused.await {
-                tracing::error!(error = %e, "could not record a refused sign-in");
-            }
             tracing::info!(reason, "OIDC sign-in refused");
-            let limited = state.limits.failed(meta.source_addr.as_deref());
-            match limited {
-                Err(e) => e.into_response(),
-                Ok(()) => back_to_login("oidc"),
+            match super::middleware::refuse(&state.db, &state.limits, &meta, "GET /auth/oidc/callback").await
+            {
+                AppError::Unauthorized => back_to_login("oidc"),
+                limited => limited.into_response(),
             }
         }
     };
@@ -175,10 +170,16 @@ async fn finish(
         "the ID token was refused"
     })?;
     let mut tx = state.db.begin().await.map_err(|_| "database error")?;
-    let session =
-        super::middleware::open_session(&mut tx, None, &identity.actor, identity.role, "oidc", meta)
-            .await
-            .map_err(|_| "database error")?;
+    let opened = super::middleware::SessionOpened {
+        api_key_id: None,
+        actor: &identity.actor,
+        role: identity.role,
+        method: "oidc",
+        ends_by: None,
+    };
+    let session = super::middleware::open_session(&mut tx, &opened, meta)
+        .await
+        .map_err(|_| "database error")?;
     tx.commit().await.map_err(|_| "database error")?;
     let mut response = Redirect::to(&safe_next(Some(&pending.next))).into_response();
     response

@@ -21,7 +21,7 @@ pub struct ProxyConfig {
     pub user_header: String,
     /// The header listing the user's groups, comma-separated (`X-Forwarded-Groups`).
     pub groups_header: String,
-    /// Groups mapped to roles; role names map to themselves. The strongest wins.
+    /// Groups mapped to roles (see [`super::oidc::map_role`]). The strongest wins.
     pub role_map: HashMap<String, Role>,
 }
 
@@ -55,7 +55,7 @@ impl ProxyConfig {
             .into_iter()
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter_map(|group| self.role_map.get(group).copied().or_else(|| group.parse().ok()))
+            .filter_map(|group| super::oidc::map_role(&self.role_map, group))
             .max();
         Some(role.map(|role| (format!("proxy:{user}"), role)).ok_or(()))
     }
@@ -94,11 +94,21 @@ mod tests {
         assert_eq!(config().identity(other, &h), None);
         assert_eq!(config().identity(None, &h), None);
         assert_eq!(config().identity(proxy, &headers("bob", "staff")), Some(Err(())));
+        // With a role map, only its entries grant roles: a group named `admin` does not.
         assert_eq!(
-            config()
+            config().identity(proxy, &headers("carol", "viewer,admin")),
+            Some(Err(()))
+        );
+        let unmapped = ProxyConfig {
+            role_map: HashMap::new(),
+            ..config()
+        };
+        assert_eq!(
+            unmapped
                 .identity(proxy, &headers("carol", "viewer,admin"))
                 .map(|r| r.map(|(_, role)| role)),
-            Some(Ok(Role::Admin))
+            Some(Ok(Role::Admin)),
+            "without a map, role names map to themselves"
         );
         assert_eq!(config().identity(proxy, &HeaderMap::new()), None);
         let mapped = Some("::ffff:10.0.0.2".parse().unwrap());

@@ -19,6 +19,7 @@ use super::hub::{Published, changes_after};
 use super::{Change, Filter};
 use crate::api::ApiQuery;
 use crate::api::openapi::Errors;
+use crate::auth::middleware::{Presented, still_valid};
 use crate::auth::{Principal, Role};
 use crate::error::{AppError, Result};
 use crate::state::AppState;
@@ -78,6 +79,32 @@ struct Feed {
     filter: Filter,
     subscription: broadcast::Receiver<Arc<Published>>,
     closing: tokio::sync::watch::Receiver<bool>,
+    /// The credential the stream was opened with: the stream ends when it does.
+    presented: Presented,
+    /// Moves when credentials may have changed (revoked, rotated, signed out).
+    key_moves: tokio::sync::watch::Receiver<()>,
+    state: AppState,
+}
+
+/// What woke a waiting feed.
+enum Woke {
+    /// A change, a lag or a closed hub; or the heartbeat's time-out.
+    Received(
+        std::result::Result<std::result::Result<Arc<Published>, RecvError>, tokio::time::error::Elapsed>,
+    ),
+    /// What credentials grant may have changed.
+    KeysMoved,
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn until(at: Option<chrono::DateTime<chrono::Utc>>) {
+    match at {
+        Some(at) => {
+            let left = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(left).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 impl Feed {
@@ -89,11 +116,22 @@ impl Feed {
             return Some(event(&change, &json));
         }
         loop {
-            let received = tokio::select! {
-                received = tokio::time::timeout(HEARTBEAT, self.subscription.recv()) => received,
+            let woke = tokio::select! {
+                received = tokio::time::timeout(HEARTBEAT, self.subscription.recv()) => Woke::Received(received),
                 _ = self.closing.wait_for(|closing| *closing) => return None,
+                () = until(self.presented.expires_at) => return None,
+                Ok(()) = self.key_moves.changed() => Woke::KeysMoved,
+            };
+            let received = match woke {
+                Woke::Received(received) => received,
+                Woke::KeysMoved if still_valid(&self.state, &self.presented).await => continue,
+                Woke::KeysMoved => return None,
             };
             let Ok(received) = received else {
+                // Quiet: a session may have idled out or a credential aged out meanwhile.
+                if !still_valid(&self.state, &self.presented).await {
+                    return None;
+                }
                 return Some(Event::default().event("heartbeat").data("{}"));
             };
             match received {
@@ -112,7 +150,7 @@ impl Feed {
 
 /// The change feed.
 #[utoipa::path(get, path = "/api/events", tag = "events",
-    description = "Role: viewer. Server-Sent Events: one `data:` JSON change per event (`id` resumes with `Last-Event-ID`), `heartbeat` events while quiet, `resync` when too much was missed.",
+    description = "Role: viewer. Server-Sent Events: one `data:` JSON change per event (`id` resumes with `Last-Event-ID`), `heartbeat` events while quiet, `resync` when too much was missed. The stream ends when its credential expires or is revoked, or its session signs out.",
     params(("pipeline_id" = Option<i64>, Query, description = "Only this pipeline's changes"),
            ("run_id" = Option<i64>, Query, description = "Only this run's changes"),
            ("last_event_id" = Option<i64>, Query, description = "Resume after this change id"),
@@ -121,6 +159,7 @@ impl Feed {
 async fn events(
     State(state): State<AppState>,
     principal: Principal,
+    presented: Presented,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<Query>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
@@ -156,6 +195,9 @@ async fn events(
         filter,
         subscription,
         closing: state.hub.closing(),
+        presented,
+        key_moves: state.hub.key_moves(),
+        state: state.clone(),
     };
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         feed.next().await.map(|event| (Ok(event), feed))

@@ -44,6 +44,8 @@ pub struct Hub {
     version: AtomicU64,
     /// As `version`, for API keys: announced key changes, lost connections, local writes.
     key_version: AtomicU64,
+    /// Wakes open feeds to check their credential again whenever `key_version` moves.
+    key_moved: watch::Sender<()>,
     /// Whether this replica is listening, so that `version` follows every change.
     listening: AtomicBool,
 }
@@ -116,6 +118,7 @@ impl Hub {
             closing: watch::Sender::new(false),
             version: AtomicU64::new(0),
             key_version: AtomicU64::new(0),
+            key_moved: watch::Sender::new(()),
             listening: AtomicBool::new(false),
         })
     }
@@ -128,6 +131,11 @@ impl Hub {
     /// Turns true when [`Hub::close`] is called.
     pub fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
+    }
+
+    /// Changes each time what credentials grant may have changed (keys, sessions).
+    pub fn key_moves(&self) -> watch::Receiver<()> {
+        self.key_moved.subscribe()
     }
 
     /// A new subscriber's feed of every change from now on.
@@ -166,6 +174,7 @@ impl Hub {
     /// Says that a change to API keys made through this replica has committed.
     pub fn touch_keys(&self) {
         self.key_version.fetch_add(1, Ordering::AcqRel);
+        self.key_moved.send_replace(());
     }
 
     fn set_listening(&self, listening: bool) {
@@ -183,10 +192,10 @@ impl Hub {
     }
 
     /// Listens for announced changes until `shutdown`, reconnecting as needed; after a lost
-    /// connection it publishes what was committed meanwhile. Prunes old changes hourly.
+    /// connection it publishes what was committed meanwhile. (Old changes are pruned by
+    /// [`crate::retention`].)
     pub async fn run(self: Arc<Self>, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
         let mut last_seen = latest_id(&pool).await.unwrap_or(0);
-        let mut prune = tokio::time::interval(Duration::from_secs(3600));
         loop {
             let mut listener = match listen(&pool).await {
                 Ok(listener) => listener,
@@ -211,16 +220,6 @@ impl Hub {
             loop {
                 let notification = tokio::select! {
                     n = listener.try_recv() => n,
-                    _ = prune.tick() => {
-                        // Subscribers that reconnect may replay a day of changes.
-                        if let Err(error) = sqlx::query!("DELETE FROM changes WHERE created_at < now() - interval '1 day'")
-                            .execute(&pool)
-                            .await
-                        {
-                            tracing::warn!(%error, "cannot prune old changes");
-                        }
-                        continue;
-                    }
                     _ = shutdown.changed() => {
                         self.set_listening(false);
                         return;

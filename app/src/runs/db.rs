@@ -108,8 +108,8 @@ pub async fn insert_run_event(db: impl PgExecutor<'_>, event: &RunEvent<'_>) -> 
     let inserted = sqlx::query_scalar!(
         r#"WITH event AS (
                INSERT INTO run_events (run_id, event_id, kind, stage_name, status, message, occurred_at, request_id)
-               VALUES ($1, coalesce($2, gen_random_uuid()::text), $3, $4, $5, $6, $7, $8)
-               ON CONFLICT ON CONSTRAINT run_events_event_id_key DO NOTHING
+               VALUES ($1, coalesce($2, 'flowdeck:' || gen_random_uuid()::text), $3, $4, $5, $6, $7, $8)
+               ON CONFLICT ON CONSTRAINT run_events_run_id_event_id_key DO NOTHING
                RETURNING run_id
            ), unstuck AS (
                UPDATE runs SET stuck_since = NULL
@@ -286,7 +286,7 @@ pub async fn stages_of_locked_runs(
 pub struct ReportedEvents {
     /// Each event's run.
     pub run_ids: Vec<i64>,
-    /// Each event's id (unique within the group).
+    /// Each event's id (unique per run within the group).
     pub event_ids: Vec<String>,
     /// `stage_status` or `run_status`.
     pub kinds: Vec<&'static str>,
@@ -303,23 +303,23 @@ pub struct ReportedEvents {
 }
 
 /// Appends the events to their runs' histories (any news clears a run's stuck flag); the
-/// ids of those not already recorded.
+/// runs and ids of those not already recorded.
 pub async fn insert_reported_events(
     db: impl PgExecutor<'_>,
     events: &ReportedEvents,
-) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar!(
+) -> sqlx::Result<Vec<(i64, String)>> {
+    let rows = sqlx::query!(
         r#"WITH event AS (
                INSERT INTO run_events (run_id, event_id, kind, stage_name, status, message, occurred_at, request_id)
                SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                                     $7::timestamptz[], $8::text[])
-               ON CONFLICT ON CONSTRAINT run_events_event_id_key DO NOTHING
+               ON CONFLICT ON CONSTRAINT run_events_run_id_event_id_key DO NOTHING
                RETURNING run_id, event_id
            ), unstuck AS (
                UPDATE runs SET stuck_since = NULL
                WHERE id IN (SELECT run_id FROM event) AND stuck_since IS NOT NULL
            )
-           SELECT event_id AS "event_id!" FROM event"#,
+           SELECT run_id AS "run_id!", event_id AS "event_id!" FROM event"#,
         &events.run_ids,
         &events.event_ids,
         &events.kinds as &[&str],
@@ -330,7 +330,8 @@ pub async fn insert_reported_events(
         &events.request_ids,
     )
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.run_id, r.event_id)).collect())
 }
 
 /// Writes the stages' new states (one statement, one change event per stage).
@@ -705,7 +706,7 @@ pub async fn mark_submitted(pool: &sqlx::PgPool, run_id: i64, flow_run_id: &str)
     sqlx::query!("DELETE FROM run_outbox WHERE run_id = $1", run_id)
         .execute(&mut *tx)
         .await?;
-    let event = format!("submitted-{run_id}");
+    let event = format!("{}submitted", super::OWN_EVENT_PREFIX);
     insert_run_event(
         &mut *tx,
         &RunEvent {
@@ -745,7 +746,7 @@ pub async fn fail_submission(
     sqlx::query!("DELETE FROM run_outbox WHERE run_id = $1", run_id)
         .execute(&mut *tx)
         .await?;
-    let event = format!("submit-failed-{run_id}");
+    let event = format!("{}submit-failed", super::OWN_EVENT_PREFIX);
     insert_run_event(
         &mut *tx,
         &RunEvent {
@@ -784,18 +785,24 @@ pub async fn retry_later(
     Ok(())
 }
 
-/// The run a live callback credential belongs to: the run must be unfinished or have
-/// ended less than `grace_minutes` ago.
+/// The run a live callback credential belongs to.
+///
+/// The run must be unfinished or have ended less than `grace_minutes` ago, and the
+/// credential younger than `max_age_seconds` (`FLOWDECK_CALLBACK_TTL`: a run that never
+/// ends does not keep it forever).
 pub async fn run_for_callback_token(
     db: impl PgExecutor<'_>,
     token_hash: &[u8],
     grace_minutes: i32,
+    max_age_seconds: i64,
 ) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar!(
         "SELECT id FROM runs WHERE callback_token_hash = $1
-           AND (ended_at IS NULL OR ended_at > now() - make_interval(mins => $2))",
+           AND (ended_at IS NULL OR ended_at > now() - make_interval(mins => $2))
+           AND created_at > now() - $3::bigint * interval '1 second'",
         token_hash,
-        grace_minutes
+        grace_minutes,
+        max_age_seconds,
     )
     .fetch_optional(db)
     .await

@@ -11,6 +11,10 @@ pub mod params;
 mod status;
 pub use status::{Change, RunStatus};
 
+/// The prefix of the run event ids Flowdeck makes itself (Prefect states, submissions);
+/// reports may not use it, so no caller can take an id before Flowdeck does.
+pub const OWN_EVENT_PREFIX: &str = "flowdeck:";
+
 pub mod page;
 
 #[cfg(feature = "ssr")]
@@ -174,7 +178,8 @@ pub struct StatusUpdate {
     /// Records processed so far.
     #[serde(default)]
     pub records_processed: Option<i64>,
-    /// Sender's unique id for this report; a repeat with the same id changes nothing.
+    /// Sender's id for this report, unique per run; a repeat with the same id changes
+    /// nothing. Ids starting with `flowdeck:` are Flowdeck's own and refused.
     #[serde(default)]
     pub event_id: Option<String>,
     /// When the reported change happened (RFC 3339), by the sender's clock. Reports that

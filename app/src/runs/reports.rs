@@ -256,7 +256,11 @@ fn count(outcome: &'static str, before: RunStatus, after: RunStatus) {
 
 /// A fresh event id for a report that came without one.
 fn new_event_id() -> String {
-    format!("report-{:032x}", rand::random::<u128>())
+    format!(
+        "{}report-{:032x}",
+        super::OWN_EVENT_PREFIX,
+        rand::random::<u128>()
+    )
 }
 
 /// What pass one decided for a report.
@@ -338,7 +342,7 @@ async fn apply(conn: &mut PgConnection, reports: &[(i64, &Report)], wait: bool) 
             continue;
         }
         let event_id = update.event_id.clone().unwrap_or_else(new_event_id);
-        if !seen.insert(event_id.clone()) {
+        if !seen.insert((run.id, event_id.clone())) {
             plans.push(Plan::Repeat);
             continue;
         }
@@ -357,7 +361,7 @@ async fn apply(conn: &mut PgConnection, reports: &[(i64, &Report)], wait: bool) 
         events.request_ids.push(report.meta.request_id.clone());
         plans.push(Plan::Apply { event_id, at });
     }
-    let fresh: HashSet<String> = if events.event_ids.is_empty() {
+    let fresh: HashSet<(i64, String)> = if events.event_ids.is_empty() {
         HashSet::new()
     } else {
         db::insert_reported_events(&mut *conn, &events)
@@ -376,7 +380,7 @@ async fn apply(conn: &mut PgConnection, reports: &[(i64, &Report)], wait: bool) 
                 steps.push(step);
                 continue;
             }
-            Plan::Apply { event_id, at } if fresh.contains(&event_id) => at,
+            Plan::Apply { ref event_id, at } if fresh.contains(&(*run_id, event_id.clone())) => at,
             Plan::Repeat | Plan::Apply { .. } => {
                 let status = runs[run_id].status;
                 steps.push(Step::Done {

@@ -430,6 +430,19 @@ fn validate_update(update: &StatusUpdate) -> Result<RunStatus> {
             format!("must be 1 to {} characters", rules::MAX_NAME),
         ));
     }
+    if update
+        .event_id
+        .as_ref()
+        .is_some_and(|id| id.starts_with(super::OWN_EVENT_PREFIX))
+    {
+        return Err(AppError::invalid(
+            "event_id",
+            format!(
+                "must not start with {:?}: Flowdeck's own events use it",
+                super::OWN_EVENT_PREFIX
+            ),
+        ));
+    }
     Ok(status)
 }
 
@@ -488,7 +501,7 @@ pub async fn apply_prefect_state(pool: &PgPool, run_id: i64, state: &PrefectStat
         .ok_or_else(|| AppError::not_found("Run"))?;
     let now = Utc::now();
     let at = state.at.map_or(now, |t| t.min(now));
-    let event_id = format!("prefect-state-{}", state.key);
+    let event_id = format!("{}prefect-state-{}", super::OWN_EVENT_PREFIX, state.key);
     let fresh = db::insert_run_event(
         &mut *tx,
         &db::RunEvent {

@@ -3,7 +3,10 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +16,7 @@ use tracing::field::Empty;
 use super::metrics::{self, metrics};
 use super::{RequestIds, TraceParent, is_valid_request_id, new_request_id};
 use crate::auth::{Principal, Role};
+use crate::client_addr::TrustedProxies;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -24,13 +28,18 @@ fn route_of(req: &Request) -> String {
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned())
 }
 
-/// Gives the request its ids, runs it inside its span and counts it.
+/// Gives the request its ids and client address, runs it inside its span and counts it.
 ///
-/// The span carries method, route, request id, trace id and, at the end, the status (an
-/// error status for 5xx); it continues the caller's `traceparent`. The answer echoes
-/// `X-Request-ID`. Only the path is recorded, never the query (it may hold codes).
-pub async fn observe(mut req: Request, next: Next) -> Response {
+/// The span carries method, route, client address, request id, trace id and, at the end,
+/// the status (an error status for 5xx); it continues the caller's `traceparent`. The
+/// answer echoes `X-Request-ID`. Only the path is recorded, never the query (it may hold
+/// codes).
+pub async fn observe(State(proxies): State<Arc<TrustedProxies>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
+    let addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| proxies.client_addr(peer.ip(), req.headers()));
     let method = req.method().as_str().to_owned();
     let route = route_of(&req);
     let request_id = req
@@ -53,9 +62,14 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         http.route = %route,
         url.path = %req.uri().path(),
         http.response.status_code = Empty,
+        client.address = Empty,
         request_id = %request_id,
         trace_id = Empty,
     );
+    if let Some(addr) = addr {
+        span.record("client.address", tracing::field::display(addr.client));
+        req.extensions_mut().insert(addr);
+    }
     let traceparent = TraceParent::adopt(&span, caller_trace);
     req.extensions_mut().insert(RequestIds {
         request_id: request_id.clone(),

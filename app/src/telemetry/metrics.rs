@@ -64,6 +64,11 @@ struct TransitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     state: &'static str,
 }
@@ -79,6 +84,8 @@ pub struct Metrics {
     transitions: Family<TransitionLabels, Counter>,
     prefect_duration: Histograms<PrefectLabels>,
     prefect_errors: Family<PrefectErrorLabels, Counter>,
+    pruned_rows: Family<TableLabels, Counter>,
+    prune_passes: Family<OutcomeLabels, Counter>,
     outbox_depth: Gauge,
     outbox_oldest: Gauge<f64, AtomicU64>,
     sse_subscribers: Gauge,
@@ -171,6 +178,20 @@ impl Metrics {
                 "Failed calls to Prefect's API by operation and kind (unavailable: retried; rejected, garbage: not)",
                 Default::default(),
             ),
+            pruned_rows: registered(
+                r,
+                "pruned_rows",
+                None,
+                "Rows deleted by retention pruning, by table",
+                Default::default(),
+            ),
+            prune_passes: registered(
+                r,
+                "prune_passes",
+                None,
+                "Pruning passes by outcome: pruned, skipped (another replica held the lock), failed",
+                Default::default(),
+            ),
             outbox_depth: registered(
                 r,
                 "outbox_depth",
@@ -254,6 +275,18 @@ impl Metrics {
                 .get_or_create(&TransitionLabels { from, to })
                 .inc();
         }
+    }
+
+    /// Rows of `table` deleted by a pruning pass.
+    pub fn pruned(&self, table: &'static str, rows: u64) {
+        self.pruned_rows
+            .get_or_create(&TableLabels { table })
+            .inc_by(rows);
+    }
+
+    /// One pruning pass, by outcome.
+    pub fn prune_pass(&self, outcome: &'static str) {
+        self.prune_passes.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// One HTTP call to Prefect and, if it failed, how.

@@ -51,6 +51,7 @@ fn roomy_budgets() -> app::auth::limits::Budgets {
     app::auth::limits::Budgets {
         auth_failures_per_minute: roomy,
         triggers_per_minute: roomy,
+        sign_ins_per_minute: roomy,
     }
 }
 
@@ -100,6 +101,11 @@ impl TestApp {
         Self::build(db, None, roomy_budgets(), None, Some(std::sync::Arc::new(proxy))).await
     }
 
+    /// An app whose state `change` adjusts first (roomy budgets unless it sets others).
+    pub async fn with_changes(db: PgPool, change: impl FnOnce(&mut AppState)) -> Self {
+        Self::assemble(db, None, roomy_budgets(), None, None, change).await
+    }
+
     async fn build(
         db: PgPool,
         prefect: Option<std::sync::Arc<app::prefect::PrefectClient>>,
@@ -107,7 +113,18 @@ impl TestApp {
         oidc: Option<std::sync::Arc<app::auth::oidc::Oidc>>,
         proxy: Option<std::sync::Arc<app::auth::proxy::ProxyConfig>>,
     ) -> Self {
-        let state = AppState {
+        Self::assemble(db, prefect, budgets, oidc, proxy, |_| {}).await
+    }
+
+    async fn assemble(
+        db: PgPool,
+        prefect: Option<std::sync::Arc<app::prefect::PrefectClient>>,
+        budgets: app::auth::limits::Budgets,
+        oidc: Option<std::sync::Arc<app::auth::oidc::Oidc>>,
+        proxy: Option<std::sync::Arc<app::auth::proxy::ProxyConfig>>,
+        change: impl FnOnce(&mut AppState),
+    ) -> Self {
+        let mut state = AppState {
             leptos_options: LeptosOptions::builder().output_name("flowdeck").build(),
             db: db.clone(),
             secure_cookies: false,
@@ -121,7 +138,10 @@ impl TestApp {
             hub: app::events::hub::Hub::new(),
             oidc,
             proxy,
+            trusted_proxies: std::sync::Arc::default(),
+            callback_ttl: std::time::Duration::from_secs(24 * 3600),
         };
+        change(&mut state);
         TestApp {
             hub: state.hub.clone(),
             router: app::routes::router(state),
@@ -195,10 +215,16 @@ impl TestApp {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
+        self.open_stream(request.body(Body::empty()).expect("valid request"))
+            .await
+    }
+
+    /// Sends a request for an event stream; asserts `200` and returns the open stream.
+    pub async fn open_stream(&self, request: Request<Body>) -> Sse {
         let response = self
             .router
             .clone()
-            .oneshot(request.body(Body::empty()).expect("valid request"))
+            .oneshot(request)
             .await
             .expect("router answers");
         assert_eq!(response.status(), StatusCode::OK);
@@ -365,6 +391,20 @@ impl Sse {
                 .ok()?;
             if let Ok(data) = frame.into_data() {
                 self.buffer.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    /// Whether the stream ends (its body finishes) within `limit`; events before the end
+    /// are skipped.
+    pub async fn ends_within(&mut self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Err(_) => return false,
+                Ok(None) => return true,
+                Ok(Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => {}
             }
         }
     }

@@ -1,0 +1,44 @@
+//! `GET`/`PUT /api/audit_events/retention`: how long the audit trail is kept.
+
+use axum::Json;
+use axum::extract::State;
+use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{AuditRetention, service};
+use crate::api::ApiJson;
+use crate::api::openapi::Errors;
+use crate::auth::Principal;
+use crate::auth::middleware::RequestMeta;
+use crate::error::Result;
+use crate::state::AppState;
+
+/// How long the audit trail is kept.
+#[utoipa::path(get, path = "/api/audit_events/retention", tag = "audit",
+    description = "Role: admin. `days: null` keeps the trail forever (the default).",
+    responses((status = 200, description = "The retention", body = AuditRetention), Errors))]
+async fn read_retention(State(db): State<PgPool>, principal: Principal) -> Result<Json<AuditRetention>> {
+    service::audit_retention(&db, &principal).await.map(Json)
+}
+
+/// Sets how long the audit trail is kept; older events are then pruned by age.
+#[utoipa::path(put, path = "/api/audit_events/retention", tag = "audit",
+    description = "Role: admin. Audit events older than `days` are deleted by the next pruning pass (every few minutes); `null` keeps them forever. The change is audited (`audit.retention_set`), and so is each pass that deletes (`audit.pruned`).",
+    request_body = AuditRetention,
+    responses((status = 200, description = "The retention now in force", body = AuditRetention), Errors))]
+async fn set_retention(
+    State(db): State<PgPool>,
+    principal: Principal,
+    meta: RequestMeta,
+    ApiJson(retention): ApiJson<AuditRetention>,
+) -> Result<Json<AuditRetention>> {
+    service::set_audit_retention(&db, &principal, &meta, retention)
+        .await
+        .map(Json)
+}
+
+/// The retention routes (admins only).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(read_retention, set_retention))
+}
