@@ -80,6 +80,11 @@ BEGIN
         EXECUTE format('REVOKE UPDATE, DELETE ON public.audit_events FROM %I', role_name);
     END IF;
     -- sqlx's ledger of applied migrations: the server only reads it, to see nothing is pending.
+    -- The audit retention is changed only through flowdeck_set_audit_retention, which
+    -- records who changed it.
+    IF to_regclass('public.settings') IS NOT NULL THEN
+        EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON public.settings FROM %I', role_name);
+    END IF;
     IF to_regclass('public._sqlx_migrations') IS NOT NULL THEN
         EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON public._sqlx_migrations FROM %I', role_name);
     END IF;
@@ -100,6 +105,9 @@ BEGIN
             OR has_table_privilege(role_name, oid, 'REFERENCES')
             OR (relname = 'audit_events'
                 AND (has_table_privilege(role_name, oid, 'UPDATE') OR has_table_privilege(role_name, oid, 'DELETE')))
+            OR (relname = 'settings'
+                AND (has_table_privilege(role_name, oid, 'INSERT') OR has_table_privilege(role_name, oid, 'UPDATE')
+                     OR has_table_privilege(role_name, oid, 'DELETE')))
             OR (relname = '_sqlx_migrations'
                 AND (has_table_privilege(role_name, oid, 'INSERT') OR has_table_privilege(role_name, oid, 'UPDATE')
                      OR has_table_privilege(role_name, oid, 'DELETE'))));

@@ -60,6 +60,38 @@ BEGIN
     );
     GET DIAGNOSTICS deleted = ROW_COUNT;
     PERFORM set_config('flowdeck.pruning_audit', 'off', true);
+    -- Recorded here, with the deletion, so no caller can prune without a trace.
+    IF deleted > 0 THEN
+        INSERT INTO audit_events (actor, action, target, outcome, detail)
+        VALUES ('flowdeck', 'audit.pruned', 'audit_events', 'success',
+                jsonb_build_object('deleted', deleted, 'retention_days', keep_days,
+                                   'cutoff', now() - make_interval(days => keep_days)));
+    END IF;
     RETURN deleted;
+END;
+$$;
+
+-- Sets the audit retention and records who did (`audit.retention_set`, with the old and new
+-- days) in the same statement; returns the old days. The server's role may read `settings`
+-- but not write it, so this is the only way the retention changes, and never silently.
+CREATE FUNCTION flowdeck_set_audit_retention(
+    days integer, actor text, actor_role text, request_id text, source_addr text
+) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $$
+DECLARE
+    old_days integer;
+BEGIN
+    IF days IS NOT NULL AND days NOT BETWEEN 1 AND 36500 THEN
+        RAISE EXCEPTION 'audit retention must be 1 to 36500 days or NULL'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT audit_retention_days INTO old_days FROM settings FOR UPDATE;
+    UPDATE settings SET audit_retention_days = days, updated_at = now();
+    INSERT INTO audit_events (actor, role, action, target, request_id, outcome, source_addr, detail)
+    VALUES (actor, actor_role, 'audit.retention_set', 'audit_events', request_id, 'success',
+            source_addr, jsonb_build_object('old_days', old_days, 'new_days', days));
+    RETURN old_days;
 END;
 $$;

@@ -1,10 +1,13 @@
 //! Who is at the other end: the client's address, the peer's own, or, behind proxies that
 //! Flowdeck trusts (`FLOWDECK_TRUSTED_PROXIES`), the one they forwarded.
 //!
-//! A proxy appends the address it received the request from to `Forwarded` (RFC 7239) or
-//! `X-Forwarded-For`; everything to the left of that was written by whoever sent the
+//! A proxy appends the address it received the request from to `X-Forwarded-For` or
+//! `Forwarded` (RFC 7239); everything to the left of that was written by whoever sent the
 //! request and proves nothing. So the client is the right-most address that is not a
-//! trusted proxy, and from an untrusted peer the headers are not read at all.
+//! trusted proxy, and from an untrusted peer the headers are not read at all. Only the
+//! header the proxies write is read (`FLOWDECK_FORWARDED_HEADER`): most proxies append to
+//! `X-Forwarded-For` and pass a client's own `Forwarded` on untouched, so reading that one
+//! too would let a client name itself.
 
 use std::net::IpAddr;
 
@@ -20,10 +23,33 @@ pub struct ClientAddr {
     pub peer: IpAddr,
 }
 
-/// The proxies whose forwarding headers are believed.
+/// The header the trusted proxies append the client to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, `HAProxy`, AWS ALB, most ingresses).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+}
+
+impl std::str::FromStr for ForwardedHeader {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(Self::XForwardedFor),
+            "forwarded" => Ok(Self::Forwarded),
+            other => Err(format!("{other:?} is neither X-Forwarded-For nor Forwarded")),
+        }
+    }
+}
+
+/// The proxies whose forwarding header is believed, and which header that is.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
+    header: ForwardedHeader,
 }
 
 /// IPv4 peers of a dual-stack listener show as `::ffff:a.b.c.d`.
@@ -44,7 +70,16 @@ impl TrustedProxies {
                     .map_err(|_| format!("{item:?} is neither an IP address nor a CIDR range"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { nets })
+        Ok(Self {
+            nets,
+            header: ForwardedHeader::default(),
+        })
+    }
+
+    /// The same proxies, read from `header`.
+    #[must_use]
+    pub fn reading(self, header: ForwardedHeader) -> Self {
+        Self { header, ..self }
     }
 
     /// Whether `ip` is one of the trusted proxies.
@@ -67,7 +102,7 @@ impl TrustedProxies {
             return peer;
         }
         let mut nearest = peer;
-        for hop in forwarded_hops(headers).into_iter().rev() {
+        for hop in forwarded_hops(headers, self.header).into_iter().rev() {
             // An address that cannot be read (`unknown`, obfuscated, garbage): nothing left of
             // it can be placed, so the last proxy that handed it on is as near as we know.
             let Some(ip) = hop else { return nearest };
@@ -80,36 +115,27 @@ impl TrustedProxies {
     }
 }
 
-/// The forwarded-for addresses, oldest first: from `Forwarded` when the request has one,
-/// else from `X-Forwarded-For`; `None` for a hop that is not an IP address.
-fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let values = |name: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
+/// The forwarded-for addresses in `header`, oldest first; `None` for a hop that is not an
+/// IP address. Each element is read on its own, so bytes a client put in its part of a
+/// line cannot hide the parts the proxies appended.
+fn forwarded_hops(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<IpAddr>> {
+    let name = match header {
+        ForwardedHeader::XForwardedFor => "x-forwarded-for",
+        ForwardedHeader::Forwarded => "forwarded",
     };
-    let forwarded = values("forwarded");
-    if !forwarded.is_empty() {
-        return forwarded
-            .into_iter()
-            .flat_map(|value| match value {
-                Some(value) => rfc7239::parse(value)
-                    .map(|node| {
-                        node.ok()
-                            .and_then(|node| node.forwarded_for.and_then(|id| id.ip().copied()))
-                    })
-                    .collect(),
-                None => vec![None],
-            })
-            .collect();
-    }
-    values("x-forwarded-for")
-        .into_iter()
-        .flat_map(|value| match value {
-            Some(value) => value.split(',').map(|hop| forwarded_ip(hop.trim())).collect(),
-            None => vec![None],
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(|element| {
+            let element = std::str::from_utf8(element).ok()?.trim();
+            match header {
+                ForwardedHeader::XForwardedFor => forwarded_ip(element),
+                ForwardedHeader::Forwarded => {
+                    let node = rfc7239::parse(element).next()?.ok()?;
+                    node.forwarded_for.and_then(|id| id.ip().copied())
+                }
+            }
         })
         .collect()
 }
@@ -145,6 +171,14 @@ mod tests {
             .client
     }
 
+    fn client_by_rfc(trusted: &str, peer: &str, pairs: &[(&'static str, &'static str)]) -> IpAddr {
+        TrustedProxies::parse(trusted)
+            .unwrap()
+            .reading(ForwardedHeader::Forwarded)
+            .client_addr(ip(peer), &headers(pairs))
+            .client
+    }
+
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
         let spoofed = [("x-forwarded-for", "1.1.1.1"), ("forwarded", "for=2.2.2.2")];
@@ -167,13 +201,22 @@ mod tests {
             "forwarded",
             "for=6.6.6.6, for=\"[2001:db8::17]:4711\";proto=https, for=10.9.9.9",
         )];
-        assert_eq!(client(trusted, "10.0.0.1", &rfc), ip("2001:db8::17"));
-        // `Forwarded` wins over `X-Forwarded-For` when both came.
+        assert_eq!(client_by_rfc(trusted, "10.0.0.1", &rfc), ip("2001:db8::17"));
+        // Only the configured header counts: a client's own `Forwarded`, passed on by a
+        // proxy that appends to `X-Forwarded-For`, names nobody (and the reverse).
         let both = [
             ("forwarded", "for=198.51.100.5"),
             ("x-forwarded-for", "198.51.100.6"),
         ];
-        assert_eq!(client(trusted, "10.0.0.1", &both), ip("198.51.100.5"));
+        assert_eq!(client(trusted, "10.0.0.1", &both), ip("198.51.100.6"));
+        assert_eq!(client_by_rfc(trusted, "10.0.0.1", &both), ip("198.51.100.5"));
+        let spoofed = [("forwarded", "for=1.2.3.4")];
+        assert_eq!(client(trusted, "10.0.0.1", &spoofed), ip("10.0.0.1"));
+        assert_eq!(
+            "Forwarded".parse::<ForwardedHeader>(),
+            Ok(ForwardedHeader::Forwarded)
+        );
+        assert!("via".parse::<ForwardedHeader>().is_err());
     }
 
     #[test]
@@ -181,7 +224,18 @@ mod tests {
         let trusted = "10.0.0.0/8";
         assert_eq!(client(trusted, "10.0.0.1", &[]), ip("10.0.0.1"));
         let unknown = [("forwarded", "for=198.51.100.4, for=unknown, for=10.0.0.9")];
-        assert_eq!(client(trusted, "10.0.0.1", &unknown), ip("10.0.0.9"));
+        assert_eq!(client_by_rfc(trusted, "10.0.0.1", &unknown), ip("10.0.0.9"));
+        // Bytes that are not text in the client's part do not hide what the proxy appended.
+        let mut raw = HeaderMap::new();
+        raw.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.4").unwrap(),
+        );
+        let proxies = TrustedProxies::parse(trusted).unwrap();
+        assert_eq!(
+            proxies.client_addr(ip("10.0.0.1"), &raw).client,
+            ip("198.51.100.4")
+        );
         let garbage = [("x-forwarded-for", "198.51.100.4, not-an-ip")];
         assert_eq!(client(trusted, "10.0.0.1", &garbage), ip("10.0.0.1"));
         let all_trusted = [("x-forwarded-for", "10.5.5.5, 10.6.6.6")];

@@ -37,6 +37,8 @@ Environment:
   FLOWDECK_SIGN_INS_PER_MIN  OIDC sign-ins one client address may start, then 429 [default: 30]
   FLOWDECK_TRUSTED_PROXIES  addresses and CIDR ranges of proxies whose Forwarded /
                            X-Forwarded-For name the client (e.g. 10.0.0.0/8) [default: none]
+  FLOWDECK_FORWARDED_HEADER  the header those proxies append the client to: X-Forwarded-For
+                           or Forwarded; the other is never read [default: X-Forwarded-For]
   FLOWDECK_CALLBACK_TTL    longest life of a run's callback credential [default: 24h]
   FLOWDECK_OIDC_ISSUER     OpenID Connect issuer URL; enables bearer JWTs and browser sign-in
   FLOWDECK_OIDC_CLIENT_ID  client id for browser sign-in (required with the issuer)

@@ -128,8 +128,9 @@ fn duration(name: &str, default: Duration) -> anyhow::Result<Duration> {
         .ok()
         .filter(|n| *n > 0 && seconds > 0)
         .and_then(|n| n.checked_mul(seconds))
+        .filter(|s| *s <= 366 * 86_400)
         .map(Duration::from_secs)
-        .with_context(|| format!("{name} must be a duration above 0, like 24h, 90m or 3600s"))
+        .with_context(|| format!("{name} must be a duration from 1s to 366d, like 24h, 90m or 3600s"))
 }
 
 /// The trusted proxy settings, when `FLOWDECK_PROXY_TRUSTED_ADDRS` is set.
@@ -146,8 +147,7 @@ fn proxy() -> anyhow::Result<Option<app::auth::proxy::ProxyConfig>> {
                 .with_context(|| format!("FLOWDECK_PROXY_TRUSTED_ADDRS: {a:?} is not an IP address"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let role_map = app::auth::oidc::parse_role_map(&var("FLOWDECK_PROXY_ROLE_MAP")?.unwrap_or_default())
-        .map_err(|e| anyhow::anyhow!("FLOWDECK_PROXY_ROLE_MAP: {e}"))?;
+    let role_map = role_map("FLOWDECK_PROXY_ROLE_MAP")?;
     Ok(Some(app::auth::proxy::ProxyConfig {
         trusted,
         user_header: var("FLOWDECK_PROXY_USER_HEADER")?
@@ -162,7 +162,7 @@ fn proxy() -> anyhow::Result<Option<app::auth::proxy::ProxyConfig>> {
 
 /// The OpenID Connect settings, when `FLOWDECK_OIDC_ISSUER` is set.
 fn oidc(public_url: &str) -> anyhow::Result<Option<app::auth::oidc::OidcConfig>> {
-    use app::auth::oidc::{OidcConfig, parse_algorithms, parse_role_map};
+    use app::auth::oidc::{OidcConfig, parse_algorithms};
     let Some(issuer) = var("FLOWDECK_OIDC_ISSUER")? else {
         return Ok(None);
     };
@@ -172,8 +172,7 @@ fn oidc(public_url: &str) -> anyhow::Result<Option<app::auth::oidc::OidcConfig>>
     let algorithms =
         parse_algorithms(&var("FLOWDECK_OIDC_ALGORITHMS")?.unwrap_or_else(|| "RS256,ES256,EdDSA".into()))
             .map_err(|e| anyhow::anyhow!("FLOWDECK_OIDC_ALGORITHMS: {e}"))?;
-    let role_map = parse_role_map(&var("FLOWDECK_OIDC_ROLE_MAP")?.unwrap_or_default())
-        .map_err(|e| anyhow::anyhow!("FLOWDECK_OIDC_ROLE_MAP: {e}"))?;
+    let role_map = role_map("FLOWDECK_OIDC_ROLE_MAP")?;
     Ok(Some(OidcConfig {
         audience: var("FLOWDECK_OIDC_AUDIENCE")?.unwrap_or_else(|| client_id.clone()),
         client_secret: var("FLOWDECK_OIDC_CLIENT_SECRET")?,
@@ -197,6 +196,17 @@ fn per_minute(name: &str, default: std::num::NonZeroU32) -> anyhow::Result<std::
         })
         .transpose()
         .map(|n| n.unwrap_or(default))
+}
+
+/// A role map (`group=role,…`): empty when unset; set, it must name at least one pair, since
+/// an empty map would let role names map to themselves again.
+fn role_map(name: &str) -> anyhow::Result<std::collections::HashMap<String, app::auth::Role>> {
+    let Some(list) = var(name)? else {
+        return Ok(std::collections::HashMap::new());
+    };
+    let map = app::auth::oidc::parse_role_map(&list).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    anyhow::ensure!(!map.is_empty(), "{name} is set but names no value=role pair");
+    Ok(map)
 }
 
 /// A yes/no variable: `true`/`1`/`yes` or `false`/`0`/`no` (unset: no).
@@ -272,9 +282,15 @@ impl Config {
             triggers_per_minute: per_minute("FLOWDECK_TRIGGERS_PER_MIN", defaults.triggers_per_minute)?,
             sign_ins_per_minute: per_minute("FLOWDECK_SIGN_INS_PER_MIN", defaults.sign_ins_per_minute)?,
         };
+        let forwarded_header = var("FLOWDECK_FORWARDED_HEADER")?
+            .map(|name| name.parse())
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("FLOWDECK_FORWARDED_HEADER: {e}"))?
+            .unwrap_or_default();
         let trusted_proxies =
             app::client_addr::TrustedProxies::parse(&var("FLOWDECK_TRUSTED_PROXIES")?.unwrap_or_default())
-                .map_err(|e| anyhow::anyhow!("FLOWDECK_TRUSTED_PROXIES: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("FLOWDECK_TRUSTED_PROXIES: {e}"))?
+                .reading(forwarded_header);
         let public_url = var("FLOWDECK_PUBLIC_URL")?.unwrap_or_else(|| format!("http://{addr}"));
         Ok(Config {
             prefect_api_url: var("PREFECT_API_URL")?,

@@ -99,11 +99,23 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_and_audited(db: 
         .await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     // Another client behind the same proxy keeps its own budget.
-    let neighbour = [("forwarded", "for=198.51.100.8;proto=https")];
+    let neighbour = [("x-forwarded-for", "198.51.100.8")];
     let answer = app
         .send(from_peer("/api/pipelines/", &junk, PROXY, &neighbour))
         .await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "not the attacker's 429");
+    // A client's own `Forwarded` header, passed on by a proxy that appends to
+    // `X-Forwarded-For`, is not read: the attacker cannot name itself.
+    let named = [
+        ("forwarded", "for=192.0.2.99"),
+        ("x-forwarded-for", "198.51.100.7"),
+    ];
+    let answer = app.send(from_peer("/api/pipelines/", &junk, PROXY, &named)).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "still the attacker's budget"
+    );
     // From an untrusted peer the header is ignored: the peer itself is the client.
     let spoofer = app
         .send(from_peer("/api/pipelines/", &junk, "203.0.113.9:5000", &attacker))
@@ -321,6 +333,23 @@ async fn event_streams_end_when_their_credential_does(db: PgPool) {
     assert_eq!(
         app.get("/api/events", &key).await.status,
         StatusCode::UNAUTHORIZED
+    );
+
+    // A rotated key's stream ends when the overlap does (here at once).
+    let (id, rotated) = new_key(&app, json!({"name": "rotated-stream", "role": "viewer"})).await;
+    let mut stream = app.subscribe("", &rotated, None).await;
+    assert!(!stream.ends_within(Duration::from_millis(300)).await);
+    let rotation = app
+        .post(
+            &format!("/api/api_keys/{id}/rotate"),
+            &app.admin,
+            json!({"overlap_minutes": 0}),
+        )
+        .await;
+    assert!(rotation.status.is_success(), "{}", rotation.text());
+    assert!(
+        stream.ends_within(Duration::from_secs(5)).await,
+        "ends with the overlap"
     );
 
     // An expiring key's stream ends at its expiry.

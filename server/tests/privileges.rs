@@ -188,9 +188,28 @@ async fn the_server_role_writes_rows_but_not_the_schema_nor_the_audit_trail(db: 
             "DELETE FROM _sqlx_migrations",
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
              VALUES (99999999999999, 'forged', true, '\\x00', 0)",
+            // The audit retention: only through the function that records who set it.
+            "UPDATE settings SET audit_retention_days = 1",
+            "DELETE FROM settings",
         ] {
             refused(&mut app, sql).await;
         }
+        // Setting it through the function leaves its own audit row, and pruning too.
+        sqlx::query("SELECT flowdeck_set_audit_retention(1, 'intruder', NULL, NULL, NULL)")
+            .execute(&mut app)
+            .await
+            .expect("the function is the way to set the retention");
+        sqlx::query("UPDATE audit_events SET occurred_at = occurred_at")
+            .execute(&mut app)
+            .await
+            .expect_err("still refused");
+        let recorded: Vec<String> = sqlx::query_scalar(
+            "SELECT actor FROM audit_events WHERE action = 'audit.retention_set'",
+        )
+        .fetch_all(&mut app)
+        .await
+        .unwrap();
+        assert_eq!(recorded, ["intruder"]);
         app.close().await.ok();
     })
     .await;

@@ -104,6 +104,11 @@ pub fn looks_like_api_key(candidate: &str) -> bool {
     has_shape(candidate, API_KEY_PREFIX)
 }
 
+/// Whether `candidate` has the shape of a session token (64 hex digits).
+pub fn looks_like_session_token(candidate: &str) -> bool {
+    candidate.len() == 64 && candidate.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Whether `candidate` has the shape of a run's callback credential.
 pub fn looks_like_callback_token(candidate: &str) -> bool {
     has_shape(candidate, CALLBACK_TOKEN_PREFIX)

@@ -62,7 +62,9 @@ impl RequestMeta {
             source_addr: addr.map(|a| a.client.to_string()),
             client: addr.map(|a| a.client),
             peer: addr.map(|a| a.peer),
-            session_hash: token.map(keys::hash_secret),
+            session_hash: token
+                .filter(|t| keys::looks_like_session_token(t))
+                .map(keys::hash_secret),
             csrf_token: token.map(keys::csrf_token),
         }
     }
@@ -382,6 +384,7 @@ async fn authenticate(
             None => {}
         }
     }
+    // A cookie that is not a session token's shape (64 hex digits) costs no database work.
     let Some(hash) = &meta.session_hash else {
         return Ok(None);
     };
@@ -402,27 +405,40 @@ async fn authenticate(
     Ok(Some((principal, presented)))
 }
 
-/// Whether a credential checked earlier in this request still holds.
+/// Checks again a credential checked earlier in this request; false once it no longer
+/// holds.
 ///
-/// Not expired, not revoked, its session not signed out, its key not past a rotation's
-/// overlap. A database that cannot answer keeps it (the next check decides).
-pub async fn still_valid(state: &AppState, presented: &Presented) -> bool {
+/// Not expired, not revoked, its session not signed out or idle, its key not past a
+/// rotation's overlap. Its expiry is read afresh (a rotation moves it). A database that
+/// cannot answer keeps it (the next check decides).
+pub async fn recheck(state: &AppState, presented: &mut Presented) -> bool {
     if presented.expires_at.is_some_and(|end| end <= Utc::now()) {
         return false;
     }
     let live = match &presented.proof {
-        Proof::ApiKey(hash) => live_api_key(state, hash).await.map(|key| key.is_some()),
+        Proof::ApiKey(hash) => live_api_key(state, hash)
+            .await
+            .map(|key| key.map(|key| key.expires_at)),
         Proof::Session(hash) => db::read_session(&state.db, hash, SESSION_IDLE_MINUTES)
             .await
-            .map(|session| session.is_some())
+            .map(|session| session.map(|session| session.expires_at))
             .map_err(AppError::from),
-        Proof::Callback(hash) => live_callback(state, hash).await.map(|run| run.is_some()),
-        Proof::Token | Proof::Proxy => Ok(true),
+        Proof::Callback(hash) => live_callback(state, hash)
+            .await
+            .map(|run| run.map(|_| presented.expires_at)),
+        Proof::Token | Proof::Proxy => Ok(Some(presented.expires_at)),
     };
-    live.unwrap_or_else(|error| {
-        tracing::debug!(%error, "cannot check a credential again now");
-        true
-    })
+    match live {
+        Ok(Some(expires_at)) => {
+            presented.expires_at = expires_at;
+            expires_at.is_none_or(|end| end > Utc::now())
+        }
+        Ok(None) => false,
+        Err(error) => {
+            tracing::debug!(%error, "cannot check a credential again now");
+            true
+        }
+    }
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Presented {

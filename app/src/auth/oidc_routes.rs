@@ -103,10 +103,6 @@ async fn callback(
     headers: HeaderMap,
     Query(back): Query<Callback>,
 ) -> Response {
-    // Finishing writes too (the pending sign-in is taken, a session opened): same budget.
-    if let Err(limited) = state.limits.sign_in_started(meta.client()) {
-        return limited.into_response();
-    }
     let outcome = finish(&state, &meta, &headers, back).await;
     let secure = state.secure_cookies;
     let mut response = match outcome {

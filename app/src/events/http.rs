@@ -19,7 +19,7 @@ use super::hub::{Published, changes_after};
 use super::{Change, Filter};
 use crate::api::ApiQuery;
 use crate::api::openapi::Errors;
-use crate::auth::middleware::{Presented, still_valid};
+use crate::auth::middleware::{Presented, recheck};
 use crate::auth::{Principal, Role};
 use crate::error::{AppError, Result};
 use crate::state::AppState;
@@ -31,6 +31,9 @@ const RETRY: Duration = Duration::from_secs(2);
 /// A quiet stream sends a `heartbeat` event this often, so clients can tell silence from
 /// a dead link.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+/// A stream's credential is checked again this often, busy or quiet (and at once when
+/// credentials change).
+const RECHECK: Duration = Duration::from_secs(15);
 
 /// Where a resuming subscriber left off: `Last-Event-ID`, or `last_event_id` in the query
 /// for clients that cannot set headers.
@@ -83,17 +86,21 @@ struct Feed {
     presented: Presented,
     /// Moves when credentials may have changed (revoked, rotated, signed out).
     key_moves: tokio::sync::watch::Receiver<()>,
+    /// When the credential is next checked again.
+    next_check: tokio::time::Instant,
+    /// When a heartbeat is due if nothing else is sent.
+    next_heartbeat: tokio::time::Instant,
     state: AppState,
 }
 
 /// What woke a waiting feed.
 enum Woke {
-    /// A change, a lag or a closed hub; or the heartbeat's time-out.
-    Received(
-        std::result::Result<std::result::Result<Arc<Published>, RecvError>, tokio::time::error::Elapsed>,
-    ),
-    /// What credentials grant may have changed.
-    KeysMoved,
+    /// A change, a lag or a closed hub.
+    Received(std::result::Result<Arc<Published>, RecvError>),
+    /// Nothing was sent for a heartbeat's time.
+    Quiet,
+    /// What credentials grant may have changed, or it is time to check anyway.
+    Recheck,
 }
 
 /// Sleeps until `at`, or forever without one.
@@ -109,6 +116,12 @@ async fn until(at: Option<chrono::DateTime<chrono::Utc>>) {
 
 impl Feed {
     async fn next(&mut self) -> Option<Event> {
+        let event = self.next_event().await;
+        self.next_heartbeat = tokio::time::Instant::now() + HEARTBEAT;
+        event
+    }
+
+    async fn next_event(&mut self) -> Option<Event> {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
@@ -117,22 +130,23 @@ impl Feed {
         }
         loop {
             let woke = tokio::select! {
-                received = tokio::time::timeout(HEARTBEAT, self.subscription.recv()) => Woke::Received(received),
+                received = self.subscription.recv() => Woke::Received(received),
+                () = tokio::time::sleep_until(self.next_heartbeat) => Woke::Quiet,
                 _ = self.closing.wait_for(|closing| *closing) => return None,
                 () = until(self.presented.expires_at) => return None,
-                Ok(()) = self.key_moves.changed() => Woke::KeysMoved,
+                Ok(()) = self.key_moves.changed() => Woke::Recheck,
+                () = tokio::time::sleep_until(self.next_check) => Woke::Recheck,
             };
             let received = match woke {
                 Woke::Received(received) => received,
-                Woke::KeysMoved if still_valid(&self.state, &self.presented).await => continue,
-                Woke::KeysMoved => return None,
-            };
-            let Ok(received) = received else {
-                // Quiet: a session may have idled out or a credential aged out meanwhile.
-                if !still_valid(&self.state, &self.presented).await {
+                Woke::Quiet => return Some(Event::default().event("heartbeat").data("{}")),
+                Woke::Recheck => {
+                    self.next_check = tokio::time::Instant::now() + RECHECK;
+                    if recheck(&self.state, &mut self.presented).await {
+                        continue;
+                    }
                     return None;
                 }
-                return Some(Event::default().event("heartbeat").data("{}"));
             };
             match received {
                 Ok(published) => {
@@ -197,6 +211,8 @@ async fn events(
         closing: state.hub.closing(),
         presented,
         key_moves: state.hub.key_moves(),
+        next_check: tokio::time::Instant::now() + RECHECK,
+        next_heartbeat: tokio::time::Instant::now() + HEARTBEAT,
         state: state.clone(),
     };
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {

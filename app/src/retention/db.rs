@@ -3,6 +3,9 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 
+use crate::auth::Principal;
+use crate::auth::middleware::RequestMeta;
+
 /// The pruner's advisory lock key (`flowdeck` in ASCII): whoever holds it prunes.
 const LOCK_KEY: i64 = 0x666c_6f77_6465_636b;
 
@@ -142,22 +145,24 @@ pub async fn audit_retention_days(db: impl PgExecutor<'_>) -> sqlx::Result<Optio
         .await
 }
 
-/// The audit retention in days, with the settings row locked until the transaction ends.
-pub async fn lock_audit_retention(db: impl PgExecutor<'_>) -> sqlx::Result<Option<i32>> {
-    sqlx::query_scalar!("SELECT audit_retention_days FROM settings FOR UPDATE")
-        .fetch_one(db)
-        .await
-}
-
-/// Sets the audit retention (`None`: keep forever).
-pub async fn set_audit_retention_days(db: impl PgExecutor<'_>, days: Option<i32>) -> sqlx::Result<()> {
-    sqlx::query!(
-        "UPDATE settings SET audit_retention_days = $1, updated_at = now()",
-        days
+/// Sets the audit retention (`None`: keep forever) through `flowdeck_set_audit_retention`,
+/// which writes the `audit.retention_set` row with it; returns the old retention.
+pub async fn set_audit_retention(
+    db: impl PgExecutor<'_>,
+    days: Option<i32>,
+    principal: &Principal,
+    meta: &RequestMeta,
+) -> sqlx::Result<Option<i32>> {
+    sqlx::query_scalar!(
+        "SELECT flowdeck_set_audit_retention($1, $2, $3, $4, $5)",
+        days,
+        principal.actor,
+        principal.role.as_str(),
+        meta.request_id,
+        meta.source_addr,
     )
-    .execute(db)
-    .await?;
-    Ok(())
+    .fetch_one(db)
+    .await
 }
 
 /// Takes the pruner's session lock on `conn` if no other session holds it.

@@ -24,7 +24,7 @@ async fn read_retention(State(db): State<PgPool>, principal: Principal) -> Resul
 
 /// Sets how long the audit trail is kept; older events are then pruned by age.
 #[utoipa::path(put, path = "/api/audit_events/retention", tag = "audit",
-    description = "Role: admin. Audit events older than `days` are deleted by the next pruning pass (every few minutes); `null` keeps them forever. The change is audited (`audit.retention_set`), and so is each pass that deletes (`audit.pruned`).",
+    description = "Role: admin. Audit events older than `days` are deleted by the next pruning pass (every few minutes); `null` keeps them forever. The change is audited (`audit.retention_set`), and so is each batch of audit events deleted (`audit.pruned`).",
     request_body = AuditRetention,
     responses((status = 200, description = "The retention now in force", body = AuditRetention), Errors))]
 async fn set_retention(

@@ -12,7 +12,6 @@ use tokio::sync::watch;
 
 use super::db::{self, Table};
 use super::{AuditRetention, MAX_AUDIT_DAYS};
-use crate::audit;
 use crate::auth::middleware::RequestMeta;
 use crate::auth::{Principal, Role};
 use crate::error::{AppError, Result};
@@ -163,8 +162,8 @@ async fn drain(
     }
 }
 
-/// Prunes every table on `conn`, which holds the lock; one `audit.pruned` event records
-/// audit events deleted.
+/// Prunes every table on `conn`, which holds the lock; each call of `flowdeck_prune_audit`
+/// that deletes audit events records them (`audit.pruned`) itself.
 async fn prune_all(
     conn: &mut PgConnection,
     pruner: &Pruner,
@@ -175,25 +174,8 @@ async fn prune_all(
         let deleted = drain(conn, pruner, Target::Table(table), shutdown).await?;
         *pruned.count(table) = deleted;
     }
-    if let Some((days, cutoff)) = db::audit_cutoff(&mut *conn).await? {
+    if db::audit_cutoff(&mut *conn).await?.is_some() {
         pruned.audit_events = drain(conn, pruner, Target::Audit, shutdown).await?;
-        if pruned.audit_events > 0 {
-            let detail = serde_json::json!({
-                "deleted": pruned.audit_events,
-                "cutoff": cutoff,
-                "retention_days": days,
-            });
-            audit::record_detail(
-                &mut *conn,
-                "flowdeck",
-                None,
-                "audit.pruned",
-                "audit_events",
-                &detail,
-                None,
-            )
-            .await?;
-        }
     }
     Ok(pruned)
 }
@@ -286,21 +268,7 @@ pub async fn set_audit_retention(
             ),
         ));
     }
-    let mut tx = pool.begin().await?;
-    let old = db::lock_audit_retention(&mut *tx).await?;
-    db::set_audit_retention_days(&mut *tx, retention.days).await?;
-    let detail = serde_json::json!({"old_days": old, "new_days": retention.days});
-    audit::record_detail(
-        &mut *tx,
-        &principal.actor,
-        Some(principal.role.as_str()),
-        "audit.retention_set",
-        "audit_events",
-        &detail,
-        Some(meta),
-    )
-    .await?;
-    tx.commit().await?;
+    let old = db::set_audit_retention(pool, retention.days, principal, meta).await?;
     tracing::info!(old_days = old, new_days = retention.days, "audit retention set");
     Ok(retention)
 }

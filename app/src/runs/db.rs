@@ -788,8 +788,8 @@ pub async fn retry_later(
 /// The run a live callback credential belongs to.
 ///
 /// The run must be unfinished or have ended less than `grace_minutes` ago, and the
-/// credential younger than `max_age_seconds` (`FLOWDECK_CALLBACK_TTL`: a run that never
-/// ends does not keep it forever).
+/// credential younger than `max_age_seconds` since it was handed to Prefect (or made, if
+/// it never was) (`FLOWDECK_CALLBACK_TTL`: a run that never ends does not keep it forever).
 pub async fn run_for_callback_token(
     db: impl PgExecutor<'_>,
     token_hash: &[u8],
@@ -799,7 +799,7 @@ pub async fn run_for_callback_token(
     sqlx::query_scalar!(
         "SELECT id FROM runs WHERE callback_token_hash = $1
            AND (ended_at IS NULL OR ended_at > now() - make_interval(mins => $2))
-           AND created_at > now() - $3::bigint * interval '1 second'",
+           AND coalesce(submitted_at, created_at) > now() - $3::bigint * interval '1 second'",
         token_hash,
         grace_minutes,
         max_age_seconds,
