@@ -102,7 +102,8 @@ fn constraints() -> Vec<(&'static str, &'static str, Value)> {
         (
             "StatusUpdate",
             "event_id",
-            json!({"minLength": 1, "maxLength": MAX_NAME, "not": {"pattern": "^flowdeck:"}}),
+            // `not` a string with Flowdeck's prefix: `null` (no id) stays valid.
+            json!({"minLength": 1, "maxLength": MAX_NAME, "not": {"type": "string", "pattern": "^flowdeck:"}}),
         ),
         ("NewApiKey", "name", text(crate::auth::api_keys::MAX_NAME_LEN)),
         (
