@@ -29,11 +29,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
         response.insert_header(header::CONTENT_SECURITY_POLICY, policy);
     }
     // Clients that send neither Origin nor Sec-Fetch-Site prove same-origin with this.
+    let secure = use_context::<AppState>().is_some_and(|state| state.secure_cookies);
     let csrf = use_context::<http::request::Parts>()
-        .and_then(|parts| {
-            let meta = parts.extensions.get::<auth::middleware::RequestMeta>()?;
-            meta.csrf_token().map(str::to_owned)
-        })
+        .and_then(|parts| auth::middleware::csrf_token_of(&parts.headers, secure))
         .map(|token| view! { <meta name="csrf-token" content=token /> });
     view! {
         <!DOCTYPE html>

@@ -228,6 +228,17 @@ pub(crate) fn var(name: &str) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// A pool of at most `connections` to `url`, failing fast with a message that names the
+/// variable `name` it came from (but never prints the URL: it may hold a password).
+pub async fn connect_to(url: &str, name: &str, connections: u32) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot connect to the database given by {name}"))
+}
+
 impl Config {
     /// Reads the environment; fails with the name of the variable that is wrong.
     pub fn from_env() -> anyhow::Result<Self> {
@@ -320,12 +331,7 @@ impl Config {
     /// Connects to `PostgreSQL`, failing fast with a message that names `DATABASE_URL`
     /// (but never prints it: it may hold a password).
     pub async fn connect(&self) -> anyhow::Result<PgPool> {
-        PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(&self.database_url)
-            .await
-            .context("cannot connect to the database given by DATABASE_URL")
+        connect_to(&self.database_url, "DATABASE_URL", 16).await
     }
 
     /// The Prefect client, when `PREFECT_API_URL` is set.

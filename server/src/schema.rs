@@ -6,12 +6,11 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 
 use crate::config::Config;
 
@@ -40,12 +39,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
         return Ok(());
     };
     let server = server_role(&config.database_url, owner_url)?;
-    let owner = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(owner_url)
-        .await
-        .context("cannot connect to the database given by FLOWDECK_MIGRATION_DATABASE_URL")?;
+    let owner = crate::config::connect_to(owner_url, "FLOWDECK_MIGRATION_DATABASE_URL", 1).await?;
     bring_up_to_date(&owner, "FLOWDECK_MIGRATION_DATABASE_URL").await?;
     if let Some(server) = server {
         let created = app::db_roles::grant_server_role(&owner, &server.name, server.password.as_deref())

@@ -13,7 +13,7 @@ pub mod page;
 #[cfg(feature = "ssr")]
 mod record;
 #[cfg(feature = "ssr")]
-pub use record::{Outcome, record, record_denials, record_detail, record_success, record_successes};
+pub use record::{Outcome, record, record_denials, record_success, record_successes};
 
 /// One audited action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -91,34 +91,6 @@ pub async fn record_success(
     .await
 }
 
-/// Appends a successful `action` with its `detail` (old and new values, counts); `meta` is
-/// the request that did it, `None` for Flowdeck's own work.
-pub async fn record_detail(
-    db: impl PgExecutor<'_>,
-    actor: &str,
-    role: Option<&str>,
-    action: &str,
-    target: &str,
-    detail: &serde_json::Value,
-    meta: Option<&RequestMeta>,
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "INSERT INTO audit_events (actor, role, action, target, request_id, outcome, source_addr, detail)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        actor,
-        role,
-        action,
-        target,
-        meta.map(|m| m.request_id.as_str()),
-        Outcome::Success.as_str(),
-        meta.and_then(|m| m.source_addr.as_deref()),
-        detail,
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 /// Appends one successful `action` per entry (its principal, target and request), in one
 /// statement: what a group of status reports writes.
 pub async fn record_successes(

@@ -128,6 +128,7 @@ impl<K: Hash + Eq + Clone> Bounded<K> {
         }
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.limiter
             .read()
@@ -185,6 +186,18 @@ pub struct Denials {
     window: Option<(Instant, u32)>,
 }
 
+impl Tally {
+    /// The row of the refusals counted so far, written at `now`; the count starts again.
+    fn written(&mut self, source: Refused, now: Instant) -> DenialRow {
+        self.last_row = Some(now);
+        DenialRow {
+            source,
+            count: std::mem::take(&mut self.pending),
+            target: std::mem::take(&mut self.target),
+        }
+    }
+}
+
 fn window_passed(last_row: Option<Instant>, now: Instant) -> bool {
     last_row.is_none_or(|last| now.duration_since(last) >= DENIAL_WINDOW)
 }
@@ -224,12 +237,7 @@ impl Denials {
             return None;
         }
         self.window = Some((window.0, window.1 + 1));
-        tally.last_row = Some(now);
-        Some(DenialRow {
-            source: key,
-            count: std::mem::take(&mut tally.pending),
-            target: std::mem::take(&mut tally.target),
-        })
+        Some(tally.written(key, now))
     }
 
     /// The rows due at `now`: addresses with refusals not yet written whose last row is a
@@ -243,12 +251,7 @@ impl Denials {
             if tally.pending == 0 {
                 return false;
             }
-            tally.last_row = Some(now);
-            rows.push(DenialRow {
-                source: *source,
-                count: std::mem::take(&mut tally.pending),
-                target: std::mem::take(&mut tally.target),
-            });
+            rows.push(tally.written(*source, now));
             true
         });
         rows
@@ -328,16 +331,13 @@ impl Limits {
             .by_addr
             .into_iter()
             .filter(|(_, tally)| tally.pending > 0)
-            .map(|(source, tally)| DenialRow {
-                source,
-                count: tally.pending,
-                target: tally.target,
-            })
+            .map(|(source, mut tally)| tally.written(source, Instant::now()))
             .collect()
     }
 
-    /// Addresses and principals held, all maps together (for tests and metrics).
-    pub fn held(&self) -> usize {
+    /// Addresses and principals held, all maps together.
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.failures.len()
             + self.sign_ins.len()
             + self.triggers.len()

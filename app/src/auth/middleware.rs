@@ -46,8 +46,6 @@ pub struct RequestMeta {
     peer: Option<IpAddr>,
     /// The session token hash carried by the cookie, if any.
     session_hash: Option<Vec<u8>>,
-    /// The session's CSRF token, for the page to hand to scripts.
-    csrf_token: Option<String>,
 }
 
 impl RequestMeta {
@@ -65,7 +63,6 @@ impl RequestMeta {
             session_hash: token
                 .filter(|t| keys::looks_like_session_token(t))
                 .map(keys::hash_secret),
-            csrf_token: token.map(keys::csrf_token),
         }
     }
 
@@ -89,11 +86,6 @@ impl RequestMeta {
     pub fn client(&self) -> Option<IpAddr> {
         self.client
     }
-
-    /// The CSRF token of the request's session, if it carries one.
-    pub fn csrf_token(&self) -> Option<&str> {
-        self.csrf_token.as_deref()
-    }
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestMeta {
@@ -104,16 +96,17 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestMeta {
     }
 }
 
+/// What [`identify`] put in the request for an authenticated caller; 401 without one.
+fn identified<T: Clone + Send + Sync + 'static>(parts: &http::request::Parts) -> Result<T, AppError> {
+    parts.extensions.get::<T>().cloned().ok_or(AppError::Unauthorized)
+}
+
 /// Handlers take the caller as an extractor; without an identity the answer is 401.
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, AppError> {
-        parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .ok_or(AppError::Unauthorized)
+        identified(parts)
     }
 }
 
@@ -206,18 +199,23 @@ fn provenance(headers: &HeaderMap) -> Provenance {
 /// Whether a state-changing request carrying the session cookie may go ahead: the browser
 /// must say it is same-origin, or, when it says nothing, the request must carry the
 /// session's CSRF token (`X-CSRF-Token`, as pages give it in `<meta name="csrf-token">`).
-fn forgery_checked(headers: &HeaderMap, csrf_token: Option<&str>) -> bool {
+fn forgery_checked(headers: &HeaderMap, secure_cookies: bool) -> bool {
     match provenance(headers) {
         Provenance::SameOrigin => true,
         Provenance::CrossSite => false,
         Provenance::Unknown => {
             let sent = headers.get("x-csrf-token").map(HeaderValue::as_bytes);
-            match (sent, csrf_token) {
+            match (sent, csrf_token_of(headers, secure_cookies)) {
                 (Some(sent), Some(token)) => subtle::ConstantTimeEq::ct_eq(sent, token.as_bytes()).into(),
                 _ => false,
             }
         }
     }
+}
+
+/// The CSRF token of the session of this request, for the page to hand to scripts.
+pub fn csrf_token_of(headers: &HeaderMap, secure_cookies: bool) -> Option<String> {
+    session_token(headers, secure_cookies).map(keys::csrf_token)
 }
 
 /// Whether session cookies must be `Secure` (and named with `__Host-`).
@@ -441,15 +439,12 @@ pub async fn recheck(state: &AppState, presented: &mut Presented) -> bool {
     }
 }
 
+/// An event stream takes the credential it was opened with; without one the answer is 401.
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Presented {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, AppError> {
-        parts
-            .extensions
-            .get::<Presented>()
-            .cloned()
-            .ok_or(AppError::Unauthorized)
+        identified(parts)
     }
 }
 
@@ -473,7 +468,8 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
             // Browsers carry sessions and proxy identities by themselves: forgeable.
             let via_browser = matches!(principal.via, AuthMethod::Session | AuthMethod::Proxy);
             let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-            let forged = via_browser && unsafe_method && !forgery_checked(req.headers(), meta.csrf_token());
+            let forged =
+                via_browser && unsafe_method && !forgery_checked(req.headers(), state.secure_cookies);
             req.extensions_mut().insert(principal);
             req.extensions_mut().insert(presented);
             forged.then(cross_site_refusal)
@@ -718,10 +714,7 @@ mod tests {
     }
 
     fn forgery_checked(headers: &HeaderMap) -> bool {
-        super::forgery_checked(
-            headers,
-            session_token(headers, false).map(keys::csrf_token).as_deref(),
-        )
+        super::forgery_checked(headers, false)
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! Queries of the pruner and of the audit retention setting.
 
-use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 
 use crate::auth::Principal;
@@ -125,17 +124,6 @@ pub async fn prune_audit(db: impl PgExecutor<'_>, batch: i32) -> sqlx::Result<u6
         .fetch_one(db)
         .await?;
     Ok(u64::try_from(deleted).unwrap_or(0))
-}
-
-/// The audit retention in days and the cutoff it means now, when one is set.
-pub async fn audit_cutoff(db: impl PgExecutor<'_>) -> sqlx::Result<Option<(i32, DateTime<Utc>)>> {
-    let row = sqlx::query!(
-        r#"SELECT audit_retention_days AS "days!", now() - make_interval(days => audit_retention_days) AS "cutoff!"
-           FROM settings WHERE audit_retention_days IS NOT NULL"#
-    )
-    .fetch_optional(db)
-    .await?;
-    Ok(row.map(|r| (r.days, r.cutoff)))
 }
 
 /// The audit retention in days, `None` for forever.

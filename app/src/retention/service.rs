@@ -174,7 +174,7 @@ async fn prune_all(
         let deleted = drain(conn, pruner, Target::Table(table), shutdown).await?;
         *pruned.count(table) = deleted;
     }
-    if db::audit_cutoff(&mut *conn).await?.is_some() {
+    if db::audit_retention_days(&mut *conn).await?.is_some() {
         pruned.audit_events = drain(conn, pruner, Target::Audit, shutdown).await?;
     }
     Ok(pruned)
