@@ -9,13 +9,16 @@ use leptos_meta::{Stylesheet, Title, provide_meta_context};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{SsrMode, path};
 
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod caller;
 pub mod error;
 pub mod events;
 pub mod filter;
 pub mod pipelines;
 pub mod runs;
+pub mod status;
 pub mod ui;
 
 #[cfg(feature = "ssr")]
@@ -30,8 +33,6 @@ pub mod prefect;
 pub mod retention;
 #[cfg(feature = "ssr")]
 pub mod routes;
-#[cfg(feature = "ssr")]
-pub mod state;
 #[cfg(feature = "ssr")]
 pub mod telemetry;
 
@@ -56,7 +57,7 @@ pub fn App() -> impl IntoView {
                     ssr=SsrMode::Async
                 />
                 <Route path=path!("/runs/:id") view=runs::page::RunPage ssr=SsrMode::Async />
-                <Route path=path!("/admin/api-keys") view=auth::keys_page::ApiKeysPage ssr=SsrMode::Async />
+                <Route path=path!("/admin/api-keys") view=api_keys::page::ApiKeysPage ssr=SsrMode::Async />
                 <Route path=path!("/audit") view=audit::page::AuditTrailPage ssr=SsrMode::Async />
             </Routes>
         </Router>

@@ -1,9 +1,9 @@
 //! The command line: `serve` (default), `migrate`, `api-key create|list|rotate|revoke`, `check`.
 
 use anyhow::Context;
-use app::auth::api_keys::{self, ApiKeyFilter, CreatedApiKey, NewApiKey, Rotation};
-use app::auth::middleware::RequestMeta;
-use app::auth::{AuthMethod, Principal, Role};
+use app::api_keys::{self, ApiKeyFilter, CreatedApiKey, NewApiKey, Rotation};
+use app::caller::RequestMeta;
+use app::caller::{AuthMethod, Principal, Role};
 use clap::{Parser, Subcommand};
 use sqlx::PgPool;
 
@@ -111,7 +111,7 @@ pub enum ApiKeyCommand {
         /// The key's id, as `list` shows it.
         id: i64,
         /// Minutes the old key keeps working beside the new one.
-        #[arg(long, default_value_t = app::auth::api_keys::DEFAULT_OVERLAP_MINUTES)]
+        #[arg(long, default_value_t = app::api_keys::DEFAULT_OVERLAP_MINUTES)]
         overlap_minutes: u32,
     },
     /// Revoke a key and the browser sessions it opened.

@@ -200,7 +200,7 @@ fn per_minute(name: &str, default: std::num::NonZeroU32) -> anyhow::Result<std::
 
 /// A role map (`group=role,…`): empty when unset; set, it must name at least one pair, since
 /// an empty map would let role names map to themselves again.
-fn role_map(name: &str) -> anyhow::Result<std::collections::HashMap<String, app::auth::Role>> {
+fn role_map(name: &str) -> anyhow::Result<std::collections::HashMap<String, app::caller::Role>> {
     let Some(list) = var(name)? else {
         return Ok(std::collections::HashMap::new());
     };

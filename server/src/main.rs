@@ -8,7 +8,7 @@ mod telemetry;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use app::state::AppState;
+use app::routes::AppState;
 use axum::Router;
 use clap::Parser;
 use tower_http::CompressionLevel;
@@ -125,7 +125,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .precompressed_gzip();
     if let Some(addr) = config.metrics_addr {
         let metrics = Router::new()
-            .route("/metrics", axum::routing::get(app::telemetry::http::open_metrics))
+            .route("/metrics", axum::routing::get(app::routes::metrics::open_metrics))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(addr)
             .await

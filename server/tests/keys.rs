@@ -396,7 +396,7 @@ async fn a_trusted_proxy_names_the_user_and_nobody_else_can(db: PgPool) {
             trusted: vec!["127.0.0.1".parse().unwrap()],
             user_header: "x-forwarded-user".into(),
             groups_header: "x-forwarded-groups".into(),
-            role_map: std::collections::HashMap::from([("data-eng".to_owned(), app::auth::Role::Operator)]),
+            role_map: std::collections::HashMap::from([("data-eng".to_owned(), app::caller::Role::Operator)]),
         },
     )
     .await;

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use app::auth::Role;
 use app::auth::oidc::{Oidc, OidcConfig, pkce_challenge};
+use app::caller::Role;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Request, StatusCode};

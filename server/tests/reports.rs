@@ -286,7 +286,7 @@ async fn a_remembered_key_is_refused_once_revoked_here_or_elsewhere_or_expired(d
     };
 
     // Revoked through this replica: the very next request is refused.
-    let here = common::key(&db, app::auth::Role::Viewer).await;
+    let here = common::key(&db, app::caller::Role::Viewer).await;
     assert_eq!(status(here.clone()).await, StatusCode::OK);
     assert_eq!(status(here.clone()).await, StatusCode::OK, "remembered");
     let id = key_id(&db, &here).await;
@@ -297,7 +297,7 @@ async fn a_remembered_key_is_refused_once_revoked_here_or_elsewhere_or_expired(d
     assert_eq!(status(here).await, StatusCode::UNAUTHORIZED);
 
     // Revoked elsewhere (another replica, the CLI): refused once the change is announced.
-    let elsewhere = common::key(&db, app::auth::Role::Viewer).await;
+    let elsewhere = common::key(&db, app::caller::Role::Viewer).await;
     assert_eq!(status(elsewhere.clone()).await, StatusCode::OK);
     sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1")
         .bind(key_id(&db, &elsewhere).await)
@@ -316,7 +316,7 @@ async fn a_remembered_key_is_refused_once_revoked_here_or_elsewhere_or_expired(d
 
     // A change nobody announces (triggers off) is not seen: the key is remembered. But its
     // expiry, once known, is checked on every use.
-    let quiet = common::key(&db, app::auth::Role::Viewer).await;
+    let quiet = common::key(&db, app::caller::Role::Viewer).await;
     let quiet_id = key_id(&db, &quiet).await;
     sqlx::query("UPDATE api_keys SET expires_at = now() + interval '1 second' WHERE id = $1")
         .bind(quiet_id)

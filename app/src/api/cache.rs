@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use crate::error::{AppError, Result};
-use crate::state::AppState;
+use crate::routes::AppState;
 
 /// Distinct answers kept at most (each a page of at most 1,000 rows).
 const MAX_ENTRIES: usize = 64;

@@ -1,21 +1,14 @@
-//! The REST surface under `/api`: extractors that answer in the one error shape, the
-//! health check, and the JSON 404 for unknown API paths.
+//! The REST toolkit every capability's handlers use: extractors that answer in the one
+//! error shape, the error answers for the document, input rules, and kept answers.
 
-use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts};
-use axum::response::IntoResponse;
-use axum::routing::any;
 use serde::de::DeserializeOwned;
-use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::error::AppError;
-use crate::state::AppState;
 
 pub mod cache;
-pub mod openapi;
+pub mod responses;
 pub mod rules;
 
 /// Largest JSON body the API reads.
@@ -200,104 +193,6 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiId {
             .map(ApiId)
             .ok_or_else(|| AppError::not_found("Object with this id"))
     }
-}
-
-/// Whether the process is up.
-#[utoipa::path(get, path = "/api/health", tag = "health", security(()), description = "Role: none.",
-    responses((status = 200, description = "Up", body = Object, example = json!({"status": "ok"}))))]
-async fn health() -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok" }))
-}
-
-/// How long readiness waits for each dependency.
-const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Whether this replica can serve: the database answers, and Prefect does (or none is
-/// configured). `503` otherwise, naming what failed, so a load balancer takes the
-/// replica out of rotation until it recovers.
-#[utoipa::path(get, path = "/api/ready", tag = "health", security(()), description = "Role: none.",
-    responses(
-        (status = 200, description = "Ready", body = Object,
-            example = json!({"status": "ready", "checks": {"database": "ok", "prefect": "ok"}})),
-        (status = 503, description = "Not ready: the failing checks say why", body = Object,
-            example = json!({"status": "unavailable", "checks": {"database": "ok", "prefect": "unreachable"}}))))]
-async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    let database = async {
-        let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.db);
-        match tokio::time::timeout(READY_TIMEOUT, ping).await {
-            Ok(Ok(_)) => "ok",
-            Ok(Err(_)) => "unreachable",
-            Err(_) => "timed out",
-        }
-    };
-    let prefect = async {
-        match &state.prefect {
-            None => "not configured",
-            Some(prefect) => match tokio::time::timeout(READY_TIMEOUT, prefect.healthy()).await {
-                Ok(true) => "ok",
-                Ok(false) => "unreachable",
-                Err(_) => "timed out",
-            },
-        }
-    };
-    let (database, prefect) = tokio::join!(database, prefect);
-    let up = database == "ok" && matches!(prefect, "ok" | "not configured");
-    let status = if up {
-        axum::http::StatusCode::OK
-    } else {
-        tracing::warn!(database, prefect, "not ready");
-        axum::http::StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = serde_json::json!({
-        "status": if up { "ready" } else { "unavailable" },
-        "checks": { "database": database, "prefect": prefect },
-    });
-    (status, axum::Json(body))
-}
-
-/// A method the route does not take: `405` with `Allow` (as axum sets it), in the one
-/// error shape.
-async fn json_method_not_allowed(response: axum::response::Response) -> axum::response::Response {
-    if response.status() != axum::http::StatusCode::METHOD_NOT_ALLOWED {
-        return response;
-    }
-    let allow = response.headers().get(header::ALLOW).cloned();
-    let allowed = allow
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("other methods");
-    let body = crate::error::ErrorBody {
-        detail: format!("this route takes {allowed}"),
-        code: "method_not_allowed".to_owned(),
-        field: None,
-    };
-    let mut answer = (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response();
-    if let Some(allow) = allow {
-        answer.headers_mut().insert(header::ALLOW, allow);
-    }
-    answer
-}
-
-async fn unknown_api_path() -> AppError {
-    AppError::not_found("API route")
-}
-
-/// Every REST route under `/api`, and the OpenAPI document that describes them.
-pub fn router() -> Router<AppState> {
-    let (api, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(health))
-        .routes(routes!(ready))
-        .merge(crate::pipelines::http::router())
-        .merge(crate::runs::http::router())
-        .merge(crate::events::http::router())
-        .merge(crate::auth::api_keys::http::router())
-        .merge(crate::audit::http::router())
-        .merge(crate::retention::http::router())
-        .split_for_parts();
-    api.layer(axum::middleware::map_response(json_method_not_allowed))
-        .merge(openapi::docs_router(document))
-        .route("/api", any(unknown_api_path))
-        .route("/api/{*rest}", any(unknown_api_path))
 }
 
 #[cfg(test)]

@@ -10,11 +10,6 @@ use crate::filter::{IdFilter, TextFilter, TimeFilter};
 
 pub mod page;
 
-#[cfg(feature = "ssr")]
-mod record;
-#[cfg(feature = "ssr")]
-pub use record::{Outcome, record, record_denials, record_success, record_successes};
-
 /// One audited action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
@@ -153,8 +148,8 @@ pub struct AuditListing {
 /// The audit page's data.
 #[server(prefix = "/sfn", endpoint = "audit_page")]
 pub async fn audit_page(filter: AuditFilter) -> Result<AuditListing, AppError> {
-    let state = expect_context::<crate::state::AppState>();
-    let principal = crate::auth::current_principal()?;
+    let state = expect_context::<crate::routes::AppState>();
+    let principal = crate::caller::current_principal()?;
     let events = service::filter(&state.db, &principal, &filter).await?;
     let total = service::count(&state.db, &principal, &filter).await?;
     Ok(AuditListing { events, total })
@@ -167,7 +162,7 @@ pub mod service {
     use sqlx::PgPool;
 
     use super::{AuditEvent, AuditFilter, AuditSort};
-    use crate::auth::{Principal, Role};
+    use crate::caller::{Principal, Role};
     use crate::error::Result;
     use crate::filter::{Where, paging};
 
@@ -245,10 +240,10 @@ pub mod http {
 
     use super::{AuditEvent, AuditFilter, service};
     use crate::api::OptionalJson;
-    use crate::api::openapi::Errors;
-    use crate::auth::Principal;
+    use crate::api::responses::Errors;
+    use crate::caller::Principal;
     use crate::error::Result;
-    use crate::state::AppState;
+    use crate::routes::AppState;
 
     /// Audit events matching a filter.
     #[utoipa::path(post, path = "/api/audit_events/filter", tag = "audit", description = "Role: admin.",
@@ -275,6 +270,11 @@ pub mod http {
     }
 
     /// The audit routes (admins only).
+    /// What the OpenAPI document says audit filters take.
+    pub fn rules() -> Vec<crate::api::rules::Rule> {
+        crate::api::rules::paging("AuditFilter").into()
+    }
+
     pub fn router() -> OpenApiRouter<AppState> {
         OpenApiRouter::new()
             .routes(routes!(filter))

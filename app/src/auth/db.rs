@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-use super::Role;
+use crate::caller::Role;
 
 /// A live credential found by its hash.
 #[derive(Debug, Clone)]
@@ -16,35 +16,6 @@ pub struct Credential {
     pub role: Role,
     /// When it stops being valid, if it has an end.
     pub expires_at: Option<DateTime<Utc>>,
-}
-
-/// A new API key row: the secret itself is never stored, only its hash and shown prefix.
-pub struct NewKeyRow<'a> {
-    pub name: &'a str,
-    pub role: Role,
-    pub key_prefix: &'a str,
-    pub key_hash: &'a [u8],
-    pub created_by: &'a str,
-    pub expires_at: Option<DateTime<Utc>>,
-    /// The key this one succeeds (rotation).
-    pub rotated_from: Option<i64>,
-}
-
-/// Stores a new API key and returns its id.
-pub async fn insert_api_key(db: impl PgExecutor<'_>, key: &NewKeyRow<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar!(
-        "INSERT INTO api_keys (name, role, key_prefix, key_hash, created_by, expires_at, rotated_from)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-        key.name,
-        key.role.as_str(),
-        key.key_prefix,
-        key.key_hash,
-        key.created_by,
-        key.expires_at,
-        key.rotated_from,
-    )
-    .fetch_one(db)
-    .await
 }
 
 /// The live (unrevoked, unexpired) API key with this hash, marking it used.
@@ -74,24 +45,6 @@ pub async fn read_api_key(db: impl PgExecutor<'_>, key_hash: &[u8]) -> sqlx::Res
             expires_at: r.expires_at,
         })
     }))
-}
-
-/// Revokes a key (and the sessions it opened); false if no live key has this id.
-pub async fn revoke_api_key(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<bool> {
-    let revoked = sqlx::query_scalar!(
-        r#"WITH revoked AS (
-               UPDATE api_keys SET revoked_at = now()
-               WHERE id = $1 AND revoked_at IS NULL RETURNING id
-           ), closed AS (
-               UPDATE sessions SET revoked_at = now()
-               WHERE api_key_id IN (SELECT id FROM revoked) AND revoked_at IS NULL
-           )
-           SELECT count(*) AS "count!" FROM revoked"#,
-        id
-    )
-    .fetch_one(db)
-    .await?;
-    Ok(revoked > 0)
 }
 
 /// Opens a browser session for a credential; it ends after `hours`, or at `ends_by` (its
@@ -164,6 +117,27 @@ pub async fn revoke_session(db: impl PgExecutor<'_>, token_hash: &[u8]) -> sqlx:
     sqlx::query!(
         "UPDATE sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",
         token_hash
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Appends one collapsed row of refused credentials (`auth.denied`): `row.count` refusals
+/// of one client address, or of many new ones at once, with the count in `detail`.
+pub async fn record_denials(
+    db: impl PgExecutor<'_>,
+    row: &super::limits::DenialRow,
+    request_id: Option<&str>,
+) -> sqlx::Result<()> {
+    let count = i64::try_from(row.count).unwrap_or(i64::MAX);
+    sqlx::query!(
+        "INSERT INTO audit_events (actor, action, target, request_id, outcome, source_addr, detail)
+         VALUES ('anonymous', 'auth.denied', $1, $2, 'denied', $3, jsonb_build_object('count', $4::bigint))",
+        row.target,
+        request_id,
+        row.source.addr().map(|addr| addr.to_string()),
+        count,
     )
     .execute(db)
     .await?;

@@ -77,7 +77,7 @@ impl KnownKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Role;
+    use crate::caller::Role;
 
     fn credential(expires_at: Option<chrono::DateTime<Utc>>) -> Credential {
         Credential {

@@ -1,6 +1,5 @@
 //! The identity middleware: who is calling, what they may reach, and sign-in/out.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -9,16 +8,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use cookie::{Cookie, SameSite};
-use leptos::prelude::use_context;
 use sqlx::PgPool;
 
 use super::limits::{DenialRow, Limits};
-use super::{AuthMethod, Principal, db, keys};
-use crate::audit::{self, Outcome};
-use crate::client_addr::ClientAddr;
+use super::{db, keys};
+use crate::caller::record::{self, Outcome};
+use crate::caller::{AuthMethod, Principal, RequestMeta, identified};
 use crate::error::{AppError, Result};
-use crate::state::AppState;
-use crate::telemetry::{RequestIds, TraceParent, new_request_id};
+use crate::routes::AppState;
 
 /// Cookie name when served over plain HTTP (localhost development).
 const COOKIE_NAME: &str = "flowdeck_session";
@@ -30,85 +27,6 @@ const SESSION_HOURS: i32 = 12;
 const CALLBACK_GRACE_MINUTES: i32 = 10;
 /// A session ends after this long without a request.
 const SESSION_IDLE_MINUTES: i32 = 120;
-
-/// Facts about the request kept for audit and tracing.
-#[derive(Debug, Clone, Default)]
-pub struct RequestMeta {
-    /// The caller's `X-Request-ID` when it is sane, else one generated here.
-    pub request_id: String,
-    /// The trace the request runs in, with its span as parent (what Prefect is given).
-    pub traceparent: Option<TraceParent>,
-    /// The client address as text (audit's `source_addr`), when the server knows it.
-    pub source_addr: Option<String>,
-    /// The client address: the peer, or behind trusted proxies the one they forwarded.
-    client: Option<IpAddr>,
-    /// The connection's own peer (the identity-aware proxy's headers are believed from it).
-    peer: Option<IpAddr>,
-    /// The session token hash carried by the cookie, if any.
-    session_hash: Option<Vec<u8>>,
-}
-
-impl RequestMeta {
-    fn from_request(req: &Request, secure_cookies: bool) -> Self {
-        // `telemetry::http::observe`, the outermost layer, decided the ids and addresses.
-        let ids = req.extensions().get::<RequestIds>();
-        let addr = req.extensions().get::<ClientAddr>().copied();
-        let token = session_token(req.headers(), secure_cookies);
-        Self {
-            request_id: ids.map_or_else(new_request_id, |ids| ids.request_id.clone()),
-            traceparent: ids.map(|ids| ids.traceparent),
-            source_addr: addr.map(|a| a.client.to_string()),
-            client: addr.map(|a| a.client),
-            peer: addr.map(|a| a.peer),
-            session_hash: token
-                .filter(|t| keys::looks_like_session_token(t))
-                .map(keys::hash_secret),
-        }
-    }
-
-    /// The meta of a command run on the server itself (the CLI).
-    pub fn local() -> Self {
-        Self {
-            request_id: new_request_id(),
-            source_addr: Some("local".to_owned()),
-            ..Self::default()
-        }
-    }
-
-    /// The meta of the request being served by a server function.
-    pub fn current() -> Self {
-        use_context::<http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<RequestMeta>().cloned())
-            .unwrap_or_default()
-    }
-
-    /// The client address, when the server knows it.
-    pub fn client(&self) -> Option<IpAddr> {
-        self.client
-    }
-}
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestMeta {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<RequestMeta>().cloned().unwrap_or_default())
-    }
-}
-
-/// What [`identify`] put in the request for an authenticated caller; 401 without one.
-fn identified<T: Clone + Send + Sync + 'static>(parts: &http::request::Parts) -> Result<T, AppError> {
-    parts.extensions.get::<T>().cloned().ok_or(AppError::Unauthorized)
-}
-
-/// Handlers take the caller as an extractor; without an identity the answer is 401.
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, AppError> {
-        identified(parts)
-    }
-}
 
 /// The value of the first cookie of the request named one of `names`.
 pub fn cookie<'h>(headers: &'h HeaderMap, names: &[&str]) -> Option<&'h str> {
@@ -126,6 +44,13 @@ pub fn cookie<'h>(headers: &'h HeaderMap, names: &[&str]) -> Option<&'h str> {
 /// plain one may have been planted by a sibling subdomain.
 fn session_token(headers: &HeaderMap, secure_cookies: bool) -> Option<&str> {
     cookie(headers, &[session_cookie_name(secure_cookies)])
+}
+
+/// The hash of the session cookie's token, when the cookie has a session token's shape.
+pub fn session_hash(headers: &HeaderMap, secure_cookies: bool) -> Option<Vec<u8>> {
+    session_token(headers, secure_cookies)
+        .filter(|t| keys::looks_like_session_token(t))
+        .map(keys::hash_secret)
 }
 
 fn session_cookie_name(secure_cookies: bool) -> &'static str {
@@ -318,7 +243,7 @@ async fn authenticate_bearer(state: &AppState, token: &str) -> Result<(Principal
         let run_id = live_callback(state, &hash).await?.ok_or(AppError::Unauthorized)?;
         let principal = Principal {
             actor: format!("run:{run_id}"),
-            role: super::Role::Operator,
+            role: crate::caller::Role::Operator,
             via: AuthMethod::RunCallback,
             run_scope: Some(run_id),
             key_id: None,
@@ -359,7 +284,7 @@ async fn authenticate(
         return authenticate_bearer(state, token).await.map(Some);
     }
     if let Some(proxy) = &state.proxy {
-        match proxy.identity(meta.peer, headers) {
+        match proxy.identity(meta.peer(), headers) {
             Some(Ok((actor, role))) => {
                 let principal = Principal {
                     actor,
@@ -383,7 +308,7 @@ async fn authenticate(
         }
     }
     // A cookie that is not a session token's shape (64 hex digits) costs no database work.
-    let Some(hash) = &meta.session_hash else {
+    let Some(hash) = &session_hash(headers, state.secure_cookies) else {
         return Ok(None);
     };
     let Some(session) = db::read_session(&state.db, hash, SESSION_IDLE_MINUTES).await? else {
@@ -455,7 +380,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Presented {
 /// accepted whatever the address did before; a refused one counts against the address's
 /// budget of failures (429 once spent) and in the collapsed refusal tally of the audit trail.
 pub async fn identify(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let meta = RequestMeta::from_request(&req, state.secure_cookies);
+    let meta = RequestMeta::from_request(&req);
     let path = req.uri().path().to_owned();
     let outcome = authenticate(&state, req.headers(), &meta).await;
     // Signing someone in from another site (login CSRF) is refused like any forgery.
@@ -506,7 +431,7 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
         && let Some(caller) = caller
     {
         let target = super::limits::cut_target(&format!("{method} {path}"));
-        let audit = audit::record(
+        let audit = record::append(
             &state.db,
             &caller.actor,
             Some(caller.role.as_str()),
@@ -536,7 +461,7 @@ pub async fn refuse(db: &PgPool, limits: &Limits, meta: &RequestMeta, target: &s
 
 async fn write_refusals(db: &PgPool, rows: &[DenialRow], request_id: Option<&str>) {
     for row in rows {
-        if let Err(e) = audit::record_denials(db, row, request_id).await {
+        if let Err(e) = db::record_denials(db, row, request_id).await {
             tracing::error!(error = %e, "could not record refused credentials");
         }
     }
@@ -647,7 +572,7 @@ pub struct SessionOpened<'a> {
     /// Who signed in.
     pub actor: &'a str,
     /// Their role.
-    pub role: super::Role,
+    pub role: crate::caller::Role,
     /// How they proved it (`api_key`, `oidc`), for the audit trail.
     pub method: &'a str,
     /// The latest end the session may have (its key's expiry).
@@ -671,7 +596,7 @@ pub async fn open_session(
         opened.ends_by,
     )
     .await?;
-    audit::record(
+    record::append(
         &mut *tx,
         opened.actor,
         Some(opened.role.as_str()),
@@ -689,12 +614,12 @@ pub async fn open_session(
 }
 
 /// Revokes the session of the current request, if it has one.
-pub async fn sign_out(db: &PgPool, meta: &RequestMeta) -> Result<()> {
-    if let Some(hash) = &meta.session_hash {
+pub async fn sign_out(db: &PgPool, session_hash: Option<&[u8]>, meta: &RequestMeta) -> Result<()> {
+    if let Some(hash) = session_hash {
         let mut tx = db.begin().await?;
         db::revoke_session(&mut *tx, hash).await?;
-        if let Ok(principal) = super::current_principal() {
-            audit::record_success(&mut *tx, &principal, "auth.sign_out", &principal.actor, meta).await?;
+        if let Ok(principal) = crate::caller::current_principal() {
+            record::success(&mut *tx, &principal, "auth.sign_out", &principal.actor, meta).await?;
         }
         tx.commit().await?;
     }

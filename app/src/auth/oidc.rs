@@ -23,7 +23,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use super::Role;
+use crate::caller::Role;
 
 /// How far token times may be off (seconds).
 const CLOCK_SKEW_S: u64 = 60;

@@ -15,11 +15,11 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use super::middleware::RequestMeta;
 use super::oidc::PendingLogin;
 use super::{keys, safe_next};
+use crate::caller::RequestMeta;
 use crate::error::AppError;
-use crate::state::AppState;
+use crate::routes::AppState;
 
 /// How long a sign-in may take at the issuer.
 const LOGIN_MINUTES: i32 = 10;

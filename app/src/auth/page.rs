@@ -3,7 +3,8 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{Principal, SignIn, SignOut, whoami};
+use super::{SignIn, SignOut, whoami};
+use crate::caller::Principal;
 use crate::error::AppError;
 
 /// The signed-in user, loaded once per page frame.
@@ -23,7 +24,7 @@ pub fn use_me() -> MeResource {
 
 /// Whether the signed-in user has at least `role`; call it inside the page frame, await it
 /// in a `Suspend`.
-pub fn signed_in_as(role: super::Role) -> impl Future<Output = bool> {
+pub fn signed_in_as(role: crate::caller::Role) -> impl Future<Output = bool> {
     let me = use_me();
     async move { me.await.ok().flatten().is_some_and(|p| p.role >= role) }
 }
@@ -62,7 +63,7 @@ pub fn LoginPage() -> impl IntoView {
 fn oidc_enabled() -> bool {
     #[cfg(feature = "ssr")]
     {
-        use_context::<crate::state::AppState>().is_some_and(|s| s.oidc.is_some())
+        use_context::<crate::routes::AppState>().is_some_and(|s| s.oidc.is_some())
     }
     #[cfg(not(feature = "ssr"))]
     {

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use axum::http::HeaderMap;
 
-use super::Role;
+use crate::caller::Role;
 
 /// Where the proxy is and how it names users and groups (`FLOWDECK_PROXY_*`).
 #[derive(Debug, Clone)]

@@ -18,11 +18,11 @@ use tokio::sync::broadcast::error::RecvError;
 use super::hub::{Published, changes_after};
 use super::{Change, Filter};
 use crate::api::ApiQuery;
-use crate::api::openapi::Errors;
+use crate::api::responses::Errors;
 use crate::auth::middleware::{Presented, recheck};
-use crate::auth::{Principal, Role};
+use crate::caller::{Principal, Role};
 use crate::error::{AppError, Result};
-use crate::state::AppState;
+use crate::routes::AppState;
 
 /// At most this many missed changes are replayed; beyond, the subscriber is told to resync.
 const REPLAY: i64 = 1000;

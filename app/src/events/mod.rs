@@ -73,7 +73,7 @@ mod tests {
             slug: "p".into(),
             name: "P".into(),
             description: None,
-            status: crate::runs::RunStatus::Completed,
+            status: crate::status::RunStatus::Completed,
             created_at: Utc::now(),
             updated_at: Utc::now(),
             prefect_flow_run_id: None,
@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn a_dashboard_row_follows_its_newest_run_and_ignores_older_ones() {
-        use crate::runs::RunStatus;
+        use crate::status::RunStatus;
         let mut p = pipeline();
         let created = event(
             "run.created",
@@ -157,7 +157,8 @@ pub mod apply {
 
     use super::Change;
     use crate::pipelines::Pipeline;
-    use crate::runs::{Run, RunStatus, Stage};
+    use crate::runs::{Run, Stage};
+    use crate::status::RunStatus;
 
     fn status(data: &Value) -> Option<RunStatus> {
         data.get("status")

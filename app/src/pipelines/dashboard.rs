@@ -9,7 +9,7 @@ use super::page::{NewPipelineLink, StageDots};
 use super::{DashboardPage as Page, DashboardQuery, Pipeline, dashboard, get_pipeline};
 use crate::events::live::{self, LiveIndicator};
 use crate::events::{Change, apply};
-use crate::runs::RunStatus;
+use crate::status::RunStatus;
 use crate::ui::charts::{Sparkline, StatusBar};
 use crate::ui::{Ago, ErrorView, Frame, StatusBadge, history};
 

@@ -127,12 +127,12 @@ pub mod service {
     use axum::body::Bytes;
 
     use crate::api::cache;
-    use crate::auth::{Principal, Role};
+    use crate::caller::{Principal, Role};
     use crate::error::Result;
     use crate::filter::{Where, paging};
     use crate::pipelines::Pipeline;
     use crate::pipelines::db::PipelineRow;
-    use crate::state::AppState;
+    use crate::routes::AppState;
 
     const FROM: &str = " FROM pipelines p LEFT JOIN runs r ON r.id = p.latest_run_id";
 

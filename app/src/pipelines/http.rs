@@ -12,13 +12,13 @@ use utoipa_axum::routes;
 use super::filter::PipelineFilter;
 use super::{NewPipeline, Pipeline, PipelinePatch, service};
 use crate::api::cache::JsonBytes;
-use crate::api::openapi::Errors;
+use crate::api::responses::Errors;
 use crate::api::{ApiId, ApiJson, ApiQuery, OptionalJson};
-use crate::auth::Principal;
-use crate::auth::middleware::RequestMeta;
+use crate::caller::Principal;
+use crate::caller::RequestMeta;
 use crate::error::Result;
+use crate::routes::AppState;
 use crate::runs::Stage;
-use crate::state::AppState;
 
 /// `skip`/`limit` as the seed takes them.
 #[derive(Debug, Deserialize)]

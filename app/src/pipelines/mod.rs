@@ -5,7 +5,8 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AppError;
-use crate::runs::{Run, RunStatus, Stage};
+use crate::runs::{Run, Stage};
+use crate::status::RunStatus;
 
 pub mod dashboard;
 pub mod filter;
@@ -247,10 +248,10 @@ pub struct DashboardPage {
 #[server(prefix = "/sfn", endpoint = "dashboard")]
 pub async fn dashboard(query: Option<DashboardQuery>) -> Result<DashboardPage, AppError> {
     // (Optional because a query without any filter encodes as nothing at all.)
-    let state = expect_context::<crate::state::AppState>();
+    let state = expect_context::<crate::routes::AppState>();
     service::dashboard(
         &state.db,
-        &crate::auth::current_principal()?,
+        &crate::caller::current_principal()?,
         &query.unwrap_or_default(),
     )
     .await
@@ -259,15 +260,15 @@ pub async fn dashboard(query: Option<DashboardQuery>) -> Result<DashboardPage, A
 /// One pipeline with its latest run (a dashboard row).
 #[server(prefix = "/sfn", endpoint = "get_pipeline")]
 pub async fn get_pipeline(id: i64) -> Result<Pipeline, AppError> {
-    let state = expect_context::<crate::state::AppState>();
-    service::get(&state.db, &crate::auth::current_principal()?, id).await
+    let state = expect_context::<crate::routes::AppState>();
+    service::get(&state.db, &crate::caller::current_principal()?, id).await
 }
 
 /// One pipeline with its recent runs.
 #[server(prefix = "/sfn", endpoint = "get_pipeline_detail")]
 pub async fn get_pipeline_detail(id: i64) -> Result<PipelineDetail, AppError> {
-    let state = expect_context::<crate::state::AppState>();
-    let principal = crate::auth::current_principal()?;
+    let state = expect_context::<crate::routes::AppState>();
+    let principal = crate::caller::current_principal()?;
     let pipeline = service::get(&state.db, &principal, id).await?;
     let recent_runs = crate::runs::service::recent_for_pipeline(&state.db, &principal, id).await?;
     Ok(PipelineDetail {
@@ -290,8 +291,8 @@ pub struct DeploymentMenu {
 /// The deployments the New pipeline form offers.
 #[server(prefix = "/sfn", endpoint = "deployment_choices")]
 pub async fn deployment_choices() -> Result<DeploymentMenu, AppError> {
-    let state = expect_context::<crate::state::AppState>();
-    crate::auth::current_principal()?.require(crate::auth::Role::Admin)?;
+    let state = expect_context::<crate::routes::AppState>();
+    crate::caller::current_principal()?.require(crate::caller::Role::Admin)?;
     let (available, problem) = match &state.prefect {
         None => (
             Vec::new(),
@@ -326,9 +327,9 @@ pub async fn create_pipeline(
     default_parameters: String,
     tags: String,
 ) -> Result<i64, AppError> {
-    let state = expect_context::<crate::state::AppState>();
-    let principal = crate::auth::current_principal()?;
-    let meta = crate::auth::middleware::RequestMeta::current();
+    let state = expect_context::<crate::routes::AppState>();
+    let principal = crate::caller::current_principal()?;
+    let meta = crate::caller::RequestMeta::current();
     let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
     let stages: Vec<String> = stages.lines().filter_map(text).collect();
     let tags: Vec<String> = tags.split(',').filter_map(text).collect();

@@ -3,11 +3,12 @@
 use leptos::prelude::*;
 
 use super::{CreatePipeline, deployment_choices, get_pipeline_detail};
-use crate::auth::Role;
 use crate::auth::page::signed_in_as;
+use crate::caller::Role;
 use crate::error::AppError;
 use crate::runs::params::{ParamField, ParamKind};
-use crate::runs::{RunStatus, TriggerRun, run_form};
+use crate::runs::{TriggerRun, run_form};
+use crate::status::RunStatus;
 use crate::ui::charts::DurationTrend;
 use crate::ui::{ErrorView, Frame, StatusBadge, duration, path_id, when};
 

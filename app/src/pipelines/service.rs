@@ -9,12 +9,13 @@ use super::validate::slugify;
 use super::{DashboardPage, DashboardQuery, SORTS};
 use super::{NewPipeline, Pipeline, db};
 use crate::api::cache;
-use crate::audit;
-use crate::auth::middleware::RequestMeta;
-use crate::auth::{Principal, Role};
+use crate::caller::RequestMeta;
+use crate::caller::record;
+use crate::caller::{Principal, Role};
 use crate::error::{AppError, Result, ResultExt};
-use crate::runs::{self, RunStatus, Stage};
-use crate::state::AppState;
+use crate::routes::AppState;
+use crate::runs::{self, Stage};
+use crate::status::RunStatus;
 
 /// Largest page a listing returns.
 pub const MAX_LIMIT: i64 = 1000;
@@ -63,7 +64,7 @@ pub async fn update(
     };
     let valid = merged.validate()?;
     db::update_pipeline(&mut *tx, id, &valid).await?;
-    audit::record_success(
+    record::success(
         &mut *tx,
         principal,
         "pipeline.update",
@@ -90,7 +91,7 @@ pub async fn delete(pool: &PgPool, principal: &Principal, meta: &RequestMeta, id
         )));
     }
     db::delete_pipeline(&mut *tx, id).await?;
-    audit::record_success(
+    record::success(
         &mut *tx,
         principal,
         "pipeline.delete",
@@ -284,7 +285,7 @@ pub async fn create(
     let id = db::insert_pipeline(&mut *tx, &valid, &slug)
         .await
         .on_constraint("pipelines_slug_key", "a pipeline with this slug already exists")?;
-    audit::record_success(
+    record::success(
         &mut *tx,
         principal,
         "pipeline.create",

@@ -1,8 +1,65 @@
 //! Checks a [`NewPipeline`] field by field; the first bad field is named in the error.
 
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::json;
+
 use super::{DEFAULT_STAGES, NewPipeline};
-use crate::api::rules;
+use crate::api::rules::{self, MAX_NAME, Rule, text};
 use crate::error::{AppError, Result};
+
+/// A pipeline slug.
+pub const SLUG: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+/// A Prefect deployment: its UUID, or `flow-name/deployment-name`.
+pub const DEPLOYMENT: &str = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[^/\x00-\x20\x7f][^/\x00-\x1f\x7f]*/[^/\x00-\x1f\x7f]*[^/\x00-\x20\x7f])$";
+/// A tag.
+pub const TAG: &str = r"^[A-Za-z0-9._:/-]{1,50}$";
+/// Longest pipeline description.
+pub const MAX_DESCRIPTION: usize = 4000;
+/// Most stages a pipeline has.
+pub const MAX_STAGES: usize = 50;
+/// Longest stage name of a pipeline.
+pub const MAX_STAGE_NAME: usize = 100;
+/// Most tags a pipeline has.
+pub const MAX_TAGS: usize = 20;
+
+static SLUG_RE: LazyLock<Regex> = LazyLock::new(|| rules::compile(SLUG));
+static DEPLOYMENT_RE: LazyLock<Regex> = LazyLock::new(|| rules::compile(DEPLOYMENT));
+static TAG_RE: LazyLock<Regex> = LazyLock::new(|| rules::compile(TAG));
+
+/// What the OpenAPI document says pipeline definitions take (the checks below).
+pub fn rules() -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for schema in ["NewPipeline", "PipelinePatch"] {
+        rules.extend([
+            Rule::Property(schema, "name", text(MAX_NAME)),
+            Rule::Property(schema, "description", json!({"maxLength": MAX_DESCRIPTION})),
+            Rule::Property(
+                schema,
+                "deployment",
+                json!({"maxLength": MAX_NAME, "pattern": DEPLOYMENT}),
+            ),
+            Rule::Property(
+                schema,
+                "stages",
+                json!({"minItems": 1, "maxItems": MAX_STAGES, "uniqueItems": true}),
+            ),
+            Rule::Property(schema, "stages_items", text(MAX_STAGE_NAME)),
+            Rule::Property(schema, "tags", json!({"maxItems": MAX_TAGS, "uniqueItems": true})),
+            Rule::Property(schema, "tags_items", json!({"pattern": TAG})),
+            Rule::Property(schema, "max_concurrent_runs", json!({"minimum": 1})),
+            Rule::Property(schema, "default_parameters", json!({"type": ["object", "null"]})),
+            Rule::FreeForm(schema, "default_parameters"),
+        ]);
+    }
+    rules.extend([
+        Rule::Property("NewPipeline", "slug", json!({"pattern": SLUG})),
+        Rule::Property("NewPipeline", "status", json!({"enum": ["pending", null]})),
+    ]);
+    rules.extend(rules::paging("PipelineFilter"));
+    rules
+}
 
 /// A pipeline definition that passed validation, ready to store.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,15 +107,15 @@ impl NewPipeline {
     /// Validates every field; nothing is stored when this fails.
     pub fn validate(self) -> Result<ValidPipeline> {
         let name = self.name;
-        rules::check_text("name", &name, rules::MAX_NAME)?;
+        rules::check_text("name", &name, MAX_NAME)?;
         if self
             .description
             .as_ref()
-            .is_some_and(|d| d.chars().count() > rules::MAX_DESCRIPTION)
+            .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION)
         {
             return Err(AppError::invalid(
                 "description",
-                format!("must be at most {} characters", rules::MAX_DESCRIPTION),
+                format!("must be at most {} characters", MAX_DESCRIPTION),
             ));
         }
         let description = self
@@ -66,7 +123,7 @@ impl NewPipeline {
             .map(|d| d.trim().to_owned())
             .filter(|d| !d.is_empty());
         if let Some(slug) = &self.slug
-            && !rules::matches(rules::SLUG, slug)
+            && !SLUG_RE.is_match(slug)
         {
             return Err(AppError::invalid(
                 "slug",
@@ -75,7 +132,7 @@ impl NewPipeline {
         }
         let deployment = self.deployment;
         if let Some(d) = &deployment
-            && (d.chars().count() > rules::MAX_NAME || !rules::matches(rules::DEPLOYMENT, d))
+            && (d.chars().count() > MAX_NAME || !DEPLOYMENT_RE.is_match(d))
         {
             return Err(AppError::invalid(
                 "deployment",
@@ -86,14 +143,14 @@ impl NewPipeline {
             None => DEFAULT_STAGES.iter().map(|s| (*s).to_owned()).collect(),
             Some(stages) => stages,
         };
-        if stage_names.is_empty() || stage_names.len() > rules::MAX_STAGES {
+        if stage_names.is_empty() || stage_names.len() > MAX_STAGES {
             return Err(AppError::invalid(
                 "stages",
-                format!("must list 1 to {} stages", rules::MAX_STAGES),
+                format!("must list 1 to {} stages", MAX_STAGES),
             ));
         }
         for (i, stage) in stage_names.iter().enumerate() {
-            rules::check_text(format!("stages.{i}"), stage, rules::MAX_STAGE_NAME)?;
+            rules::check_text(format!("stages.{i}"), stage, MAX_STAGE_NAME)?;
             if stage_names[..i].contains(stage) {
                 return Err(AppError::invalid(
                     format!("stages.{i}"),
@@ -106,14 +163,14 @@ impl NewPipeline {
             return Err(AppError::invalid("default_parameters", "must be a JSON object"));
         }
         let tags = self.tags.unwrap_or_default();
-        if tags.len() > rules::MAX_TAGS {
+        if tags.len() > MAX_TAGS {
             return Err(AppError::invalid(
                 "tags",
-                format!("must list at most {} tags", rules::MAX_TAGS),
+                format!("must list at most {} tags", MAX_TAGS),
             ));
         }
         for (i, tag) in tags.iter().enumerate() {
-            if !rules::matches(rules::TAG, tag) {
+            if !TAG_RE.is_match(tag) {
                 return Err(AppError::invalid(
                     format!("tags.{i}"),
                     "must be 1 to 50 letters, digits or -_.:/",
@@ -150,11 +207,11 @@ mod tests {
     use super::*;
 
     fn deployment_ok(d: &str) -> bool {
-        rules::matches(rules::DEPLOYMENT, d)
+        DEPLOYMENT_RE.is_match(d)
     }
 
     fn slug_ok(s: &str) -> bool {
-        rules::matches(rules::SLUG, s)
+        SLUG_RE.is_match(s)
     }
 
     fn named(name: &str) -> NewPipeline {
@@ -168,6 +225,15 @@ mod tests {
         match result {
             Err(AppError::Invalid { field, .. }) => field,
             other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn deployments_are_uuids_or_flow_slash_deployment() {
+        assert!(deployment_ok("etl/nightly"));
+        assert!(deployment_ok("0f3a2b4c-1d2e-4f5a-8b9c-0d1e2f3a4b5c"));
+        for bad in ["etl", "etl/", "/nightly", "a/b/c", " a/b", "a/b "] {
+            assert!(!deployment_ok(bad), "{bad:?}");
         }
     }
 

@@ -2,8 +2,8 @@
 
 use sqlx::{PgConnection, PgExecutor};
 
-use crate::auth::Principal;
-use crate::auth::middleware::RequestMeta;
+use crate::caller::Principal;
+use crate::caller::RequestMeta;
 
 /// The pruner's advisory lock key (`flowdeck` in ASCII): whoever holds it prunes.
 const LOCK_KEY: i64 = 0x666c_6f77_6465_636b;

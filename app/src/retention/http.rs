@@ -8,11 +8,11 @@ use utoipa_axum::routes;
 
 use super::{AuditRetention, service};
 use crate::api::ApiJson;
-use crate::api::openapi::Errors;
-use crate::auth::Principal;
-use crate::auth::middleware::RequestMeta;
+use crate::api::responses::Errors;
+use crate::caller::Principal;
+use crate::caller::RequestMeta;
 use crate::error::Result;
-use crate::state::AppState;
+use crate::routes::AppState;
 
 /// How long the audit trail is kept.
 #[utoipa::path(get, path = "/api/audit_events/retention", tag = "audit",
@@ -41,4 +41,13 @@ async fn set_retention(
 /// The retention routes (admins only).
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(read_retention, set_retention))
+}
+
+/// What the OpenAPI document says the retention setting takes.
+pub fn rules() -> Vec<crate::api::rules::Rule> {
+    vec![crate::api::rules::Rule::Property(
+        "AuditRetention",
+        "days",
+        serde_json::json!({"minimum": 1, "maximum": super::MAX_AUDIT_DAYS}),
+    )]
 }

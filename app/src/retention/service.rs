@@ -12,8 +12,8 @@ use tokio::sync::watch;
 
 use super::db::{self, Table};
 use super::{AuditRetention, MAX_AUDIT_DAYS};
-use crate::auth::middleware::RequestMeta;
-use crate::auth::{Principal, Role};
+use crate::caller::RequestMeta;
+use crate::caller::{Principal, Role};
 use crate::error::{AppError, Result};
 use crate::runs::sync::stopped_while;
 use crate::telemetry::metrics::metrics;

@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-use super::{Run, RunStatus, Stage};
+use super::{Run, Stage};
+use crate::status::RunStatus;
 
 /// A run's row, locked for an update.
 pub struct LockedRun {

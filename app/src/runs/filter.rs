@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::RunStatus;
 use crate::filter::{IdFilter, TextFilter, TimeFilter};
 use crate::pipelines::filter::PipelineCriteria;
+use crate::status::RunStatus;
 
 /// Operators on a run status.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,12 +156,12 @@ pub mod service {
     use axum::body::Bytes;
 
     use crate::api::cache;
-    use crate::auth::{Principal, Role};
+    use crate::caller::{Principal, Role};
     use crate::error::Result;
     use crate::filter::{Where, paging};
+    use crate::routes::AppState;
     use crate::runs::Run;
     use crate::runs::db::RunRow;
-    use crate::state::AppState;
 
     pub(super) fn criteria(select: &str, filter: &RunFilter) -> Where<'static> {
         let c = &filter.runs;

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde::Serialize;
+use serde_json::json;
 use sqlx::PgPool;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,13 +15,15 @@ use super::filter::RunFilter;
 use super::reports::ReportWriter;
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
 use crate::api::cache::JsonBytes;
-use crate::api::openapi::Errors;
+use crate::api::responses::Errors;
+use crate::api::rules::{self, MAX_NAME, Rule, text};
 use crate::api::{ApiId, ApiJson, OptionalJson};
-use crate::auth::Principal;
 use crate::auth::limits::Limits;
-use crate::auth::middleware::RequestMeta;
+use crate::caller::Principal;
+use crate::caller::RequestMeta;
 use crate::error::{AppError, Result};
-use crate::state::AppState;
+use crate::routes::AppState;
+use crate::status::RunStatus;
 
 /// The `Idempotency-Key` header, if the caller sent one.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>> {
@@ -195,4 +198,42 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(filter_runs))
         .routes(routes!(count_runs))
         .route("/api/status-update", post(update_status))
+}
+
+/// What the OpenAPI document says triggers and status reports take.
+pub fn rules() -> Vec<Rule> {
+    let mut rules = vec![
+        Rule::Property("StatusUpdate", "stage_name", text(MAX_NAME)),
+        Rule::Property(
+            "StatusUpdate",
+            "status",
+            json!({"enum": RunStatus::ALL.map(RunStatus::as_str)}),
+        ),
+        Rule::Property(
+            "StatusUpdate",
+            "error_message",
+            json!({"maxLength": service::MAX_MESSAGE}),
+        ),
+        Rule::Property("StatusUpdate", "records_processed", json!({"minimum": 0})),
+        Rule::Property(
+            "StatusUpdate",
+            "event_id",
+            // `not` a string with Flowdeck's prefix: `null` (no id) stays valid.
+            json!({"minLength": 1, "maxLength": MAX_NAME, "not": {"type": "string", "pattern": "^flowdeck:"}}),
+        ),
+        Rule::Header("Idempotency-Key", service::IDEMPOTENCY_KEY),
+        Rule::FreeForm("TriggerRequest", "parameters"),
+        // A status report names a run, or a pipeline whose latest run is meant: one of the
+        // two is present and not null.
+        Rule::Schema(
+            "StatusUpdate",
+            "anyOf",
+            json!([
+                {"required": ["run_id"], "properties": {"run_id": {"type": "integer"}}},
+                {"required": ["pipeline_id"], "properties": {"pipeline_id": {"type": "integer"}}},
+            ]),
+        ),
+    ];
+    rules.extend(rules::paging("RunFilter"));
+    rules
 }

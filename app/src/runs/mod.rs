@@ -5,11 +5,10 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AppError;
+use crate::status::RunStatus;
 
 pub mod filter;
 pub mod params;
-mod status;
-pub use status::{Change, RunStatus};
 
 /// The prefix of the run event ids Flowdeck makes itself (Prefect states, submissions);
 /// reports may not use it, so no caller can take an id before Flowdeck does.
@@ -134,7 +133,7 @@ pub struct Run {
 #[cfg(feature = "ssr")]
 impl Run {
     /// The run with its link to Prefect's UI filled in.
-    pub fn linked(mut self, state: &crate::state::AppState) -> Self {
+    pub fn linked(mut self, state: &crate::routes::AppState) -> Self {
         self.prefect_url = self
             .prefect_flow_run_id
             .as_deref()
@@ -213,9 +212,9 @@ pub async fn trigger_run(
     values: Option<std::collections::BTreeMap<String, String>>,
     kinds: Option<std::collections::BTreeMap<String, String>>,
 ) -> Result<i64, AppError> {
-    let state = expect_context::<crate::state::AppState>();
-    let principal = crate::auth::current_principal()?;
-    let meta = crate::auth::middleware::RequestMeta::current();
+    let state = expect_context::<crate::routes::AppState>();
+    let principal = crate::caller::current_principal()?;
+    let meta = crate::caller::RequestMeta::current();
     let values: Vec<(String, String)> = values.unwrap_or_default().into_iter().collect();
     let kinds: Vec<(String, String)> = kinds.unwrap_or_default().into_iter().collect();
     let overrides = params::parse(&values, &kinds)?;
@@ -241,26 +240,26 @@ pub async fn trigger_run(
 /// with the pipeline's defaults (the defaults alone when Prefect cannot be asked).
 #[server(prefix = "/sfn", endpoint = "run_form")]
 pub async fn run_form(pipeline_id: i64) -> Result<Vec<params::ParamField>, AppError> {
-    let state = expect_context::<crate::state::AppState>();
-    let principal = crate::auth::current_principal()?;
+    let state = expect_context::<crate::routes::AppState>();
+    let principal = crate::caller::current_principal()?;
     service::run_form(&state, &principal, pipeline_id).await
 }
 
 /// Cancels a run from the UI.
 #[server(prefix = "/sfn", endpoint = "cancel_run")]
 pub async fn cancel_run(id: i64) -> Result<Run, AppError> {
-    let state = expect_context::<crate::state::AppState>();
-    let principal = crate::auth::current_principal()?;
-    let meta = crate::auth::middleware::RequestMeta::current();
+    let state = expect_context::<crate::routes::AppState>();
+    let principal = crate::caller::current_principal()?;
+    let meta = crate::caller::RequestMeta::current();
     service::cancel(&state.db, state.prefect.as_deref(), &principal, &meta, id).await
 }
 
 /// Retries a finished run from the UI; goes to the new run's page.
 #[server(prefix = "/sfn", endpoint = "retry_run")]
 pub async fn retry_run(id: i64) -> Result<i64, AppError> {
-    let state = expect_context::<crate::state::AppState>();
-    let principal = crate::auth::current_principal()?;
-    let meta = crate::auth::middleware::RequestMeta::current();
+    let state = expect_context::<crate::routes::AppState>();
+    let principal = crate::caller::current_principal()?;
+    let meta = crate::caller::RequestMeta::current();
     let run = service::retry(&state.db, &state.limits, &principal, &meta, id).await?;
     leptos_axum::redirect(&format!("/runs/{}", run.id));
     Ok(run.id)
@@ -269,7 +268,7 @@ pub async fn retry_run(id: i64) -> Result<i64, AppError> {
 /// A run with its stages.
 #[server(prefix = "/sfn", endpoint = "get_run")]
 pub async fn get_run(id: i64) -> Result<Run, AppError> {
-    let state = expect_context::<crate::state::AppState>();
-    let run = service::get(&state.db, &crate::auth::current_principal()?, id).await?;
+    let state = expect_context::<crate::routes::AppState>();
+    let run = service::get(&state.db, &crate::caller::current_principal()?, id).await?;
     Ok(run.linked(&state))
 }

@@ -3,8 +3,8 @@
 use leptos::prelude::*;
 
 use super::{CancelRun, RetryRun, Run, get_run};
-use crate::auth::Role;
 use crate::auth::page::signed_in_as;
+use crate::caller::Role;
 use crate::error::AppError;
 use crate::events::live::LiveIndicator;
 use crate::ui::charts::StageTimeline;

@@ -19,11 +19,12 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::Instrument;
 
-use super::{Change, RunStatus, StatusUpdate, StatusUpdateAck, db};
-use crate::audit;
-use crate::auth::Principal;
-use crate::auth::middleware::RequestMeta;
+use super::{StatusUpdate, StatusUpdateAck, db};
+use crate::caller::Principal;
+use crate::caller::RequestMeta;
+use crate::caller::record;
 use crate::error::{AppError, Result};
+use crate::status::{Change, RunStatus};
 use crate::telemetry::metrics::metrics;
 
 /// The most reports one transaction holds.
@@ -206,7 +207,7 @@ async fn audit_steps(
     if entries.is_empty() {
         return Ok(());
     }
-    audit::record_successes(&mut *conn, ACTION, &entries).await
+    record::successes(&mut *conn, ACTION, &entries).await
 }
 
 /// Writes one report in a transaction of its own, which waits for its run's lock.

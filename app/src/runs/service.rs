@@ -6,17 +6,27 @@ use sqlx::PgPool;
 
 use super::params::{self, ParamField};
 use super::reports::{Report, ReportWriter};
-use super::{Change, Run, RunStatus, StatusUpdate, StatusUpdateAck, TriggerRequest, db};
-use crate::api::rules;
-use crate::audit;
+use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, db};
+use crate::api::rules::{self, MAX_NAME};
+use crate::auth::keys;
 use crate::auth::limits::Limits;
-use crate::auth::middleware::RequestMeta;
-use crate::auth::{Principal, Role, keys};
+use crate::caller::RequestMeta;
+use crate::caller::record;
+use crate::caller::{Principal, Role};
 use crate::error::{AppError, Result};
 use crate::pipelines;
 use crate::prefect::{PrefectClient, PrefectError};
-use crate::state::AppState;
+use crate::routes::AppState;
+use crate::status::{Change, RunStatus};
 use crate::telemetry::metrics::metrics;
+
+/// An `Idempotency-Key` header.
+pub const IDEMPOTENCY_KEY: &str = r"^[\x21-\x7e]{1,255}$";
+/// Longest error message in a status report.
+pub const MAX_MESSAGE: usize = 10_000;
+
+static IDEMPOTENCY_KEY_RE: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| rules::compile(IDEMPOTENCY_KEY));
 
 /// The most recent runs a pipeline page shows.
 pub const RECENT_RUNS: i64 = 20;
@@ -121,7 +131,7 @@ async fn accept(
         },
     )
     .await?;
-    audit::record_success(&mut *tx, principal, action, &format!("run:{run_id}"), meta).await?;
+    record::success(&mut *tx, principal, action, &format!("run:{run_id}"), meta).await?;
     tx.commit().await?;
     metrics().trigger("accepted");
     tracing::info!(run.id = run_id, pipeline.id = pipeline_id, "run accepted");
@@ -138,7 +148,7 @@ impl Idempotency {
     /// Checks the header value and fingerprints the request (target and parsed body, so
     /// the same JSON with other spacing or key order counts as the same request).
     pub fn new(key: &str, pipeline_id: i64, request: &TriggerRequest) -> Result<Self> {
-        if !rules::matches(rules::IDEMPOTENCY_KEY, key) {
+        if !IDEMPOTENCY_KEY_RE.is_match(key) {
             return Err(AppError::invalid(
                 "Idempotency-Key",
                 "must be 1 to 255 visible ASCII characters",
@@ -312,7 +322,7 @@ pub async fn cancel(
                 },
             )
             .await?;
-            audit::record_success(&mut *tx, principal, "run.cancel", &format!("run:{run_id}"), meta).await?;
+            record::success(&mut *tx, principal, "run.cancel", &format!("run:{run_id}"), meta).await?;
             tx.commit().await?;
             metrics().transition(locked.status.as_str(), RunStatus::Cancelled.as_str());
         }
@@ -341,7 +351,7 @@ pub async fn cancel(
             {
                 apply_prefect_state(pool, run_id, &state).await?;
             }
-            audit::record_success(pool, principal, "run.cancel", &format!("run:{run_id}"), meta).await?;
+            record::success(pool, principal, "run.cancel", &format!("run:{run_id}"), meta).await?;
             if answer.status == "ABORT" {
                 return Err(AppError::conflict("Prefect says the run has already finished"));
             }
@@ -410,24 +420,24 @@ fn validate_update(update: &StatusUpdate) -> Result<RunStatus> {
         return Err(AppError::invalid("records_processed", "must not be negative"));
     }
     if let Some(name) = &update.stage_name {
-        rules::check_text("stage_name", name, rules::MAX_NAME)?;
+        rules::check_text("stage_name", name, MAX_NAME)?;
     }
     if update
         .error_message
         .as_ref()
-        .is_some_and(|m| m.chars().count() > rules::MAX_MESSAGE)
+        .is_some_and(|m| m.chars().count() > MAX_MESSAGE)
     {
         return Err(AppError::invalid(
             "error_message",
-            format!("must be at most {} characters", rules::MAX_MESSAGE),
+            format!("must be at most {} characters", MAX_MESSAGE),
         ));
     }
     if let Some(id) = &update.event_id
-        && (id.is_empty() || id.chars().count() > rules::MAX_NAME)
+        && (id.is_empty() || id.chars().count() > MAX_NAME)
     {
         return Err(AppError::invalid(
             "event_id",
-            format!("must be 1 to {} characters", rules::MAX_NAME),
+            format!("must be 1 to {} characters", MAX_NAME),
         ));
     }
     if update

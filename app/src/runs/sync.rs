@@ -13,9 +13,10 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
+use super::db;
 use super::service::{self, PrefectState};
-use super::{RunStatus, db};
 use crate::prefect::{FlowRunState, PrefectClient, StateChange};
+use crate::status::RunStatus;
 
 /// How many runs one poll asks Prefect about.
 const BATCH: i64 = 200;

@@ -1,5 +1,4 @@
-//! The outermost layer of the router (ids, span, metrics for every request) and the
-//! `/metrics` endpoint.
+//! The outermost layer of the router: ids, span and metrics for every request.
 
 use std::time::Instant;
 
@@ -7,18 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::metrics::{self, metrics};
 use super::{RequestIds, TraceParent, is_valid_request_id, new_request_id};
-use crate::auth::{Principal, Role};
 use crate::client_addr::TrustedProxies;
-use crate::error::AppError;
-use crate::state::AppState;
 
 /// Names requests by route, never by raw path (ids and typos would make every path a
 /// new metric series).
@@ -93,24 +89,4 @@ pub async fn observe(State(proxies): State<Arc<TrustedProxies>>, mut req: Reques
         response.headers_mut().insert("x-request-id", value);
     }
     response
-}
-
-fn metrics_response(body: String) -> Response {
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
-}
-
-/// `GET /metrics` on the main address: for callers with at least the viewer role (a
-/// Prometheus scrape job with a viewer API key as bearer token).
-pub async fn protected_metrics(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> Result<Response, AppError> {
-    principal.require(Role::Viewer)?;
-    Ok(metrics_response(metrics::render(&state).await))
-}
-
-/// `GET /metrics` on the separate metrics address (`FLOWDECK_METRICS_ADDR`), which is
-/// meant to be reachable only by the scraper, so it asks for no credential.
-pub async fn open_metrics(State(state): State<AppState>) -> Response {
-    metrics_response(metrics::render(&state).await)
 }

@@ -16,8 +16,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry, Unit};
 
-use crate::state::AppState;
-
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -302,29 +300,41 @@ impl Metrics {
     }
 }
 
-/// The metrics as OpenMetrics text, with the gauges read now.
-pub async fn render(state: &AppState) -> String {
+/// What is read when scraped: the outbox, subscribers and the database pool.
+pub struct Gauges {
+    /// Runs accepted and not yet submitted to Prefect.
+    pub outbox_depth: Option<i64>,
+    /// Seconds the oldest of them has waited.
+    pub outbox_oldest: Option<f64>,
+    /// Open event streams on this replica.
+    pub subscribers: usize,
+    /// The pool's open connections.
+    pub pool_size: u32,
+    /// Of those, idle.
+    pub pool_idle: usize,
+    /// The pool's most connections.
+    pub pool_max: u32,
+}
+
+/// The metrics as OpenMetrics text, with `gauges` as read now.
+pub fn render(gauges: &Gauges) -> String {
     let m = metrics();
-    match crate::runs::db::outbox_stats(&state.db).await {
-        Ok((depth, oldest)) => {
-            m.outbox_depth.set(depth);
-            m.outbox_oldest.set(oldest.max(0.0));
-        }
-        // The gauges keep their last values; readiness reports the database itself.
-        Err(e) => tracing::debug!(error = %e, "metrics: cannot read the outbox"),
+    // Unread gauges keep their last values; readiness reports the database itself.
+    if let (Some(depth), Some(oldest)) = (gauges.outbox_depth, gauges.outbox_oldest) {
+        m.outbox_depth.set(depth);
+        m.outbox_oldest.set(oldest.max(0.0));
     }
     m.sse_subscribers
-        .set(i64::try_from(state.hub.subscribers()).unwrap_or(i64::MAX));
-    let size = i64::from(state.db.size());
-    let idle = i64::try_from(state.db.num_idle()).unwrap_or(0);
+        .set(i64::try_from(gauges.subscribers).unwrap_or(i64::MAX));
+    let size = i64::from(gauges.pool_size);
+    let idle = i64::try_from(gauges.pool_idle).unwrap_or(0);
     m.pool_connections
         .get_or_create(&PoolLabels { state: "idle" })
         .set(idle);
     m.pool_connections
         .get_or_create(&PoolLabels { state: "in_use" })
         .set((size - idle).max(0));
-    m.pool_max
-        .set(i64::from(state.db.options().get_max_connections()));
+    m.pool_max.set(i64::from(gauges.pool_max));
     if let Some((rss, peak)) = memory() {
         m.resident_memory.set(rss);
         m.peak_resident_memory.set(peak);

@@ -6,7 +6,8 @@
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 
-use crate::runs::{RunStatus, Stage};
+use crate::runs::Stage;
+use crate::status::RunStatus;
 
 /// A stage's bar: where it starts and ends, as fractions of the timeline.
 type Span = Option<(f64, f64)>;

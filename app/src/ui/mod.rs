@@ -5,7 +5,7 @@ use leptos::prelude::*;
 
 use crate::auth::page::{SignOutButton, provide_me};
 use crate::error::AppError;
-use crate::runs::RunStatus;
+use crate::status::RunStatus;
 
 pub mod charts;
 pub mod history;
@@ -31,7 +31,7 @@ pub fn Frame(children: Children) -> impl IntoView {
                 <a href="/">"Pipelines"</a>
                 <Suspense>
                     {move || Suspend::new(async move {
-                        let admin = me.await.ok().flatten().is_some_and(|p| p.role >= crate::auth::Role::Admin);
+                        let admin = me.await.ok().flatten().is_some_and(|p| p.role >= crate::caller::Role::Admin);
                         admin.then(|| view! {
                             <a href="/admin/api-keys">"API keys"</a>
                             <a href="/audit">"Audit"</a>

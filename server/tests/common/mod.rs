@@ -1,8 +1,9 @@
 //! Helpers for tests that drive the real router against a fresh `PostgreSQL` database.
 #![allow(dead_code, reason = "each test crate uses a different part of these helpers")]
 
-use app::auth::{Role, db as auth_db, keys};
-use app::state::AppState;
+use app::auth::keys;
+use app::caller::Role;
+use app::routes::AppState;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode, header};
@@ -57,7 +58,7 @@ fn roomy_budgets() -> app::auth::limits::Budgets {
 
 pub async fn key(db: &PgPool, role: Role) -> String {
     let key = keys::new_api_key();
-    let row = auth_db::NewKeyRow {
+    let row = app::api_keys::db::NewKeyRow {
         name: &format!("test-{role}"),
         role,
         key_prefix: &key.shown_prefix,
@@ -66,7 +67,7 @@ pub async fn key(db: &PgPool, role: Role) -> String {
         expires_at: None,
         rotated_from: None,
     };
-    auth_db::insert_api_key(db, &row).await.expect("insert api key");
+    app::api_keys::db::insert(db, &row).await.expect("insert api key");
     key.clear
 }
 

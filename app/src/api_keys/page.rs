@@ -3,9 +3,7 @@
 
 use leptos::prelude::*;
 
-use super::api_keys::{
-    ApiKey, CreateApiKey, CreatedApiKey, KeyState, RevokeApiKey, RotateApiKey, list_api_keys,
-};
+use super::{ApiKey, CreateApiKey, CreatedApiKey, KeyState, RevokeApiKey, RotateApiKey, list_api_keys};
 use crate::ui::{ErrorView, Frame, when};
 
 /// The API keys page.

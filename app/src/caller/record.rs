@@ -2,8 +2,7 @@
 
 use sqlx::PgExecutor;
 
-use crate::auth::Principal;
-use crate::auth::middleware::RequestMeta;
+use super::{Principal, RequestMeta};
 
 /// Whether an audited action went through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +14,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
             Outcome::Denied => "denied",
@@ -25,7 +24,7 @@ impl Outcome {
 
 /// Appends one audit event. Call it inside the transaction of the change it records, so the
 /// change and its audit line commit together or not at all.
-pub async fn record(
+pub async fn append(
     db: impl PgExecutor<'_>,
     actor: &str,
     role: Option<&str>,
@@ -50,36 +49,15 @@ pub async fn record(
     Ok(())
 }
 
-/// Appends one collapsed row of refused credentials (`auth.denied`): `row.count` refusals
-/// of one client address, or of many new ones at once, with the count in `detail`.
-pub async fn record_denials(
-    db: impl PgExecutor<'_>,
-    row: &crate::auth::limits::DenialRow,
-    request_id: Option<&str>,
-) -> sqlx::Result<()> {
-    let count = i64::try_from(row.count).unwrap_or(i64::MAX);
-    sqlx::query!(
-        "INSERT INTO audit_events (actor, action, target, request_id, outcome, source_addr, detail)
-         VALUES ('anonymous', 'auth.denied', $1, $2, 'denied', $3, jsonb_build_object('count', $4::bigint))",
-        row.target,
-        request_id,
-        row.source.addr().map(|addr| addr.to_string()),
-        count,
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 /// Appends a successful action of `principal`.
-pub async fn record_success(
+pub async fn success(
     db: impl PgExecutor<'_>,
     principal: &Principal,
     action: &str,
     target: &str,
     meta: &RequestMeta,
 ) -> sqlx::Result<()> {
-    record(
+    append(
         db,
         &principal.actor,
         Some(principal.role.as_str()),
@@ -93,7 +71,7 @@ pub async fn record_success(
 
 /// Appends one successful `action` per entry (its principal, target and request), in one
 /// statement: what a group of status reports writes.
-pub async fn record_successes(
+pub async fn successes(
     db: impl PgExecutor<'_>,
     action: &str,
     entries: &[(&Principal, String, &RequestMeta)],

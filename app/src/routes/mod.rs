@@ -12,8 +12,14 @@ use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use leptos_meta::MetaTags;
 
-use crate::state::AppState;
 use crate::{App, api, auth, telemetry};
+
+mod health;
+pub mod metrics;
+mod openapi;
+mod state;
+
+pub use state::AppState;
 use std::time::Duration;
 use tower_http::timeout::TimeoutLayer;
 
@@ -110,9 +116,9 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let options = state.leptos_options.clone();
     Router::new()
-        .merge(api::router())
+        .merge(openapi::router())
         .merge(auth::oidc_routes::router())
-        .route("/metrics", axum::routing::get(telemetry::http::protected_metrics))
+        .route("/metrics", axum::routing::get(metrics::protected_metrics))
         .leptos_routes(&state, routes, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn_with_state(

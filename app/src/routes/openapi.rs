@@ -1,21 +1,23 @@
-//! The OpenAPI document and its interactive docs.
+//! Every REST route under `/api`, the OpenAPI document that describes them, and its
+//! interactive docs.
 //!
 //! The document is generated from the handlers' `#[utoipa::path]` attributes and the types'
 //! `ToSchema` derives (collected by `utoipa-axum` as the routes are added), served at
 //! `/api/openapi.json`, with Swagger UI (vendored into the binary) at `/api/docs`.
 
-use std::collections::BTreeMap;
-
 use axum::Router;
 use axum::http::{HeaderValue, header};
-use utoipa::openapi::content::ContentBuilder;
-use utoipa::openapi::response::{Response, ResponseBuilder};
+use axum::response::IntoResponse;
+use axum::routing::any;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Ref, RefOr};
-use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ErrorBody;
-use crate::state::AppState;
+use super::AppState;
+use super::health::{__path_health, __path_ready, health, ready};
+use crate::api::rules;
+use crate::error::{AppError, ErrorBody};
 
 /// The document's fixed parts; the paths and schemas come from the routes.
 #[derive(OpenApi)]
@@ -64,56 +66,27 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The error answers an operation may give, all in the one error shape.
-pub struct Errors;
-
-impl IntoResponses for Errors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        [
-            ("401", "No valid credential"),
-            (
-                "403",
-                "The credential's role does not allow this, or a cross-site browser request",
-            ),
-            ("404", "No such object"),
-            ("409", "The request clashes with the current state"),
-            ("413", "The body is larger than the limit (1 MiB by default)"),
-            (
-                "405",
-                "The route does not take this method; `Allow` lists those it takes",
-            ),
-            ("415", "The body is not JSON"),
-            ("422", "A field is missing or wrong; `field` names it"),
-            ("429", "Over a rate limit; retry after `Retry-After` seconds"),
-            ("500", "Internal error; details are in Flowdeck's log"),
-            ("502", "Prefect or the identity provider failed"),
-            (
-                "503",
-                "The database is unreachable for now; nothing was changed, retry after `Retry-After` seconds",
-            ),
-        ]
-        .into_iter()
-        .map(|(status, description)| {
-            let content = ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("ErrorBody")))
-                .build();
-            let response = ResponseBuilder::new()
-                .description(description)
-                .content("application/json", content)
-                .build();
-            (status.to_owned(), RefOr::T(response))
-        })
-        .collect()
-    }
+/// What each capability says its inputs take, for the document.
+fn capability_rules() -> Vec<rules::Rule> {
+    [
+        crate::pipelines::validate::rules(),
+        crate::runs::http::rules(),
+        crate::api_keys::http::rules(),
+        crate::audit::http::rules(),
+        crate::retention::http::rules(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// `/api/openapi.json` and the interactive docs at `/api/docs`.
 ///
 /// The docs' assets are in the binary. The docs page gets a policy that lets Swagger UI run (its own scripts and
 /// inline styles), nothing from elsewhere.
-pub fn docs_router(document: utoipa::openapi::OpenApi) -> Router<AppState> {
+fn docs_router(document: utoipa::openapi::OpenApi) -> Router<AppState> {
     let mut document = serde_json::to_value(document).expect("the OpenAPI document serializes");
-    super::rules::constrain(&mut document);
+    rules::constrain(&mut document, &capability_rules());
     let swagger: Router<AppState> = utoipa_swagger_ui::SwaggerUi::new("/api/docs")
         .external_url_unchecked("/api/openapi.json", document)
         .into();
@@ -129,4 +102,49 @@ async fn docs_policy(mut response: axum::response::Response) -> axum::response::
         ),
     );
     response
+}
+
+/// A method the route does not take: `405` with `Allow` (as axum sets it), in the one
+/// error shape.
+async fn json_method_not_allowed(response: axum::response::Response) -> axum::response::Response {
+    if response.status() != axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("other methods");
+    let body = crate::error::ErrorBody {
+        detail: format!("this route takes {allowed}"),
+        code: "method_not_allowed".to_owned(),
+        field: None,
+    };
+    let mut answer = (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response();
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
+}
+
+async fn unknown_api_path() -> AppError {
+    AppError::not_found("API route")
+}
+
+/// Every REST route under `/api`, and the OpenAPI document that describes them.
+pub fn router() -> Router<AppState> {
+    let (api, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .merge(crate::pipelines::http::router())
+        .merge(crate::runs::http::router())
+        .merge(crate::events::http::router())
+        .merge(crate::api_keys::http::router())
+        .merge(crate::audit::http::router())
+        .merge(crate::retention::http::router())
+        .split_for_parts();
+    api.layer(axum::middleware::map_response(json_method_not_allowed))
+        .merge(docs_router(document))
+        .route("/api", any(unknown_api_path))
+        .route("/api/{*rest}", any(unknown_api_path))
 }

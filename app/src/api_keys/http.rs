@@ -1,0 +1,122 @@
+//! `/api/api_keys`: create, filter, count, read, rotate, revoke.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde_json::json;
+use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiKey, ApiKeyFilter, CreatedApiKey, NewApiKey, Rotation, service};
+use crate::api::responses::Errors;
+use crate::api::rules::{Rule, paging, text};
+use crate::api::{ApiId, ApiJson, OptionalJson};
+use crate::caller::{Principal, RequestMeta};
+use crate::error::Result;
+use crate::routes::AppState;
+
+/// Creates a key; its secret is in this answer only.
+#[utoipa::path(post, path = "/api/api_keys/", tag = "api_keys",
+    description = "Role: admin. The answer's `secret` is the key; it is not stored and cannot be shown again.",
+    request_body = NewApiKey,
+    responses((status = 201, description = "Created", body = CreatedApiKey), Errors))]
+async fn create(
+    State(db): State<PgPool>,
+    principal: Principal,
+    meta: RequestMeta,
+    ApiJson(new): ApiJson<NewApiKey>,
+) -> Result<(StatusCode, Json<CreatedApiKey>)> {
+    let created = service::create(&db, &principal, &meta, new).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Keys matching a filter.
+#[utoipa::path(post, path = "/api/api_keys/filter", tag = "api_keys", description = "Role: admin.",
+    request_body(content = Option<ApiKeyFilter>, description = "Criteria, sort and paging; none lists the newest 50"),
+    responses((status = 200, description = "The keys, never their secrets", body = Vec<ApiKey>), Errors))]
+async fn filter(
+    State(db): State<PgPool>,
+    principal: Principal,
+    OptionalJson(filter): OptionalJson<ApiKeyFilter>,
+) -> Result<Json<Vec<ApiKey>>> {
+    service::filter(&db, &principal, &filter).await.map(Json)
+}
+
+/// How many keys match a filter.
+#[utoipa::path(post, path = "/api/api_keys/count", tag = "api_keys", description = "Role: admin. Answers a bare integer.",
+    request_body(content = Option<ApiKeyFilter>, description = "Criteria (sort and paging are ignored)"),
+    responses((status = 200, description = "The count", body = i64, content_type = "application/json", example = json!(3)), Errors))]
+async fn count(
+    State(db): State<PgPool>,
+    principal: Principal,
+    OptionalJson(filter): OptionalJson<ApiKeyFilter>,
+) -> Result<Json<i64>> {
+    service::count(&db, &principal, &filter).await.map(Json)
+}
+
+/// One key.
+#[utoipa::path(get, path = "/api/api_keys/{id}", tag = "api_keys", description = "Role: admin.",
+    params(("id" = i64, Path, description = "Key id", minimum = 1)),
+    responses((status = 200, description = "The key, never its secret", body = ApiKey), Errors))]
+async fn read(State(db): State<PgPool>, principal: Principal, ApiId(id): ApiId) -> Result<Json<ApiKey>> {
+    service::get(&db, &principal, id).await.map(Json)
+}
+
+/// Makes a successor of a key; the old key keeps working for the overlap.
+#[utoipa::path(post, path = "/api/api_keys/{id}/rotate", tag = "api_keys",
+    description = "Role: admin. The successor has the same name and role; the old key expires when the overlap ends.",
+    params(("id" = i64, Path, description = "Key id", minimum = 1)),
+    request_body(content = Option<Rotation>, description = "Overlap and expiry; defaults: 60 minutes, the old key's expiry"),
+    responses((status = 201, description = "The successor, with its secret", body = CreatedApiKey), Errors))]
+async fn rotate(
+    State(db): State<PgPool>,
+    principal: Principal,
+    meta: RequestMeta,
+    ApiId(id): ApiId,
+    OptionalJson(rotation): OptionalJson<Rotation>,
+) -> Result<(StatusCode, Json<CreatedApiKey>)> {
+    let created = service::rotate(&db, &principal, &meta, id, rotation).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Revokes a key and ends the sessions it opened.
+#[utoipa::path(delete, path = "/api/api_keys/{id}", tag = "api_keys",
+    description = "Role: admin. Idempotent: revoking a revoked key succeeds and changes nothing.",
+    params(("id" = i64, Path, description = "Key id", minimum = 1)),
+    responses((status = 204, description = "Revoked"), Errors))]
+async fn revoke(
+    State(db): State<PgPool>,
+    principal: Principal,
+    meta: RequestMeta,
+    ApiId(id): ApiId,
+) -> Result<StatusCode> {
+    service::revoke(&db, &principal, &meta, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The key routes (admins only); the collection is also served without the slash.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(filter))
+        .routes(routes!(count))
+        .routes(routes!(read, revoke))
+        .routes(routes!(rotate))
+        .route("/api/api_keys", post(create))
+}
+
+/// What the OpenAPI document says key requests take.
+pub fn rules() -> Vec<Rule> {
+    let mut rules = vec![
+        Rule::Property("NewApiKey", "name", text(super::MAX_NAME_LEN)),
+        Rule::Property(
+            "Rotation",
+            "overlap_minutes",
+            json!({"minimum": 0, "maximum": super::MAX_OVERLAP_MINUTES}),
+        ),
+    ];
+    rules.extend(paging("ApiKeyFilter"));
+    rules
+}

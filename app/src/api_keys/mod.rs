@@ -1,0 +1,260 @@
+//! API key management for admins: create (shown once), filter, rotate with an overlap
+//! window, revoke. The REST routes, the admin page and the CLI all call [`service`].
+
+use chrono::{DateTime, Utc};
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::caller::Role;
+use crate::error::AppError;
+use crate::filter::{IdFilter, TextFilter, TimeFilter};
+
+pub mod page;
+
+#[cfg(feature = "ssr")]
+pub mod db;
+#[cfg(feature = "ssr")]
+pub mod http;
+#[cfg(feature = "ssr")]
+pub mod service;
+
+/// Longest key name.
+pub const MAX_NAME_LEN: usize = 100;
+/// Overlap of a rotation when none is asked for: the old key works one more hour.
+pub const DEFAULT_OVERLAP_MINUTES: u32 = 60;
+/// Longest overlap of a rotation: a week.
+pub const MAX_OVERLAP_MINUTES: u32 = 7 * 24 * 60;
+
+/// Whether a key works now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    /// It authenticates requests.
+    Active,
+    /// Its expiry time has passed.
+    Expired,
+    /// An admin revoked it.
+    Revoked,
+}
+
+impl KeyState {
+    /// The state's name as shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Expired => "expired",
+            KeyState::Revoked => "revoked",
+        }
+    }
+}
+
+/// An API key as admins see it: never its secret, which only its holder has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct ApiKey {
+    /// Key id.
+    pub id: i64,
+    /// Who or what holds the key.
+    pub name: String,
+    /// What the key may do.
+    pub role: Role,
+    /// The first characters of the key, to tell keys apart.
+    pub key_prefix: String,
+    /// Whether the key works now.
+    pub state: KeyState,
+    /// Who created it.
+    pub created_by: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// When it last authenticated a request (to the minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// The key this one replaced, when it was made by rotation.
+    pub rotated_from: Option<i64>,
+}
+
+/// A key just created: its details and, this once, its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct CreatedApiKey {
+    /// The new key.
+    #[serde(flatten)]
+    pub key: ApiKey,
+    /// The key itself. It is not stored and cannot be shown again.
+    pub secret: String,
+}
+
+/// `POST /api/api_keys/`: a new key.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"name": "ci-bot", "role": "operator", "expires_at": "2030-01-01T00:00:00Z"})))]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    /// Who or what will hold the key (1 to 100 characters).
+    pub name: String,
+    /// What the key may do.
+    pub role: Role,
+    /// When the key stops working; never when left out.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /api/api_keys/{id}/rotate`: a successor for a key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"overlap_minutes": 60})))]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    /// How long the old key keeps working beside the new one (default 60, at most 10080).
+    #[serde(default)]
+    pub overlap_minutes: Option<u32>,
+    /// When the new key stops working; the old key's expiry when left out.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Criteria on keys; all must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyCriteria {
+    /// By id.
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
+    pub id: Option<IdFilter>,
+    /// By name.
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
+    pub name: Option<TextFilter>,
+    /// By role (`any_: ["admin"]`).
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
+    pub role: Option<TextFilter>,
+    /// By state (`any_: ["active", "expired", "revoked"]`).
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
+    pub state: Option<KeyStateFilter>,
+    /// By creator.
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
+    pub created_by: Option<TextFilter>,
+    /// By creation time.
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
+    pub created: Option<TimeFilter>,
+    /// By expiry time.
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
+    pub expires: Option<TimeFilter>,
+    /// By last use.
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
+    pub last_used: Option<TimeFilter>,
+}
+
+/// Operators on a key's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct KeyStateFilter {
+    /// One of these states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any_: Option<Vec<KeyState>>,
+}
+
+/// Orders of a key listing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ApiKeySort {
+    /// Newest first.
+    #[default]
+    CreatedDesc,
+    /// Oldest first.
+    CreatedAsc,
+    /// By name.
+    NameAsc,
+    /// Most recently used first, never used last.
+    LastUsedDesc,
+}
+
+/// `POST /api/api_keys/filter` and `/count`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"api_keys": {"state": {"any_": ["active"]}, "name": {"like_": "ci"}}, "sort": "LAST_USED_DESC", "limit": 50, "offset": 0})))]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyFilter {
+    /// Criteria on keys.
+    #[serde(default, deserialize_with = "crate::filter::object")]
+    pub api_keys: ApiKeyCriteria,
+    /// Order of the answer.
+    #[serde(default)]
+    pub sort: ApiKeySort,
+    /// At most this many keys (1 to 200, default 50).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// Skip this many first.
+    #[serde(default)]
+    pub offset: Option<i64>,
+}
+
+/// Every key, newest first, for the admin page.
+#[server(prefix = "/sfn", endpoint = "list_api_keys")]
+pub async fn list_api_keys() -> Result<Vec<ApiKey>, AppError> {
+    let state = expect_context::<crate::routes::AppState>();
+    let principal = crate::caller::current_principal()?;
+    let filter = ApiKeyFilter {
+        limit: Some(crate::filter::MAX_LIMIT),
+        ..ApiKeyFilter::default()
+    };
+    service::filter(&state.db, &principal, &filter).await
+}
+
+/// Creates a key from the admin page; `expires_in_days` empty for never.
+#[server(prefix = "/sfn", endpoint = "create_api_key")]
+pub async fn create_api_key(
+    name: String,
+    role: Role,
+    expires_in_days: Option<String>,
+) -> Result<CreatedApiKey, AppError> {
+    let state = expect_context::<crate::routes::AppState>();
+    let principal = crate::caller::current_principal()?;
+    let meta = crate::caller::RequestMeta::current();
+    let expires_at = match expires_in_days
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        None => None,
+        Some(days) => {
+            let days: i64 = days
+                .parse()
+                .ok()
+                .filter(|d| (1..=3650).contains(d))
+                .ok_or_else(|| {
+                    AppError::invalid("expires_in_days", "must be a whole number from 1 to 3650")
+                })?;
+            Some(Utc::now() + chrono::Duration::days(days))
+        }
+    };
+    let new = NewApiKey {
+        name: name.trim().to_owned(),
+        role,
+        expires_at,
+    };
+    service::create(&state.db, &principal, &meta, new).await
+}
+
+/// Rotates a key from the admin page with the default overlap.
+#[server(prefix = "/sfn", endpoint = "rotate_api_key")]
+pub async fn rotate_api_key(id: i64) -> Result<CreatedApiKey, AppError> {
+    let state = expect_context::<crate::routes::AppState>();
+    let principal = crate::caller::current_principal()?;
+    let meta = crate::caller::RequestMeta::current();
+    service::rotate(&state.db, &principal, &meta, id, Rotation::default()).await
+}
+
+/// Revokes a key from the admin page.
+#[server(prefix = "/sfn", endpoint = "revoke_api_key")]
+pub async fn revoke_api_key(id: i64) -> Result<(), AppError> {
+    let state = expect_context::<crate::routes::AppState>();
+    let principal = crate::caller::current_principal()?;
+    let meta = crate::caller::RequestMeta::current();
+    service::revoke(&state.db, &principal, &meta, id).await
+}

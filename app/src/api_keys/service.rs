@@ -1,0 +1,195 @@
+//! The key operations; each checks the admin role and writes its audit event in the
+//! transaction of its change.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::db;
+use super::{
+    ApiKey, ApiKeyFilter, ApiKeySort, CreatedApiKey, DEFAULT_OVERLAP_MINUTES, KeyState, MAX_NAME_LEN,
+    MAX_OVERLAP_MINUTES, NewApiKey, Rotation,
+};
+use crate::auth::keys;
+use crate::caller::{Principal, RequestMeta, Role, record};
+use crate::error::{AppError, Result};
+use crate::filter::paging;
+
+fn check_name(name: &str) -> Result<String> {
+    crate::api::rules::check_text("name", name, MAX_NAME_LEN)?;
+    Ok(name.to_owned())
+}
+
+fn check_expiry(field: &str, at: Option<DateTime<Utc>>) -> Result<()> {
+    match at {
+        // Well-formed, but it clashes with the clock: a conflict, not a bad field.
+        Some(at) if at <= Utc::now() => Err(AppError::conflict(format!("{field} is in the past"))),
+        _ => Ok(()),
+    }
+}
+
+/// Stores a new key and returns it with its secret, which nobody will see again.
+async fn insert(
+    tx: &mut sqlx::PgConnection,
+    name: &str,
+    role: Role,
+    expires_at: Option<DateTime<Utc>>,
+    rotated_from: Option<i64>,
+    created_by: &str,
+) -> Result<CreatedApiKey> {
+    let secret = keys::new_api_key();
+    let row = db::NewKeyRow {
+        name,
+        role,
+        key_prefix: &secret.shown_prefix,
+        key_hash: &secret.hash,
+        created_by,
+        expires_at,
+        rotated_from,
+    };
+    let id = db::insert(&mut *tx, &row).await?;
+    Ok(CreatedApiKey {
+        key: db::fetch(&mut *tx, id).await?,
+        secret: secret.clear,
+    })
+}
+
+/// Creates a key.
+#[tracing::instrument(name = "api_keys.create", skip_all)]
+pub async fn create(
+    db: &PgPool,
+    principal: &Principal,
+    meta: &RequestMeta,
+    new: NewApiKey,
+) -> Result<CreatedApiKey> {
+    principal.require(Role::Admin)?;
+    let name = check_name(&new.name)?;
+    check_expiry("expires_at", new.expires_at)?;
+    let mut tx = db.begin().await?;
+    let created = insert(&mut tx, &name, new.role, new.expires_at, None, &principal.actor).await?;
+    let target = format!("api_key:{}", created.key.id);
+    record::success(&mut *tx, principal, "api_key.create", &target, meta).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// One key.
+#[tracing::instrument(name = "api_keys.get", skip_all)]
+pub async fn get(db: &PgPool, principal: &Principal, id: i64) -> Result<ApiKey> {
+    principal.require(Role::Admin)?;
+    db::fetch(db, id).await
+}
+
+/// The keys that match, in the order asked for.
+#[tracing::instrument(name = "api_keys.filter", skip_all)]
+pub async fn filter(db: &PgPool, principal: &Principal, filter: &ApiKeyFilter) -> Result<Vec<ApiKey>> {
+    principal.require(Role::Admin)?;
+    let page = paging(filter.limit, filter.offset)?;
+    let mut w = db::criteria(db::COLUMNS, filter);
+    let order = match filter.sort {
+        ApiKeySort::CreatedDesc => " ORDER BY created_at DESC, id DESC",
+        ApiKeySort::CreatedAsc => " ORDER BY created_at, id",
+        ApiKeySort::NameAsc => " ORDER BY name, id",
+        ApiKeySort::LastUsedDesc => " ORDER BY last_used_at DESC NULLS LAST, id DESC",
+    };
+    w.page(order, page);
+    let now = Utc::now();
+    w.query
+        .build_query_as::<db::Row>()
+        .fetch_all(db)
+        .await?
+        .into_iter()
+        .map(|row| row.into_key(now))
+        .collect()
+}
+
+/// How many keys match.
+#[tracing::instrument(name = "api_keys.count", skip_all)]
+pub async fn count(db: &PgPool, principal: &Principal, filter: &ApiKeyFilter) -> Result<i64> {
+    principal.require(Role::Admin)?;
+    // Paging does not change a count, but a bad one is still refused.
+    paging(filter.limit, filter.offset)?;
+    let mut w = db::criteria("SELECT count(*) FROM api_keys", filter);
+    Ok(w.query.build_query_scalar::<i64>().fetch_one(db).await?)
+}
+
+/// A request cannot revoke or rotate away the key that authenticates it (an admin
+/// could lock themselves out): another admin key or the CLI does that.
+fn not_in_use(principal: &Principal, id: i64) -> Result<()> {
+    if principal.key_id == Some(id) {
+        return Err(AppError::conflict(format!(
+            "API key {id} authenticates this request; revoke or rotate it with another admin key or the CLI"
+        )));
+    }
+    Ok(())
+}
+
+/// Makes a successor of an active key, with the same name and role; the old key keeps
+/// working for the overlap, then expires, so holders can switch without downtime.
+#[tracing::instrument(name = "api_keys.rotate", skip_all)]
+pub async fn rotate(
+    db: &PgPool,
+    principal: &Principal,
+    meta: &RequestMeta,
+    id: i64,
+    rotation: Rotation,
+) -> Result<CreatedApiKey> {
+    principal.require(Role::Admin)?;
+    let overlap = rotation.overlap_minutes.unwrap_or(DEFAULT_OVERLAP_MINUTES);
+    if overlap > MAX_OVERLAP_MINUTES {
+        return Err(AppError::invalid(
+            "overlap_minutes",
+            format!("must be at most {MAX_OVERLAP_MINUTES} (a week)"),
+        ));
+    }
+    check_expiry("expires_at", rotation.expires_at)?;
+    not_in_use(principal, id)?;
+    let mut tx = db.begin().await?;
+    let old = sqlx::query!("SELECT id FROM api_keys WHERE id = $1 FOR UPDATE", id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if old.is_none() {
+        return Err(AppError::not_found("API key"));
+    }
+    let old = db::fetch(&mut *tx, id).await?;
+    if old.state != KeyState::Active {
+        return Err(AppError::conflict(format!(
+            "API key {id} is {}; only an active key can be rotated",
+            old.state.as_str()
+        )));
+    }
+    let overlap_ends = Utc::now() + chrono::Duration::minutes(i64::from(overlap));
+    let old_ends = old.expires_at.map_or(overlap_ends, |at| at.min(overlap_ends));
+    sqlx::query!("UPDATE api_keys SET expires_at = $2 WHERE id = $1", id, old_ends)
+        .execute(&mut *tx)
+        .await?;
+    let expires_at = rotation.expires_at.or(old.expires_at);
+    let created = insert(
+        &mut tx,
+        &old.name,
+        old.role,
+        expires_at,
+        Some(id),
+        &principal.actor,
+    )
+    .await?;
+    let target = format!("api_key:{id}");
+    record::success(&mut *tx, principal, "api_key.rotate", &target, meta).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// Revokes a key and ends the browser sessions it opened. Revoking a revoked key
+/// changes nothing and succeeds (DELETE is idempotent); an unknown id is 404.
+#[tracing::instrument(name = "api_keys.revoke", skip_all)]
+pub async fn revoke(db: &PgPool, principal: &Principal, meta: &RequestMeta, id: i64) -> Result<()> {
+    principal.require(Role::Admin)?;
+    not_in_use(principal, id)?;
+    let mut tx = db.begin().await?;
+    db::fetch(&mut *tx, id).await?;
+    if db::revoke(&mut *tx, id).await? {
+        let target = format!("api_key:{id}");
+        record::success(&mut *tx, principal, "api_key.revoke", &target, meta).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
