@@ -16,6 +16,7 @@ pub mod caller;
 pub mod error;
 pub mod events;
 pub mod filter;
+pub mod layout;
 pub mod pipelines;
 pub mod runs;
 pub mod status;
@@ -34,6 +35,8 @@ pub mod retention;
 #[cfg(feature = "ssr")]
 pub mod routes;
 #[cfg(feature = "ssr")]
+pub mod shutdown;
+#[cfg(feature = "ssr")]
 pub mod telemetry;
 
 /// The app's routes, rendered on the server only: the parts of a page that change in the
@@ -45,7 +48,7 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/flowdeck.css" />
         <Title text="Flowdeck" />
         <Router>
-            <Routes fallback=ui::NotFoundPage>
+            <Routes fallback=layout::NotFoundPage>
                 <Route path=path!("/login") view=auth::page::LoginPage />
                 // Async: the whole page is rendered before the first byte, so a missing
                 // pipeline or run can still answer 404 rather than a streamed 200.

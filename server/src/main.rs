@@ -8,7 +8,7 @@ mod telemetry;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use app::routes::AppState;
+use app::routes::Builder;
 use axum::Router;
 use clap::Parser;
 use tower_http::CompressionLevel;
@@ -67,23 +67,20 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let pool = schema::connect_migrated(&config).await?;
-    let state = AppState {
-        leptos_options: config.leptos_options(),
-        db: pool.clone(),
-        secure_cookies: config.secure_cookies,
-        prefect: config.prefect()?.map(std::sync::Arc::new),
-        default_deployment: config.default_deployment.clone(),
-        prefect_ui_url: config.prefect_ui_url(),
-        limits: std::sync::Arc::new(app::auth::limits::Limits::new(config.budgets)),
-        reports: app::runs::reports::ReportWriter::start(pool.clone()),
-        answers: std::sync::Arc::default(),
-        known_keys: std::sync::Arc::default(),
-        hub: app::events::hub::Hub::new(),
-        oidc: config.oidc.clone().map(app::auth::oidc::Oidc::new),
-        proxy: config.proxy.clone().map(std::sync::Arc::new),
-        trusted_proxies: std::sync::Arc::new(config.trusted_proxies.clone()),
-        callback_ttl: config.callback_ttl,
-    };
+    let state = Builder::new(pool)
+        .leptos_options(config.leptos_options())
+        .secure_cookies(config.secure_cookies)
+        .prefect(config.prefect()?.map(std::sync::Arc::new))
+        .links(app::prefect::PrefectLinks {
+            default_deployment: config.default_deployment.clone(),
+            ui_url: config.prefect_ui_url(),
+        })
+        .budgets(config.budgets)
+        .oidc(config.oidc.clone().map(app::auth::oidc::Oidc::new))
+        .proxy(config.proxy.clone())
+        .trusted_proxies(config.trusted_proxies.clone())
+        .callback_ttl(config.callback_ttl)
+        .build();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut workers = vec![
         tokio::spawn(state.hub.clone().run(state.db.clone(), stopped.clone())),

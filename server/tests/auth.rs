@@ -350,15 +350,13 @@ async fn every_response_carries_security_headers_and_pages_a_fresh_script_nonce(
 #[sqlx::test(migrations = "../migrations")]
 async fn guessing_keys_is_answered_429_and_triggers_are_limited_per_caller(db: PgPool) {
     let budget = std::num::NonZeroU32::new(3).unwrap();
-    let app = TestApp::with(
-        db,
-        None,
-        app::auth::limits::Budgets {
+    let app = TestApp::with(db, |b| {
+        b.budgets(app::auth::limits::Budgets {
             auth_failures_per_minute: budget,
             triggers_per_minute: budget,
             sign_ins_per_minute: budget,
-        },
-    )
+        })
+    })
     .await;
     let pipeline = app.pipeline(json!({"name": "p"})).await;
     for _ in 0..3 {

@@ -41,10 +41,9 @@ fn tight_budgets(failures: u32) -> Budgets {
 
 /// An app behind a proxy at 10.0.0.0/8 with these budgets.
 async fn behind_proxy(db: PgPool, budgets: Budgets) -> TestApp {
-    TestApp::with_changes(db, |state| {
-        state.trusted_proxies =
-            std::sync::Arc::new(app::client_addr::TrustedProxies::parse("10.0.0.0/8").unwrap());
-        state.limits = std::sync::Arc::new(app::auth::limits::Limits::new(budgets));
+    TestApp::with(db, |b| {
+        b.trusted_proxies(app::client_addr::TrustedProxies::parse("10.0.0.0/8").unwrap())
+            .budgets(budgets)
     })
     .await
 }
@@ -218,9 +217,9 @@ async fn starting_sign_ins_is_rate_limited_per_address(db: PgPool) {
         redirect_uri: "http://127.0.0.1:8000/auth/oidc/callback".into(),
         jwks_min_refresh: Duration::from_secs(30),
     };
-    let app = TestApp::with_changes(db, |state| {
-        state.oidc = Some(app::auth::oidc::Oidc::new(oidc));
-        state.limits = std::sync::Arc::new(app::auth::limits::Limits::new(tight_budgets(1000)));
+    let app = TestApp::with(db, |b| {
+        b.oidc(Some(app::auth::oidc::Oidc::new(oidc)))
+            .budgets(tight_budgets(1000))
     })
     .await;
     let start = |peer: &str| {
@@ -389,7 +388,7 @@ async fn event_streams_end_when_their_credential_does(db: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn with_secure_cookies_a_planted_plain_cookie_is_ignored(db: PgPool) {
-    let app = TestApp::with_changes(db, |state| state.secure_cookies = true).await;
+    let app = TestApp::with(db, |b| b.secure_cookies(true)).await;
     let cookie = session_cookie(&app, &app.viewer).await;
     let (name, token) = cookie.split_once('=').unwrap();
     assert_eq!(name, "__Host-flowdeck_session");

@@ -390,15 +390,14 @@ fn from_peer(method: &str, uri: &str, peer: &str, user: &str, groups: &str) -> R
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_trusted_proxy_names_the_user_and_nobody_else_can(db: PgPool) {
-    let app = TestApp::with_proxy(
-        db,
-        app::auth::proxy::ProxyConfig {
+    let app = TestApp::with(db, |b| {
+        b.proxy(Some(app::auth::proxy::ProxyConfig {
             trusted: vec!["127.0.0.1".parse().unwrap()],
             user_header: "x-forwarded-user".into(),
             groups_header: "x-forwarded-groups".into(),
             role_map: std::collections::HashMap::from([("data-eng".to_owned(), app::caller::Role::Operator)]),
-        },
-    )
+        }))
+    })
     .await;
     let id = app.pipeline(json!({"name": "p"})).await;
     let trigger = format!("/api/trigger/{id}");

@@ -651,7 +651,7 @@ async fn readiness_follows_prefect_when_one_is_configured(db: PgPool) {
         Duration::from_secs(1),
     )
     .unwrap();
-    let app = common::TestApp::with_prefect(db, Some(Arc::new(gone))).await;
+    let app = common::TestApp::with(db, |b| b.prefect(Some(Arc::new(gone)))).await;
     let down = app.call("GET", "/api/ready", None, None).await;
     assert_eq!(down.status, 503, "{}", down.text());
     assert_eq!(

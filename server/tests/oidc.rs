@@ -220,7 +220,10 @@ fn edit(claims: &Value, change: impl FnOnce(&mut Value)) -> Value {
 #[sqlx::test(migrations = "../migrations")]
 async fn bearer_tokens_are_accepted_only_when_every_check_passes(db: PgPool) {
     let issuer = Issuer::start(vec![es256("k1"), ed25519("k2")]).await;
-    let app = TestApp::with_oidc(db, Oidc::new(issuer.config(Duration::from_secs(30)))).await;
+    let app = TestApp::with(db, |b| {
+        b.oidc(Some(Oidc::new(issuer.config(Duration::from_secs(30)))))
+    })
+    .await;
     let (es, ed) = (issuer.key(0), issuer.key(1));
     let good = issuer.claims("viewer");
     let now = chrono::Utc::now().timestamp();
@@ -363,7 +366,7 @@ async fn tokens_without_nbf_pass_only_when_the_setting_allows_them(db: PgPool) {
     let issuer = Issuer::start(vec![es256("k1")]).await;
     let mut config = issuer.config(Duration::from_secs(30));
     config.allow_missing_nbf = true;
-    let app = TestApp::with_oidc(db, Oidc::new(config)).await;
+    let app = TestApp::with(db, |b| b.oidc(Some(Oidc::new(config)))).await;
     let es = issuer.key(0);
     let now = chrono::Utc::now().timestamp();
     let without_nbf = edit(&issuer.claims("viewer"), |c| {
@@ -383,7 +386,10 @@ async fn unknown_key_ids_refresh_the_key_set_at_a_bounded_rate(db: PgPool) {
     let issuer = Issuer::start(vec![es256("k1")]).await;
     // Refreshes at most every 3 s: the flood below stays within one interval even on a
     // machine loaded by the other tests (at 1 s it once took two).
-    let app = TestApp::with_oidc(db, Oidc::new(issuer.config(Duration::from_secs(3)))).await;
+    let app = TestApp::with(db, |b| {
+        b.oidc(Some(Oidc::new(issuer.config(Duration::from_secs(3)))))
+    })
+    .await;
     let good = issuer.claims("viewer");
     assert_eq!(
         status_with(&app, &sign(&issuer.key(0), &good)).await,
@@ -481,7 +487,10 @@ fn rand_suffix() -> String {
 #[sqlx::test(migrations = "../migrations")]
 async fn people_sign_in_through_the_issuer_with_pkce(db: PgPool) {
     let issuer = Issuer::start(vec![es256("k1")]).await;
-    let app = TestApp::with_oidc(db, Oidc::new(issuer.config(Duration::from_secs(30)))).await;
+    let app = TestApp::with(db, |b| {
+        b.oidc(Some(Oidc::new(issuer.config(Duration::from_secs(30)))))
+    })
+    .await;
 
     // The sign-in page offers the issuer, and lets its form be redirected there.
     let page = app

@@ -235,7 +235,7 @@ async fn parameters_prefect_rejects_fail_the_run(db: PgPool) {
 #[ignore = "needs a real Prefect: make test runs it"]
 async fn cancelling_a_running_run_stops_it_in_prefect(db: PgPool) {
     let prefect = Arc::new(prefect());
-    let app = TestApp::with_prefect(db, Some(prefect.clone())).await;
+    let app = TestApp::with(db, |b| b.prefect(Some(prefect.clone()))).await;
     let served = serve(&app).await;
     let callback_url = served.callback_url.clone();
     let pipeline = app
@@ -277,7 +277,7 @@ async fn cancelling_a_running_run_stops_it_in_prefect(db: PgPool) {
 #[ignore = "needs a real Prefect: make test runs it"]
 async fn prefect_events_move_runs_without_waiting_for_a_poll(db: PgPool) {
     let prefect = Arc::new(prefect());
-    let app = TestApp::with_prefect(db, Some(prefect.clone())).await;
+    let app = TestApp::with(db, |b| b.prefect(Some(prefect.clone()))).await;
     let served = serve(&app).await;
     let pipeline = app
         .pipeline(
@@ -333,7 +333,7 @@ async fn prefect_events_move_runs_without_waiting_for_a_poll(db: PgPool) {
 #[ignore = "needs a real Prefect: make test runs it"]
 async fn the_forms_offer_prefects_deployments_and_the_flows_parameters(db: PgPool) {
     let prefect = Arc::new(prefect());
-    let app = TestApp::with_prefect(db, Some(prefect.clone())).await;
+    let app = TestApp::with(db, |b| b.prefect(Some(prefect.clone()))).await;
     let choices = app.server_fn("deployment_choices", &app.admin, "").await.json();
     assert!(
         choices["available"]

@@ -1,7 +1,7 @@
 //! Answers of read-only listings, kept until the database may have changed.
 //!
-//! An answer is stored with the change-feed version it was read under
-//! ([`crate::events::hub::Hub::version`]) and served while the version stays the same: a
+//! An answer is stored with the version it was read under ([`Freshness::version`]) and
+//! served while the version stays the same: a
 //! change committed by any replica moves it when its announcement arrives, and a write made
 //! through this replica moves it when its request ends, so a caller always reads its own
 //! writes. Callers asking for the same answer at once wait for one read of it. Nothing is
@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -17,10 +18,78 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, watch};
 
 use crate::error::{AppError, Result};
-use crate::routes::AppState;
+
+/// Whether what this replica read from the database may have changed since: the change
+/// feed's listener (`events::hub`) and this replica's writes move it.
+pub struct Freshness {
+    /// Counts what may have changed the database: every announced change, every lost
+    /// connection and every write made through this replica (see [`Freshness::version`]).
+    version: AtomicU64,
+    /// As `version`, for API keys: announced key changes, lost connections, local writes.
+    key_version: AtomicU64,
+    /// Wakes open feeds to check their credential again whenever `key_version` moves.
+    key_moved: watch::Sender<()>,
+    /// Whether this replica is listening, so that `version` follows every change.
+    listening: AtomicBool,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Self {
+            version: AtomicU64::new(0),
+            key_version: AtomicU64::new(0),
+            key_moved: watch::Sender::new(()),
+            listening: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Freshness {
+    /// A number that moves whenever what the database holds may have changed, or `None`
+    /// while this replica cannot tell (it is not listening). An answer read after seeing
+    /// version `v` is current for as long as the version is still `v`: a change committed
+    /// later moves it when announced, or, made through this replica, when its request ends.
+    pub fn version(&self) -> Option<u64> {
+        self.listening
+            .load(Ordering::Acquire)
+            .then(|| self.version.load(Ordering::Acquire))
+    }
+
+    /// As [`Freshness::version`], for what API keys grant.
+    pub fn key_version(&self) -> Option<u64> {
+        self.listening
+            .load(Ordering::Acquire)
+            .then(|| self.key_version.load(Ordering::Acquire))
+    }
+
+    /// Changes each time what credentials grant may have changed (keys, sessions).
+    pub fn key_moves(&self) -> watch::Receiver<()> {
+        self.key_moved.subscribe()
+    }
+
+    /// Says that a write made through this replica has committed (its announcement may
+    /// still be on its way), or that a change was announced.
+    pub fn touch(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Says that a change to API keys or sessions has committed.
+    pub fn touch_keys(&self) {
+        self.key_version.fetch_add(1, Ordering::AcqRel);
+        self.key_moved.send_replace(());
+    }
+
+    /// Says whether the change feed is being followed; moves both versions either way
+    /// (nothing read before a lost connection is known to be current).
+    pub fn set_listening(&self, listening: bool) {
+        self.touch();
+        self.touch_keys();
+        self.listening.store(listening, Ordering::Release);
+    }
+}
 
 /// Distinct answers kept at most (each a page of at most 1,000 rows).
 const MAX_ENTRIES: usize = 64;
@@ -36,9 +105,28 @@ struct Entry {
 #[derive(Default)]
 pub struct Answers {
     entries: Mutex<HashMap<String, Entry>>,
+    freshness: Arc<Freshness>,
 }
 
 impl Answers {
+    /// No answers yet; they are kept while `freshness` stays the same.
+    pub fn new(freshness: Arc<Freshness>) -> Self {
+        Self {
+            entries: Mutex::default(),
+            freshness,
+        }
+    }
+
+    /// The answer for `key`, kept or read by `read` (see [`Answers::get_or_read`]). Call it
+    /// only after the caller's role has been checked: a kept answer is anyone's who may read.
+    pub async fn answer<F, Fut>(&self, key: String, read: F) -> Result<Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes>>,
+    {
+        self.get_or_read(self.freshness.version(), key, read).await
+    }
+
     /// The answer for `key` read at `version`: kept, or read by `read` and kept. With no
     /// version (not listening), `read` is simply called.
     pub async fn get_or_read<F, Fut>(&self, version: Option<u64>, key: String, read: F) -> Result<Bytes>
@@ -93,16 +181,6 @@ impl Answers {
     }
 }
 
-/// The answer for `key`, kept or read by `read` (see [`Answers::get_or_read`]). Call it
-/// only after the caller's role has been checked: a kept answer is anyone's who may read.
-pub async fn answer<F, Fut>(state: &AppState, key: String, read: F) -> Result<Bytes>
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<Bytes>>,
-{
-    state.answers.get_or_read(state.hub.version(), key, read).await
-}
-
 /// The key of a query: its operation and its canonical JSON.
 pub fn key(operation: &str, query: &impl Serialize) -> String {
     let query = serde_json::to_string(query).unwrap_or_default();
@@ -123,16 +201,16 @@ pub fn to_json(value: &impl Serialize) -> Result<Bytes> {
 /// next read is read afresh. Reads sent as `POST` (`.../filter`, `.../count`) move nothing;
 /// a write to API keys (REST `/api/api_keys…` or the admin page's `…_api_key` server
 /// functions) also moves the key version, so a key revoked here is refused at once.
-pub async fn after_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn after_writes(State(freshness): State<Arc<Freshness>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let writes = !request.method().is_safe() && !path.ends_with("/filter") && !path.ends_with("/count");
     let keys = writes && path.contains("api_key");
     let response = next.run(request).await;
     if writes {
-        state.hub.touch();
+        freshness.touch();
     }
     if keys {
-        state.hub.touch_keys();
+        freshness.touch_keys();
     }
     response
 }

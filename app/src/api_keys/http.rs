@@ -15,7 +15,6 @@ use crate::api::rules::{Rule, paging, text};
 use crate::api::{ApiId, ApiJson, OptionalJson};
 use crate::caller::{Principal, RequestMeta};
 use crate::error::Result;
-use crate::routes::AppState;
 
 /// Creates a key; its secret is in this answer only.
 #[utoipa::path(post, path = "/api/api_keys/", tag = "api_keys",
@@ -97,7 +96,11 @@ async fn revoke(
 }
 
 /// The key routes (admins only); the collection is also served without the slash.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PgPool: axum::extract::FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(create))
         .routes(routes!(filter))

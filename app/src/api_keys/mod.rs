@@ -197,13 +197,13 @@ pub struct ApiKeyFilter {
 /// Every key, newest first, for the admin page.
 #[server(prefix = "/sfn", endpoint = "list_api_keys")]
 pub async fn list_api_keys() -> Result<Vec<ApiKey>, AppError> {
-    let state = expect_context::<crate::routes::AppState>();
+    let db = expect_context::<sqlx::PgPool>();
     let principal = crate::caller::current_principal()?;
     let filter = ApiKeyFilter {
         limit: Some(crate::filter::MAX_LIMIT),
         ..ApiKeyFilter::default()
     };
-    service::filter(&state.db, &principal, &filter).await
+    service::filter(&db, &principal, &filter).await
 }
 
 /// Creates a key from the admin page; `expires_in_days` empty for never.
@@ -213,7 +213,7 @@ pub async fn create_api_key(
     role: Role,
     expires_in_days: Option<String>,
 ) -> Result<CreatedApiKey, AppError> {
-    let state = expect_context::<crate::routes::AppState>();
+    let db = expect_context::<sqlx::PgPool>();
     let principal = crate::caller::current_principal()?;
     let meta = crate::caller::RequestMeta::current();
     let expires_at = match expires_in_days
@@ -238,23 +238,23 @@ pub async fn create_api_key(
         role,
         expires_at,
     };
-    service::create(&state.db, &principal, &meta, new).await
+    service::create(&db, &principal, &meta, new).await
 }
 
 /// Rotates a key from the admin page with the default overlap.
 #[server(prefix = "/sfn", endpoint = "rotate_api_key")]
 pub async fn rotate_api_key(id: i64) -> Result<CreatedApiKey, AppError> {
-    let state = expect_context::<crate::routes::AppState>();
+    let db = expect_context::<sqlx::PgPool>();
     let principal = crate::caller::current_principal()?;
     let meta = crate::caller::RequestMeta::current();
-    service::rotate(&state.db, &principal, &meta, id, Rotation::default()).await
+    service::rotate(&db, &principal, &meta, id, Rotation::default()).await
 }
 
 /// Revokes a key from the admin page.
 #[server(prefix = "/sfn", endpoint = "revoke_api_key")]
 pub async fn revoke_api_key(id: i64) -> Result<(), AppError> {
-    let state = expect_context::<crate::routes::AppState>();
+    let db = expect_context::<sqlx::PgPool>();
     let principal = crate::caller::current_principal()?;
     let meta = crate::caller::RequestMeta::current();
-    service::revoke(&state.db, &principal, &meta, id).await
+    service::revoke(&db, &principal, &meta, id).await
 }

@@ -4,7 +4,8 @@
 use leptos::prelude::*;
 
 use super::{ApiKey, CreateApiKey, CreatedApiKey, KeyState, RevokeApiKey, RotateApiKey, list_api_keys};
-use crate::ui::{ErrorView, Frame, when};
+use crate::layout::Frame;
+use crate::ui::{ErrorView, when};
 
 /// The API keys page.
 #[component]

@@ -148,10 +148,10 @@ pub struct AuditListing {
 /// The audit page's data.
 #[server(prefix = "/sfn", endpoint = "audit_page")]
 pub async fn audit_page(filter: AuditFilter) -> Result<AuditListing, AppError> {
-    let state = expect_context::<crate::routes::AppState>();
+    let db = expect_context::<sqlx::PgPool>();
     let principal = crate::caller::current_principal()?;
-    let events = service::filter(&state.db, &principal, &filter).await?;
-    let total = service::count(&state.db, &principal, &filter).await?;
+    let events = service::filter(&db, &principal, &filter).await?;
+    let total = service::count(&db, &principal, &filter).await?;
     Ok(AuditListing { events, total })
 }
 
@@ -243,7 +243,6 @@ pub mod http {
     use crate::api::responses::Errors;
     use crate::caller::Principal;
     use crate::error::Result;
-    use crate::routes::AppState;
 
     /// Audit events matching a filter.
     #[utoipa::path(post, path = "/api/audit_events/filter", tag = "audit", description = "Role: admin.",
@@ -275,7 +274,11 @@ pub mod http {
         crate::api::rules::paging("AuditFilter").into()
     }
 
-    pub fn router() -> OpenApiRouter<AppState> {
+    pub fn router<S>() -> OpenApiRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+        PgPool: axum::extract::FromRef<S>,
+    {
         OpenApiRouter::new()
             .routes(routes!(filter))
             .routes(routes!(count))

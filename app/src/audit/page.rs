@@ -6,7 +6,8 @@ use leptos_router::hooks::use_query_map;
 
 use super::{AuditCriteria, AuditFilter, audit_page};
 use crate::filter::TextFilter;
-use crate::ui::{ErrorView, Frame, when};
+use crate::layout::Frame;
+use crate::ui::{ErrorView, when};
 
 /// Events per page.
 const PAGE_SIZE: i64 = 50;

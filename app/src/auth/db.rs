@@ -143,3 +143,26 @@ pub async fn record_denials(
     .await?;
     Ok(())
 }
+
+/// The run a live callback credential belongs to.
+///
+/// The run must be unfinished or have ended less than `grace_minutes` ago, and the
+/// credential younger than `max_age_seconds` since it was handed to Prefect (or made, if
+/// it never was) (`FLOWDECK_CALLBACK_TTL`: a run that never ends does not keep it forever).
+pub async fn run_for_callback_token(
+    db: impl PgExecutor<'_>,
+    token_hash: &[u8],
+    grace_minutes: i32,
+    max_age_seconds: i64,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar!(
+        "SELECT id FROM runs WHERE callback_token_hash = $1
+           AND (ended_at IS NULL OR ended_at > now() - make_interval(mins => $2))
+           AND coalesce(submitted_at, created_at) > now() - $3::bigint * interval '1 second'",
+        token_hash,
+        grace_minutes,
+        max_age_seconds,
+    )
+    .fetch_optional(db)
+    .await
+}

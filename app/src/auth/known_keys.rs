@@ -1,7 +1,7 @@
 //! API keys this replica has verified lately, so that a request with a known key reads
 //! nothing from the database.
 //!
-//! A key is remembered with the replica's key version ([`crate::events::hub::Hub::key_version`])
+//! A key is remembered with the replica's key version ([`crate::api::cache::Freshness::key_version`])
 //! and for at most a minute, and is read again when either moves: every change to what a
 //! key grants (revoked, rotated, another role) is announced to every replica by the
 //! database, and a change to keys made through this replica moves the version when its

@@ -10,12 +10,12 @@ use chrono::{DateTime, Utc};
 use cookie::{Cookie, SameSite};
 use sqlx::PgPool;
 
+use super::Identity;
 use super::limits::{DenialRow, Limits};
 use super::{db, keys};
 use crate::caller::record::{self, Outcome};
 use crate::caller::{AuthMethod, Principal, RequestMeta, identified};
 use crate::error::{AppError, Result};
-use crate::routes::AppState;
 
 /// Cookie name when served over plain HTTP (localhost development).
 const COOKIE_NAME: &str = "flowdeck_session";
@@ -185,14 +185,14 @@ enum Proof {
 }
 
 /// The live API key with this hash: remembered by this replica, or read (and remembered).
-async fn live_api_key(state: &AppState, hash: &[u8]) -> Result<Option<db::Credential>> {
-    let version = state.hub.key_version();
-    if let Some(known) = state.known_keys.get(hash, version) {
+async fn live_api_key(identity: &Identity, hash: &[u8]) -> Result<Option<db::Credential>> {
+    let version = identity.freshness.key_version();
+    if let Some(known) = identity.known_keys.get(hash, version) {
         return Ok(Some(known));
     }
-    let read = db::read_api_key(&state.db, hash).await?;
+    let read = db::read_api_key(&identity.db, hash).await?;
     if let Some(credential) = &read {
-        state
+        identity
             .known_keys
             .remember(hash.to_vec(), credential.clone(), version);
     }
@@ -200,16 +200,16 @@ async fn live_api_key(state: &AppState, hash: &[u8]) -> Result<Option<db::Creden
 }
 
 /// The run a live callback credential with this hash reports on.
-async fn live_callback(state: &AppState, hash: &[u8]) -> Result<Option<i64>> {
-    let ttl = i64::try_from(state.callback_ttl.as_secs()).unwrap_or(i64::MAX);
-    Ok(crate::runs::db::run_for_callback_token(&state.db, hash, CALLBACK_GRACE_MINUTES, ttl).await?)
+async fn live_callback(identity: &Identity, hash: &[u8]) -> Result<Option<i64>> {
+    let ttl = i64::try_from(identity.callback_ttl.as_secs()).unwrap_or(i64::MAX);
+    Ok(db::run_for_callback_token(&identity.db, hash, CALLBACK_GRACE_MINUTES, ttl).await?)
 }
 
 /// Who presented a bearer credential, checked: an OIDC token, a run's callback credential or
 /// an API key. A credential of the wrong shape or checksum is refused without any database
 /// work.
-async fn authenticate_bearer(state: &AppState, token: &str) -> Result<(Principal, Presented)> {
-    if let Some(oidc) = &state.oidc
+async fn authenticate_bearer(identity: &Identity, token: &str) -> Result<(Principal, Presented)> {
+    if let Some(oidc) = &identity.oidc
         && super::oidc::looks_like_jwt(token)
     {
         return match oidc.verify_bearer(token).await {
@@ -240,7 +240,9 @@ async fn authenticate_bearer(state: &AppState, token: &str) -> Result<(Principal
     }
     if keys::looks_like_callback_token(token) {
         let hash = keys::hash_secret(token);
-        let run_id = live_callback(state, &hash).await?.ok_or(AppError::Unauthorized)?;
+        let run_id = live_callback(identity, &hash)
+            .await?
+            .ok_or(AppError::Unauthorized)?;
         let principal = Principal {
             actor: format!("run:{run_id}"),
             role: crate::caller::Role::Operator,
@@ -258,7 +260,9 @@ async fn authenticate_bearer(state: &AppState, token: &str) -> Result<(Principal
         return Err(AppError::Unauthorized);
     }
     let hash = keys::hash_secret(token);
-    let key = live_api_key(state, &hash).await?.ok_or(AppError::Unauthorized)?;
+    let key = live_api_key(identity, &hash)
+        .await?
+        .ok_or(AppError::Unauthorized)?;
     let principal = Principal {
         actor: key.actor,
         role: key.role,
@@ -276,14 +280,14 @@ async fn authenticate_bearer(state: &AppState, token: &str) -> Result<(Principal
 /// Who is calling, if anyone: a bearer credential, the identity-aware proxy's headers, or
 /// a session cookie, in that order.
 async fn authenticate(
-    state: &AppState,
+    identity: &Identity,
     headers: &HeaderMap,
     meta: &RequestMeta,
 ) -> Result<Option<(Principal, Presented)>> {
     if let Some(token) = bearer(headers) {
-        return authenticate_bearer(state, token).await.map(Some);
+        return authenticate_bearer(identity, token).await.map(Some);
     }
-    if let Some(proxy) = &state.proxy {
+    if let Some(proxy) = &identity.proxy {
         match proxy.identity(meta.peer(), headers) {
             Some(Ok((actor, role))) => {
                 let principal = Principal {
@@ -308,10 +312,10 @@ async fn authenticate(
         }
     }
     // A cookie that is not a session token's shape (64 hex digits) costs no database work.
-    let Some(hash) = &session_hash(headers, state.secure_cookies) else {
+    let Some(hash) = &session_hash(headers, identity.secure_cookies) else {
         return Ok(None);
     };
-    let Some(session) = db::read_session(&state.db, hash, SESSION_IDLE_MINUTES).await? else {
+    let Some(session) = db::read_session(&identity.db, hash, SESSION_IDLE_MINUTES).await? else {
         return Ok(None);
     };
     let principal = Principal {
@@ -334,19 +338,19 @@ async fn authenticate(
 /// Not expired, not revoked, its session not signed out or idle, its key not past a
 /// rotation's overlap. Its expiry is read afresh (a rotation moves it). A database that
 /// cannot answer keeps it (the next check decides).
-pub async fn recheck(state: &AppState, presented: &mut Presented) -> bool {
+pub async fn recheck(identity: &Identity, presented: &mut Presented) -> bool {
     if presented.expires_at.is_some_and(|end| end <= Utc::now()) {
         return false;
     }
     let live = match &presented.proof {
-        Proof::ApiKey(hash) => live_api_key(state, hash)
+        Proof::ApiKey(hash) => live_api_key(identity, hash)
             .await
             .map(|key| key.map(|key| key.expires_at)),
-        Proof::Session(hash) => db::read_session(&state.db, hash, SESSION_IDLE_MINUTES)
+        Proof::Session(hash) => db::read_session(&identity.db, hash, SESSION_IDLE_MINUTES)
             .await
             .map(|session| session.map(|session| session.expires_at))
             .map_err(AppError::from),
-        Proof::Callback(hash) => live_callback(state, hash)
+        Proof::Callback(hash) => live_callback(identity, hash)
             .await
             .map(|run| run.map(|_| presented.expires_at)),
         Proof::Token | Proof::Proxy => Ok(Some(presented.expires_at)),
@@ -379,10 +383,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Presented {
 /// sign-in page, keeping where the user wanted to go. A credential that verifies is
 /// accepted whatever the address did before; a refused one counts against the address's
 /// budget of failures (429 once spent) and in the collapsed refusal tally of the audit trail.
-pub async fn identify(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn identify(State(identity): State<Identity>, mut req: Request, next: Next) -> Response {
     let meta = RequestMeta::from_request(&req);
     let path = req.uri().path().to_owned();
-    let outcome = authenticate(&state, req.headers(), &meta).await;
+    let outcome = authenticate(&identity, req.headers(), &meta).await;
     // Signing someone in from another site (login CSRF) is refused like any forgery.
     let login_forgery = *req.method() == Method::POST
         && matches!(path.as_str(), "/sfn/sign_in" | "/auth/oidc/login")
@@ -394,7 +398,7 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
             let via_browser = matches!(principal.via, AuthMethod::Session | AuthMethod::Proxy);
             let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
             let forged =
-                via_browser && unsafe_method && !forgery_checked(req.headers(), state.secure_cookies);
+                via_browser && unsafe_method && !forgery_checked(req.headers(), identity.secure_cookies);
             req.extensions_mut().insert(principal);
             req.extensions_mut().insert(presented);
             forged.then(cross_site_refusal)
@@ -409,7 +413,7 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
         Err(AppError::Unauthorized) => {
             let target = format!("{} {path}", req.method());
             Some(
-                refuse(&state.db, &state.limits, &meta, &target)
+                refuse(&identity.db, &identity.limits, &meta, &target)
                     .await
                     .into_response(),
             )
@@ -432,7 +436,7 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
     {
         let target = super::limits::cut_target(&format!("{method} {path}"));
         let audit = record::append(
-            &state.db,
+            &identity.db,
             &caller.actor,
             Some(caller.role.as_str()),
             "auth.forbidden",

@@ -29,6 +29,29 @@ pub mod oidc_routes;
 #[cfg(feature = "ssr")]
 pub mod proxy;
 
+/// What identifying callers needs, built once at start-up: the database, this replica's
+/// limits and remembered keys, and the configured issuers.
+#[cfg(feature = "ssr")]
+#[derive(Clone)]
+pub struct Identity {
+    /// The `PostgreSQL` pool.
+    pub db: sqlx::PgPool,
+    /// This replica's rate limits (failed authentications, sign-ins, triggers).
+    pub limits: std::sync::Arc<limits::Limits>,
+    /// API keys this replica verified lately.
+    pub known_keys: std::sync::Arc<known_keys::KnownKeys>,
+    /// Moves when what keys and sessions grant may have changed.
+    pub freshness: std::sync::Arc<crate::api::cache::Freshness>,
+    /// The OpenID Connect issuer, when one is configured.
+    pub oidc: Option<std::sync::Arc<oidc::Oidc>>,
+    /// The trusted identity-aware proxy, when one is configured.
+    pub proxy: Option<std::sync::Arc<proxy::ProxyConfig>>,
+    /// Whether cookies get `Secure` and the `__Host-` prefix (served over HTTPS).
+    pub secure_cookies: bool,
+    /// How long a run's callback credential works at most (`FLOWDECK_CALLBACK_TTL`).
+    pub callback_ttl: std::time::Duration,
+}
+
 /// The signed-in user as the UI shows it, or `None` when signed out.
 #[server(prefix = "/sfn", endpoint = "whoami")]
 pub async fn whoami() -> Result<Option<Principal>, AppError> {
@@ -38,13 +61,13 @@ pub async fn whoami() -> Result<Option<Principal>, AppError> {
 /// Exchanges an API key for a browser session cookie, then goes to `next`.
 #[server(prefix = "/sfn", endpoint = "sign_in")]
 pub async fn sign_in(api_key: String, next: Option<String>) -> Result<(), AppError> {
-    let state = expect_context::<crate::routes::AppState>();
+    let identity = expect_context::<Identity>();
     let meta = RequestMeta::current();
-    let session = middleware::sign_in(&state.db, &state.limits, api_key.trim(), &meta).await?;
+    let session = middleware::sign_in(&identity.db, &identity.limits, api_key.trim(), &meta).await?;
     let response = expect_context::<leptos_axum::ResponseOptions>();
     response.append_header(
         http::header::SET_COOKIE,
-        session.cookie_header(state.secure_cookies),
+        session.cookie_header(identity.secure_cookies),
     );
     leptos_axum::redirect(&safe_next(next.as_deref()));
     Ok(())
@@ -53,17 +76,17 @@ pub async fn sign_in(api_key: String, next: Option<String>) -> Result<(), AppErr
 /// Ends the browser session and returns to the sign-in page.
 #[server(prefix = "/sfn", endpoint = "sign_out")]
 pub async fn sign_out() -> Result<(), AppError> {
-    let state = expect_context::<crate::routes::AppState>();
+    let identity = expect_context::<Identity>();
     let meta = RequestMeta::current();
     let session = use_context::<http::request::Parts>()
-        .and_then(|parts| middleware::session_hash(&parts.headers, state.secure_cookies));
-    middleware::sign_out(&state.db, session.as_deref(), &meta).await?;
+        .and_then(|parts| middleware::session_hash(&parts.headers, identity.secure_cookies));
+    middleware::sign_out(&identity.db, session.as_deref(), &meta).await?;
     // This replica's event streams of the session end now (others when it is announced).
-    state.hub.touch_keys();
+    identity.freshness.touch_keys();
     let response = expect_context::<leptos_axum::ResponseOptions>();
     response.append_header(
         http::header::SET_COOKIE,
-        middleware::clear_cookie_header(state.secure_cookies),
+        middleware::clear_cookie_header(identity.secure_cookies),
     );
     leptos_axum::redirect("/login");
     Ok(())

@@ -15,11 +15,11 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
+use super::Identity;
 use super::oidc::PendingLogin;
 use super::{keys, safe_next};
 use crate::caller::RequestMeta;
 use crate::error::AppError;
-use crate::routes::AppState;
 
 /// How long a sign-in may take at the issuer.
 const LOGIN_MINUTES: i32 = 10;
@@ -47,12 +47,12 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(state): State<AppState>, meta: RequestMeta, Form(form): Form<LoginForm>) -> Response {
-    let Some(oidc) = &state.oidc else {
+async fn login(State(identity): State<Identity>, meta: RequestMeta, Form(form): Form<LoginForm>) -> Response {
+    let Some(oidc) = &identity.oidc else {
         return AppError::not_found("Sign-in provider").into_response();
     };
     // Each start writes a pending sign-in: anyone may ask, so each address has a budget.
-    if let Err(limited) = state.limits.sign_in_started(meta.client()) {
+    if let Err(limited) = identity.limits.sign_in_started(meta.client()) {
         return limited.into_response();
     }
     let pending = PendingLogin::new(safe_next(form.next.as_deref()));
@@ -74,7 +74,7 @@ async fn login(State(state): State<AppState>, meta: RequestMeta, Form(form): For
         pending.next,
         LOGIN_MINUTES,
     )
-    .execute(&state.db)
+    .execute(&identity.db)
     .await;
     if let Err(e) = stored {
         return AppError::from(e).into_response();
@@ -82,7 +82,7 @@ async fn login(State(state): State<AppState>, meta: RequestMeta, Form(form): For
     let mut response = Redirect::to(&url).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        state_cookie(state.secure_cookies, &pending.state, i64::from(LOGIN_MINUTES)),
+        state_cookie(identity.secure_cookies, &pending.state, i64::from(LOGIN_MINUTES)),
     );
     response
 }
@@ -98,18 +98,19 @@ struct Callback {
 }
 
 async fn callback(
-    State(state): State<AppState>,
+    State(identity): State<Identity>,
     meta: RequestMeta,
     headers: HeaderMap,
     Query(back): Query<Callback>,
 ) -> Response {
-    let outcome = finish(&state, &meta, &headers, back).await;
-    let secure = state.secure_cookies;
+    let outcome = finish(&identity, &meta, &headers, back).await;
+    let secure = identity.secure_cookies;
     let mut response = match outcome {
         Ok(response) => response,
         Err(reason) => {
             tracing::info!(reason, "OIDC sign-in refused");
-            match super::middleware::refuse(&state.db, &state.limits, &meta, "GET /auth/oidc/callback").await
+            match super::middleware::refuse(&identity.db, &identity.limits, &meta, "GET /auth/oidc/callback")
+                .await
             {
                 AppError::Unauthorized => back_to_login("oidc"),
                 limited => limited.into_response(),
@@ -125,19 +126,19 @@ async fn callback(
 
 /// Completes a sign-in; the error is the reason, for the log only.
 async fn finish(
-    state: &AppState,
+    identity: &Identity,
     meta: &RequestMeta,
     headers: &HeaderMap,
     back: Callback,
 ) -> Result<Response, &'static str> {
-    let oidc = state.oidc.as_ref().ok_or("no issuer is configured")?;
+    let oidc = identity.oidc.as_ref().ok_or("no issuer is configured")?;
     if back.error.is_some() {
         return Err("the issuer refused the sign-in");
     }
     let (Some(code), Some(returned)) = (back.code, back.state) else {
         return Err("no code or state");
     };
-    let started = super::middleware::cookie(headers, &[state_cookie_name(state.secure_cookies)])
+    let started = super::middleware::cookie(headers, &[state_cookie_name(identity.secure_cookies)])
         .ok_or("no state cookie")?;
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         started.as_bytes(),
@@ -151,7 +152,7 @@ async fn finish(
         keys::hash_secret(&returned),
         LOGIN_MINUTES,
     )
-    .fetch_optional(&state.db)
+    .fetch_optional(&identity.db)
     .await
     .map_err(|_| "database error")?
     .ok_or("unknown, used or expired sign-in")?;
@@ -161,15 +162,15 @@ async fn finish(
         code_verifier: row.code_verifier,
         next: row.next_path,
     };
-    let identity = oidc.finish_login(&code, &pending).await.map_err(|e| {
+    let person = oidc.finish_login(&code, &pending).await.map_err(|e| {
         tracing::debug!(error = %e, "ID token refused");
         "the ID token was refused"
     })?;
-    let mut tx = state.db.begin().await.map_err(|_| "database error")?;
+    let mut tx = identity.db.begin().await.map_err(|_| "database error")?;
     let opened = super::middleware::SessionOpened {
         api_key_id: None,
-        actor: &identity.actor,
-        role: identity.role,
+        actor: &person.actor,
+        role: person.role,
         method: "oidc",
         ends_by: None,
     };
@@ -180,12 +181,16 @@ async fn finish(
     let mut response = Redirect::to(&safe_next(Some(&pending.next))).into_response();
     response
         .headers_mut()
-        .append(header::SET_COOKIE, session.cookie_header(state.secure_cookies));
+        .append(header::SET_COOKIE, session.cookie_header(identity.secure_cookies));
     Ok(response)
 }
 
 /// The sign-in routes (public: they are how one signs in).
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Identity: axum::extract::FromRef<S>,
+{
     Router::new()
         .route("/auth/oidc/login", post(login))
         .route("/auth/oidc/callback", get(callback))

@@ -63,7 +63,7 @@ pub fn LoginPage() -> impl IntoView {
 fn oidc_enabled() -> bool {
     #[cfg(feature = "ssr")]
     {
-        use_context::<crate::routes::AppState>().is_some_and(|s| s.oidc.is_some())
+        use_context::<super::Identity>().is_some_and(|s| s.oidc.is_some())
     }
     #[cfg(not(feature = "ssr"))]
     {

@@ -15,14 +15,15 @@ use utoipa_axum::routes;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::hub::Hub;
 use super::hub::{Published, changes_after};
 use super::{Change, Filter};
 use crate::api::ApiQuery;
 use crate::api::responses::Errors;
+use crate::auth::Identity;
 use crate::auth::middleware::{Presented, recheck};
 use crate::caller::{Principal, Role};
 use crate::error::{AppError, Result};
-use crate::routes::AppState;
 
 /// At most this many missed changes are replayed; beyond, the subscriber is told to resync.
 const REPLAY: i64 = 1000;
@@ -90,7 +91,7 @@ struct Feed {
     next_check: tokio::time::Instant,
     /// When a heartbeat is due if nothing else is sent.
     next_heartbeat: tokio::time::Instant,
-    state: AppState,
+    identity: Identity,
 }
 
 /// What woke a waiting feed.
@@ -142,7 +143,7 @@ impl Feed {
                 Woke::Quiet => return Some(Event::default().event("heartbeat").data("{}")),
                 Woke::Recheck => {
                     self.next_check = tokio::time::Instant::now() + RECHECK;
-                    if recheck(&self.state, &mut self.presented).await {
+                    if recheck(&self.identity, &mut self.presented).await {
                         continue;
                     }
                     return None;
@@ -171,7 +172,8 @@ impl Feed {
            ("Last-Event-ID" = Option<String>, Header, description = "Resume after this change id")),
     responses((status = 200, description = "The stream", content_type = "text/event-stream", body = String), Errors))]
 async fn events(
-    State(state): State<AppState>,
+    State(hub): State<Arc<Hub>>,
+    State(identity): State<Identity>,
     principal: Principal,
     presented: Presented,
     headers: HeaderMap,
@@ -184,11 +186,11 @@ async fn events(
         run_id: query.run_id,
     };
     // Subscribe before reading the backlog, so nothing falls between the two.
-    let subscription = state.hub.subscribe();
+    let subscription = hub.subscribe();
     let mut first = Some(Event::default().event("hello").retry(RETRY).data("{}"));
     let mut replay = VecDeque::new();
     if let Some(after) = resume {
-        let missed = changes_after(&state.db, after, REPLAY + 1).await?;
+        let missed = changes_after(&identity.db, after, REPLAY + 1).await?;
         if missed.len() as i64 > REPLAY {
             first = Some(resync("too many changes to replay").retry(RETRY));
         } else {
@@ -208,12 +210,12 @@ async fn events(
         replay,
         filter,
         subscription,
-        closing: state.hub.closing(),
+        closing: hub.closing(),
         presented,
-        key_moves: state.hub.key_moves(),
+        key_moves: identity.freshness.key_moves(),
         next_check: tokio::time::Instant::now() + RECHECK,
         next_heartbeat: tokio::time::Instant::now() + HEARTBEAT,
-        state: state.clone(),
+        identity,
     };
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         feed.next().await.map(|event| (Ok(event), feed))
@@ -222,6 +224,11 @@ async fn events(
 }
 
 /// `GET /api/events`.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Hub>: axum::extract::FromRef<S>,
+    Identity: axum::extract::FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(events))
 }

@@ -1,7 +1,6 @@
 //! One replica's side of the change feed: listen, read each change once, fan out.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -9,6 +8,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, watch};
 
 use super::Change;
+use crate::api::cache::Freshness;
 
 /// The NOTIFY channel the triggers announce on.
 pub const CHANNEL: &str = "flowdeck_changes";
@@ -39,15 +39,8 @@ pub struct Hub {
     /// Turns true when the process is shutting down: every open feed ends, so that the
     /// server can drain (browsers reconnect, to another replica or to the restarted one).
     closing: watch::Sender<bool>,
-    /// Counts what may have changed the database: every announced change, every lost
-    /// connection and every write made through this replica (see [`Hub::version`]).
-    version: AtomicU64,
-    /// As `version`, for API keys: announced key changes, lost connections, local writes.
-    key_version: AtomicU64,
-    /// Wakes open feeds to check their credential again whenever `key_version` moves.
-    key_moved: watch::Sender<()>,
-    /// Whether this replica is listening, so that `version` follows every change.
-    listening: AtomicBool,
+    /// Moved by every announced change and lost connection.
+    freshness: Arc<Freshness>,
 }
 
 struct Row {
@@ -110,16 +103,13 @@ async fn listen(pool: &PgPool) -> sqlx::Result<PgListener> {
 }
 
 impl Hub {
-    /// A hub with no subscribers; [`Hub::run`] feeds it.
-    pub fn new() -> Arc<Self> {
+    /// A hub with no subscribers that moves `freshness`; [`Hub::run`] feeds it.
+    pub fn new(freshness: Arc<Freshness>) -> Arc<Self> {
         let (sender, _) = broadcast::channel(BACKLOG);
         Arc::new(Hub {
             sender,
             closing: watch::Sender::new(false),
-            version: AtomicU64::new(0),
-            key_version: AtomicU64::new(0),
-            key_moved: watch::Sender::new(()),
-            listening: AtomicBool::new(false),
+            freshness,
         })
     }
 
@@ -133,11 +123,6 @@ impl Hub {
         self.closing.subscribe()
     }
 
-    /// Changes each time what credentials grant may have changed (keys, sessions).
-    pub fn key_moves(&self) -> watch::Receiver<()> {
-        self.key_moved.subscribe()
-    }
-
     /// A new subscriber's feed of every change from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.sender.subscribe()
@@ -146,42 +131,6 @@ impl Hub {
     /// How many subscriptions are open on this process.
     pub fn subscribers(&self) -> usize {
         self.sender.receiver_count()
-    }
-
-    /// A number that moves whenever what the database holds may have changed, or `None`
-    /// while this replica cannot tell (it is not listening). An answer read after seeing
-    /// version `v` is current for as long as the version is still `v`: a change committed
-    /// later moves it when announced, or, made through this replica, when its request ends.
-    pub fn version(&self) -> Option<u64> {
-        self.listening
-            .load(Ordering::Acquire)
-            .then(|| self.version.load(Ordering::Acquire))
-    }
-
-    /// As [`Hub::version`], for what API keys grant.
-    pub fn key_version(&self) -> Option<u64> {
-        self.listening
-            .load(Ordering::Acquire)
-            .then(|| self.key_version.load(Ordering::Acquire))
-    }
-
-    /// Says that a write made through this replica has committed (its announcement may
-    /// still be on its way).
-    pub fn touch(&self) {
-        self.version.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Says that a change to API keys made through this replica has committed.
-    pub fn touch_keys(&self) {
-        self.key_version.fetch_add(1, Ordering::AcqRel);
-        self.key_moved.send_replace(());
-    }
-
-    fn set_listening(&self, listening: bool) {
-        // Moved either way: nothing read before a lost connection is known to be current.
-        self.touch();
-        self.touch_keys();
-        self.listening.store(listening, Ordering::Release);
     }
 
     fn publish(&self, changes: Vec<Change>) {
@@ -202,7 +151,7 @@ impl Hub {
                 Err(error) => {
                     tracing::warn!(%error, "cannot LISTEN for changes; retrying");
                     let pause = tokio::time::sleep(Duration::from_secs(1));
-                    if crate::runs::sync::stopped_while(pause, &mut shutdown).await {
+                    if crate::shutdown::stopped_while(pause, &mut shutdown).await {
                         return;
                     }
                     continue;
@@ -216,12 +165,12 @@ impl Hub {
                 }
                 Err(error) => tracing::warn!(%error, "cannot read missed changes"),
             }
-            self.set_listening(true);
+            self.freshness.set_listening(true);
             loop {
                 let notification = tokio::select! {
                     n = listener.try_recv() => n,
                     _ = shutdown.changed() => {
-                        self.set_listening(false);
+                        self.freshness.set_listening(false);
                         return;
                     }
                 };
@@ -229,7 +178,7 @@ impl Hub {
                     Ok(Some(n)) => n,
                     // The connection was lost: reconnect and catch up.
                     Ok(None) | Err(_) => {
-                        self.set_listening(false);
+                        self.freshness.set_listening(false);
                         break;
                     }
                 };
@@ -255,12 +204,12 @@ impl Hub {
                 // After every notification taken and before the rows are read: an answer
                 // read before now may predate these changes.
                 if keys_changed {
-                    self.touch_keys();
+                    self.freshness.touch_keys();
                 }
                 if ids.is_empty() {
                     continue;
                 }
-                self.touch();
+                self.freshness.touch();
                 match changes_by_id(&pool, &ids).await {
                     Ok(changes) => {
                         last_seen = changes

@@ -7,11 +7,12 @@ use leptos_router::hooks::use_location;
 
 use super::page::{NewPipelineLink, StageDots};
 use super::{DashboardPage as Page, DashboardQuery, Pipeline, dashboard, get_pipeline};
+use crate::events::Change;
 use crate::events::live::{self, LiveIndicator};
-use crate::events::{Change, apply};
+use crate::layout::Frame;
+use crate::runs::charts::{Sparkline, StatusBar};
 use crate::status::RunStatus;
-use crate::ui::charts::{Sparkline, StatusBar};
-use crate::ui::{Ago, ErrorView, Frame, StatusBadge, history};
+use crate::ui::{Ago, ErrorView, StatusBadge, history};
 
 /// Every pipeline with its latest run.
 #[component]
@@ -214,7 +215,7 @@ fn on_change(
             page.maybe_update(|p| {
                 let mut changed = false;
                 for row in &mut p.pipelines {
-                    changed |= apply::to_pipeline(row, &change);
+                    changed |= super::live::to_pipeline(row, &change);
                 }
                 changed
             });

@@ -50,16 +50,6 @@ impl PipelineRow {
         r.prefect_flow_run_id, r.records_processed, r.error_message";
 }
 
-/// The parts of a pipeline a trigger needs, with the row locked.
-pub struct LockedPipeline {
-    /// Ordered stage names.
-    pub stage_names: Vec<String>,
-    /// Default parameters.
-    pub default_parameters: serde_json::Value,
-    /// Concurrency limit.
-    pub max_concurrent_runs: Option<i32>,
-}
-
 /// Replaces a pipeline's definition (its slug stays).
 pub async fn update_pipeline(db: impl PgExecutor<'_>, id: i64, p: &ValidPipeline) -> sqlx::Result<()> {
     sqlx::query!(
@@ -117,15 +107,11 @@ pub async fn slugs_like(db: impl PgExecutor<'_>, base: &str) -> sqlx::Result<Vec
     .await
 }
 
-/// Locks a pipeline's row so that concurrent triggers see each other's runs.
-pub async fn lock_pipeline(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<LockedPipeline>> {
-    sqlx::query_as!(
-        LockedPipeline,
-        "SELECT stage_names, default_parameters, max_concurrent_runs FROM pipelines WHERE id = $1 FOR UPDATE",
-        id
-    )
-    .fetch_optional(db)
-    .await
+/// Locks a pipeline's row for a change to it; `None` when there is none.
+pub async fn lock_pipeline(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar!("SELECT id FROM pipelines WHERE id = $1 FOR UPDATE", id)
+        .fetch_optional(db)
+        .await
 }
 
 /// What the dashboard asks for; `pattern` is an `ILIKE` pattern, `sort` one of

@@ -6,18 +6,19 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use serde::Deserialize;
 use sqlx::PgPool;
+use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::filter::PipelineFilter;
 use super::{NewPipeline, Pipeline, PipelinePatch, service};
+use crate::api::cache::Answers;
 use crate::api::cache::JsonBytes;
 use crate::api::responses::Errors;
 use crate::api::{ApiId, ApiJson, ApiQuery, OptionalJson};
 use crate::caller::Principal;
 use crate::caller::RequestMeta;
 use crate::error::Result;
-use crate::routes::AppState;
 use crate::runs::Stage;
 
 /// `skip`/`limit` as the seed takes them.
@@ -41,11 +42,12 @@ fn default_limit() -> i64 {
            ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)", minimum = 1, maximum = 1000)),
     responses((status = 200, description = "The pipelines", body = Vec<Pipeline>), Errors))]
 async fn list_pipelines(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
+    State(answers): State<Arc<Answers>>,
     principal: Principal,
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<JsonBytes> {
-    service::list(&state, &principal, page.skip, page.limit)
+    service::list(&db, &answers, &principal, page.skip, page.limit)
         .await
         .map(JsonBytes)
 }
@@ -125,11 +127,12 @@ async fn delete_pipeline(
     request_body(content = Option<PipelineFilter>, description = "Criteria, sort and paging; none lists the newest 50"),
     responses((status = 200, description = "The pipelines with their latest runs", body = Vec<Pipeline>), Errors))]
 async fn filter_pipelines(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
+    State(answers): State<Arc<Answers>>,
     principal: Principal,
     OptionalJson(filter): OptionalJson<PipelineFilter>,
 ) -> Result<JsonBytes> {
-    super::filter::service::filter(&state, &principal, &filter)
+    super::filter::service::filter(&db, &answers, &principal, &filter)
         .await
         .map(JsonBytes)
 }
@@ -149,7 +152,12 @@ async fn count_pipelines(
 }
 
 /// Pipeline routes; the collection is also served without the seed's trailing slash.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PgPool: axum::extract::FromRef<S>,
+    Arc<Answers>: axum::extract::FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(list_pipelines, create_pipeline))
         .routes(routes!(get_pipeline, update_pipeline, delete_pipeline))

@@ -10,6 +10,7 @@ use crate::status::RunStatus;
 
 pub mod dashboard;
 pub mod filter;
+pub mod live;
 pub mod page;
 
 #[cfg(feature = "ssr")]
@@ -248,9 +249,9 @@ pub struct DashboardPage {
 #[server(prefix = "/sfn", endpoint = "dashboard")]
 pub async fn dashboard(query: Option<DashboardQuery>) -> Result<DashboardPage, AppError> {
     // (Optional because a query without any filter encodes as nothing at all.)
-    let state = expect_context::<crate::routes::AppState>();
+    let db = expect_context::<sqlx::PgPool>();
     service::dashboard(
-        &state.db,
+        &db,
         &crate::caller::current_principal()?,
         &query.unwrap_or_default(),
     )
@@ -260,17 +261,17 @@ pub async fn dashboard(query: Option<DashboardQuery>) -> Result<DashboardPage, A
 /// One pipeline with its latest run (a dashboard row).
 #[server(prefix = "/sfn", endpoint = "get_pipeline")]
 pub async fn get_pipeline(id: i64) -> Result<Pipeline, AppError> {
-    let state = expect_context::<crate::routes::AppState>();
-    service::get(&state.db, &crate::caller::current_principal()?, id).await
+    let db = expect_context::<sqlx::PgPool>();
+    service::get(&db, &crate::caller::current_principal()?, id).await
 }
 
 /// One pipeline with its recent runs.
 #[server(prefix = "/sfn", endpoint = "get_pipeline_detail")]
 pub async fn get_pipeline_detail(id: i64) -> Result<PipelineDetail, AppError> {
-    let state = expect_context::<crate::routes::AppState>();
+    let db = expect_context::<sqlx::PgPool>();
     let principal = crate::caller::current_principal()?;
-    let pipeline = service::get(&state.db, &principal, id).await?;
-    let recent_runs = crate::runs::service::recent_for_pipeline(&state.db, &principal, id).await?;
+    let pipeline = service::get(&db, &principal, id).await?;
+    let recent_runs = crate::runs::service::recent_for_pipeline(&db, &principal, id).await?;
     Ok(PipelineDetail {
         pipeline,
         recent_runs,
@@ -291,9 +292,10 @@ pub struct DeploymentMenu {
 /// The deployments the New pipeline form offers.
 #[server(prefix = "/sfn", endpoint = "deployment_choices")]
 pub async fn deployment_choices() -> Result<DeploymentMenu, AppError> {
-    let state = expect_context::<crate::routes::AppState>();
+    let prefect = expect_context::<Option<std::sync::Arc<crate::prefect::PrefectClient>>>();
+    let links = expect_context::<crate::prefect::PrefectLinks>();
     crate::caller::current_principal()?.require(crate::caller::Role::Admin)?;
-    let (available, problem) = match &state.prefect {
+    let (available, problem) = match &prefect {
         None => (
             Vec::new(),
             Some("Prefect is not configured (PREFECT_API_URL)".to_owned()),
@@ -310,7 +312,7 @@ pub async fn deployment_choices() -> Result<DeploymentMenu, AppError> {
         },
     };
     Ok(DeploymentMenu {
-        default: state.default_deployment.clone(),
+        default: links.default_deployment.clone(),
         available,
         problem,
     })
@@ -327,7 +329,7 @@ pub async fn create_pipeline(
     default_parameters: String,
     tags: String,
 ) -> Result<i64, AppError> {
-    let state = expect_context::<crate::routes::AppState>();
+    let db = expect_context::<sqlx::PgPool>();
     let principal = crate::caller::current_principal()?;
     let meta = crate::caller::RequestMeta::current();
     let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
@@ -351,7 +353,7 @@ pub async fn create_pipeline(
         tags: (!tags.is_empty()).then_some(tags),
         ..NewPipeline::default()
     };
-    let pipeline = service::create(&state.db, &principal, &meta, new).await?;
+    let pipeline = service::create(&db, &principal, &meta, new).await?;
     leptos_axum::redirect(&format!("/pipelines/{}", pipeline.id));
     Ok(pipeline.id)
 }

@@ -6,11 +6,12 @@ use super::{CreatePipeline, deployment_choices, get_pipeline_detail};
 use crate::auth::page::signed_in_as;
 use crate::caller::Role;
 use crate::error::AppError;
+use crate::layout::Frame;
+use crate::runs::charts::DurationTrend;
 use crate::runs::params::{ParamField, ParamKind};
 use crate::runs::{TriggerRun, run_form};
 use crate::status::RunStatus;
-use crate::ui::charts::DurationTrend;
-use crate::ui::{ErrorView, Frame, StatusBadge, duration, path_id, when};
+use crate::ui::{ErrorView, StatusBadge, duration, path_id, when};
 
 /// The way to the New pipeline form, for admins.
 #[component]

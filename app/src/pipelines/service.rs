@@ -9,11 +9,11 @@ use super::validate::slugify;
 use super::{DashboardPage, DashboardQuery, SORTS};
 use super::{NewPipeline, Pipeline, db};
 use crate::api::cache;
+use crate::api::cache::Answers;
 use crate::caller::RequestMeta;
 use crate::caller::record;
 use crate::caller::{Principal, Role};
 use crate::error::{AppError, Result, ResultExt};
-use crate::routes::AppState;
 use crate::runs::{self, Stage};
 use crate::status::RunStatus;
 
@@ -163,20 +163,27 @@ pub(crate) async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Re
 
 /// A page of pipelines, newest first, each with its latest run and stages.
 #[tracing::instrument(name = "pipelines.list", skip_all)]
-pub async fn list(state: &AppState, principal: &Principal, skip: i64, limit: i64) -> Result<Bytes> {
+pub async fn list(
+    pool: &PgPool,
+    answers: &Answers,
+    principal: &Principal,
+    skip: i64,
+    limit: i64,
+) -> Result<Bytes> {
     principal.require(Role::Viewer)?;
     check_page(skip, limit)?;
-    cache::answer(state, cache::key("pipelines.list", &(skip, limit)), || async {
-        let page = super::filter::service::page_of(
-            &state.db,
-            &super::filter::PipelineCriteria::default(),
-            super::filter::PipelineSort::CreatedDesc,
-            (limit, skip),
-        )
-        .await?;
-        cache::to_json(&page)
-    })
-    .await
+    answers
+        .answer(cache::key("pipelines.list", &(skip, limit)), || async {
+            let page = super::filter::service::page_of(
+                pool,
+                &crate::filter::PipelineCriteria::default(),
+                super::filter::PipelineSort::CreatedDesc,
+                (limit, skip),
+            )
+            .await?;
+            cache::to_json(&page)
+        })
+        .await
 }
 
 /// Pipelines per dashboard page.

@@ -17,6 +17,26 @@ use tracing::Instrument;
 mod events;
 pub use events::{EventStream, StateChange};
 
+/// Where Flowdeck points at Prefect: the deployment of pipelines that name none
+/// (`FLOWDECK_DEFAULT_DEPLOYMENT`) and Prefect's UI (`PREFECT_UI_URL`, else derived from
+/// the API URL), for links to flow runs.
+#[derive(Debug, Clone, Default)]
+pub struct PrefectLinks {
+    /// The deployment of pipelines that name none.
+    pub default_deployment: Option<String>,
+    /// Prefect's UI.
+    pub ui_url: Option<String>,
+}
+
+impl PrefectLinks {
+    /// Where Prefect's UI shows a flow run.
+    pub fn flow_run_url(&self, flow_run_id: &str) -> Option<String> {
+        self.ui_url
+            .as_ref()
+            .map(|ui| format!("{}/runs/flow-run/{flow_run_id}", ui.trim_end_matches('/')))
+    }
+}
+
 /// The API version Flowdeck speaks, sent on every request.
 const API_VERSION: &str = "0.8.4";
 

@@ -12,7 +12,6 @@ use crate::api::responses::Errors;
 use crate::caller::Principal;
 use crate::caller::RequestMeta;
 use crate::error::Result;
-use crate::routes::AppState;
 
 /// How long the audit trail is kept.
 #[utoipa::path(get, path = "/api/audit_events/retention", tag = "audit",
@@ -39,7 +38,11 @@ async fn set_retention(
 }
 
 /// The retention routes (admins only).
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PgPool: axum::extract::FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(read_retention, set_retention))
 }
 

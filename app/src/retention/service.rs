@@ -15,7 +15,7 @@ use super::{AuditRetention, MAX_AUDIT_DAYS};
 use crate::caller::RequestMeta;
 use crate::caller::{Principal, Role};
 use crate::error::{AppError, Result};
-use crate::runs::sync::stopped_while;
+use crate::shutdown::stopped_while;
 use crate::telemetry::metrics::metrics;
 
 /// Most rows one audit pruning call deletes (`flowdeck_prune_audit` caps it there too).

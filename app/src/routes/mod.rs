@@ -19,7 +19,7 @@ pub mod metrics;
 mod openapi;
 mod state;
 
-pub use state::AppState;
+pub use state::{AppState, Builder};
 use std::time::Duration;
 use tower_http::timeout::TimeoutLayer;
 
@@ -35,7 +35,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
         response.insert_header(header::CONTENT_SECURITY_POLICY, policy);
     }
     // Clients that send neither Origin nor Sec-Fetch-Site prove same-origin with this.
-    let secure = use_context::<AppState>().is_some_and(|state| state.secure_cookies);
+    let secure = use_context::<AppState>().is_some_and(|state| state.identity.secure_cookies);
     let csrf = use_context::<http::request::Parts>()
         .and_then(|parts| auth::middleware::csrf_token_of(&parts.headers, secure))
         .map(|token| view! { <meta name="csrf-token" content=token /> });
@@ -73,7 +73,7 @@ fn page_policy(nonce: &str, form_targets: &str) -> String {
 fn sign_in_form_target() -> String {
     let on_login = use_context::<http::request::Parts>().is_some_and(|p| p.uri.path() == "/login");
     use_context::<AppState>()
-        .and_then(|state| state.oidc.as_ref()?.issuer_origin())
+        .and_then(|state| state.identity.oidc.as_ref()?.issuer_origin())
         .filter(|_| on_login)
         .map(|origin| format!(" {origin}"))
         .unwrap_or_default()
@@ -102,7 +102,7 @@ async fn secure_headers(State(state): State<AppState>, request: Request, next: N
         HeaderValue::from_static("same-origin"),
     );
     // Secure cookies mean Flowdeck is reached over HTTPS: browsers should never try HTTP.
-    if state.secure_cookies {
+    if state.identity.secure_cookies {
         headers.insert(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=63072000; includeSubDomains"),
@@ -115,18 +115,28 @@ async fn secure_headers(State(state): State<AppState>, request: Request, next: N
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let options = state.leptos_options.clone();
+    let parts = state.clone();
+    let fallback_parts = state.clone();
     Router::new()
         .merge(openapi::router())
         .merge(auth::oidc_routes::router())
         .route("/metrics", axum::routing::get(metrics::protected_metrics))
-        .leptos_routes(&state, routes, move || shell(options.clone()))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || parts.provide_parts(),
+            move || shell(options.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(
+            move || fallback_parts.provide_parts(),
+            shell,
+        ))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.freshness.clone(),
             api::cache::after_writes,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.identity.clone(),
             auth::middleware::identify,
         ))
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))

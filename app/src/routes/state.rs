@@ -1,12 +1,27 @@
-//! The shared application state handed to every handler and server function.
+//! The application state: every part a handler, server function or worker may need, built
+//! once by [`Builder`] (the one way `main` and the tests make it).
+//!
+//! Capabilities never name [`AppState`]: REST handlers take the parts they use as
+//! `State<…>` (through `FromRef`), and server functions read the same parts as Leptos
+//! context, which [`AppState::provide_parts`] provides for every page and server function.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
-use std::sync::Arc;
-
+use leptos::prelude::provide_context;
 use sqlx::PgPool;
 
-use crate::prefect::PrefectClient;
+use crate::api::cache::{Answers, Freshness};
+use crate::auth::Identity;
+use crate::auth::limits::{Budgets, Limits};
+use crate::auth::oidc::Oidc;
+use crate::auth::proxy::ProxyConfig;
+use crate::client_addr::TrustedProxies;
+use crate::events::hub::Hub;
+use crate::prefect::{PrefectClient, PrefectLinks};
+use crate::runs::reports::ReportWriter;
 
 /// Everything a request may need, built once at start-up.
 #[derive(Clone, FromRef)]
@@ -15,45 +30,161 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     /// The `PostgreSQL` pool.
     pub db: PgPool,
-    /// Whether cookies get `Secure` and the `__Host-` prefix (served over HTTPS).
-    pub secure_cookies: bool,
+    /// What identifying callers needs (see [`Identity`]).
+    pub identity: Identity,
     /// The Prefect API, when configured (cancelling a submitted run needs it).
     pub prefect: Option<Arc<PrefectClient>>,
-    /// The deployment of pipelines that name none (`FLOWDECK_DEFAULT_DEPLOYMENT`).
-    #[from_ref(skip)]
-    pub default_deployment: Option<String>,
-    /// Prefect's UI (`PREFECT_UI_URL`, else derived from the API URL), for links to flow runs.
-    #[from_ref(skip)]
-    pub prefect_ui_url: Option<String>,
-    /// This replica's rate limits (failed authentications, triggers).
-    pub limits: Arc<crate::auth::limits::Limits>,
+    /// The default deployment and Prefect's UI.
+    pub links: PrefectLinks,
+    /// This replica's rate limits (the same as the identity's).
+    pub limits: Arc<Limits>,
     /// This replica's status report writers (grouped commits).
-    pub reports: Arc<crate::runs::reports::ReportWriter>,
-    /// Answers of read-only listings kept until the next change (see [`crate::api::cache`]).
-    pub answers: Arc<crate::api::cache::Answers>,
-    /// API keys this replica verified lately (see [`crate::auth::known_keys`]).
-    pub known_keys: Arc<crate::auth::known_keys::KnownKeys>,
+    pub reports: Arc<ReportWriter>,
+    /// Answers of read-only listings kept until the next change.
+    pub answers: Arc<Answers>,
+    /// Moves when what the database holds may have changed.
+    pub freshness: Arc<Freshness>,
     /// This replica's fan-out of the change feed.
-    pub hub: Arc<crate::events::hub::Hub>,
-    /// The OpenID Connect issuer, when one is configured.
-    #[from_ref(skip)]
-    pub oidc: Option<Arc<crate::auth::oidc::Oidc>>,
-    /// How long a run's callback credential works at most (`FLOWDECK_CALLBACK_TTL`).
-    #[from_ref(skip)]
-    pub callback_ttl: std::time::Duration,
-    /// Proxies whose `Forwarded`/`X-Forwarded-For` headers name the client
-    /// (`FLOWDECK_TRUSTED_PROXIES`).
-    pub trusted_proxies: Arc<crate::client_addr::TrustedProxies>,
-    /// The trusted identity-aware proxy, when one is configured.
-    #[from_ref(skip)]
-    pub proxy: Option<Arc<crate::auth::proxy::ProxyConfig>>,
+    pub hub: Arc<Hub>,
+    /// Proxies whose `Forwarded`/`X-Forwarded-For` headers name the client.
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 impl AppState {
-    /// Where Prefect's UI shows a flow run.
-    pub fn flow_run_url(&self, flow_run_id: &str) -> Option<String> {
-        self.prefect_ui_url
-            .as_ref()
-            .map(|ui| format!("{}/runs/flow-run/{flow_run_id}", ui.trim_end_matches('/')))
+    /// Makes the parts server functions read available as Leptos context.
+    pub fn provide_parts(&self) {
+        provide_context(self.db.clone());
+        provide_context(self.identity.clone());
+        provide_context(self.prefect.clone());
+        provide_context(self.links.clone());
+        provide_context(self.limits.clone());
+        provide_context(self.reports.clone());
+        provide_context(self.answers.clone());
+        provide_context(self.clone());
+    }
+}
+
+/// Builds the [`AppState`]: the database and the defaults, changed by its methods.
+pub struct Builder {
+    db: PgPool,
+    leptos_options: LeptosOptions,
+    secure_cookies: bool,
+    prefect: Option<Arc<PrefectClient>>,
+    links: PrefectLinks,
+    budgets: Budgets,
+    oidc: Option<Arc<Oidc>>,
+    proxy: Option<Arc<ProxyConfig>>,
+    trusted_proxies: TrustedProxies,
+    callback_ttl: Duration,
+}
+
+impl Builder {
+    /// An application on `db`: plain-HTTP cookies, no Prefect, no issuer or proxy, the
+    /// default budgets, callback credentials that work for a day.
+    pub fn new(db: PgPool) -> Self {
+        Self {
+            db,
+            leptos_options: LeptosOptions::builder().output_name("flowdeck").build(),
+            secure_cookies: false,
+            prefect: None,
+            links: PrefectLinks::default(),
+            budgets: Budgets::default(),
+            oidc: None,
+            proxy: None,
+            trusted_proxies: TrustedProxies::default(),
+            callback_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// Leptos' rendering options.
+    #[must_use]
+    pub fn leptos_options(mut self, options: LeptosOptions) -> Self {
+        self.leptos_options = options;
+        self
+    }
+
+    /// Whether cookies get `Secure` and the `__Host-` prefix (served over HTTPS).
+    #[must_use]
+    pub fn secure_cookies(mut self, secure: bool) -> Self {
+        self.secure_cookies = secure;
+        self
+    }
+
+    /// The Prefect API.
+    #[must_use]
+    pub fn prefect(mut self, prefect: Option<Arc<PrefectClient>>) -> Self {
+        self.prefect = prefect;
+        self
+    }
+
+    /// The default deployment and Prefect's UI.
+    #[must_use]
+    pub fn links(mut self, links: PrefectLinks) -> Self {
+        self.links = links;
+        self
+    }
+
+    /// The rate-limit budgets.
+    #[must_use]
+    pub fn budgets(mut self, budgets: Budgets) -> Self {
+        self.budgets = budgets;
+        self
+    }
+
+    /// The OpenID Connect issuer.
+    #[must_use]
+    pub fn oidc(mut self, oidc: Option<Arc<Oidc>>) -> Self {
+        self.oidc = oidc;
+        self
+    }
+
+    /// The trusted identity-aware proxy.
+    #[must_use]
+    pub fn proxy(mut self, proxy: Option<ProxyConfig>) -> Self {
+        self.proxy = proxy.map(Arc::new);
+        self
+    }
+
+    /// Proxies whose forwarding headers name the client.
+    #[must_use]
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
+    /// How long a run's callback credential works at most.
+    #[must_use]
+    pub fn callback_ttl(mut self, ttl: Duration) -> Self {
+        self.callback_ttl = ttl;
+        self
+    }
+
+    /// The state; starts this replica's status report writers (call it inside the runtime).
+    pub fn build(self) -> AppState {
+        let freshness = Arc::new(Freshness::default());
+        let limits = Arc::new(Limits::new(self.budgets));
+        let identity = Identity {
+            db: self.db.clone(),
+            limits: limits.clone(),
+            known_keys: Arc::default(),
+            freshness: freshness.clone(),
+            oidc: self.oidc,
+            proxy: self.proxy,
+            secure_cookies: self.secure_cookies,
+            callback_ttl: self.callback_ttl,
+        };
+        AppState {
+            leptos_options: self.leptos_options,
+            reports: ReportWriter::start(self.db.clone()),
+            db: self.db,
+            identity,
+            prefect: self.prefect,
+            links: self.links,
+            limits,
+            answers: Arc::new(Answers::new(freshness.clone())),
+            hub: Hub::new(freshness.clone()),
+            freshness,
+            trusted_proxies: Arc::new(self.trusted_proxies),
+        }
     }
 }

@@ -786,29 +786,6 @@ pub async fn retry_later(
     Ok(())
 }
 
-/// The run a live callback credential belongs to.
-///
-/// The run must be unfinished or have ended less than `grace_minutes` ago, and the
-/// credential younger than `max_age_seconds` since it was handed to Prefect (or made, if
-/// it never was) (`FLOWDECK_CALLBACK_TTL`: a run that never ends does not keep it forever).
-pub async fn run_for_callback_token(
-    db: impl PgExecutor<'_>,
-    token_hash: &[u8],
-    grace_minutes: i32,
-    max_age_seconds: i64,
-) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar!(
-        "SELECT id FROM runs WHERE callback_token_hash = $1
-           AND (ended_at IS NULL OR ended_at > now() - make_interval(mins => $2))
-           AND coalesce(submitted_at, created_at) > now() - $3::bigint * interval '1 second'",
-        token_hash,
-        grace_minutes,
-        max_age_seconds,
-    )
-    .fetch_optional(db)
-    .await
-}
-
 /// A run Prefect knows and that has not finished.
 pub struct FollowedRun {
     /// Run id.
@@ -913,5 +890,42 @@ pub async fn outbox_stats(db: impl PgExecutor<'_>) -> sqlx::Result<(i64, f64)> {
         "SELECT count(*), coalesce(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) FROM run_outbox",
     )
     .fetch_one(db)
+    .await
+}
+
+/// What a pipeline gives each run: its deployment, stages, default parameters and limit.
+pub struct RunTemplate {
+    /// Prefect deployment, if the pipeline names one.
+    pub deployment: Option<String>,
+    /// Ordered stage names.
+    pub stage_names: Vec<String>,
+    /// Default parameters.
+    pub default_parameters: serde_json::Value,
+    /// Concurrency limit.
+    pub max_concurrent_runs: Option<i32>,
+}
+
+/// A pipeline's run template, with its row locked so that concurrent triggers see each
+/// other's runs.
+pub async fn lock_template(db: impl PgExecutor<'_>, pipeline_id: i64) -> sqlx::Result<Option<RunTemplate>> {
+    sqlx::query_as!(
+        RunTemplate,
+        "SELECT deployment, stage_names, default_parameters, max_concurrent_runs
+         FROM pipelines WHERE id = $1 FOR UPDATE",
+        pipeline_id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// A pipeline's run template, as it is now (the Run dialog).
+pub async fn template(db: impl PgExecutor<'_>, pipeline_id: i64) -> sqlx::Result<Option<RunTemplate>> {
+    sqlx::query_as!(
+        RunTemplate,
+        "SELECT deployment, stage_names, default_parameters, max_concurrent_runs
+         FROM pipelines WHERE id = $1",
+        pipeline_id
+    )
+    .fetch_optional(db)
     .await
 }

@@ -211,7 +211,7 @@ pub async fn run(
                 None => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         };
-        if super::sync::stopped_while(wake, &mut shutdown).await {
+        if crate::shutdown::stopped_while(wake, &mut shutdown).await {
             break;
         }
     }

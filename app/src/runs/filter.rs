@@ -2,34 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::filter::{IdFilter, TextFilter, TimeFilter};
-use crate::pipelines::filter::PipelineCriteria;
-use crate::status::RunStatus;
-
-/// Operators on a run status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct StatusFilter {
-    /// One of these.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub any_: Option<Vec<RunStatus>>,
-    /// None of these.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_any_: Option<Vec<RunStatus>>,
-}
-
-impl StatusFilter {
-    /// Adds these criteria on the status `column` (a trusted SQL expression).
-    #[cfg(feature = "ssr")]
-    pub fn apply(&self, w: &mut crate::filter::Where<'_>, column: &str) {
-        let names = |list: &Option<Vec<RunStatus>>| {
-            list.as_ref()
-                .map(|l| l.iter().map(|s| s.as_str().to_owned()).collect())
-        };
-        w.statuses(column, names(&self.any_), names(&self.not_any_));
-    }
-}
+use crate::filter::{IdFilter, PipelineCriteria, StatusFilter, TextFilter, TimeFilter};
 
 /// Criteria on runs; all must hold.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -156,10 +129,10 @@ pub mod service {
     use axum::body::Bytes;
 
     use crate::api::cache;
+    use crate::api::cache::Answers;
     use crate::caller::{Principal, Role};
     use crate::error::Result;
     use crate::filter::{Where, paging};
-    use crate::routes::AppState;
     use crate::runs::Run;
     use crate::runs::db::RunRow;
 
@@ -187,13 +160,19 @@ pub mod service {
 
     /// The runs that match, without their stages.
     #[tracing::instrument(name = "runs.filter", skip_all)]
-    pub async fn filter(state: &AppState, principal: &Principal, filter: &RunFilter) -> Result<Bytes> {
+    pub async fn filter(
+        pool: &PgPool,
+        answers: &Answers,
+        principal: &Principal,
+        filter: &RunFilter,
+    ) -> Result<Bytes> {
         principal.require(Role::Viewer)?;
         let page = paging(filter.limit, filter.offset)?;
-        cache::answer(state, cache::key("runs.filter", filter), || async {
-            cache::to_json(&page_of(&state.db, filter, page).await?)
-        })
-        .await
+        answers
+            .answer(cache::key("runs.filter", filter), || async {
+                cache::to_json(&page_of(pool, filter, page).await?)
+            })
+            .await
     }
 
     async fn page_of(db: &PgPool, filter: &RunFilter, page: (i64, i64)) -> Result<Vec<Run>> {

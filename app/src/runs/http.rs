@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use super::filter::RunFilter;
 use super::reports::ReportWriter;
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
+use crate::api::cache::Answers;
 use crate::api::cache::JsonBytes;
 use crate::api::responses::Errors;
 use crate::api::rules::{self, MAX_NAME, Rule, text};
@@ -22,7 +23,7 @@ use crate::auth::limits::Limits;
 use crate::caller::Principal;
 use crate::caller::RequestMeta;
 use crate::error::{AppError, Result};
-use crate::routes::AppState;
+use crate::prefect::{PrefectClient, PrefectLinks};
 use crate::status::RunStatus;
 
 /// The `Idempotency-Key` header, if the caller sent one.
@@ -107,9 +108,14 @@ async fn trigger_pipeline(
 #[utoipa::path(get, path = "/api/runs/{id}", tag = "runs", description = "Role: viewer.",
     params(("id" = i64, Path, description = "Run id", minimum = 1)),
     responses((status = 200, description = "The run", body = Run), Errors))]
-async fn get_run(State(state): State<AppState>, principal: Principal, ApiId(id): ApiId) -> Result<Json<Run>> {
-    let run = service::get(&state.db, &principal, id).await?;
-    Ok(Json(run.linked(&state)))
+async fn get_run(
+    State(db): State<PgPool>,
+    State(links): State<PrefectLinks>,
+    principal: Principal,
+    ApiId(id): ApiId,
+) -> Result<Json<Run>> {
+    let run = service::get(&db, &principal, id).await?;
+    Ok(Json(run.linked(&links)))
 }
 
 /// A stage or run status report (the seed's callback).
@@ -134,12 +140,13 @@ async fn update_status(
     params(("id" = i64, Path, description = "Run id", minimum = 1)),
     responses((status = 202, description = "Cancelling", body = Run), Errors))]
 async fn cancel_run(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
+    State(prefect): State<Option<Arc<PrefectClient>>>,
     principal: Principal,
     meta: RequestMeta,
     ApiId(id): ApiId,
 ) -> Result<(StatusCode, Json<Run>)> {
-    let run = service::cancel(&state.db, state.prefect.as_deref(), &principal, &meta, id).await?;
+    let run = service::cancel(&db, prefect.as_deref(), &principal, &meta, id).await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
@@ -163,11 +170,12 @@ async fn retry_run(
     request_body(content = Option<RunFilter>, description = "Criteria, sort and paging; none lists the newest 50"),
     responses((status = 200, description = "The runs", body = Vec<Run>), Errors))]
 async fn filter_runs(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
+    State(answers): State<Arc<Answers>>,
     principal: Principal,
     OptionalJson(filter): OptionalJson<RunFilter>,
 ) -> Result<JsonBytes> {
-    super::filter::service::filter(&state, &principal, &filter)
+    super::filter::service::filter(&db, &answers, &principal, &filter)
         .await
         .map(JsonBytes)
 }
@@ -187,7 +195,16 @@ async fn count_runs(
 }
 
 /// Run routes; the status callback is also served without the seed's trailing slash.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PgPool: axum::extract::FromRef<S>,
+    Arc<Answers>: axum::extract::FromRef<S>,
+    Arc<Limits>: axum::extract::FromRef<S>,
+    Arc<ReportWriter>: axum::extract::FromRef<S>,
+    Option<Arc<PrefectClient>>: axum::extract::FromRef<S>,
+    PrefectLinks: axum::extract::FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(create_run))
         .routes(routes!(trigger_pipeline))

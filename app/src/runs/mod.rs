@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::AppError;
 use crate::status::RunStatus;
 
+pub mod charts;
 pub mod filter;
+pub mod live;
 pub mod params;
 
 /// The prefix of the run event ids Flowdeck makes itself (Prefect states, submissions);
@@ -133,11 +135,11 @@ pub struct Run {
 #[cfg(feature = "ssr")]
 impl Run {
     /// The run with its link to Prefect's UI filled in.
-    pub fn linked(mut self, state: &crate::routes::AppState) -> Self {
+    pub fn linked(mut self, links: &crate::prefect::PrefectLinks) -> Self {
         self.prefect_url = self
             .prefect_flow_run_id
             .as_deref()
-            .and_then(|id| state.flow_run_url(id));
+            .and_then(|id| links.flow_run_url(id));
         self
     }
 }
@@ -212,7 +214,8 @@ pub async fn trigger_run(
     values: Option<std::collections::BTreeMap<String, String>>,
     kinds: Option<std::collections::BTreeMap<String, String>>,
 ) -> Result<i64, AppError> {
-    let state = expect_context::<crate::routes::AppState>();
+    let db = expect_context::<sqlx::PgPool>();
+    let limits = expect_context::<std::sync::Arc<crate::auth::limits::Limits>>();
     let principal = crate::caller::current_principal()?;
     let meta = crate::caller::RequestMeta::current();
     let values: Vec<(String, String)> = values.unwrap_or_default().into_iter().collect();
@@ -221,17 +224,7 @@ pub async fn trigger_run(
     let request = TriggerRequest {
         parameters: (!overrides.is_empty()).then_some(overrides),
     };
-    let run = service::trigger(
-        &state.db,
-        &state.limits,
-        &principal,
-        &meta,
-        pipeline_id,
-        request,
-        "ui",
-        None,
-    )
-    .await?;
+    let run = service::trigger(&db, &limits, &principal, &meta, pipeline_id, request, "ui", None).await?;
     leptos_axum::redirect(&format!("/runs/{}", run.id));
     Ok(run.id)
 }
@@ -240,27 +233,31 @@ pub async fn trigger_run(
 /// with the pipeline's defaults (the defaults alone when Prefect cannot be asked).
 #[server(prefix = "/sfn", endpoint = "run_form")]
 pub async fn run_form(pipeline_id: i64) -> Result<Vec<params::ParamField>, AppError> {
-    let state = expect_context::<crate::routes::AppState>();
+    let db = expect_context::<sqlx::PgPool>();
+    let prefect = expect_context::<Option<std::sync::Arc<crate::prefect::PrefectClient>>>();
+    let links = expect_context::<crate::prefect::PrefectLinks>();
     let principal = crate::caller::current_principal()?;
-    service::run_form(&state, &principal, pipeline_id).await
+    service::run_form(&db, prefect.as_deref(), &links, &principal, pipeline_id).await
 }
 
 /// Cancels a run from the UI.
 #[server(prefix = "/sfn", endpoint = "cancel_run")]
 pub async fn cancel_run(id: i64) -> Result<Run, AppError> {
-    let state = expect_context::<crate::routes::AppState>();
+    let db = expect_context::<sqlx::PgPool>();
+    let prefect = expect_context::<Option<std::sync::Arc<crate::prefect::PrefectClient>>>();
     let principal = crate::caller::current_principal()?;
     let meta = crate::caller::RequestMeta::current();
-    service::cancel(&state.db, state.prefect.as_deref(), &principal, &meta, id).await
+    service::cancel(&db, prefect.as_deref(), &principal, &meta, id).await
 }
 
 /// Retries a finished run from the UI; goes to the new run's page.
 #[server(prefix = "/sfn", endpoint = "retry_run")]
 pub async fn retry_run(id: i64) -> Result<i64, AppError> {
-    let state = expect_context::<crate::routes::AppState>();
+    let db = expect_context::<sqlx::PgPool>();
+    let limits = expect_context::<std::sync::Arc<crate::auth::limits::Limits>>();
     let principal = crate::caller::current_principal()?;
     let meta = crate::caller::RequestMeta::current();
-    let run = service::retry(&state.db, &state.limits, &principal, &meta, id).await?;
+    let run = service::retry(&db, &limits, &principal, &meta, id).await?;
     leptos_axum::redirect(&format!("/runs/{}", run.id));
     Ok(run.id)
 }
@@ -268,7 +265,8 @@ pub async fn retry_run(id: i64) -> Result<i64, AppError> {
 /// A run with its stages.
 #[server(prefix = "/sfn", endpoint = "get_run")]
 pub async fn get_run(id: i64) -> Result<Run, AppError> {
-    let state = expect_context::<crate::routes::AppState>();
-    let run = service::get(&state.db, &crate::caller::current_principal()?, id).await?;
-    Ok(run.linked(&state))
+    let db = expect_context::<sqlx::PgPool>();
+    let links = expect_context::<crate::prefect::PrefectLinks>();
+    let run = service::get(&db, &crate::caller::current_principal()?, id).await?;
+    Ok(run.linked(&links))
 }

@@ -7,8 +7,9 @@ use crate::auth::page::signed_in_as;
 use crate::caller::Role;
 use crate::error::AppError;
 use crate::events::live::LiveIndicator;
-use crate::ui::charts::StageTimeline;
-use crate::ui::{ErrorView, Frame, StatusBadge, duration, path_id, when};
+use crate::layout::Frame;
+use crate::runs::charts::StageTimeline;
+use crate::ui::{ErrorView, StatusBadge, duration, path_id, when};
 
 /// One run and its stages.
 #[component]
@@ -106,7 +107,7 @@ fn LiveRun(run: Run, may_operate: bool) -> impl IntoView {
     let on_change = Callback::new(move |change: crate::events::Change| {
         let mut linked = true;
         run.maybe_update(|r| {
-            let changed = crate::events::apply::to_run(r, &change);
+            let changed = super::live::to_run(r, &change);
             linked = r.prefect_flow_run_id.is_none() || r.prefect_url.is_some();
             changed
         });

@@ -14,9 +14,7 @@ use crate::caller::RequestMeta;
 use crate::caller::record;
 use crate::caller::{Principal, Role};
 use crate::error::{AppError, Result};
-use crate::pipelines;
-use crate::prefect::{PrefectClient, PrefectError};
-use crate::routes::AppState;
+use crate::prefect::{PrefectClient, PrefectError, PrefectLinks};
 use crate::status::{Change, RunStatus};
 use crate::telemetry::metrics::metrics;
 
@@ -62,7 +60,7 @@ async fn accept(
         return Ok(run);
     }
     let mut tx = pool.begin().await?;
-    let pipeline = pipelines::db::lock_pipeline(&mut *tx, pipeline_id)
+    let pipeline = db::lock_template(&mut *tx, pipeline_id)
         .await?
         .ok_or_else(|| AppError::not_found("Pipeline"))?;
     if let Some(limit) = pipeline.max_concurrent_runs {
@@ -362,9 +360,15 @@ pub async fn cancel(
 
 /// The Run dialog's fields for a pipeline (operators and admins).
 #[tracing::instrument(name = "runs.run_form", skip_all)]
-pub async fn run_form(state: &AppState, principal: &Principal, pipeline_id: i64) -> Result<Vec<ParamField>> {
+pub async fn run_form(
+    pool: &PgPool,
+    prefect: Option<&PrefectClient>,
+    links: &PrefectLinks,
+    principal: &Principal,
+    pipeline_id: i64,
+) -> Result<Vec<ParamField>> {
     principal.require(Role::Operator)?;
-    let pipeline = pipelines::db::pipeline_by_id(&state.db, pipeline_id)
+    let pipeline = db::template(pool, pipeline_id)
         .await?
         .ok_or_else(|| AppError::not_found("Pipeline"))?;
     let defaults = pipeline
@@ -372,8 +376,8 @@ pub async fn run_form(state: &AppState, principal: &Principal, pipeline_id: i64)
         .as_object()
         .cloned()
         .unwrap_or_default();
-    let reference = pipeline.deployment.or_else(|| state.default_deployment.clone());
-    let schema = match (&state.prefect, reference) {
+    let reference = pipeline.deployment.or_else(|| links.default_deployment.clone());
+    let schema = match (prefect, reference) {
         (Some(prefect), Some(reference)) => match prefect.deployment(&reference).await {
             Ok(deployment) => deployment.parameter_openapi_schema,
             Err(error) => {

@@ -16,6 +16,7 @@ use tokio::sync::{Notify, watch};
 use super::db;
 use super::service::{self, PrefectState};
 use crate::prefect::{FlowRunState, PrefectClient, StateChange};
+use crate::shutdown::stopped_while;
 use crate::status::RunStatus;
 
 /// How many runs one poll asks Prefect about.
@@ -231,18 +232,6 @@ pub async fn run(
         }
     }
     events.await.ok();
-}
-
-/// Waits for `wake` or a shutdown; true when the background task should stop.
-pub(crate) async fn stopped_while(
-    wake: impl Future<Output = ()>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> bool {
-    tokio::select! {
-        () = wake => {}
-        _ = shutdown.changed() => {}
-    }
-    *shutdown.borrow()
 }
 
 #[cfg(test)]

@@ -1,13 +1,11 @@
-//! Pieces every page uses: the frame with navigation, status badges, times, errors.
+//! Pieces every page uses: status badges, times, errors (the page frame is `layout`).
 
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 
-use crate::auth::page::{SignOutButton, provide_me};
 use crate::error::AppError;
 use crate::status::RunStatus;
 
-pub mod charts;
 pub mod history;
 
 #[cfg(feature = "ssr")]
@@ -16,51 +14,6 @@ mod http_status;
 #[cfg(not(feature = "ssr"))]
 #[path = "status_browser.rs"]
 mod http_status;
-
-/// The page frame: header with navigation and the signed-in user, then the page.
-#[component]
-pub fn Frame(children: Children) -> impl IntoView {
-    let me = provide_me();
-    view! {
-        <header class="topbar">
-            <a class="brand" href="/">
-                <span class="brand-mark" aria-hidden="true">"◆"</span>
-                "Flowdeck"
-            </a>
-            <nav aria-label="Main">
-                <a href="/">"Pipelines"</a>
-                <Suspense>
-                    {move || Suspend::new(async move {
-                        let admin = me.await.ok().flatten().is_some_and(|p| p.role >= crate::caller::Role::Admin);
-                        admin.then(|| view! {
-                            <a href="/admin/api-keys">"API keys"</a>
-                            <a href="/audit">"Audit"</a>
-                        })
-                    })}
-                </Suspense>
-            </nav>
-            <div class="who">
-                <Suspense>
-                    {move || Suspend::new(async move {
-                        me.await
-                            .ok()
-                            .flatten()
-                            .map(|p| {
-                                view! {
-                                    <span class="actor" title=p.actor.clone()>
-                                        {p.actor.clone()}
-                                    </span>
-                                    <span class="role">{p.role.as_str()}</span>
-                                    <SignOutButton />
-                                }
-                            })
-                    })}
-                </Suspense>
-            </div>
-        </header>
-        <main class="page">{children()}</main>
-    }
-}
 
 /// Marks the page as taken over by the wasm (`<body data-hydrated>`) once this island has
 /// hydrated; tests and people debugging wait for it. Islands load lazily, after the page.
@@ -136,15 +89,5 @@ pub fn ErrorView(error: AppError) -> impl IntoView {
             <p class="muted">{hint}</p>
             <a href="/">"Back to pipelines"</a>
         </section>
-    }
-}
-
-/// The page for any path the app does not know.
-#[component]
-pub fn NotFoundPage() -> impl IntoView {
-    view! {
-        <Frame>
-            <ErrorView error=AppError::not_found("Page") />
-        </Frame>
     }
 }

@@ -3,12 +3,11 @@
 
 use app::auth::keys;
 use app::caller::Role;
-use app::routes::AppState;
+use app::routes::Builder;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use leptos::config::LeptosOptions;
 use serde_json::Value;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -72,77 +71,20 @@ pub async fn key(db: &PgPool, role: Role) -> String {
 }
 
 impl TestApp {
+    /// The app as `main` builds it, with roomy budgets and a default deployment.
     pub async fn new(db: PgPool) -> Self {
-        Self::with_prefect(db, None).await
+        Self::with(db, |b| b).await
     }
 
-    pub async fn with_prefect(
-        db: PgPool,
-        prefect: Option<std::sync::Arc<app::prefect::PrefectClient>>,
-    ) -> Self {
-        Self::build(db, prefect, roomy_budgets(), None, None).await
-    }
-
-    /// An app with these rate-limit budgets.
-    pub async fn with(
-        db: PgPool,
-        prefect: Option<std::sync::Arc<app::prefect::PrefectClient>>,
-        budgets: app::auth::limits::Budgets,
-    ) -> Self {
-        Self::build(db, prefect, budgets, None, None).await
-    }
-
-    /// An app that accepts tokens of this OpenID Connect issuer.
-    pub async fn with_oidc(db: PgPool, oidc: std::sync::Arc<app::auth::oidc::Oidc>) -> Self {
-        Self::build(db, None, roomy_budgets(), Some(oidc), None).await
-    }
-
-    /// An app behind this trusted identity-aware proxy.
-    pub async fn with_proxy(db: PgPool, proxy: app::auth::proxy::ProxyConfig) -> Self {
-        Self::build(db, None, roomy_budgets(), None, Some(std::sync::Arc::new(proxy))).await
-    }
-
-    /// An app whose state `change` adjusts first (roomy budgets unless it sets others).
-    pub async fn with_changes(db: PgPool, change: impl FnOnce(&mut AppState)) -> Self {
-        Self::assemble(db, None, roomy_budgets(), None, None, change).await
-    }
-
-    async fn build(
-        db: PgPool,
-        prefect: Option<std::sync::Arc<app::prefect::PrefectClient>>,
-        budgets: app::auth::limits::Budgets,
-        oidc: Option<std::sync::Arc<app::auth::oidc::Oidc>>,
-        proxy: Option<std::sync::Arc<app::auth::proxy::ProxyConfig>>,
-    ) -> Self {
-        Self::assemble(db, prefect, budgets, oidc, proxy, |_| {}).await
-    }
-
-    async fn assemble(
-        db: PgPool,
-        prefect: Option<std::sync::Arc<app::prefect::PrefectClient>>,
-        budgets: app::auth::limits::Budgets,
-        oidc: Option<std::sync::Arc<app::auth::oidc::Oidc>>,
-        proxy: Option<std::sync::Arc<app::auth::proxy::ProxyConfig>>,
-        change: impl FnOnce(&mut AppState),
-    ) -> Self {
-        let mut state = AppState {
-            leptos_options: LeptosOptions::builder().output_name("flowdeck").build(),
-            db: db.clone(),
-            secure_cookies: false,
-            prefect,
-            default_deployment: Some("etl/demo".to_owned()),
-            prefect_ui_url: Some("http://prefect.test".to_owned()),
-            limits: std::sync::Arc::new(app::auth::limits::Limits::new(budgets)),
-            reports: app::runs::reports::ReportWriter::start(db.clone()),
-            answers: std::sync::Arc::default(),
-            known_keys: std::sync::Arc::default(),
-            hub: app::events::hub::Hub::new(),
-            oidc,
-            proxy,
-            trusted_proxies: std::sync::Arc::default(),
-            callback_ttl: std::time::Duration::from_secs(24 * 3600),
-        };
-        change(&mut state);
+    /// The app as [`TestApp::new`], with `change` made to its builder first.
+    pub async fn with(db: PgPool, change: impl FnOnce(Builder) -> Builder) -> Self {
+        let builder = Builder::new(db.clone())
+            .budgets(roomy_budgets())
+            .links(app::prefect::PrefectLinks {
+                default_deployment: Some("etl/demo".to_owned()),
+                ui_url: Some("http://prefect.test".to_owned()),
+            });
+        let state = change(builder).build();
         TestApp {
             hub: state.hub.clone(),
             router: app::routes::router(state),

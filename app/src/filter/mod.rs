@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AppError, Result};
 
+mod criteria;
+pub use criteria::{PipelineCriteria, StatusFilter};
+
 /// The most rows one filter request returns.
 pub const MAX_LIMIT: i64 = 200;
 /// Rows returned when `limit` is left out.

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 
-use crate::runs::Stage;
+use super::Stage;
 use crate::status::RunStatus;
 
 /// A stage's bar: where it starts and ends, as fractions of the timeline.
