@@ -10,7 +10,7 @@ use crate::error::AppError;
 use crate::telemetry::metrics::{self, Gauges};
 
 async fn render(state: &AppState) -> Response {
-    let outbox = crate::runs::db::outbox_stats(&state.db)
+    let outbox = crate::runs::dispatch::db::outbox_stats(&state.db)
         .await
         .inspect_err(|e| tracing::debug!(error = %e, "metrics: cannot read the outbox"))
         .ok();

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use super::params::{self, ParamField};
 use super::reports::{Report, ReportWriter};
-use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, db};
+use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, db, dispatch, idempotency, reports, sync};
 use crate::api::rules::{self, MAX_NAME};
 use crate::auth::keys;
 use crate::auth::limits::Limits;
@@ -99,7 +99,7 @@ async fn accept(
     if let Some(idempotency) = idempotency {
         // A concurrent request with the same key waits here until the first commits, then
         // finds the key taken: it drops its own run and answers with the first one.
-        let claimed = db::insert_idempotency_key(
+        let claimed = idempotency::insert_idempotency_key(
             &mut *tx,
             &principal.actor,
             &idempotency.key,
@@ -114,7 +114,7 @@ async fn accept(
                 .ok_or_else(|| AppError::conflict("a request with this Idempotency-Key is in progress"));
         }
     }
-    db::insert_outbox(&mut tx, run_id, &callback.clear).await?;
+    dispatch::db::insert_outbox(&mut tx, run_id, &callback.clear).await?;
     db::insert_run_event(
         &mut *tx,
         &db::RunEvent {
@@ -164,7 +164,8 @@ impl Idempotency {
 /// The run an earlier request with the same key made, if any (counted as deduplicated);
 /// refuses a different request.
 async fn replay(pool: &PgPool, principal: &Principal, idempotency: &Idempotency) -> Result<Option<Run>> {
-    let Some((hash, run_id)) = db::find_idempotency_key(pool, &principal.actor, &idempotency.key).await?
+    let Some((hash, run_id)) =
+        idempotency::find_idempotency_key(pool, &principal.actor, &idempotency.key).await?
     else {
         return Ok(None);
     };
@@ -291,21 +292,13 @@ pub async fn cancel(
     }
     match locked.prefect_flow_run_id {
         None => {
-            if !db::withdraw_from_outbox(&mut *tx, run_id).await? {
+            if !dispatch::db::withdraw_from_outbox(&mut *tx, run_id).await? {
                 return Err(AppError::conflict(
                     "the run is being handed to Prefect right now; try again in a moment",
                 ));
             }
             let reason = "cancelled before it reached Prefect";
-            db::update_run_status(
-                &mut *tx,
-                run_id,
-                RunStatus::Cancelled,
-                Some(reason),
-                None,
-                Utc::now(),
-            )
-            .await?;
+            move_locked_run(&mut tx, run_id, RunStatus::Cancelled, Some(reason), Utc::now()).await?;
             db::insert_run_event(
                 &mut *tx,
                 &db::RunEvent {
@@ -533,7 +526,7 @@ pub async fn apply_prefect_state(pool: &PgPool, run_id: i64, state: &PrefectStat
     if !fresh {
         return Ok(());
     }
-    db::set_prefect_state(&mut *tx, run_id, &state.name).await?;
+    sync::db::set_prefect_state(&mut *tx, run_id, &state.name).await?;
     let newer = run.reported_at.is_none_or(|last| at >= last);
     let moved = run.status.on_report(state.status, newer) == Change::Move;
     if moved {
@@ -541,12 +534,28 @@ pub async fn apply_prefect_state(pool: &PgPool, run_id: i64, state: &PrefectStat
             .message
             .as_deref()
             .filter(|_| matches!(state.status, RunStatus::Failed | RunStatus::Crashed));
-        db::update_run_status(&mut *tx, run_id, state.status, error, None, at).await?;
+        move_locked_run(&mut tx, run_id, state.status, error, at).await?;
     }
     tx.commit().await?;
     if moved {
         metrics().transition(run.status.as_str(), state.status.as_str());
         tracing::info!(run.id = run_id, run.status = %state.status, prefect.state = %state.name, "run state from Prefect");
     }
+    Ok(())
+}
+
+/// Moves a run this transaction has locked to `status`, by the rule status reports follow
+/// ([`ReportedRun::move_to`](super::reports::db::ReportedRun::move_to)).
+async fn move_locked_run(
+    tx: &mut sqlx::PgConnection,
+    run_id: i64,
+    status: RunStatus,
+    error: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let mut runs = reports::db::lock_reported_runs(&mut *tx, &[run_id], true).await?;
+    let run = runs.first_mut().ok_or_else(|| AppError::not_found("Run"))?;
+    run.move_to(status, error, None, at);
+    reports::db::write_reported_runs(&mut *tx, &[run]).await?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! run uses the same Prefect idempotency key (stored on the run, unique across databases),
 //! so a repeated `create_flow_run` returns the first flow run. Replicas claim rows with `FOR UPDATE SKIP LOCKED` and a lease.
 
+pub mod db;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,6 @@ use tokio::sync::watch;
 
 use tracing::Instrument;
 
-use super::db;
 use crate::prefect::{NewFlowRun, PrefectClient, PrefectError};
 use crate::telemetry::TraceParent;
 use crate::telemetry::metrics::metrics;

@@ -6,6 +6,7 @@
 //! down and rarely while it is up, and once right after each (re)connect to catch up with
 //! what the stream missed.
 
+pub mod db;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,7 +14,6 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
-use super::db;
 use super::service::{self, PrefectState};
 use crate::prefect::{FlowRunState, PrefectClient, StateChange};
 use crate::shutdown::stopped_while;

@@ -11,20 +11,23 @@
 //! its own that waits, so one busy run cannot stall the others. So does a report that names
 //! only a pipeline, and every report of a group whose transaction fails before its commit.
 
-use std::collections::{HashMap, HashSet};
+pub mod db;
+mod plan;
+
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::Instrument;
 
-use super::{StatusUpdate, StatusUpdateAck, db};
+use super::{StatusUpdate, StatusUpdateAck};
 use crate::caller::Principal;
 use crate::caller::RequestMeta;
 use crate::caller::record;
 use crate::error::{AppError, Result};
-use crate::status::{Change, RunStatus};
+use crate::status::RunStatus;
 use crate::telemetry::metrics::metrics;
 
 /// The most reports one transaction holds.
@@ -255,113 +258,27 @@ fn count(outcome: &'static str, before: RunStatus, after: RunStatus) {
     metrics().transition(before.as_str(), after.as_str());
 }
 
-/// A fresh event id for a report that came without one.
-fn new_event_id() -> String {
-    format!(
-        "{}report-{:032x}",
-        super::OWN_EVENT_PREFIX,
-        rand::random::<u128>()
-    )
-}
-
-/// What pass one decided for a report.
-enum Plan {
-    /// Settled already: refused, or its run is busy.
-    Settled(Step),
-    /// A repeat of an event id earlier in the same group.
-    Repeat,
-    /// To apply, if its event is new.
-    Apply { event_id: String, at: DateTime<Utc> },
-}
-
 /// Applies reports (each with the run it is about) to their runs and stages, in order,
 /// forward only, with a fixed number of statements whatever their number: lock the runs,
 /// read their stages, record the events, then write each changed stage and run once.
-/// Every refusal is decided before the first write.
-///
-/// A stage's `running` starts the run, its `failed` fails the run, and the last stage's
-/// `completed` completes it, as the seed did. A report that would move a status backwards
-/// is recorded in the run's history but changes nothing (`applied: false`). Without `wait`,
-/// a report whose run another transaction holds is [`Step::Busy`] (so is one about no run:
-/// its own transaction tells which).
+/// What each report does is decided by [`plan`], without the database; every refusal is
+/// decided before the first write. Without `wait`, a report whose run another
+/// transaction holds is [`Step::Busy`] (so is one about no run: its own transaction tells
+/// which).
 async fn apply(conn: &mut PgConnection, reports: &[(i64, &Report)], wait: bool) -> sqlx::Result<Vec<Step>> {
     let mut ids: Vec<i64> = reports.iter().map(|(run_id, _)| *run_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut runs: HashMap<i64, db::ReportedRun> = db::lock_reported_runs(&mut *conn, &ids, wait)
-        .await?
-        .into_iter()
-        .map(|run| (run.id, run))
-        .collect();
-    let locked: Vec<i64> = runs.keys().copied().collect();
+    let runs = db::lock_reported_runs(&mut *conn, &ids, wait).await?;
     let named_stage = reports.iter().any(|(_, r)| r.update.stage_name.is_some());
-    let mut stages = if named_stage && !locked.is_empty() {
+    let stages = if named_stage && !runs.is_empty() {
+        let locked: Vec<i64> = runs.iter().map(|run| run.id).collect();
         db::stages_of_locked_runs(&mut *conn, &locked).await?
     } else {
         Vec::new()
     };
-    let stage_index: HashMap<(i64, String), usize> = stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| ((s.run_id, s.name.clone()), i))
-        .collect();
-
-    // Pass one: refusals, repeats within the group, and the events to record.
-    let now = Utc::now();
-    let mut events = db::ReportedEvents::default();
-    let mut seen = HashSet::new();
-    let mut plans = Vec::with_capacity(reports.len());
-    for (run_id, report) in reports {
-        let update = &report.update;
-        let Some(run) = runs.get(run_id) else {
-            plans.push(Plan::Settled(if wait {
-                Step::Refused(AppError::not_found("Run"))
-            } else {
-                Step::Busy
-            }));
-            continue;
-        };
-        if update
-            .pipeline_id
-            .is_some_and(|pipeline_id| pipeline_id != run.pipeline_id)
-        {
-            plans.push(Plan::Settled(Step::Refused(AppError::not_found(
-                "Run of this pipeline",
-            ))));
-            continue;
-        }
-        if let Err(error) = report.principal.may_report_on(run.id) {
-            plans.push(Plan::Settled(Step::Refused(error)));
-            continue;
-        }
-        if let Some(name) = &update.stage_name
-            && !stage_index.contains_key(&(run.id, name.clone()))
-        {
-            plans.push(Plan::Settled(Step::Refused(AppError::not_found(&format!(
-                "Stage '{name}'"
-            )))));
-            continue;
-        }
-        let event_id = update.event_id.clone().unwrap_or_else(new_event_id);
-        if !seen.insert((run.id, event_id.clone())) {
-            plans.push(Plan::Repeat);
-            continue;
-        }
-        let at = update.timestamp.map_or(now, |t| t.min(now));
-        events.run_ids.push(run.id);
-        events.event_ids.push(event_id.clone());
-        events.kinds.push(if update.stage_name.is_some() {
-            "stage_status"
-        } else {
-            "run_status"
-        });
-        events.stage_names.push(update.stage_name.clone());
-        events.statuses.push(report.status.as_str());
-        events.messages.push(update.error_message.clone());
-        events.occurred_at.push(at);
-        events.request_ids.push(report.meta.request_id.clone());
-        plans.push(Plan::Apply { event_id, at });
-    }
+    let mut state = plan::State::new(runs, stages);
+    let (plans, events) = state.check(reports, wait, Utc::now());
     let fresh: HashSet<(i64, String)> = if events.event_ids.is_empty() {
         HashSet::new()
     } else {
@@ -370,148 +287,13 @@ async fn apply(conn: &mut PgConnection, reports: &[(i64, &Report)], wait: bool) 
             .into_iter()
             .collect()
     };
-
-    // Pass two: each new report applied in order to the runs and stages as they stand.
-    let mut changed_runs = HashSet::new();
-    let mut changed_stages = HashSet::new();
-    let mut steps = Vec::with_capacity(reports.len());
-    for ((run_id, report), plan) in reports.iter().zip(plans) {
-        let at = match plan {
-            Plan::Settled(step) => {
-                steps.push(step);
-                continue;
-            }
-            Plan::Apply { ref event_id, at } if fresh.contains(&(*run_id, event_id.clone())) => at,
-            Plan::Repeat | Plan::Apply { .. } => {
-                let status = runs[run_id].status;
-                steps.push(Step::Done {
-                    ack: StatusUpdateAck {
-                        success: true,
-                        run_id: *run_id,
-                        applied: false,
-                        duplicate: true,
-                        run_status: status,
-                    },
-                    before: status,
-                    outcome: "duplicate",
-                });
-                continue;
-            }
-        };
-        let update = &report.update;
-        let status = report.status;
-        let run = runs.get_mut(run_id).expect("planned reports have a locked run");
-        let before = run.status;
-        let newer = |last: Option<DateTime<Utc>>| last.is_none_or(|last| at >= last);
-        let applied = match &update.stage_name {
-            Some(name) => {
-                let index = stage_index[&(*run_id, name.clone())];
-                let stage = &mut stages[index];
-                let change = stage.status.on_report(status, newer(stage.reported_at));
-                if change != Change::Stale {
-                    stage.status = status;
-                    stage.started_at = started(stage.started_at, status, at);
-                    if status.is_terminal() {
-                        stage.ended_at = Some(at);
-                    }
-                    stage.message = update.error_message.clone().or(stage.message.take());
-                    stage.records_processed = update.records_processed.or(stage.records_processed);
-                    stage.reported_at = Some(stage.reported_at.map_or(at, |last| last.max(at)));
-                    changed_stages.insert(index);
-                }
-                let records = update.records_processed.filter(|_| change != Change::Stale);
-                let all_completed = || {
-                    stages
-                        .iter()
-                        .filter(|s| s.run_id == *run_id)
-                        .all(|s| s.status == RunStatus::Completed)
-                };
-                let follow = match (change, status) {
-                    (Change::Move, RunStatus::Running) => Some(RunStatus::Running),
-                    (Change::Move, RunStatus::Failed) => Some(RunStatus::Failed),
-                    (Change::Move, RunStatus::Completed) if all_completed() => Some(RunStatus::Completed),
-                    _ => None,
-                };
-                if let Some(next) = follow.filter(|next| run.status.may_become(*next)) {
-                    let error = update
-                        .error_message
-                        .as_deref()
-                        .filter(|_| next == RunStatus::Failed);
-                    move_run(run, next, error, records, at);
-                    changed_runs.insert(*run_id);
-                } else if let Some(records) = records {
-                    run.records_processed = run.records_processed.max(records);
-                    changed_runs.insert(*run_id);
-                }
-                change != Change::Stale
-            }
-            None => {
-                let change = run.status.on_report(status, newer(run.reported_at));
-                if change != Change::Stale {
-                    move_run(
-                        run,
-                        status,
-                        update.error_message.as_deref(),
-                        update.records_processed,
-                        at,
-                    );
-                    changed_runs.insert(*run_id);
-                }
-                change != Change::Stale
-            }
-        };
-        steps.push(Step::Done {
-            ack: StatusUpdateAck {
-                success: true,
-                run_id: *run_id,
-                applied,
-                duplicate: false,
-                run_status: runs[run_id].status,
-            },
-            before,
-            outcome: if applied { "applied" } else { "stale" },
-        });
+    let steps = state.settle(reports, plans, &fresh);
+    let (runs, stages) = state.changed();
+    if !stages.is_empty() {
+        db::write_reported_stages(&mut *conn, &stages).await?;
     }
-    if !changed_stages.is_empty() {
-        let changed: Vec<&db::ReportedStage> = changed_stages.iter().map(|i| &stages[*i]).collect();
-        db::write_reported_stages(&mut *conn, &changed).await?;
-    }
-    if !changed_runs.is_empty() {
-        let changed: Vec<&db::ReportedRun> = changed_runs.iter().map(|id| &runs[id]).collect();
-        db::write_reported_runs(&mut *conn, &changed).await?;
+    if !runs.is_empty() {
+        db::write_reported_runs(&mut *conn, &runs).await?;
     }
     Ok(steps)
-}
-
-/// When a stage or run started, once `status` is reported at `at`.
-fn started(started_at: Option<DateTime<Utc>>, status: RunStatus, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    if status == RunStatus::Running {
-        started_at.or(Some(at))
-    } else {
-        started_at
-    }
-}
-
-/// Moves a run to `status` as reported at `at`, stamping start and end times; records
-/// processed (a running total) are only ever raised, an earlier error is kept unless a new
-/// one is given.
-fn move_run(
-    run: &mut db::ReportedRun,
-    status: RunStatus,
-    error: Option<&str>,
-    records: Option<i64>,
-    at: DateTime<Utc>,
-) {
-    run.status = status;
-    run.started_at = started(run.started_at, status, at);
-    if status.is_terminal() {
-        run.ended_at = Some(at);
-    }
-    if let Some(error) = error {
-        run.error_message = Some(error.to_owned());
-    }
-    if let Some(records) = records {
-        run.records_processed = run.records_processed.max(records);
-    }
-    run.reported_at = Some(run.reported_at.map_or(at, |last| last.max(at)));
 }

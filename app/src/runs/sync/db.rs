@@ -1,0 +1,64 @@
+//! The queries of the state follower: which runs to follow, their Prefect state, stuck runs.
+
+use sqlx::PgExecutor;
+
+/// A run Prefect knows and that has not finished.
+pub struct FollowedRun {
+    /// Run id.
+    pub id: i64,
+    /// Prefect's flow run id.
+    pub flow_run_id: String,
+}
+
+/// Unfinished runs that Prefect knows, oldest first.
+pub async fn unfinished_submitted_runs(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<FollowedRun>> {
+    sqlx::query_as!(
+        FollowedRun,
+        r#"SELECT id, prefect_flow_run_id AS "flow_run_id!" FROM runs
+           WHERE prefect_flow_run_id IS NOT NULL
+             AND status NOT IN ('completed', 'failed', 'cancelled', 'crashed')
+           ORDER BY id LIMIT $1"#,
+        limit
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The run submitted as this Prefect flow run, if any.
+pub async fn run_for_flow_run(db: impl PgExecutor<'_>, flow_run_id: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar!("SELECT id FROM runs WHERE prefect_flow_run_id = $1", flow_run_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Records Prefect's state name on a run.
+pub async fn set_prefect_state(db: impl PgExecutor<'_>, run_id: i64, state_name: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE runs SET prefect_state = $2 WHERE id = $1 AND prefect_state IS DISTINCT FROM $2",
+        run_id,
+        state_name
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Flags running runs that have recorded no event for `silence_seconds`; returns their ids.
+pub async fn flag_stuck_runs(db: impl PgExecutor<'_>, silence_seconds: f64) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar!(
+        "UPDATE runs r SET stuck_since = now()
+         WHERE r.status = 'running' AND r.stuck_since IS NULL
+           AND r.updated_at < now() - make_interval(secs => $1)
+           AND NOT EXISTS (
+               SELECT 1 FROM run_events e
+               WHERE e.run_id = r.id AND e.recorded_at > now() - make_interval(secs => $1)
+           )
+         RETURNING r.id",
+        silence_seconds
+    )
+    .fetch_all(db)
+    .await
+}
