@@ -308,7 +308,7 @@ impl Config {
             prefect_ui_url: var("PREFECT_UI_URL")?,
             prefect_auth,
             default_deployment: var("FLOWDECK_DEFAULT_DEPLOYMENT")?,
-            secure_cookies: app::auth::middleware::cookies_must_be_secure(&public_url),
+            secure_cookies: app::auth::headers::cookies_must_be_secure(&public_url),
             oidc: oidc(&public_url)?,
             proxy: proxy()?,
             retention: retention()?,

@@ -89,7 +89,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.pruner(),
             stopped.clone(),
         )),
-        tokio::spawn(app::auth::middleware::keep_limits(
+        tokio::spawn(app::auth::limits::keep_limits(
             state.db.clone(),
             state.limits.clone(),
             stopped.clone(),

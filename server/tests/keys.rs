@@ -41,7 +41,7 @@ async fn keys_are_created_shown_once_rotated_with_overlap_and_revoked(db: PgPool
     let created = create_key(&app, json!({"name": "ci-bot", "role": "operator"})).await;
     let id = created["id"].as_i64().unwrap();
     let secret = created["secret"].as_str().unwrap().to_owned();
-    assert!(app::auth::keys::looks_like_api_key(&secret), "{secret}");
+    assert!(app::auth::secrets::looks_like_api_key(&secret), "{secret}");
     assert_eq!(created["state"], "active");
     assert_eq!(created["role"], "operator");
     assert_eq!(created["created_by"], "api-key:test-admin");

@@ -270,7 +270,7 @@ async fn a_kept_listing_lasts_until_a_change_from_anywhere(db: PgPool) {
 /// A key's id by its secret's hash.
 async fn key_id(db: &PgPool, secret: &str) -> i64 {
     sqlx::query_scalar("SELECT id FROM api_keys WHERE key_hash = $1")
-        .bind(app::auth::keys::hash_secret(secret))
+        .bind(app::auth::secrets::hash_secret(secret))
         .fetch_one(db)
         .await
         .unwrap()

@@ -9,7 +9,7 @@ use super::{
     ApiKey, ApiKeyFilter, ApiKeySort, CreatedApiKey, DEFAULT_OVERLAP_MINUTES, KeyState, MAX_NAME_LEN,
     MAX_OVERLAP_MINUTES, NewApiKey, Rotation,
 };
-use crate::auth::keys;
+use crate::auth::secrets;
 use crate::caller::{Principal, RequestMeta, Role, record};
 use crate::error::{AppError, Result};
 use crate::filter::paging;
@@ -36,7 +36,7 @@ async fn insert(
     rotated_from: Option<i64>,
     created_by: &str,
 ) -> Result<CreatedApiKey> {
-    let secret = keys::new_api_key();
+    let secret = secrets::new_api_key();
     let row = db::NewKeyRow {
         name,
         role,

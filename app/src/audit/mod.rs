@@ -10,6 +10,13 @@ use crate::filter::{IdFilter, TextFilter, TimeFilter};
 
 pub mod page;
 
+#[cfg(feature = "ssr")]
+pub mod db;
+#[cfg(feature = "ssr")]
+pub mod http;
+#[cfg(feature = "ssr")]
+pub mod service;
+
 /// One audited action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
@@ -153,134 +160,4 @@ pub async fn audit_page(filter: AuditFilter) -> Result<AuditListing, AppError> {
     let events = service::filter(&db, &principal, &filter).await?;
     let total = service::count(&db, &principal, &filter).await?;
     Ok(AuditListing { events, total })
-}
-
-#[cfg(feature = "ssr")]
-pub mod service {
-    //! Reading the trail (admins only).
-
-    use sqlx::PgPool;
-
-    use super::{AuditEvent, AuditFilter, AuditSort};
-    use crate::caller::{Principal, Role};
-    use crate::error::Result;
-    use crate::filter::{Where, paging};
-
-    fn criteria(select: &str, filter: &AuditFilter) -> Where<'static> {
-        let c = &filter.audit_events;
-        let mut w = Where::new(select);
-        w.ids("id", c.id.as_ref())
-            .time("occurred_at", c.occurred.as_ref())
-            .text("actor", c.actor.as_ref())
-            .text("role", c.role.as_ref())
-            .text("action", c.action.as_ref())
-            .text("target", c.target.as_ref())
-            .text("outcome", c.outcome.as_ref())
-            .text("request_id", c.request_id.as_ref())
-            .text("source_addr", c.source_addr.as_ref());
-        w
-    }
-
-    /// The events that match, in the order asked for.
-    #[tracing::instrument(name = "audit.filter", skip_all)]
-    pub async fn filter(db: &PgPool, principal: &Principal, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
-        principal.require(Role::Admin)?;
-        let page = paging(filter.limit, filter.offset)?;
-        let mut w = criteria(
-            "SELECT id, occurred_at, actor, role, action, target, request_id, outcome, source_addr \
-             FROM audit_events",
-            filter,
-        );
-        let order = match filter.sort {
-            AuditSort::OccurredDesc => " ORDER BY occurred_at DESC, id DESC",
-            AuditSort::OccurredAsc => " ORDER BY occurred_at, id",
-        };
-        w.page(order, page);
-        Ok(w.query.build_query_as::<AuditEvent>().fetch_all(db).await?)
-    }
-
-    /// How many events match.
-    #[tracing::instrument(name = "audit.count", skip_all)]
-    pub async fn count(db: &PgPool, principal: &Principal, filter: &AuditFilter) -> Result<i64> {
-        principal.require(Role::Admin)?;
-        // Paging does not change a count, but a bad one is still refused.
-        paging(filter.limit, filter.offset)?;
-        let mut w = criteria("SELECT count(*) FROM audit_events", filter);
-        Ok(w.query.build_query_scalar::<i64>().fetch_one(db).await?)
-    }
-}
-
-#[cfg(feature = "ssr")]
-impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for AuditEvent {
-    fn from_row(row: &'r sqlx::postgres::PgRow) -> sqlx::Result<Self> {
-        use sqlx::Row;
-        Ok(Self {
-            id: row.try_get("id")?,
-            occurred_at: row.try_get("occurred_at")?,
-            actor: row.try_get("actor")?,
-            role: row.try_get("role")?,
-            action: row.try_get("action")?,
-            target: row.try_get("target")?,
-            request_id: row.try_get("request_id")?,
-            outcome: row.try_get("outcome")?,
-            source_addr: row.try_get("source_addr")?,
-        })
-    }
-}
-
-#[cfg(feature = "ssr")]
-pub mod http {
-    //! `POST /api/audit_events/filter` and `/count`.
-
-    use axum::Json;
-    use axum::extract::State;
-    use sqlx::PgPool;
-    use utoipa_axum::router::OpenApiRouter;
-    use utoipa_axum::routes;
-
-    use super::{AuditEvent, AuditFilter, service};
-    use crate::api::OptionalJson;
-    use crate::api::responses::Errors;
-    use crate::caller::Principal;
-    use crate::error::Result;
-
-    /// Audit events matching a filter.
-    #[utoipa::path(post, path = "/api/audit_events/filter", tag = "audit", description = "Role: admin.",
-        request_body(content = Option<AuditFilter>, description = "Criteria, sort and paging; none lists the newest 50"),
-        responses((status = 200, description = "The events", body = Vec<AuditEvent>), Errors))]
-    async fn filter(
-        State(db): State<PgPool>,
-        principal: Principal,
-        OptionalJson(filter): OptionalJson<AuditFilter>,
-    ) -> Result<Json<Vec<AuditEvent>>> {
-        service::filter(&db, &principal, &filter).await.map(Json)
-    }
-
-    /// How many audit events match a filter.
-    #[utoipa::path(post, path = "/api/audit_events/count", tag = "audit", description = "Role: admin. Answers a bare integer.",
-        request_body(content = Option<AuditFilter>, description = "Criteria (sort and paging are ignored)"),
-        responses((status = 200, description = "The count", body = i64, content_type = "application/json", example = json!(42)), Errors))]
-    async fn count(
-        State(db): State<PgPool>,
-        principal: Principal,
-        OptionalJson(filter): OptionalJson<AuditFilter>,
-    ) -> Result<Json<i64>> {
-        service::count(&db, &principal, &filter).await.map(Json)
-    }
-
-    /// The audit routes (admins only).
-    /// What the OpenAPI document says audit filters take.
-    pub fn rules() -> Vec<crate::api::rules::Rule> {
-        crate::api::rules::paging("AuditFilter").into()
-    }
-
-    pub fn router<S>() -> OpenApiRouter<S>
-    where
-        S: Clone + Send + Sync + 'static,
-        PgPool: axum::extract::FromRef<S>,
-    {
-        OpenApiRouter::new()
-            .routes(routes!(filter))
-            .routes(routes!(count))
-    }
 }

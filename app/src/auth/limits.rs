@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
+use sqlx::PgPool;
+
+use super::db;
 use crate::error::{AppError, Result};
 
 /// Addresses (or principals) a limiter or the refusal tally holds at most. Past it, a
@@ -485,5 +488,31 @@ mod tests {
         );
         limits.prune();
         assert!(limits.held() <= 2 * MAX_ADDRESSES + 2);
+    }
+}
+
+/// Keeps this replica's limiters bounded and writes the refusal rows that come due, every
+/// few seconds until `stopped`; then writes what is still counted.
+pub async fn keep_limits(
+    db: PgPool,
+    limits: std::sync::Arc<Limits>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|stop| *stop) => break,
+        }
+        write_refusals(&db, &limits.prune(), None).await;
+    }
+    write_refusals(&db, &limits.drain(), None).await;
+}
+
+pub(super) async fn write_refusals(db: &PgPool, rows: &[DenialRow], request_id: Option<&str>) {
+    for row in rows {
+        if let Err(e) = db::record_denials(db, row, request_id).await {
+            tracing::error!(error = %e, "could not record refused credentials");
+        }
     }
 }

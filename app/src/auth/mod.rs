@@ -13,11 +13,13 @@ use crate::error::AppError;
 pub mod page;
 
 #[cfg(feature = "ssr")]
+pub mod credentials;
+#[cfg(feature = "ssr")]
 pub mod db;
 #[cfg(feature = "ssr")]
-pub mod keys;
+pub mod headers;
 #[cfg(feature = "ssr")]
-pub mod known_keys;
+pub mod key_cache;
 #[cfg(feature = "ssr")]
 pub mod limits;
 #[cfg(feature = "ssr")]
@@ -28,6 +30,10 @@ pub mod oidc;
 pub mod oidc_routes;
 #[cfg(feature = "ssr")]
 pub mod proxy;
+#[cfg(feature = "ssr")]
+pub mod secrets;
+#[cfg(feature = "ssr")]
+pub mod sessions;
 
 /// What identifying callers needs, built once at start-up: the database, this replica's
 /// limits and remembered keys, and the configured issuers.
@@ -39,7 +45,7 @@ pub struct Identity {
     /// This replica's rate limits (failed authentications, sign-ins, triggers).
     pub limits: std::sync::Arc<limits::Limits>,
     /// API keys this replica verified lately.
-    pub known_keys: std::sync::Arc<known_keys::KnownKeys>,
+    pub known_keys: std::sync::Arc<key_cache::KnownKeys>,
     /// Moves when what keys and sessions grant may have changed.
     pub freshness: std::sync::Arc<crate::api::cache::Freshness>,
     /// The OpenID Connect issuer, when one is configured.
@@ -63,7 +69,7 @@ pub async fn whoami() -> Result<Option<Principal>, AppError> {
 pub async fn sign_in(api_key: String, next: Option<String>) -> Result<(), AppError> {
     let identity = expect_context::<Identity>();
     let meta = RequestMeta::current();
-    let session = middleware::sign_in(&identity.db, &identity.limits, api_key.trim(), &meta).await?;
+    let session = sessions::sign_in(&identity.db, &identity.limits, api_key.trim(), &meta).await?;
     let response = expect_context::<leptos_axum::ResponseOptions>();
     response.append_header(
         http::header::SET_COOKIE,
@@ -79,14 +85,14 @@ pub async fn sign_out() -> Result<(), AppError> {
     let identity = expect_context::<Identity>();
     let meta = RequestMeta::current();
     let session = use_context::<http::request::Parts>()
-        .and_then(|parts| middleware::session_hash(&parts.headers, identity.secure_cookies));
-    middleware::sign_out(&identity.db, session.as_deref(), &meta).await?;
+        .and_then(|parts| headers::session_hash(&parts.headers, identity.secure_cookies));
+    sessions::sign_out(&identity.db, session.as_deref(), &meta).await?;
     // This replica's event streams of the session end now (others when it is announced).
     identity.freshness.touch_keys();
     let response = expect_context::<leptos_axum::ResponseOptions>();
     response.append_header(
         http::header::SET_COOKIE,
-        middleware::clear_cookie_header(identity.secure_cookies),
+        headers::clear_cookie_header(identity.secure_cookies),
     );
     leptos_axum::redirect("/login");
     Ok(())

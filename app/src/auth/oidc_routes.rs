@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::Identity;
 use super::oidc::PendingLogin;
-use super::{keys, safe_next};
+use super::{safe_next, secrets};
 use crate::caller::RequestMeta;
 use crate::error::AppError;
 
@@ -34,7 +34,7 @@ fn state_cookie_name(secure: bool) -> &'static str {
 
 fn state_cookie(secure: bool, value: &str, minutes: i64) -> HeaderValue {
     let max_age = cookie::time::Duration::minutes(minutes);
-    super::middleware::set_cookie(state_cookie_name(secure), value, secure, max_age)
+    super::headers::set_cookie(state_cookie_name(secure), value, secure, max_age)
 }
 
 fn back_to_login(reason: &str) -> Response {
@@ -68,7 +68,7 @@ async fn login(State(identity): State<Identity>, meta: RequestMeta, Form(form): 
              DELETE FROM oidc_logins WHERE created_at < now() - make_interval(mins => $5)
          )
          INSERT INTO oidc_logins (state_hash, code_verifier, nonce, next_path) VALUES ($1, $2, $3, $4)",
-        keys::hash_secret(&pending.state),
+        secrets::hash_secret(&pending.state),
         pending.code_verifier,
         pending.nonce,
         pending.next,
@@ -138,7 +138,7 @@ async fn finish(
     let (Some(code), Some(returned)) = (back.code, back.state) else {
         return Err("no code or state");
     };
-    let started = super::middleware::cookie(headers, &[state_cookie_name(identity.secure_cookies)])
+    let started = super::headers::cookie(headers, &[state_cookie_name(identity.secure_cookies)])
         .ok_or("no state cookie")?;
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         started.as_bytes(),
@@ -149,7 +149,7 @@ async fn finish(
     let row = sqlx::query!(
         "DELETE FROM oidc_logins WHERE state_hash = $1 AND created_at > now() - make_interval(mins => $2)
          RETURNING code_verifier, nonce, next_path",
-        keys::hash_secret(&returned),
+        secrets::hash_secret(&returned),
         LOGIN_MINUTES,
     )
     .fetch_optional(&identity.db)
@@ -167,14 +167,14 @@ async fn finish(
         "the ID token was refused"
     })?;
     let mut tx = identity.db.begin().await.map_err(|_| "database error")?;
-    let opened = super::middleware::SessionOpened {
+    let opened = super::sessions::SessionOpened {
         api_key_id: None,
         actor: &person.actor,
         role: person.role,
         method: "oidc",
         ends_by: None,
     };
-    let session = super::middleware::open_session(&mut tx, &opened, meta)
+    let session = super::sessions::open_session(&mut tx, &opened, meta)
         .await
         .map_err(|_| "database error")?;
     tx.commit().await.map_err(|_| "database error")?;

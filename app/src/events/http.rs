@@ -21,7 +21,7 @@ use super::{Change, Filter};
 use crate::api::ApiQuery;
 use crate::api::responses::Errors;
 use crate::auth::Identity;
-use crate::auth::middleware::{Presented, recheck};
+use crate::auth::credentials::{Presented, recheck};
 use crate::caller::{Principal, Role};
 use crate::error::{AppError, Result};
 

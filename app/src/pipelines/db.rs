@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
+use super::filter::PipelineSort;
 use super::validate::ValidPipeline;
+use crate::filter::{PipelineCriteria, Where};
 
 /// A pipeline row joined with its latest run's summary.
 #[derive(sqlx::FromRow)]
@@ -212,4 +214,35 @@ pub async fn pipeline_by_id(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Op
     )
     .fetch_optional(db)
     .await
+}
+
+const FILTER_FROM: &str = " FROM pipelines p LEFT JOIN runs r ON r.id = p.latest_run_id";
+
+/// One page (`(limit, offset)`) of the pipelines matching `criteria` in `sort` order.
+///
+/// With their latest runs. Newest first, it is cut from the `created_at` index before
+/// anything is joined, whatever the number of pipelines.
+pub async fn matching(
+    db: impl PgExecutor<'_>,
+    criteria: &PipelineCriteria,
+    sort: PipelineSort,
+    page: (i64, i64),
+) -> sqlx::Result<Vec<PipelineRow>> {
+    let mut w = Where::new(format!("SELECT {}{FILTER_FROM}", PipelineRow::COLUMNS).as_str());
+    criteria.apply(&mut w);
+    let order = match sort {
+        PipelineSort::CreatedDesc => " ORDER BY p.created_at DESC, p.id DESC",
+        PipelineSort::CreatedAsc => " ORDER BY p.created_at, p.id",
+        PipelineSort::NameAsc => " ORDER BY lower(p.name), p.id",
+        PipelineSort::IdAsc => " ORDER BY p.id",
+    };
+    w.page(order, page);
+    w.query.build_query_as::<PipelineRow>().fetch_all(db).await
+}
+
+/// How many pipelines match `criteria`.
+pub async fn count_matching(db: impl PgExecutor<'_>, criteria: &PipelineCriteria) -> sqlx::Result<i64> {
+    let mut w = Where::new(format!("SELECT count(*){FILTER_FROM}").as_str());
+    criteria.apply(&mut w);
+    w.query.build_query_scalar::<i64>().fetch_one(db).await
 }

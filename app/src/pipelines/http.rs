@@ -132,7 +132,7 @@ async fn filter_pipelines(
     principal: Principal,
     OptionalJson(filter): OptionalJson<PipelineFilter>,
 ) -> Result<JsonBytes> {
-    super::filter::service::filter(&db, &answers, &principal, &filter)
+    service::filter(&db, &answers, &principal, &filter)
         .await
         .map(JsonBytes)
 }
@@ -146,9 +146,7 @@ async fn count_pipelines(
     principal: Principal,
     OptionalJson(filter): OptionalJson<PipelineFilter>,
 ) -> Result<Json<i64>> {
-    super::filter::service::count(&db, &principal, &filter)
-        .await
-        .map(Json)
+    service::count(&db, &principal, &filter).await.map(Json)
 }
 
 /// Pipeline routes; the collection is also served without the seed's trailing slash.

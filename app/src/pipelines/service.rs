@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use sqlx::PgPool;
 
+use super::filter::{PipelineFilter, PipelineSort};
 use super::validate::slugify;
 use super::{DashboardPage, DashboardQuery, SORTS};
 use super::{NewPipeline, Pipeline, db};
@@ -14,6 +15,7 @@ use crate::caller::RequestMeta;
 use crate::caller::record;
 use crate::caller::{Principal, Role};
 use crate::error::{AppError, Result, ResultExt};
+use crate::filter::{PipelineCriteria, paging};
 use crate::runs::{self, Stage};
 use crate::status::RunStatus;
 
@@ -174,7 +176,7 @@ pub async fn list(
     check_page(skip, limit)?;
     answers
         .answer(cache::key("pipelines.list", &(skip, limit)), || async {
-            let page = super::filter::service::page_of(
+            let page = page_of(
                 pool,
                 &crate::filter::PipelineCriteria::default(),
                 super::filter::PipelineSort::CreatedDesc,
@@ -324,4 +326,42 @@ mod tests {
             matches!(check_page(0, MAX_LIMIT + 1), Err(AppError::Invalid { field, .. }) if field == "limit")
         );
     }
+}
+
+/// The pipelines that match, with their latest runs.
+#[tracing::instrument(name = "pipelines.filter", skip_all)]
+pub async fn filter(
+    pool: &PgPool,
+    answers: &Answers,
+    principal: &Principal,
+    filter: &PipelineFilter,
+) -> Result<Bytes> {
+    principal.require(Role::Viewer)?;
+    let page = paging(filter.limit, filter.offset)?;
+    answers
+        .answer(cache::key("pipelines.filter", filter), || async {
+            cache::to_json(&page_of(pool, &filter.pipelines, filter.sort, page).await?)
+        })
+        .await
+}
+
+/// One page (`(limit, offset)`, already checked) of the pipelines matching `criteria`
+/// in `sort` order, with their latest runs and stages.
+async fn page_of(
+    pool: &PgPool,
+    criteria: &PipelineCriteria,
+    sort: PipelineSort,
+    page: (i64, i64),
+) -> Result<Vec<Pipeline>> {
+    let rows = db::matching(pool, criteria, sort, page).await?;
+    with_stages(pool, rows).await
+}
+
+/// How many pipelines match.
+#[tracing::instrument(name = "pipelines.count", skip_all)]
+pub async fn count(pool: &PgPool, principal: &Principal, filter: &PipelineFilter) -> Result<i64> {
+    principal.require(Role::Viewer)?;
+    // Paging does not change a count, but a bad one is still refused.
+    paging(filter.limit, filter.offset)?;
+    Ok(db::count_matching(pool, &filter.pipelines).await?)
 }

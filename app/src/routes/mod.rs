@@ -37,7 +37,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     // Clients that send neither Origin nor Sec-Fetch-Site prove same-origin with this.
     let secure = use_context::<AppState>().is_some_and(|state| state.identity.secure_cookies);
     let csrf = use_context::<http::request::Parts>()
-        .and_then(|parts| auth::middleware::csrf_token_of(&parts.headers, secure))
+        .and_then(|parts| auth::headers::csrf_token_of(&parts.headers, secure))
         .map(|token| view! { <meta name="csrf-token" content=token /> });
     view! {
         <!DOCTYPE html>

@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
+use super::filter::{RunFilter, RunSort};
 use super::{Run, Stage};
+use crate::filter::Where;
 use crate::status::RunStatus;
 
 /// A run's row, locked for an update.
@@ -343,4 +345,51 @@ pub async fn template(db: impl PgExecutor<'_>, pipeline_id: i64) -> sqlx::Result
     )
     .fetch_optional(db)
     .await
+}
+
+/// The `WHERE` clause of a run filter, after `select`.
+pub fn criteria(select: &str, filter: &RunFilter) -> Where<'static> {
+    let c = &filter.runs;
+    let mut w = Where::new(select);
+    w.ids("r.id", c.id.as_ref())
+        .time("r.created_at", c.created.as_ref())
+        .time("r.started_at", c.started.as_ref())
+        .time("r.ended_at", c.ended.as_ref())
+        .text("r.actor", c.actor.as_ref())
+        .text("r.source", c.source.as_ref())
+        .text("r.request_id", c.request_id.as_ref())
+        .text("r.idempotency_key", c.idempotency_key.as_ref())
+        .text("r.prefect_flow_run_id", c.prefect_flow_run_id.as_ref());
+    if let Some(status) = &c.status {
+        status.apply(&mut w, "r.status");
+    }
+    // The pipeline's latest-run status is only looked up when a criterion asks for it.
+    filter.pipelines.apply(&mut w);
+    w
+}
+
+const FILTER_FROM: &str = " FROM runs r JOIN pipelines p ON p.id = r.pipeline_id";
+
+/// One page (`(limit, offset)`) of the runs that match, without their stages.
+pub async fn matching(
+    db: impl PgExecutor<'_>,
+    filter: &RunFilter,
+    page: (i64, i64),
+) -> sqlx::Result<Vec<Run>> {
+    let select = format!("SELECT {}{FILTER_FROM}", RunRow::COLUMNS);
+    let mut w = criteria(&select, filter);
+    let order = match filter.sort {
+        RunSort::CreatedDesc => " ORDER BY r.created_at DESC, r.id DESC",
+        RunSort::CreatedAsc => " ORDER BY r.created_at, r.id",
+        RunSort::EndedDesc => " ORDER BY r.ended_at DESC NULLS LAST, r.id DESC",
+    };
+    w.page(order, page);
+    let rows = w.query.build_query_as::<RunRow>().fetch_all(db).await?;
+    Ok(rows.into_iter().map(Run::from).collect())
+}
+
+/// How many runs match.
+pub async fn count_matching(db: impl PgExecutor<'_>, filter: &RunFilter) -> sqlx::Result<i64> {
+    let mut w = criteria(&format!("SELECT count(*){FILTER_FROM}"), filter);
+    w.query.build_query_scalar::<i64>().fetch_one(db).await
 }

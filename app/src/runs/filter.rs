@@ -118,87 +118,6 @@ pub struct RunFilter {
     pub offset: Option<i64>,
 }
 
-#[cfg(feature = "ssr")]
-pub mod service {
-    //! The run filter's queries; every criterion is a bound parameter on an indexed path
-    //! (`runs (created_at)`, `(status, created_at)`, `(pipeline_id, created_at)`).
-
-    use sqlx::PgPool;
-
-    use super::{RunFilter, RunSort};
-    use axum::body::Bytes;
-
-    use crate::api::cache;
-    use crate::api::cache::Answers;
-    use crate::caller::{Principal, Role};
-    use crate::error::Result;
-    use crate::filter::{Where, paging};
-    use crate::runs::Run;
-    use crate::runs::db::RunRow;
-
-    pub(super) fn criteria(select: &str, filter: &RunFilter) -> Where<'static> {
-        let c = &filter.runs;
-        let mut w = Where::new(select);
-        w.ids("r.id", c.id.as_ref())
-            .time("r.created_at", c.created.as_ref())
-            .time("r.started_at", c.started.as_ref())
-            .time("r.ended_at", c.ended.as_ref())
-            .text("r.actor", c.actor.as_ref())
-            .text("r.source", c.source.as_ref())
-            .text("r.request_id", c.request_id.as_ref())
-            .text("r.idempotency_key", c.idempotency_key.as_ref())
-            .text("r.prefect_flow_run_id", c.prefect_flow_run_id.as_ref());
-        if let Some(status) = &c.status {
-            status.apply(&mut w, "r.status");
-        }
-        // The pipeline's latest-run status is only looked up when a criterion asks for it.
-        filter.pipelines.apply(&mut w);
-        w
-    }
-
-    const FROM: &str = " FROM runs r JOIN pipelines p ON p.id = r.pipeline_id";
-
-    /// The runs that match, without their stages.
-    #[tracing::instrument(name = "runs.filter", skip_all)]
-    pub async fn filter(
-        pool: &PgPool,
-        answers: &Answers,
-        principal: &Principal,
-        filter: &RunFilter,
-    ) -> Result<Bytes> {
-        principal.require(Role::Viewer)?;
-        let page = paging(filter.limit, filter.offset)?;
-        answers
-            .answer(cache::key("runs.filter", filter), || async {
-                cache::to_json(&page_of(pool, filter, page).await?)
-            })
-            .await
-    }
-
-    async fn page_of(db: &PgPool, filter: &RunFilter, page: (i64, i64)) -> Result<Vec<Run>> {
-        let select = format!("SELECT {}{FROM}", RunRow::COLUMNS);
-        let mut w = criteria(&select, filter);
-        let order = match filter.sort {
-            RunSort::CreatedDesc => " ORDER BY r.created_at DESC, r.id DESC",
-            RunSort::CreatedAsc => " ORDER BY r.created_at, r.id",
-            RunSort::EndedDesc => " ORDER BY r.ended_at DESC NULLS LAST, r.id DESC",
-        };
-        w.page(order, page);
-        let rows = w.query.build_query_as::<RunRow>().fetch_all(db).await?;
-        Ok(rows.into_iter().map(Run::from).collect())
-    }
-
-    /// How many runs match.
-    #[tracing::instrument(name = "runs.count", skip_all)]
-    pub async fn count(db: &PgPool, principal: &Principal, filter: &RunFilter) -> Result<i64> {
-        principal.require(Role::Viewer)?;
-        // Paging does not change a count, but a bad one is still refused.
-        paging(filter.limit, filter.offset)?;
-        let mut w = criteria(&format!("SELECT count(*){FROM}"), filter);
-        Ok(w.query.build_query_scalar::<i64>().fetch_one(db).await?)
-    }
-}
-
 #[cfg(all(test, feature = "ssr"))]
 mod tests {
     //! The filter parser against arbitrary JSON: it accepts or refuses, never panics, and
@@ -269,7 +188,7 @@ mod tests {
         #[test]
         fn any_body_is_parsed_or_refused_and_values_stay_out_of_the_sql(body in json()) {
             if let Ok(filter) = serde_json::from_value::<RunFilter>(body) {
-                let mut w = super::service::criteria("SELECT 1 FROM runs r JOIN pipelines p", &filter);
+                let mut w = super::super::db::criteria("SELECT 1 FROM runs r JOIN pipelines p", &filter);
                 let sql = w.query.sql().to_owned();
                 prop_assert!(!sql.contains('§'), "a value reached the SQL: {}", sql);
                 // A parsed filter round-trips through its JSON form unchanged.

@@ -175,7 +175,7 @@ async fn filter_runs(
     principal: Principal,
     OptionalJson(filter): OptionalJson<RunFilter>,
 ) -> Result<JsonBytes> {
-    super::filter::service::filter(&db, &answers, &principal, &filter)
+    service::filter(&db, &answers, &principal, &filter)
         .await
         .map(JsonBytes)
 }
@@ -189,9 +189,7 @@ async fn count_runs(
     principal: Principal,
     OptionalJson(filter): OptionalJson<RunFilter>,
 ) -> Result<Json<i64>> {
-    super::filter::service::count(&db, &principal, &filter)
-        .await
-        .map(Json)
+    service::count(&db, &principal, &filter).await.map(Json)
 }
 
 /// Run routes; the status callback is also served without the seed's trailing slash.

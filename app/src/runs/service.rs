@@ -4,16 +4,21 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use axum::body::Bytes;
+
+use super::filter::RunFilter;
 use super::params::{self, ParamField};
 use super::reports::{Report, ReportWriter};
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, db, dispatch, idempotency, reports, sync};
+use crate::api::cache::{self, Answers};
 use crate::api::rules::{self, MAX_NAME};
-use crate::auth::keys;
 use crate::auth::limits::Limits;
+use crate::auth::secrets;
 use crate::caller::RequestMeta;
 use crate::caller::record;
 use crate::caller::{Principal, Role};
 use crate::error::{AppError, Result};
+use crate::filter::paging;
 use crate::prefect::{PrefectClient, PrefectError, PrefectLinks};
 use crate::status::{Change, RunStatus};
 use crate::telemetry::metrics::metrics;
@@ -82,7 +87,7 @@ async fn accept(
         }
         Parameters::Exact(parameters) => parameters,
     };
-    let callback = keys::new_callback_token();
+    let callback = secrets::new_callback_token();
     let new_run = db::NewRun {
         pipeline_id,
         parameters: &parameters,
@@ -153,7 +158,7 @@ impl Idempotency {
             ));
         }
         let body = serde_json::to_string(request).map_err(|_| AppError::Internal)?;
-        let hash = keys::hash_secret(&format!("trigger {pipeline_id} {body}"));
+        let hash = secrets::hash_secret(&format!("trigger {pipeline_id} {body}"));
         Ok(Idempotency {
             key: key.to_owned(),
             hash,
@@ -558,4 +563,30 @@ async fn move_locked_run(
     run.move_to(status, error, None, at);
     reports::db::write_reported_runs(&mut *tx, &[run]).await?;
     Ok(())
+}
+
+/// The runs that match, without their stages.
+#[tracing::instrument(name = "runs.filter", skip_all)]
+pub async fn filter(
+    pool: &PgPool,
+    answers: &Answers,
+    principal: &Principal,
+    filter: &RunFilter,
+) -> Result<Bytes> {
+    principal.require(Role::Viewer)?;
+    let page = paging(filter.limit, filter.offset)?;
+    answers
+        .answer(cache::key("runs.filter", filter), || async {
+            cache::to_json(&db::matching(pool, filter, page).await?)
+        })
+        .await
+}
+
+/// How many runs match.
+#[tracing::instrument(name = "runs.count", skip_all)]
+pub async fn count(pool: &PgPool, principal: &Principal, filter: &RunFilter) -> Result<i64> {
+    principal.require(Role::Viewer)?;
+    // Paging does not change a count, but a bad one is still refused.
+    paging(filter.limit, filter.offset)?;
+    Ok(db::count_matching(pool, filter).await?)
 }

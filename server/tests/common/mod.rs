@@ -1,7 +1,7 @@
 //! Helpers for tests that drive the real router against a fresh `PostgreSQL` database.
 #![allow(dead_code, reason = "each test crate uses a different part of these helpers")]
 
-use app::auth::keys;
+use app::auth::secrets;
 use app::caller::Role;
 use app::routes::Builder;
 use axum::Router;
@@ -56,7 +56,7 @@ fn roomy_budgets() -> app::auth::limits::Budgets {
 }
 
 pub async fn key(db: &PgPool, role: Role) -> String {
-    let key = keys::new_api_key();
+    let key = secrets::new_api_key();
     let row = app::api_keys::db::NewKeyRow {
         name: &format!("test-{role}"),
         role,

@@ -260,7 +260,13 @@ impl ReportedRun {
     /// processed (a running total) are only ever raised, an earlier error is kept unless a
     /// new one is given. The one way a run's status is written: reports, cancels and
     /// Prefect's states all come through here.
-    pub fn move_to(&mut self, status: RunStatus, error: Option<&str>, records: Option<i64>, at: DateTime<Utc>) {
+    pub fn move_to(
+        &mut self,
+        status: RunStatus,
+        error: Option<&str>,
+        records: Option<i64>,
+        at: DateTime<Utc>,
+    ) {
         self.status = status;
         self.started_at = started(self.started_at, status, at);
         if status.is_terminal() {
@@ -405,7 +411,10 @@ mod tests {
         let steps = state.settle(&pairs, plans, &HashSet::new());
         assert!(matches!(steps[0], Step::Refused(AppError::Forbidden { .. })));
         assert!(matches!(steps[1], Step::Refused(AppError::NotFound { .. })));
-        assert!(matches!(steps[2], Step::Busy), "a run held elsewhere is sent on alone");
+        assert!(
+            matches!(steps[2], Step::Busy),
+            "a run held elsewhere is sent on alone"
+        );
         assert_eq!(state.changed().0.len(), 0);
     }
 }

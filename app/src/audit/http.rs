@@ -1,0 +1,53 @@
+//! `POST /api/audit_events/filter` and `/count`.
+
+use axum::Json;
+use axum::extract::State;
+use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{AuditEvent, AuditFilter, service};
+use crate::api::OptionalJson;
+use crate::api::responses::Errors;
+use crate::caller::Principal;
+use crate::error::Result;
+
+/// Audit events matching a filter.
+#[utoipa::path(post, path = "/api/audit_events/filter", tag = "audit", description = "Role: admin.",
+    request_body(content = Option<AuditFilter>, description = "Criteria, sort and paging; none lists the newest 50"),
+    responses((status = 200, description = "The events", body = Vec<AuditEvent>), Errors))]
+async fn filter(
+    State(db): State<PgPool>,
+    principal: Principal,
+    OptionalJson(filter): OptionalJson<AuditFilter>,
+) -> Result<Json<Vec<AuditEvent>>> {
+    service::filter(&db, &principal, &filter).await.map(Json)
+}
+
+/// How many audit events match a filter.
+#[utoipa::path(post, path = "/api/audit_events/count", tag = "audit", description = "Role: admin. Answers a bare integer.",
+    request_body(content = Option<AuditFilter>, description = "Criteria (sort and paging are ignored)"),
+    responses((status = 200, description = "The count", body = i64, content_type = "application/json", example = json!(42)), Errors))]
+async fn count(
+    State(db): State<PgPool>,
+    principal: Principal,
+    OptionalJson(filter): OptionalJson<AuditFilter>,
+) -> Result<Json<i64>> {
+    service::count(&db, &principal, &filter).await.map(Json)
+}
+
+/// The audit routes (admins only).
+/// What the OpenAPI document says audit filters take.
+pub fn rules() -> Vec<crate::api::rules::Rule> {
+    crate::api::rules::paging("AuditFilter").into()
+}
+
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PgPool: axum::extract::FromRef<S>,
+{
+    OpenApiRouter::new()
+        .routes(routes!(filter))
+        .routes(routes!(count))
+}
