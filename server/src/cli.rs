@@ -2,8 +2,7 @@
 
 use anyhow::Context;
 use app::api_keys::{self, ApiKeyFilter, CreatedApiKey, NewApiKey, Rotation};
-use app::caller::RequestMeta;
-use app::caller::{AuthMethod, Principal, Role};
+use app::caller::{AuthMethod, Caller, Principal, Role};
 use clap::{Parser, Subcommand};
 use sqlx::PgPool;
 
@@ -127,7 +126,7 @@ fn parse_role(s: &str) -> Result<Role, String> {
 }
 
 /// The CLI acts as a local admin; its actions are audited like any other.
-fn local_admin() -> (Principal, RequestMeta) {
+fn local_admin() -> Caller {
     let principal = Principal {
         actor: "cli".to_owned(),
         role: Role::Admin,
@@ -135,7 +134,7 @@ fn local_admin() -> (Principal, RequestMeta) {
         run_scope: None,
         key_id: None,
     };
-    (principal, RequestMeta::local())
+    Caller::local(principal)
 }
 
 fn print_created(verb: &str, created: &CreatedApiKey) {
@@ -154,25 +153,25 @@ pub async fn create_api_key(
     name: &str,
     expires_in_days: Option<u32>,
 ) -> anyhow::Result<()> {
-    let (principal, meta) = local_admin();
+    let caller = local_admin();
     let new = NewApiKey {
         name: name.trim().to_owned(),
         role,
         expires_at: expires_in_days.map(|days| chrono::Utc::now() + chrono::Duration::days(days.into())),
     };
-    let created = api_keys::service::create(pool, &principal, &meta, new).await?;
+    let created = api_keys::service::create(pool, &caller, new).await?;
     print_created("Created", &created);
     Ok(())
 }
 
 /// Rotates a key and prints the new one alone on the last line.
 pub async fn rotate_api_key(pool: &PgPool, id: i64, overlap_minutes: u32) -> anyhow::Result<()> {
-    let (principal, meta) = local_admin();
+    let caller = local_admin();
     let rotation = Rotation {
         overlap_minutes: Some(overlap_minutes),
         expires_at: None,
     };
-    let created = api_keys::service::rotate(pool, &principal, &meta, id, rotation).await?;
+    let created = api_keys::service::rotate(pool, &caller, id, rotation).await?;
     eprintln!("API key {id} keeps working for {overlap_minutes} more minutes.");
     print_created("Rotated into", &created);
     Ok(())
@@ -180,12 +179,12 @@ pub async fn rotate_api_key(pool: &PgPool, id: i64, overlap_minutes: u32) -> any
 
 /// Prints the keys as a table.
 pub async fn list_api_keys(pool: &PgPool) -> anyhow::Result<()> {
-    let (principal, _) = local_admin();
+    let caller = local_admin();
     let filter = ApiKeyFilter {
         limit: Some(app::filter::MAX_LIMIT),
         ..ApiKeyFilter::default()
     };
-    let keys = api_keys::service::filter(pool, &principal, &filter).await?;
+    let keys = api_keys::service::filter(pool, &caller, &filter).await?;
     println!(
         "{:>5}  {:<24} {:<9} {:<13} {:<8} {:<26} LAST USED",
         "ID", "NAME", "ROLE", "PREFIX", "STATE", "EXPIRES"
@@ -210,8 +209,8 @@ pub async fn list_api_keys(pool: &PgPool) -> anyhow::Result<()> {
 
 /// Revokes a key.
 pub async fn revoke_api_key(pool: &PgPool, id: i64) -> anyhow::Result<()> {
-    let (principal, meta) = local_admin();
-    api_keys::service::revoke(pool, &principal, &meta, id).await?;
+    let caller = local_admin();
+    api_keys::service::revoke(pool, &caller, id).await?;
     println!("API key {id} revoked");
     Ok(())
 }

@@ -13,7 +13,7 @@ use super::{ApiKey, ApiKeyFilter, CreatedApiKey, NewApiKey, Rotation, service};
 use crate::api::responses::Errors;
 use crate::api::rules::{Rule, paging, text};
 use crate::api::{ApiId, ApiJson, OptionalJson};
-use crate::caller::{Principal, RequestMeta};
+use crate::caller::Caller;
 use crate::error::Result;
 
 /// Creates a key; its secret is in this answer only.
@@ -23,11 +23,10 @@ use crate::error::Result;
     responses((status = 201, description = "Created", body = CreatedApiKey), Errors))]
 async fn create(
     State(db): State<PgPool>,
-    principal: Principal,
-    meta: RequestMeta,
+    caller: Caller,
     ApiJson(new): ApiJson<NewApiKey>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>)> {
-    let created = service::create(&db, &principal, &meta, new).await?;
+    let created = service::create(&db, &caller, new).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -37,10 +36,10 @@ async fn create(
     responses((status = 200, description = "The keys, never their secrets", body = Vec<ApiKey>), Errors))]
 async fn filter(
     State(db): State<PgPool>,
-    principal: Principal,
+    caller: Caller,
     OptionalJson(filter): OptionalJson<ApiKeyFilter>,
 ) -> Result<Json<Vec<ApiKey>>> {
-    service::filter(&db, &principal, &filter).await.map(Json)
+    service::filter(&db, &caller, &filter).await.map(Json)
 }
 
 /// How many keys match a filter.
@@ -49,18 +48,18 @@ async fn filter(
     responses((status = 200, description = "The count", body = i64, content_type = "application/json", example = json!(3)), Errors))]
 async fn count(
     State(db): State<PgPool>,
-    principal: Principal,
+    caller: Caller,
     OptionalJson(filter): OptionalJson<ApiKeyFilter>,
 ) -> Result<Json<i64>> {
-    service::count(&db, &principal, &filter).await.map(Json)
+    service::count(&db, &caller, &filter).await.map(Json)
 }
 
 /// One key.
 #[utoipa::path(get, path = "/api/api_keys/{id}", tag = "api_keys", description = "Role: admin.",
     params(("id" = i64, Path, description = "Key id", minimum = 1)),
     responses((status = 200, description = "The key, never its secret", body = ApiKey), Errors))]
-async fn read(State(db): State<PgPool>, principal: Principal, ApiId(id): ApiId) -> Result<Json<ApiKey>> {
-    service::get(&db, &principal, id).await.map(Json)
+async fn read(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<Json<ApiKey>> {
+    service::get(&db, &caller, id).await.map(Json)
 }
 
 /// Makes a successor of a key; the old key keeps working for the overlap.
@@ -71,12 +70,11 @@ async fn read(State(db): State<PgPool>, principal: Principal, ApiId(id): ApiId) 
     responses((status = 201, description = "The successor, with its secret", body = CreatedApiKey), Errors))]
 async fn rotate(
     State(db): State<PgPool>,
-    principal: Principal,
-    meta: RequestMeta,
+    caller: Caller,
     ApiId(id): ApiId,
     OptionalJson(rotation): OptionalJson<Rotation>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>)> {
-    let created = service::rotate(&db, &principal, &meta, id, rotation).await?;
+    let created = service::rotate(&db, &caller, id, rotation).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -85,13 +83,8 @@ async fn rotate(
     description = "Role: admin. Idempotent: revoking a revoked key succeeds and changes nothing.",
     params(("id" = i64, Path, description = "Key id", minimum = 1)),
     responses((status = 204, description = "Revoked"), Errors))]
-async fn revoke(
-    State(db): State<PgPool>,
-    principal: Principal,
-    meta: RequestMeta,
-    ApiId(id): ApiId,
-) -> Result<StatusCode> {
-    service::revoke(&db, &principal, &meta, id).await?;
+async fn revoke(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<StatusCode> {
+    service::revoke(&db, &caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

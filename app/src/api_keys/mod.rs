@@ -198,12 +198,12 @@ pub struct ApiKeyFilter {
 #[server(prefix = "/sfn", endpoint = "list_api_keys")]
 pub async fn list_api_keys() -> Result<Vec<ApiKey>, AppError> {
     let db = expect_context::<sqlx::PgPool>();
-    let principal = crate::caller::current_principal()?;
+    let caller = crate::caller::Caller::current()?;
     let filter = ApiKeyFilter {
         limit: Some(crate::filter::MAX_LIMIT),
         ..ApiKeyFilter::default()
     };
-    service::filter(&db, &principal, &filter).await
+    service::filter(&db, &caller, &filter).await
 }
 
 /// Creates a key from the admin page; `expires_in_days` empty for never.
@@ -214,8 +214,7 @@ pub async fn create_api_key(
     expires_in_days: Option<String>,
 ) -> Result<CreatedApiKey, AppError> {
     let db = expect_context::<sqlx::PgPool>();
-    let principal = crate::caller::current_principal()?;
-    let meta = crate::caller::RequestMeta::current();
+    let caller = crate::caller::Caller::current()?;
     let expires_at = match expires_in_days
         .as_deref()
         .map(str::trim)
@@ -238,23 +237,21 @@ pub async fn create_api_key(
         role,
         expires_at,
     };
-    service::create(&db, &principal, &meta, new).await
+    service::create(&db, &caller, new).await
 }
 
 /// Rotates a key from the admin page with the default overlap.
 #[server(prefix = "/sfn", endpoint = "rotate_api_key")]
 pub async fn rotate_api_key(id: i64) -> Result<CreatedApiKey, AppError> {
     let db = expect_context::<sqlx::PgPool>();
-    let principal = crate::caller::current_principal()?;
-    let meta = crate::caller::RequestMeta::current();
-    service::rotate(&db, &principal, &meta, id, Rotation::default()).await
+    let caller = crate::caller::Caller::current()?;
+    service::rotate(&db, &caller, id, Rotation::default()).await
 }
 
 /// Revokes a key from the admin page.
 #[server(prefix = "/sfn", endpoint = "revoke_api_key")]
 pub async fn revoke_api_key(id: i64) -> Result<(), AppError> {
     let db = expect_context::<sqlx::PgPool>();
-    let principal = crate::caller::current_principal()?;
-    let meta = crate::caller::RequestMeta::current();
-    service::revoke(&db, &principal, &meta, id).await
+    let caller = crate::caller::Caller::current()?;
+    service::revoke(&db, &caller, id).await
 }

@@ -10,7 +10,7 @@ use super::{
     MAX_OVERLAP_MINUTES, NewApiKey, Rotation,
 };
 use crate::auth::secrets;
-use crate::caller::{Principal, RequestMeta, Role, record};
+use crate::caller::{Caller, Role, record};
 use crate::error::{AppError, Result};
 use crate::filter::paging;
 
@@ -55,34 +55,29 @@ async fn insert(
 
 /// Creates a key.
 #[tracing::instrument(name = "api_keys.create", skip_all)]
-pub async fn create(
-    db: &PgPool,
-    principal: &Principal,
-    meta: &RequestMeta,
-    new: NewApiKey,
-) -> Result<CreatedApiKey> {
-    principal.require(Role::Admin)?;
+pub async fn create(db: &PgPool, caller: &Caller, new: NewApiKey) -> Result<CreatedApiKey> {
+    caller.require(Role::Admin)?;
     let name = check_name(&new.name)?;
     check_expiry("expires_at", new.expires_at)?;
     let mut tx = db.begin().await?;
-    let created = insert(&mut tx, &name, new.role, new.expires_at, None, &principal.actor).await?;
+    let created = insert(&mut tx, &name, new.role, new.expires_at, None, &caller.actor).await?;
     let target = format!("api_key:{}", created.key.id);
-    record::success(&mut *tx, principal, "api_key.create", &target, meta).await?;
+    record::success(&mut *tx, caller, "api_key.create", &target).await?;
     tx.commit().await?;
     Ok(created)
 }
 
 /// One key.
 #[tracing::instrument(name = "api_keys.get", skip_all)]
-pub async fn get(db: &PgPool, principal: &Principal, id: i64) -> Result<ApiKey> {
-    principal.require(Role::Admin)?;
+pub async fn get(db: &PgPool, caller: &Caller, id: i64) -> Result<ApiKey> {
+    caller.require(Role::Admin)?;
     db::fetch(db, id).await
 }
 
 /// The keys that match, in the order asked for.
 #[tracing::instrument(name = "api_keys.filter", skip_all)]
-pub async fn filter(db: &PgPool, principal: &Principal, filter: &ApiKeyFilter) -> Result<Vec<ApiKey>> {
-    principal.require(Role::Admin)?;
+pub async fn filter(db: &PgPool, caller: &Caller, filter: &ApiKeyFilter) -> Result<Vec<ApiKey>> {
+    caller.require(Role::Admin)?;
     let page = paging(filter.limit, filter.offset)?;
     let mut w = db::criteria(db::COLUMNS, filter);
     let order = match filter.sort {
@@ -104,8 +99,8 @@ pub async fn filter(db: &PgPool, principal: &Principal, filter: &ApiKeyFilter) -
 
 /// How many keys match.
 #[tracing::instrument(name = "api_keys.count", skip_all)]
-pub async fn count(db: &PgPool, principal: &Principal, filter: &ApiKeyFilter) -> Result<i64> {
-    principal.require(Role::Admin)?;
+pub async fn count(db: &PgPool, caller: &Caller, filter: &ApiKeyFilter) -> Result<i64> {
+    caller.require(Role::Admin)?;
     // Paging does not change a count, but a bad one is still refused.
     paging(filter.limit, filter.offset)?;
     let mut w = db::criteria("SELECT count(*) FROM api_keys", filter);
@@ -114,8 +109,8 @@ pub async fn count(db: &PgPool, principal: &Principal, filter: &ApiKeyFilter) ->
 
 /// A request cannot revoke or rotate away the key that authenticates it (an admin
 /// could lock themselves out): another admin key or the CLI does that.
-fn not_in_use(principal: &Principal, id: i64) -> Result<()> {
-    if principal.key_id == Some(id) {
+fn not_in_use(caller: &Caller, id: i64) -> Result<()> {
+    if caller.key_id == Some(id) {
         return Err(AppError::conflict(format!(
             "API key {id} authenticates this request; revoke or rotate it with another admin key or the CLI"
         )));
@@ -126,14 +121,8 @@ fn not_in_use(principal: &Principal, id: i64) -> Result<()> {
 /// Makes a successor of an active key, with the same name and role; the old key keeps
 /// working for the overlap, then expires, so holders can switch without downtime.
 #[tracing::instrument(name = "api_keys.rotate", skip_all)]
-pub async fn rotate(
-    db: &PgPool,
-    principal: &Principal,
-    meta: &RequestMeta,
-    id: i64,
-    rotation: Rotation,
-) -> Result<CreatedApiKey> {
-    principal.require(Role::Admin)?;
+pub async fn rotate(db: &PgPool, caller: &Caller, id: i64, rotation: Rotation) -> Result<CreatedApiKey> {
+    caller.require(Role::Admin)?;
     let overlap = rotation.overlap_minutes.unwrap_or(DEFAULT_OVERLAP_MINUTES);
     if overlap > MAX_OVERLAP_MINUTES {
         return Err(AppError::invalid(
@@ -142,7 +131,7 @@ pub async fn rotate(
         ));
     }
     check_expiry("expires_at", rotation.expires_at)?;
-    not_in_use(principal, id)?;
+    not_in_use(caller, id)?;
     let mut tx = db.begin().await?;
     let old = sqlx::query!("SELECT id FROM api_keys WHERE id = $1 FOR UPDATE", id)
         .fetch_optional(&mut *tx)
@@ -163,17 +152,9 @@ pub async fn rotate(
         .execute(&mut *tx)
         .await?;
     let expires_at = rotation.expires_at.or(old.expires_at);
-    let created = insert(
-        &mut tx,
-        &old.name,
-        old.role,
-        expires_at,
-        Some(id),
-        &principal.actor,
-    )
-    .await?;
+    let created = insert(&mut tx, &old.name, old.role, expires_at, Some(id), &caller.actor).await?;
     let target = format!("api_key:{id}");
-    record::success(&mut *tx, principal, "api_key.rotate", &target, meta).await?;
+    record::success(&mut *tx, caller, "api_key.rotate", &target).await?;
     tx.commit().await?;
     Ok(created)
 }
@@ -181,14 +162,14 @@ pub async fn rotate(
 /// Revokes a key and ends the browser sessions it opened. Revoking a revoked key
 /// changes nothing and succeeds (DELETE is idempotent); an unknown id is 404.
 #[tracing::instrument(name = "api_keys.revoke", skip_all)]
-pub async fn revoke(db: &PgPool, principal: &Principal, meta: &RequestMeta, id: i64) -> Result<()> {
-    principal.require(Role::Admin)?;
-    not_in_use(principal, id)?;
+pub async fn revoke(db: &PgPool, caller: &Caller, id: i64) -> Result<()> {
+    caller.require(Role::Admin)?;
+    not_in_use(caller, id)?;
     let mut tx = db.begin().await?;
     db::fetch(&mut *tx, id).await?;
     if db::revoke(&mut *tx, id).await? {
         let target = format!("api_key:{id}");
-        record::success(&mut *tx, principal, "api_key.revoke", &target, meta).await?;
+        record::success(&mut *tx, caller, "api_key.revoke", &target).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 use super::{AuditEvent, AuditFilter, service};
 use crate::api::OptionalJson;
 use crate::api::responses::Errors;
-use crate::caller::Principal;
+use crate::caller::Caller;
 use crate::error::Result;
 
 /// Audit events matching a filter.
@@ -18,10 +18,10 @@ use crate::error::Result;
     responses((status = 200, description = "The events", body = Vec<AuditEvent>), Errors))]
 async fn filter(
     State(db): State<PgPool>,
-    principal: Principal,
+    caller: Caller,
     OptionalJson(filter): OptionalJson<AuditFilter>,
 ) -> Result<Json<Vec<AuditEvent>>> {
-    service::filter(&db, &principal, &filter).await.map(Json)
+    service::filter(&db, &caller, &filter).await.map(Json)
 }
 
 /// How many audit events match a filter.
@@ -30,10 +30,10 @@ async fn filter(
     responses((status = 200, description = "The count", body = i64, content_type = "application/json", example = json!(42)), Errors))]
 async fn count(
     State(db): State<PgPool>,
-    principal: Principal,
+    caller: Caller,
     OptionalJson(filter): OptionalJson<AuditFilter>,
 ) -> Result<Json<i64>> {
-    service::count(&db, &principal, &filter).await.map(Json)
+    service::count(&db, &caller, &filter).await.map(Json)
 }
 
 /// The audit routes (admins only).

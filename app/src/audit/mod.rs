@@ -156,8 +156,8 @@ pub struct AuditListing {
 #[server(prefix = "/sfn", endpoint = "audit_page")]
 pub async fn audit_page(filter: AuditFilter) -> Result<AuditListing, AppError> {
     let db = expect_context::<sqlx::PgPool>();
-    let principal = crate::caller::current_principal()?;
-    let events = service::filter(&db, &principal, &filter).await?;
-    let total = service::count(&db, &principal, &filter).await?;
+    let caller = crate::caller::Caller::current()?;
+    let events = service::filter(&db, &caller, &filter).await?;
+    let total = service::count(&db, &caller, &filter).await?;
     Ok(AuditListing { events, total })
 }

@@ -9,8 +9,8 @@ use super::headers::{session_cookie_name, set_cookie};
 use super::limits::Limits;
 use super::middleware::refuse;
 use super::{db, secrets};
-use crate::caller::RequestMeta;
 use crate::caller::record::{self, Outcome};
+use crate::caller::{Caller, RequestMeta};
 use crate::error::Result;
 
 /// A session ends this long after sign-in, however active.
@@ -109,7 +109,11 @@ pub async fn sign_out(db: &PgPool, session_hash: Option<&[u8]>, meta: &RequestMe
         let mut tx = db.begin().await?;
         db::revoke_session(&mut *tx, hash).await?;
         if let Ok(principal) = crate::caller::current_principal() {
-            record::success(&mut *tx, &principal, "auth.sign_out", &principal.actor, meta).await?;
+            let caller = Caller {
+                principal,
+                meta: meta.clone(),
+            };
+            record::success(&mut *tx, &caller, "auth.sign_out", &caller.actor).await?;
         }
         tx.commit().await?;
     }

@@ -104,7 +104,24 @@ pub struct Caller {
     pub meta: RequestMeta,
 }
 
+/// A caller is its principal, with the facts of its request at hand (`caller.meta`).
+impl std::ops::Deref for Caller {
+    type Target = Principal;
+
+    fn deref(&self) -> &Principal {
+        &self.principal
+    }
+}
+
 impl Caller {
+    /// A command run on the server itself (the CLI) as `principal`.
+    pub fn local(principal: Principal) -> Self {
+        Self {
+            principal,
+            meta: RequestMeta::local(),
+        }
+    }
+
     /// The caller of the request being served by a server function; 401 without one.
     pub fn current() -> Result<Self> {
         Ok(Self {

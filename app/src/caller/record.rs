@@ -2,7 +2,7 @@
 
 use sqlx::PgExecutor;
 
-use super::{Principal, RequestMeta};
+use super::{Caller, RequestMeta};
 
 /// Whether an audited action went through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,38 +49,40 @@ pub async fn append(
     Ok(())
 }
 
-/// Appends a successful action of `principal`.
+/// Appends a successful action of `caller`.
 pub async fn success(
     db: impl PgExecutor<'_>,
-    principal: &Principal,
+    caller: &Caller,
     action: &str,
     target: &str,
-    meta: &RequestMeta,
 ) -> sqlx::Result<()> {
     append(
         db,
-        &principal.actor,
-        Some(principal.role.as_str()),
+        &caller.actor,
+        Some(caller.role.as_str()),
         action,
         Some(target),
         Outcome::Success,
-        meta,
+        &caller.meta,
     )
     .await
 }
 
-/// Appends one successful `action` per entry (its principal, target and request), in one
-/// statement: what a group of status reports writes.
+/// Appends one successful `action` per entry (its caller and target), in one statement:
+/// what a group of status reports writes.
 pub async fn successes(
     db: impl PgExecutor<'_>,
     action: &str,
-    entries: &[(&Principal, String, &RequestMeta)],
+    entries: &[(&Caller, String)],
 ) -> sqlx::Result<()> {
-    let actors: Vec<&str> = entries.iter().map(|(p, _, _)| p.actor.as_str()).collect();
-    let roles: Vec<&str> = entries.iter().map(|(p, _, _)| p.role.as_str()).collect();
-    let targets: Vec<&str> = entries.iter().map(|(_, t, _)| t.as_str()).collect();
-    let request_ids: Vec<&str> = entries.iter().map(|(_, _, m)| m.request_id.as_str()).collect();
-    let sources: Vec<Option<&str>> = entries.iter().map(|(_, _, m)| m.source_addr.as_deref()).collect();
+    let actors: Vec<&str> = entries.iter().map(|(c, _)| c.actor.as_str()).collect();
+    let roles: Vec<&str> = entries.iter().map(|(c, _)| c.role.as_str()).collect();
+    let targets: Vec<&str> = entries.iter().map(|(_, t)| t.as_str()).collect();
+    let request_ids: Vec<&str> = entries.iter().map(|(c, _)| c.meta.request_id.as_str()).collect();
+    let sources: Vec<Option<&str>> = entries
+        .iter()
+        .map(|(c, _)| c.meta.source_addr.as_deref())
+        .collect();
     sqlx::query!(
         "INSERT INTO audit_events (actor, role, action, target, request_id, outcome, source_addr)
          SELECT actor, role, $3, target, request_id, $6, source_addr

@@ -22,7 +22,7 @@ use crate::api::ApiQuery;
 use crate::api::responses::Errors;
 use crate::auth::Identity;
 use crate::auth::credentials::{Presented, recheck};
-use crate::caller::{Principal, Role};
+use crate::caller::{Caller, Role};
 use crate::error::{AppError, Result};
 
 /// At most this many missed changes are replayed; beyond, the subscriber is told to resync.
@@ -174,12 +174,12 @@ impl Feed {
 async fn events(
     State(hub): State<Arc<Hub>>,
     State(identity): State<Identity>,
-    principal: Principal,
+    caller: Caller,
     presented: Presented,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<Query>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
-    principal.require(Role::Viewer)?;
+    caller.require(Role::Viewer)?;
     let resume = last_event_id(&headers)?.or(query.last_event_id);
     let filter = Filter {
         pipeline_id: query.pipeline_id,

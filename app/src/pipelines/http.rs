@@ -16,8 +16,7 @@ use crate::api::cache::Answers;
 use crate::api::cache::JsonBytes;
 use crate::api::responses::Errors;
 use crate::api::{ApiId, ApiJson, ApiQuery, OptionalJson};
-use crate::caller::Principal;
-use crate::caller::RequestMeta;
+use crate::caller::Caller;
 use crate::error::Result;
 use crate::runs::Stage;
 
@@ -44,10 +43,10 @@ fn default_limit() -> i64 {
 async fn list_pipelines(
     State(db): State<PgPool>,
     State(answers): State<Arc<Answers>>,
-    principal: Principal,
+    caller: Caller,
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<JsonBytes> {
-    service::list(&db, &answers, &principal, page.skip, page.limit)
+    service::list(&db, &answers, &caller, page.skip, page.limit)
         .await
         .map(JsonBytes)
 }
@@ -56,12 +55,8 @@ async fn list_pipelines(
 #[utoipa::path(get, path = "/api/pipelines/{id}", tag = "pipelines", description = "Role: viewer.",
     params(("id" = i64, Path, description = "Pipeline id", minimum = 1)),
     responses((status = 200, description = "The pipeline", body = Pipeline), Errors))]
-async fn get_pipeline(
-    State(db): State<PgPool>,
-    principal: Principal,
-    ApiId(id): ApiId,
-) -> Result<Json<Pipeline>> {
-    service::get(&db, &principal, id).await.map(Json)
+async fn get_pipeline(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<Json<Pipeline>> {
+    service::get(&db, &caller, id).await.map(Json)
 }
 
 /// Creates a pipeline.
@@ -71,11 +66,10 @@ async fn get_pipeline(
     responses((status = 201, description = "Created", body = Pipeline), Errors))]
 async fn create_pipeline(
     State(db): State<PgPool>,
-    principal: Principal,
-    meta: RequestMeta,
+    caller: Caller,
     ApiJson(new): ApiJson<NewPipeline>,
 ) -> Result<(StatusCode, Json<Pipeline>)> {
-    let pipeline = service::create(&db, &principal, &meta, new).await?;
+    let pipeline = service::create(&db, &caller, new).await?;
     Ok((StatusCode::CREATED, Json(pipeline)))
 }
 
@@ -83,12 +77,8 @@ async fn create_pipeline(
 #[utoipa::path(get, path = "/api/pipelines/{id}/stages", tag = "pipelines", description = "Role: viewer.",
     params(("id" = i64, Path, description = "Pipeline id", minimum = 1)),
     responses((status = 200, description = "The stages, in order", body = Vec<Stage>), Errors))]
-async fn list_stages(
-    State(db): State<PgPool>,
-    principal: Principal,
-    ApiId(id): ApiId,
-) -> Result<Json<Vec<Stage>>> {
-    service::get(&db, &principal, id).await.map(|p| Json(p.stages))
+async fn list_stages(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<Json<Vec<Stage>>> {
+    service::get(&db, &caller, id).await.map(|p| Json(p.stages))
 }
 
 /// Changes a pipeline's definition.
@@ -99,12 +89,11 @@ async fn list_stages(
     responses((status = 200, description = "The pipeline", body = Pipeline), Errors))]
 async fn update_pipeline(
     State(db): State<PgPool>,
-    principal: Principal,
-    meta: RequestMeta,
+    caller: Caller,
     ApiId(id): ApiId,
     ApiJson(patch): ApiJson<PipelinePatch>,
 ) -> Result<Json<Pipeline>> {
-    service::update(&db, &principal, &meta, id, patch).await.map(Json)
+    service::update(&db, &caller, id, patch).await.map(Json)
 }
 
 /// Deletes a pipeline and its runs' history.
@@ -112,13 +101,8 @@ async fn update_pipeline(
     description = "Role: admin. Refused (409) while a run is unfinished. The audit trail keeps the deletion.",
     params(("id" = i64, Path, description = "Pipeline id", minimum = 1)),
     responses((status = 204, description = "Deleted"), Errors))]
-async fn delete_pipeline(
-    State(db): State<PgPool>,
-    principal: Principal,
-    meta: RequestMeta,
-    ApiId(id): ApiId,
-) -> Result<StatusCode> {
-    service::delete(&db, &principal, &meta, id).await?;
+async fn delete_pipeline(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<StatusCode> {
+    service::delete(&db, &caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -129,10 +113,10 @@ async fn delete_pipeline(
 async fn filter_pipelines(
     State(db): State<PgPool>,
     State(answers): State<Arc<Answers>>,
-    principal: Principal,
+    caller: Caller,
     OptionalJson(filter): OptionalJson<PipelineFilter>,
 ) -> Result<JsonBytes> {
-    service::filter(&db, &answers, &principal, &filter)
+    service::filter(&db, &answers, &caller, &filter)
         .await
         .map(JsonBytes)
 }
@@ -143,10 +127,10 @@ async fn filter_pipelines(
     responses((status = 200, description = "The count", body = i64, content_type = "application/json", example = json!(12)), Errors))]
 async fn count_pipelines(
     State(db): State<PgPool>,
-    principal: Principal,
+    caller: Caller,
     OptionalJson(filter): OptionalJson<PipelineFilter>,
 ) -> Result<Json<i64>> {
-    service::count(&db, &principal, &filter).await.map(Json)
+    service::count(&db, &caller, &filter).await.map(Json)
 }
 
 /// Pipeline routes; the collection is also served without the seed's trailing slash.

@@ -252,7 +252,7 @@ pub async fn dashboard(query: Option<DashboardQuery>) -> Result<DashboardPage, A
     let db = expect_context::<sqlx::PgPool>();
     service::dashboard(
         &db,
-        &crate::caller::current_principal()?,
+        &crate::caller::Caller::current()?,
         &query.unwrap_or_default(),
     )
     .await
@@ -262,16 +262,16 @@ pub async fn dashboard(query: Option<DashboardQuery>) -> Result<DashboardPage, A
 #[server(prefix = "/sfn", endpoint = "get_pipeline")]
 pub async fn get_pipeline(id: i64) -> Result<Pipeline, AppError> {
     let db = expect_context::<sqlx::PgPool>();
-    service::get(&db, &crate::caller::current_principal()?, id).await
+    service::get(&db, &crate::caller::Caller::current()?, id).await
 }
 
 /// One pipeline with its recent runs.
 #[server(prefix = "/sfn", endpoint = "get_pipeline_detail")]
 pub async fn get_pipeline_detail(id: i64) -> Result<PipelineDetail, AppError> {
     let db = expect_context::<sqlx::PgPool>();
-    let principal = crate::caller::current_principal()?;
-    let pipeline = service::get(&db, &principal, id).await?;
-    let recent_runs = crate::runs::service::recent_for_pipeline(&db, &principal, id).await?;
+    let caller = crate::caller::Caller::current()?;
+    let pipeline = service::get(&db, &caller, id).await?;
+    let recent_runs = crate::runs::service::recent_for_pipeline(&db, &caller, id).await?;
     Ok(PipelineDetail {
         pipeline,
         recent_runs,
@@ -294,7 +294,7 @@ pub struct DeploymentMenu {
 pub async fn deployment_choices() -> Result<DeploymentMenu, AppError> {
     let prefect = expect_context::<Option<std::sync::Arc<crate::prefect::PrefectClient>>>();
     let links = expect_context::<crate::prefect::PrefectLinks>();
-    crate::caller::current_principal()?.require(crate::caller::Role::Admin)?;
+    crate::caller::Caller::current()?.require(crate::caller::Role::Admin)?;
     let (available, problem) = match &prefect {
         None => (
             Vec::new(),
@@ -330,8 +330,7 @@ pub async fn create_pipeline(
     tags: String,
 ) -> Result<i64, AppError> {
     let db = expect_context::<sqlx::PgPool>();
-    let principal = crate::caller::current_principal()?;
-    let meta = crate::caller::RequestMeta::current();
+    let caller = crate::caller::Caller::current()?;
     let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
     let stages: Vec<String> = stages.lines().filter_map(text).collect();
     let tags: Vec<String> = tags.split(',').filter_map(text).collect();
@@ -353,7 +352,7 @@ pub async fn create_pipeline(
         tags: (!tags.is_empty()).then_some(tags),
         ..NewPipeline::default()
     };
-    let pipeline = service::create(&db, &principal, &meta, new).await?;
+    let pipeline = service::create(&db, &caller, new).await?;
     leptos_axum::redirect(&format!("/pipelines/{}", pipeline.id));
     Ok(pipeline.id)
 }

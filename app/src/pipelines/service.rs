@@ -11,9 +11,8 @@ use super::{DashboardPage, DashboardQuery, SORTS};
 use super::{NewPipeline, Pipeline, db};
 use crate::api::cache;
 use crate::api::cache::Answers;
-use crate::caller::RequestMeta;
 use crate::caller::record;
-use crate::caller::{Principal, Role};
+use crate::caller::{Caller, Role};
 use crate::error::{AppError, Result, ResultExt};
 use crate::filter::{PipelineCriteria, paging};
 use crate::runs::{self, Stage};
@@ -40,12 +39,11 @@ pub fn check_page(skip: i64, limit: i64) -> Result<()> {
 #[tracing::instrument(name = "pipelines.update", skip_all)]
 pub async fn update(
     pool: &PgPool,
-    principal: &Principal,
-    meta: &RequestMeta,
+    caller: &Caller,
     id: i64,
     patch: super::PipelinePatch,
 ) -> Result<Pipeline> {
-    principal.require(Role::Admin)?;
+    caller.require(Role::Admin)?;
     let mut tx = pool.begin().await?;
     db::lock_pipeline(&mut *tx, id)
         .await?
@@ -66,22 +64,15 @@ pub async fn update(
     };
     let valid = merged.validate()?;
     db::update_pipeline(&mut *tx, id, &valid).await?;
-    record::success(
-        &mut *tx,
-        principal,
-        "pipeline.update",
-        &format!("pipeline:{id}"),
-        meta,
-    )
-    .await?;
+    record::success(&mut *tx, caller, "pipeline.update", &format!("pipeline:{id}")).await?;
     tx.commit().await?;
-    get(pool, principal, id).await
+    get(pool, caller, id).await
 }
 
 /// Deletes a pipeline with its runs' history; refused while a run is unfinished.
 #[tracing::instrument(name = "pipelines.delete", skip_all)]
-pub async fn delete(pool: &PgPool, principal: &Principal, meta: &RequestMeta, id: i64) -> Result<()> {
-    principal.require(Role::Admin)?;
+pub async fn delete(pool: &PgPool, caller: &Caller, id: i64) -> Result<()> {
+    caller.require(Role::Admin)?;
     let mut tx = pool.begin().await?;
     db::lock_pipeline(&mut *tx, id)
         .await?
@@ -93,14 +84,7 @@ pub async fn delete(pool: &PgPool, principal: &Principal, meta: &RequestMeta, id
         )));
     }
     db::delete_pipeline(&mut *tx, id).await?;
-    record::success(
-        &mut *tx,
-        principal,
-        "pipeline.delete",
-        &format!("pipeline:{id}"),
-        meta,
-    )
-    .await?;
+    record::success(&mut *tx, caller, "pipeline.delete", &format!("pipeline:{id}")).await?;
     tx.commit().await?;
     tracing::info!(pipeline.id = id, "pipeline deleted");
     Ok(())
@@ -165,14 +149,8 @@ pub(crate) async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Re
 
 /// A page of pipelines, newest first, each with its latest run and stages.
 #[tracing::instrument(name = "pipelines.list", skip_all)]
-pub async fn list(
-    pool: &PgPool,
-    answers: &Answers,
-    principal: &Principal,
-    skip: i64,
-    limit: i64,
-) -> Result<Bytes> {
-    principal.require(Role::Viewer)?;
+pub async fn list(pool: &PgPool, answers: &Answers, caller: &Caller, skip: i64, limit: i64) -> Result<Bytes> {
+    caller.require(Role::Viewer)?;
     check_page(skip, limit)?;
     answers
         .answer(cache::key("pipelines.list", &(skip, limit)), || async {
@@ -193,12 +171,8 @@ pub const PER_PAGE: i64 = 50;
 
 /// One dashboard page: filtered, sorted, paginated, with totals by status.
 #[tracing::instrument(name = "pipelines.dashboard", skip_all)]
-pub async fn dashboard(
-    pool: &PgPool,
-    principal: &Principal,
-    query: &DashboardQuery,
-) -> Result<DashboardPage> {
-    principal.require(Role::Viewer)?;
+pub async fn dashboard(pool: &PgPool, caller: &Caller, query: &DashboardQuery) -> Result<DashboardPage> {
+    caller.require(Role::Viewer)?;
     let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     if q.is_some_and(|q| q.chars().count() > 200) {
         return Err(AppError::invalid("q", "must be at most 200 characters"));
@@ -251,8 +225,8 @@ pub async fn dashboard(
 
 /// One pipeline with its latest run and stages.
 #[tracing::instrument(name = "pipelines.get", skip_all)]
-pub async fn get(pool: &PgPool, principal: &Principal, id: i64) -> Result<Pipeline> {
-    principal.require(Role::Viewer)?;
+pub async fn get(pool: &PgPool, caller: &Caller, id: i64) -> Result<Pipeline> {
+    caller.require(Role::Viewer)?;
     let row = db::pipeline_by_id(pool, id)
         .await?
         .ok_or_else(|| AppError::not_found("Pipeline"))?;
@@ -275,13 +249,8 @@ fn free_slug(base: &str, taken: &[String]) -> String {
 
 /// Creates a pipeline (admins only) and audits it.
 #[tracing::instrument(name = "pipelines.create", skip_all)]
-pub async fn create(
-    pool: &PgPool,
-    principal: &Principal,
-    meta: &RequestMeta,
-    new: NewPipeline,
-) -> Result<Pipeline> {
-    principal.require(Role::Admin)?;
+pub async fn create(pool: &PgPool, caller: &Caller, new: NewPipeline) -> Result<Pipeline> {
+    caller.require(Role::Admin)?;
     let valid = new.validate()?;
     let mut tx = pool.begin().await?;
     let slug = match &valid.slug {
@@ -294,17 +263,10 @@ pub async fn create(
     let id = db::insert_pipeline(&mut *tx, &valid, &slug)
         .await
         .on_constraint("pipelines_slug_key", "a pipeline with this slug already exists")?;
-    record::success(
-        &mut *tx,
-        principal,
-        "pipeline.create",
-        &format!("pipeline:{id}"),
-        meta,
-    )
-    .await?;
+    record::success(&mut *tx, caller, "pipeline.create", &format!("pipeline:{id}")).await?;
     tx.commit().await?;
     tracing::info!(pipeline.id = id, pipeline.slug = %slug, "pipeline created");
-    get(pool, principal, id).await
+    get(pool, caller, id).await
 }
 
 #[cfg(test)]
@@ -333,10 +295,10 @@ mod tests {
 pub async fn filter(
     pool: &PgPool,
     answers: &Answers,
-    principal: &Principal,
+    caller: &Caller,
     filter: &PipelineFilter,
 ) -> Result<Bytes> {
-    principal.require(Role::Viewer)?;
+    caller.require(Role::Viewer)?;
     let page = paging(filter.limit, filter.offset)?;
     answers
         .answer(cache::key("pipelines.filter", filter), || async {
@@ -359,8 +321,8 @@ async fn page_of(
 
 /// How many pipelines match.
 #[tracing::instrument(name = "pipelines.count", skip_all)]
-pub async fn count(pool: &PgPool, principal: &Principal, filter: &PipelineFilter) -> Result<i64> {
-    principal.require(Role::Viewer)?;
+pub async fn count(pool: &PgPool, caller: &Caller, filter: &PipelineFilter) -> Result<i64> {
+    caller.require(Role::Viewer)?;
     // Paging does not change a count, but a bad one is still refused.
     paging(filter.limit, filter.offset)?;
     Ok(db::count_matching(pool, &filter.pipelines).await?)

@@ -59,6 +59,19 @@ pub enum PrefectError {
     Garbage(String),
 }
 
+/// What a caller is told when Prefect fails them: Prefect's own reason when it refused
+/// (a conflict with the state Prefect holds), else that the upstream service failed.
+impl From<PrefectError> for crate::error::AppError {
+    fn from(error: PrefectError) -> Self {
+        match error {
+            PrefectError::Rejected { message, .. } => Self::conflict(format!("Prefect refused: {message}")),
+            PrefectError::Unavailable(_) | PrefectError::Garbage(_) => Self::Upstream {
+                service: "prefect".into(),
+            },
+        }
+    }
+}
+
 impl PrefectError {
     /// Whether trying again later cannot help. An unreadable 2xx answer is worth a retry:
     /// every write Flowdeck makes is idempotent, so repeating it cannot duplicate anything.

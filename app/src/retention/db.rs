@@ -2,8 +2,7 @@
 
 use sqlx::{PgConnection, PgExecutor};
 
-use crate::caller::Principal;
-use crate::caller::RequestMeta;
+use crate::caller::Caller;
 
 /// The pruner's advisory lock key (`flowdeck` in ASCII): whoever holds it prunes.
 const LOCK_KEY: i64 = 0x666c_6f77_6465_636b;
@@ -138,16 +137,15 @@ pub async fn audit_retention_days(db: impl PgExecutor<'_>) -> sqlx::Result<Optio
 pub async fn set_audit_retention(
     db: impl PgExecutor<'_>,
     days: Option<i32>,
-    principal: &Principal,
-    meta: &RequestMeta,
+    caller: &Caller,
 ) -> sqlx::Result<Option<i32>> {
     sqlx::query_scalar!(
         "SELECT flowdeck_set_audit_retention($1, $2, $3, $4, $5)",
         days,
-        principal.actor,
-        principal.role.as_str(),
-        meta.request_id,
-        meta.source_addr,
+        caller.actor,
+        caller.role.as_str(),
+        caller.meta.request_id,
+        caller.meta.source_addr,
     )
     .fetch_one(db)
     .await

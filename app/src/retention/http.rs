@@ -9,16 +9,15 @@ use utoipa_axum::routes;
 use super::{AuditRetention, service};
 use crate::api::ApiJson;
 use crate::api::responses::Errors;
-use crate::caller::Principal;
-use crate::caller::RequestMeta;
+use crate::caller::Caller;
 use crate::error::Result;
 
 /// How long the audit trail is kept.
 #[utoipa::path(get, path = "/api/audit_events/retention", tag = "audit",
     description = "Role: admin. `days: null` keeps the trail forever (the default).",
     responses((status = 200, description = "The retention", body = AuditRetention), Errors))]
-async fn read_retention(State(db): State<PgPool>, principal: Principal) -> Result<Json<AuditRetention>> {
-    service::audit_retention(&db, &principal).await.map(Json)
+async fn read_retention(State(db): State<PgPool>, caller: Caller) -> Result<Json<AuditRetention>> {
+    service::audit_retention(&db, &caller).await.map(Json)
 }
 
 /// Sets how long the audit trail is kept; older events are then pruned by age.
@@ -28,11 +27,10 @@ async fn read_retention(State(db): State<PgPool>, principal: Principal) -> Resul
     responses((status = 200, description = "The retention now in force", body = AuditRetention), Errors))]
 async fn set_retention(
     State(db): State<PgPool>,
-    principal: Principal,
-    meta: RequestMeta,
+    caller: Caller,
     ApiJson(retention): ApiJson<AuditRetention>,
 ) -> Result<Json<AuditRetention>> {
-    service::set_audit_retention(&db, &principal, &meta, retention)
+    service::set_audit_retention(&db, &caller, retention)
         .await
         .map(Json)
 }

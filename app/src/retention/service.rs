@@ -12,8 +12,7 @@ use tokio::sync::watch;
 
 use super::db::{self, Table};
 use super::{AuditRetention, MAX_AUDIT_DAYS};
-use crate::caller::RequestMeta;
-use crate::caller::{Principal, Role};
+use crate::caller::{Caller, Role};
 use crate::error::{AppError, Result};
 use crate::shutdown::stopped_while;
 use crate::telemetry::metrics::metrics;
@@ -241,8 +240,8 @@ pub async fn run(pool: PgPool, pruner: Pruner, mut shutdown: watch::Receiver<boo
 
 /// How long the audit trail is kept (admins only).
 #[tracing::instrument(name = "retention.audit_get", skip_all)]
-pub async fn audit_retention(pool: &PgPool, principal: &Principal) -> Result<AuditRetention> {
-    principal.require(Role::Admin)?;
+pub async fn audit_retention(pool: &PgPool, caller: &Caller) -> Result<AuditRetention> {
+    caller.require(Role::Admin)?;
     let days = db::audit_retention_days(pool).await?;
     Ok(AuditRetention { days })
 }
@@ -252,11 +251,10 @@ pub async fn audit_retention(pool: &PgPool, principal: &Principal) -> Result<Aud
 #[tracing::instrument(name = "retention.audit_set", skip_all)]
 pub async fn set_audit_retention(
     pool: &PgPool,
-    principal: &Principal,
-    meta: &RequestMeta,
+    caller: &Caller,
     retention: AuditRetention,
 ) -> Result<AuditRetention> {
-    principal.require(Role::Admin)?;
+    caller.require(Role::Admin)?;
     if retention
         .days
         .is_some_and(|days| !(1..=MAX_AUDIT_DAYS).contains(&days))
@@ -268,7 +266,7 @@ pub async fn set_audit_retention(
             ),
         ));
     }
-    let old = db::set_audit_retention(pool, retention.days, principal, meta).await?;
+    let old = db::set_audit_retention(pool, retention.days, caller).await?;
     tracing::info!(old_days = old, new_days = retention.days, "audit retention set");
     Ok(retention)
 }

@@ -20,8 +20,7 @@ use crate::api::responses::Errors;
 use crate::api::rules::{self, MAX_NAME, Rule, text};
 use crate::api::{ApiId, ApiJson, OptionalJson};
 use crate::auth::limits::Limits;
-use crate::caller::Principal;
-use crate::caller::RequestMeta;
+use crate::caller::Caller;
 use crate::error::{AppError, Result};
 use crate::prefect::{PrefectClient, PrefectLinks};
 use crate::status::RunStatus;
@@ -47,14 +46,19 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>> {
 async fn create_run(
     State(db): State<PgPool>,
     State(limits): State<Arc<Limits>>,
-    principal: Principal,
-    meta: RequestMeta,
+    caller: Caller,
     headers: HeaderMap,
     ApiId(pipeline_id): ApiId,
     OptionalJson(request): OptionalJson<TriggerRequest>,
 ) -> Result<(StatusCode, Json<Run>)> {
     let key = idempotency_key(&headers)?;
-    let run = service::trigger(&db, &limits, &principal, &meta, pipeline_id, request, "api", key).await?;
+    let trigger = service::Trigger {
+        pipeline_id,
+        request,
+        source: "api",
+        idempotency_key: key,
+    };
+    let run = service::trigger(&db, &limits, &caller, trigger).await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
@@ -77,24 +81,19 @@ struct SeedTriggerAck {
 async fn trigger_pipeline(
     State(db): State<PgPool>,
     State(limits): State<Arc<Limits>>,
-    principal: Principal,
-    meta: RequestMeta,
+    caller: Caller,
     headers: HeaderMap,
     ApiId(pipeline_id): ApiId,
     OptionalJson(request): OptionalJson<TriggerRequest>,
 ) -> Result<(StatusCode, Json<SeedTriggerAck>)> {
     let key = idempotency_key(&headers)?;
-    let run = service::trigger(
-        &db,
-        &limits,
-        &principal,
-        &meta,
+    let trigger = service::Trigger {
         pipeline_id,
         request,
-        "seed-api",
-        key,
-    )
-    .await?;
+        source: "seed-api",
+        idempotency_key: key,
+    };
+    let run = service::trigger(&db, &limits, &caller, trigger).await?;
     let ack = SeedTriggerAck {
         success: true,
         message: format!("Pipeline {pipeline_id} triggered"),
@@ -111,10 +110,10 @@ async fn trigger_pipeline(
 async fn get_run(
     State(db): State<PgPool>,
     State(links): State<PrefectLinks>,
-    principal: Principal,
+    caller: Caller,
     ApiId(id): ApiId,
 ) -> Result<Json<Run>> {
-    let run = service::get(&db, &principal, id).await?;
+    let run = service::get(&db, &caller, id).await?;
     Ok(Json(run.linked(&links)))
 }
 
@@ -125,11 +124,10 @@ async fn get_run(
     responses((status = 200, description = "Recorded", body = StatusUpdateAck), Errors))]
 async fn update_status(
     State(writer): State<Arc<ReportWriter>>,
-    principal: Principal,
-    meta: RequestMeta,
+    caller: Caller,
     ApiJson(update): ApiJson<StatusUpdate>,
 ) -> Result<Json<StatusUpdateAck>> {
-    service::apply_status_update(&writer, &principal, &meta, update)
+    service::apply_status_update(&writer, &caller, update)
         .await
         .map(Json)
 }
@@ -142,11 +140,10 @@ async fn update_status(
 async fn cancel_run(
     State(db): State<PgPool>,
     State(prefect): State<Option<Arc<PrefectClient>>>,
-    principal: Principal,
-    meta: RequestMeta,
+    caller: Caller,
     ApiId(id): ApiId,
 ) -> Result<(StatusCode, Json<Run>)> {
-    let run = service::cancel(&db, prefect.as_deref(), &principal, &meta, id).await?;
+    let run = service::cancel(&db, prefect.as_deref(), &caller, id).await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
@@ -157,11 +154,10 @@ async fn cancel_run(
 async fn retry_run(
     State(db): State<PgPool>,
     State(limits): State<Arc<Limits>>,
-    principal: Principal,
-    meta: RequestMeta,
+    caller: Caller,
     ApiId(id): ApiId,
 ) -> Result<(StatusCode, Json<Run>)> {
-    let run = service::retry(&db, &limits, &principal, &meta, id).await?;
+    let run = service::retry(&db, &limits, &caller, id).await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
@@ -172,10 +168,10 @@ async fn retry_run(
 async fn filter_runs(
     State(db): State<PgPool>,
     State(answers): State<Arc<Answers>>,
-    principal: Principal,
+    caller: Caller,
     OptionalJson(filter): OptionalJson<RunFilter>,
 ) -> Result<JsonBytes> {
-    service::filter(&db, &answers, &principal, &filter)
+    service::filter(&db, &answers, &caller, &filter)
         .await
         .map(JsonBytes)
 }
@@ -186,10 +182,10 @@ async fn filter_runs(
     responses((status = 200, description = "The count", body = i64, content_type = "application/json", example = json!(120)), Errors))]
 async fn count_runs(
     State(db): State<PgPool>,
-    principal: Principal,
+    caller: Caller,
     OptionalJson(filter): OptionalJson<RunFilter>,
 ) -> Result<Json<i64>> {
-    service::count(&db, &principal, &filter).await.map(Json)
+    service::count(&db, &caller, &filter).await.map(Json)
 }
 
 /// Run routes; the status callback is also served without the seed's trailing slash.

@@ -218,15 +218,20 @@ pub async fn trigger_run(
 ) -> Result<i64, AppError> {
     let db = expect_context::<sqlx::PgPool>();
     let limits = expect_context::<std::sync::Arc<crate::auth::limits::Limits>>();
-    let principal = crate::caller::current_principal()?;
-    let meta = crate::caller::RequestMeta::current();
+    let caller = crate::caller::Caller::current()?;
     let values: Vec<(String, String)> = values.unwrap_or_default().into_iter().collect();
     let kinds: Vec<(String, String)> = kinds.unwrap_or_default().into_iter().collect();
     let overrides = params::parse(&values, &kinds)?;
     let request = TriggerRequest {
         parameters: (!overrides.is_empty()).then_some(overrides),
     };
-    let run = service::trigger(&db, &limits, &principal, &meta, pipeline_id, request, "ui", None).await?;
+    let trigger = service::Trigger {
+        pipeline_id,
+        request,
+        source: "ui",
+        idempotency_key: None,
+    };
+    let run = service::trigger(&db, &limits, &caller, trigger).await?;
     leptos_axum::redirect(&format!("/runs/{}", run.id));
     Ok(run.id)
 }
@@ -238,8 +243,8 @@ pub async fn run_form(pipeline_id: i64) -> Result<Vec<params::ParamField>, AppEr
     let db = expect_context::<sqlx::PgPool>();
     let prefect = expect_context::<Option<std::sync::Arc<crate::prefect::PrefectClient>>>();
     let links = expect_context::<crate::prefect::PrefectLinks>();
-    let principal = crate::caller::current_principal()?;
-    service::run_form(&db, prefect.as_deref(), &links, &principal, pipeline_id).await
+    let caller = crate::caller::Caller::current()?;
+    service::run_form(&db, prefect.as_deref(), &links, &caller, pipeline_id).await
 }
 
 /// Cancels a run from the UI.
@@ -247,9 +252,8 @@ pub async fn run_form(pipeline_id: i64) -> Result<Vec<params::ParamField>, AppEr
 pub async fn cancel_run(id: i64) -> Result<Run, AppError> {
     let db = expect_context::<sqlx::PgPool>();
     let prefect = expect_context::<Option<std::sync::Arc<crate::prefect::PrefectClient>>>();
-    let principal = crate::caller::current_principal()?;
-    let meta = crate::caller::RequestMeta::current();
-    service::cancel(&db, prefect.as_deref(), &principal, &meta, id).await
+    let caller = crate::caller::Caller::current()?;
+    service::cancel(&db, prefect.as_deref(), &caller, id).await
 }
 
 /// Retries a finished run from the UI; goes to the new run's page.
@@ -257,9 +261,8 @@ pub async fn cancel_run(id: i64) -> Result<Run, AppError> {
 pub async fn retry_run(id: i64) -> Result<i64, AppError> {
     let db = expect_context::<sqlx::PgPool>();
     let limits = expect_context::<std::sync::Arc<crate::auth::limits::Limits>>();
-    let principal = crate::caller::current_principal()?;
-    let meta = crate::caller::RequestMeta::current();
-    let run = service::retry(&db, &limits, &principal, &meta, id).await?;
+    let caller = crate::caller::Caller::current()?;
+    let run = service::retry(&db, &limits, &caller, id).await?;
     leptos_axum::redirect(&format!("/runs/{}", run.id));
     Ok(run.id)
 }
@@ -269,6 +272,6 @@ pub async fn retry_run(id: i64) -> Result<i64, AppError> {
 pub async fn get_run(id: i64) -> Result<Run, AppError> {
     let db = expect_context::<sqlx::PgPool>();
     let links = expect_context::<crate::prefect::PrefectLinks>();
-    let run = service::get(&db, &crate::caller::current_principal()?, id).await?;
+    let run = service::get(&db, &crate::caller::Caller::current()?, id).await?;
     Ok(run.linked(&links))
 }

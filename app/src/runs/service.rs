@@ -14,12 +14,11 @@ use crate::api::cache::{self, Answers};
 use crate::api::rules::{self, MAX_NAME};
 use crate::auth::limits::Limits;
 use crate::auth::secrets;
-use crate::caller::RequestMeta;
 use crate::caller::record;
-use crate::caller::{Principal, Role};
+use crate::caller::{Caller, Role};
 use crate::error::{AppError, Result};
 use crate::filter::paging;
-use crate::prefect::{PrefectClient, PrefectError, PrefectLinks};
+use crate::prefect::{PrefectClient, PrefectLinks};
 use crate::status::{Change, RunStatus};
 use crate::telemetry::metrics::metrics;
 
@@ -42,25 +41,30 @@ enum Parameters {
     Exact(serde_json::Value),
 }
 
-/// Records a `pending` run with its stages, callback credential, outbox entry, first event
-/// and audit line in one transaction. Submitting it to Prefect happens after commit.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "each says something different about the run"
-)]
-async fn accept(
-    pool: &PgPool,
-    principal: &Principal,
-    meta: &RequestMeta,
+/// What a new run is made from: its pipeline and parameters, where the request came from,
+/// the run it retries, the audit action and the idempotency key.
+struct Accept<'a> {
     pipeline_id: i64,
     parameters: Parameters,
-    source: &str,
+    source: &'a str,
     retry_of: Option<i64>,
-    action: &str,
-    idempotency: Option<&Idempotency>,
-) -> Result<Run> {
+    action: &'a str,
+    idempotency: Option<&'a Idempotency>,
+}
+
+/// Records a `pending` run with its stages, callback credential, outbox entry, first event
+/// and audit line in one transaction. Submitting it to Prefect happens after commit.
+async fn accept(pool: &PgPool, caller: &Caller, new: Accept<'_>) -> Result<Run> {
+    let Accept {
+        pipeline_id,
+        parameters,
+        source,
+        retry_of,
+        action,
+        idempotency,
+    } = new;
     if let Some(idempotency) = idempotency
-        && let Some(run) = replay(pool, principal, idempotency).await?
+        && let Some(run) = replay(pool, caller, idempotency).await?
     {
         return Ok(run);
     }
@@ -91,10 +95,10 @@ async fn accept(
     let new_run = db::NewRun {
         pipeline_id,
         parameters: &parameters,
-        actor: &principal.actor,
+        actor: &caller.actor,
         source,
-        request_id: &meta.request_id,
-        traceparent: meta.traceparent.map(|t| t.to_string()),
+        request_id: &caller.meta.request_id,
+        traceparent: caller.meta.traceparent.map(|t| t.to_string()),
         idempotency_key: idempotency.map(|i| i.key.as_str()),
         stage_names: &pipeline.stage_names,
         retry_of_run_id: retry_of,
@@ -106,7 +110,7 @@ async fn accept(
         // finds the key taken: it drops its own run and answers with the first one.
         let claimed = idempotency::insert_idempotency_key(
             &mut *tx,
-            &principal.actor,
+            &caller.actor,
             &idempotency.key,
             &idempotency.hash,
             run_id,
@@ -114,7 +118,7 @@ async fn accept(
         .await?;
         if !claimed {
             tx.rollback().await?;
-            return replay(pool, principal, idempotency)
+            return replay(pool, caller, idempotency)
                 .await?
                 .ok_or_else(|| AppError::conflict("a request with this Idempotency-Key is in progress"));
         }
@@ -129,12 +133,12 @@ async fn accept(
             stage_name: None,
             status: Some(RunStatus::Pending),
             message: None,
-            request_id: Some(&meta.request_id),
+            request_id: Some(&caller.meta.request_id),
             occurred_at: Utc::now(),
         },
     )
     .await?;
-    record::success(&mut *tx, principal, action, &format!("run:{run_id}"), meta).await?;
+    record::success(&mut *tx, caller, action, &format!("run:{run_id}")).await?;
     tx.commit().await?;
     metrics().trigger("accepted");
     tracing::info!(run.id = run_id, pipeline.id = pipeline_id, "run accepted");
@@ -168,9 +172,9 @@ impl Idempotency {
 
 /// The run an earlier request with the same key made, if any (counted as deduplicated);
 /// refuses a different request.
-async fn replay(pool: &PgPool, principal: &Principal, idempotency: &Idempotency) -> Result<Option<Run>> {
+async fn replay(pool: &PgPool, caller: &Caller, idempotency: &Idempotency) -> Result<Option<Run>> {
     let Some((hash, run_id)) =
-        idempotency::find_idempotency_key(pool, &principal.actor, &idempotency.key).await?
+        idempotency::find_idempotency_key(pool, &caller.actor, &idempotency.key).await?
     else {
         return Ok(None);
     };
@@ -184,42 +188,45 @@ async fn replay(pool: &PgPool, principal: &Principal, idempotency: &Idempotency)
     Ok(Some(run))
 }
 
+/// A trigger as it arrives: the pipeline, the caller's overrides, where it came from
+/// (`api`, `seed-api`, `ui`) and its `Idempotency-Key`.
+pub struct Trigger<'a> {
+    /// The pipeline to run.
+    pub pipeline_id: i64,
+    /// Parameter overrides.
+    pub request: TriggerRequest,
+    /// Where the trigger came from.
+    pub source: &'a str,
+    /// The caller's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<&'a str>,
+}
+
 /// Accepts a trigger: a `pending` run with the pipeline's defaults and the caller's overrides.
 /// With an `Idempotency-Key`, a repeat of the same request returns the same run.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "REST and server functions pass each of these; a struct would only rename them"
-)]
-#[tracing::instrument(name = "runs.trigger", skip_all, fields(pipeline.id = pipeline_id))]
-pub async fn trigger(
-    pool: &PgPool,
-    limits: &Limits,
-    principal: &Principal,
-    meta: &RequestMeta,
-    pipeline_id: i64,
-    request: TriggerRequest,
-    source: &str,
-    idempotency_key: Option<&str>,
-) -> Result<Run> {
+#[tracing::instrument(name = "runs.trigger", skip_all, fields(pipeline.id = trigger.pipeline_id))]
+pub async fn trigger(pool: &PgPool, limits: &Limits, caller: &Caller, trigger: Trigger<'_>) -> Result<Run> {
+    let Trigger {
+        pipeline_id,
+        request,
+        source,
+        idempotency_key,
+    } = trigger;
     let accepted = async {
-        principal.require(Role::Operator)?;
-        limits.trigger(&principal.actor)?;
+        caller.require(Role::Operator)?;
+        limits.trigger(&caller.actor)?;
         let idempotency = idempotency_key
             .map(|key| Idempotency::new(key, pipeline_id, &request))
             .transpose()?;
         let overrides = Parameters::Overrides(request.parameters.unwrap_or_default());
-        accept(
-            pool,
-            principal,
-            meta,
+        let new = Accept {
             pipeline_id,
-            overrides,
+            parameters: overrides,
             source,
-            None,
-            "run.trigger",
-            idempotency.as_ref(),
-        )
-        .await
+            retry_of: None,
+            action: "run.trigger",
+            idempotency: idempotency.as_ref(),
+        };
+        accept(pool, caller, new).await
     };
     count_refusal(accepted.await)
 }
@@ -238,16 +245,10 @@ fn count_refusal(result: Result<Run>) -> Result<Run> {
 
 /// Runs a finished run again: a new run with the same parameters, linked to the original.
 #[tracing::instrument(name = "runs.retry", skip_all, fields(run.id = run_id))]
-pub async fn retry(
-    pool: &PgPool,
-    limits: &Limits,
-    principal: &Principal,
-    meta: &RequestMeta,
-    run_id: i64,
-) -> Result<Run> {
+pub async fn retry(pool: &PgPool, limits: &Limits, caller: &Caller, run_id: i64) -> Result<Run> {
     let accepted = async {
-        principal.require(Role::Operator)?;
-        limits.trigger(&principal.actor)?;
+        caller.require(Role::Operator)?;
+        limits.trigger(&caller.actor)?;
         let original = db::run_by_id(pool, run_id)
             .await?
             .ok_or_else(|| AppError::not_found("Run"))?;
@@ -258,18 +259,15 @@ pub async fn retry(
             )));
         }
         let parameters = Parameters::Exact(original.parameters);
-        accept(
-            pool,
-            principal,
-            meta,
-            original.pipeline_id,
+        let new = Accept {
+            pipeline_id: original.pipeline_id,
             parameters,
-            "retry",
-            Some(run_id),
-            "run.retry",
-            None,
-        )
-        .await
+            source: "retry",
+            retry_of: Some(run_id),
+            action: "run.retry",
+            idempotency: None,
+        };
+        accept(pool, caller, new).await
     };
     count_refusal(accepted.await)
 }
@@ -280,11 +278,10 @@ pub async fn retry(
 pub async fn cancel(
     pool: &PgPool,
     prefect: Option<&PrefectClient>,
-    principal: &Principal,
-    meta: &RequestMeta,
+    caller: &Caller,
     run_id: i64,
 ) -> Result<Run> {
-    principal.require(Role::Operator)?;
+    caller.require(Role::Operator)?;
     let mut tx = pool.begin().await?;
     let locked = db::lock_run(&mut *tx, run_id)
         .await?
@@ -313,12 +310,12 @@ pub async fn cancel(
                     stage_name: None,
                     status: Some(RunStatus::Cancelled),
                     message: Some(reason),
-                    request_id: Some(&meta.request_id),
+                    request_id: Some(&caller.meta.request_id),
                     occurred_at: Utc::now(),
                 },
             )
             .await?;
-            record::success(&mut *tx, principal, "run.cancel", &format!("run:{run_id}"), meta).await?;
+            record::success(&mut *tx, caller, "run.cancel", &format!("run:{run_id}")).await?;
             tx.commit().await?;
             metrics().transition(locked.status.as_str(), RunStatus::Cancelled.as_str());
         }
@@ -327,17 +324,9 @@ pub async fn cancel(
             let prefect = prefect.ok_or_else(|| AppError::Upstream {
                 service: "prefect".into(),
             })?;
-            let answer = prefect.cancel_flow_run(&flow_run_id).await.map_err(|error| {
-                tracing::warn!(run.id = run_id, error = %error, "Prefect did not cancel the flow run");
-                match error {
-                    PrefectError::Rejected { message, .. } => {
-                        AppError::conflict(format!("Prefect refused to cancel: {message}"))
-                    }
-                    _ => AppError::Upstream {
-                        service: "prefect".into(),
-                    },
-                }
-            })?;
+            let answer = prefect.cancel_flow_run(&flow_run_id).await.inspect_err(
+                |error| tracing::warn!(run.id = run_id, %error, "Prefect did not cancel the flow run"),
+            )?;
             // REJECT can come with the run already CANCELLED (it had not started); ABORT
             // with a finished state: either way the returned state is the truth.
             if let Some(state) = answer
@@ -347,7 +336,7 @@ pub async fn cancel(
             {
                 apply_prefect_state(pool, run_id, &state).await?;
             }
-            record::success(pool, principal, "run.cancel", &format!("run:{run_id}"), meta).await?;
+            record::success(pool, caller, "run.cancel", &format!("run:{run_id}")).await?;
             if answer.status == "ABORT" {
                 return Err(AppError::conflict("Prefect says the run has already finished"));
             }
@@ -362,10 +351,10 @@ pub async fn run_form(
     pool: &PgPool,
     prefect: Option<&PrefectClient>,
     links: &PrefectLinks,
-    principal: &Principal,
+    caller: &Caller,
     pipeline_id: i64,
 ) -> Result<Vec<ParamField>> {
-    principal.require(Role::Operator)?;
+    caller.require(Role::Operator)?;
     let pipeline = db::template(pool, pipeline_id)
         .await?
         .ok_or_else(|| AppError::not_found("Pipeline"))?;
@@ -390,8 +379,8 @@ pub async fn run_form(
 
 /// A run with its stages, for any signed-in caller.
 #[tracing::instrument(name = "runs.get", skip_all)]
-pub async fn get(pool: &PgPool, principal: &Principal, run_id: i64) -> Result<Run> {
-    principal.require(Role::Viewer)?;
+pub async fn get(pool: &PgPool, caller: &Caller, run_id: i64) -> Result<Run> {
+    caller.require(Role::Viewer)?;
     get_unchecked(pool, run_id).await
 }
 
@@ -405,8 +394,8 @@ async fn get_unchecked(pool: &PgPool, run_id: i64) -> Result<Run> {
 
 /// The latest runs of a pipeline, newest first.
 #[tracing::instrument(name = "runs.recent_for_pipeline", skip_all)]
-pub async fn recent_for_pipeline(pool: &PgPool, principal: &Principal, pipeline_id: i64) -> Result<Vec<Run>> {
-    principal.require(Role::Viewer)?;
+pub async fn recent_for_pipeline(pool: &PgPool, caller: &Caller, pipeline_id: i64) -> Result<Vec<Run>> {
+    caller.require(Role::Viewer)?;
     Ok(db::runs_for_pipeline(pool, pipeline_id, RECENT_RUNS).await?)
 }
 
@@ -467,21 +456,19 @@ fn validate_update(update: &StatusUpdate) -> Result<RunStatus> {
 #[tracing::instrument(name = "runs.status_update", skip_all, fields(run.id = update.run_id, stage = update.stage_name.as_deref()))]
 pub async fn apply_status_update(
     writer: &ReportWriter,
-    principal: &Principal,
-    meta: &RequestMeta,
+    caller: &Caller,
     update: StatusUpdate,
 ) -> Result<StatusUpdateAck> {
-    if principal.run_scope.is_none() {
-        principal.require(Role::Operator)?;
+    if caller.run_scope.is_none() {
+        caller.require(Role::Operator)?;
     }
     let status = validate_update(&update)?;
     if let Some(run_id) = update.run_id {
-        principal.may_report_on(run_id)?;
+        caller.may_report_on(run_id)?;
     }
     writer
         .submit(Report {
-            principal: principal.clone(),
-            meta: meta.clone(),
+            caller: caller.clone(),
             update,
             status,
         })
@@ -567,13 +554,8 @@ async fn move_locked_run(
 
 /// The runs that match, without their stages.
 #[tracing::instrument(name = "runs.filter", skip_all)]
-pub async fn filter(
-    pool: &PgPool,
-    answers: &Answers,
-    principal: &Principal,
-    filter: &RunFilter,
-) -> Result<Bytes> {
-    principal.require(Role::Viewer)?;
+pub async fn filter(pool: &PgPool, answers: &Answers, caller: &Caller, filter: &RunFilter) -> Result<Bytes> {
+    caller.require(Role::Viewer)?;
     let page = paging(filter.limit, filter.offset)?;
     answers
         .answer(cache::key("runs.filter", filter), || async {
@@ -584,8 +566,8 @@ pub async fn filter(
 
 /// How many runs match.
 #[tracing::instrument(name = "runs.count", skip_all)]
-pub async fn count(pool: &PgPool, principal: &Principal, filter: &RunFilter) -> Result<i64> {
-    principal.require(Role::Viewer)?;
+pub async fn count(pool: &PgPool, caller: &Caller, filter: &RunFilter) -> Result<i64> {
+    caller.require(Role::Viewer)?;
     // Paging does not change a count, but a bad one is still refused.
     paging(filter.limit, filter.offset)?;
     Ok(db::count_matching(pool, filter).await?)

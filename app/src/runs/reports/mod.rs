@@ -23,8 +23,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::Instrument;
 
 use super::{StatusUpdate, StatusUpdateAck};
-use crate::caller::Principal;
-use crate::caller::RequestMeta;
+use crate::caller::Caller;
 use crate::caller::record;
 use crate::error::{AppError, Result};
 use crate::status::RunStatus;
@@ -43,10 +42,8 @@ const ACTION: &str = "run.status_update";
 
 /// A report that passed validation and the caller's role, ready to be written.
 pub struct Report {
-    /// Who sent it.
-    pub principal: Principal,
-    /// The request it came in.
-    pub meta: RequestMeta,
+    /// Who sent it, and the request it came in.
+    pub caller: Caller,
     /// What it says.
     pub update: StatusUpdate,
     /// `update.status`, parsed.
@@ -197,13 +194,11 @@ async fn audit_steps(
     reports: &[(i64, &Report)],
     steps: &[Step],
 ) -> sqlx::Result<()> {
-    let entries: Vec<(&Principal, String, &RequestMeta)> = reports
+    let entries: Vec<(&Caller, String)> = reports
         .iter()
         .zip(steps)
         .filter_map(|((_, report), step)| match step {
-            Step::Done { ack, .. } if !ack.duplicate => {
-                Some((&report.principal, format!("run:{}", ack.run_id), &report.meta))
-            }
+            Step::Done { ack, .. } if !ack.duplicate => Some((&report.caller, format!("run:{}", ack.run_id))),
             _ => None,
         })
         .collect();

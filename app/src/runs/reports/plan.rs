@@ -91,7 +91,7 @@ impl State {
                 ))));
                 continue;
             }
-            if let Err(error) = report.principal.may_report_on(run.id) {
+            if let Err(error) = report.caller.may_report_on(run.id) {
                 plans.push(Plan::Settled(Step::Refused(error)));
                 continue;
             }
@@ -120,7 +120,7 @@ impl State {
             events.statuses.push(report.status.as_str());
             events.messages.push(update.error_message.clone());
             events.occurred_at.push(at);
-            events.request_ids.push(report.meta.request_id.clone());
+            events.request_ids.push(report.caller.meta.request_id.clone());
             plans.push(Plan::Apply { event_id, at });
         }
         (plans, events)
@@ -285,7 +285,7 @@ impl ReportedRun {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caller::{AuthMethod, Principal, RequestMeta, Role};
+    use crate::caller::{AuthMethod, Caller, Principal, RequestMeta, Role};
     use crate::runs::StatusUpdate;
 
     fn run(id: i64, status: RunStatus) -> ReportedRun {
@@ -317,14 +317,16 @@ mod tests {
 
     fn report(run_id: i64, stage: Option<&str>, status: RunStatus, event_id: &str) -> Report {
         Report {
-            principal: Principal {
-                actor: format!("run:{run_id}"),
-                role: Role::Operator,
-                via: AuthMethod::RunCallback,
-                run_scope: Some(run_id),
-                key_id: None,
+            caller: Caller {
+                principal: Principal {
+                    actor: format!("run:{run_id}"),
+                    role: Role::Operator,
+                    via: AuthMethod::RunCallback,
+                    run_scope: Some(run_id),
+                    key_id: None,
+                },
+                meta: RequestMeta::default(),
             },
-            meta: RequestMeta::default(),
             update: StatusUpdate {
                 pipeline_id: None,
                 run_id: Some(run_id),
@@ -399,7 +401,7 @@ mod tests {
     fn refusals_are_decided_before_anything_changes() {
         let mut state = State::new(vec![run(7, RunStatus::Running)], Vec::new());
         let mut other_run = report(7, None, RunStatus::Completed, "e1");
-        other_run.principal.run_scope = Some(8);
+        other_run.caller.principal.run_scope = Some(8);
         let unknown_stage = report(7, Some("nope"), RunStatus::Running, "e2");
         let not_locked = report(9, None, RunStatus::Running, "e3");
         let pairs: Vec<(i64, &Report)> = [&other_run, &unknown_stage, &not_locked]
