@@ -5,8 +5,6 @@ mod config;
 mod schema;
 mod telemetry;
 
-use std::net::SocketAddr;
-
 use anyhow::Context;
 use app::routes::Builder;
 use axum::Router;
@@ -141,14 +139,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }));
     }
-    // On SIGTERM or Ctrl-C: stop accepting, end the event streams (they never finish by
-    // themselves), let the requests in flight finish (each is bounded by the request
-    // time-out), then stop the workers.
+    // On SIGTERM or Ctrl-C: stop accepting, end the event streams, let the requests in
+    // flight finish (see `routes::serve`), then stop the workers.
     let hub = state.hub.clone();
-    let draining = async move {
-        shutdown_signal().await;
-        hub.close();
-    };
     let app = Router::new()
         .nest_service("/pkg", pkg)
         .merge(app::routes::router(state))
@@ -157,8 +150,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on FLOWDECK_ADDR={}", config.addr))?;
     tracing::info!(addr = %config.addr, "flowdeck listening on http://{}", config.addr);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(draining)
+    app::routes::serve(listener, app, hub, shutdown_signal())
         .await
         .context("server failed")?;
     stop.send(true).ok();

@@ -147,22 +147,34 @@ impl Flowdeck {
     }
 }
 
-impl Drop for Flowdeck {
-    fn drop(&mut self) {
-        // SIGTERM: the graceful path (the exporter flushes), then reap it.
+impl Flowdeck {
+    /// Sends SIGTERM (the graceful path: the exporter flushes) and waits at most 10 s for
+    /// the process to end; its exit status, if it ended.
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .ok();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.child.kill().ok();
-        self.child.wait().ok();
+        None
+    }
+}
+
+impl Drop for Flowdeck {
+    fn drop(&mut self) {
+        if self.terminate().is_none() {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
     }
 }
 
@@ -278,7 +290,7 @@ async fn ids_spans_metrics_and_logs_of_the_real_binary(db: PgPool) {
     let admin = common::key(&db, Role::Admin).await;
     let viewer = common::key(&db, Role::Viewer).await;
     let (otlp, inbox) = otlp_receiver().await;
-    let flowdeck = Flowdeck::start(&db, &otlp).await;
+    let mut flowdeck = Flowdeck::start(&db, &otlp).await;
     let client = reqwest::Client::new();
     let api = |path: &str| format!("{}{path}", flowdeck.url);
 
@@ -616,6 +628,21 @@ async fn ids_spans_metrics_and_logs_of_the_real_binary(db: PgPool) {
             .iter()
             .all(|line| !line.contains(&admin) && !line.contains(&viewer)),
         "no key in the log"
+    );
+
+    // SIGTERM drains (server/tests/replicas.rs) and the process exits 0 once it is done.
+    let status = flowdeck.terminate();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit after SIGTERM: {status:?}; {:?}",
+        flowdeck.log_lines().iter().rev().take(6).collect::<Vec<_>>()
+    );
+    assert!(
+        flowdeck
+            .log_lines()
+            .iter()
+            .any(|line| line.contains("flowdeck stopped")),
+        "the last line says it stopped"
     );
 }
 

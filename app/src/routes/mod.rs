@@ -157,3 +157,26 @@ pub fn router(state: AppState) -> Router {
         ))
         .with_state(state)
 }
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains.
+///
+/// Every event stream ends at once (they never finish by themselves), new connections are
+/// refused, and the requests in flight finish (each bounded by the request time-out)
+/// before this returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    hub: std::sync::Arc<crate::events::hub::Hub>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let draining = async move {
+        shutdown.await;
+        hub.close();
+    };
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(draining)
+    .await
+}

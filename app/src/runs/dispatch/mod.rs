@@ -194,7 +194,14 @@ pub async fn run(
     };
     loop {
         loop {
-            match dispatch_due(&pool, &prefect, &config).await {
+            // A shutdown abandons a submission in progress (Prefect may be retrying for
+            // seconds): its claim lapses with its lease and the next dispatcher submits it
+            // again with the same idempotency key, so Prefect makes no second flow run.
+            let pass = tokio::select! {
+                pass = dispatch_due(&pool, &prefect, &config) => pass,
+                _ = shutdown.changed() => return,
+            };
+            match pass {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) => {
