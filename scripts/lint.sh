@@ -3,6 +3,8 @@
 # because a workspace-wide build merges `ssr` and `hydrate` into one that never ships.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
+say "module layers (scripts/layers.py)"
+python3 scripts/layers.py || die "a module depends on one above it or in a cycle: see ARCHITECTURE.md"
 say "cargo fmt --check"
 cargo fmt --all --check || die "code is not formatted: run 'make fmt'"
 say "clippy (server, all targets)"

@@ -28,5 +28,5 @@ say "the REST API: README examples and schemathesis against the live server"
 say "fault test: Flowdeck killed mid-submission while Prefect hangs"
 "$ROOT/scripts/crash-test.sh" "$prefect_dir" "$prefect_port"
 
-say "fault tests: PostgreSQL restart, SIGTERM and two replicas, under load"
+say "fault tests: PostgreSQL restart and two replicas with Prefect hung, under load"
 "$ROOT/scripts/fault-test.sh" "$prefect_dir" "$prefect_port"

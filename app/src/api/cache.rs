@@ -22,8 +22,11 @@ use tokio::sync::{OnceCell, watch};
 
 use crate::error::{AppError, Result};
 
-/// Whether what this replica read from the database may have changed since: the change
-/// feed's listener (`events::hub`) and this replica's writes move it.
+/// Counters that move whenever the database may have changed.
+///
+/// The change feed's listener (`events::hub`) moves them when a change is announced, and
+/// this replica's writes when they commit; an answer read at one value is still current
+/// while the value stays.
 pub struct Freshness {
     /// Counts what may have changed the database: every announced change, every lost
     /// connection and every write made through this replica (see [`Freshness::version`]).

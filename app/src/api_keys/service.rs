@@ -133,13 +133,7 @@ pub async fn rotate(db: &PgPool, caller: &Caller, id: i64, rotation: Rotation) -
     check_expiry("expires_at", rotation.expires_at)?;
     not_in_use(caller, id)?;
     let mut tx = db.begin().await?;
-    let old = sqlx::query!("SELECT id FROM api_keys WHERE id = $1 FOR UPDATE", id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if old.is_none() {
-        return Err(AppError::not_found("API key"));
-    }
-    let old = db::fetch(&mut *tx, id).await?;
+    let old = db::lock(&mut tx, id).await?;
     if old.state != KeyState::Active {
         return Err(AppError::conflict(format!(
             "API key {id} is {}; only an active key can be rotated",
@@ -148,9 +142,7 @@ pub async fn rotate(db: &PgPool, caller: &Caller, id: i64, rotation: Rotation) -
     }
     let overlap_ends = Utc::now() + chrono::Duration::minutes(i64::from(overlap));
     let old_ends = old.expires_at.map_or(overlap_ends, |at| at.min(overlap_ends));
-    sqlx::query!("UPDATE api_keys SET expires_at = $2 WHERE id = $1", id, old_ends)
-        .execute(&mut *tx)
-        .await?;
+    db::set_expiry(&mut *tx, id, old_ends).await?;
     let expires_at = rotation.expires_at.or(old.expires_at);
     let created = insert(&mut tx, &old.name, old.role, expires_at, Some(id), &caller.actor).await?;
     let target = format!("api_key:{id}");

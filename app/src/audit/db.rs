@@ -1,4 +1,5 @@
-//! Reading the `audit_events` table (rows are written by `caller::record`).
+//! Reading the `audit_events` table (rows are written with the change they record, mostly
+//! through `caller::record`).
 
 use sqlx::PgExecutor;
 

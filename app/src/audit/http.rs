@@ -36,12 +36,12 @@ async fn count(
     service::count(&db, &caller, &filter).await.map(Json)
 }
 
-/// The audit routes (admins only).
 /// What the OpenAPI document says audit filters take.
 pub fn rules() -> Vec<crate::api::rules::Rule> {
     crate::api::rules::paging("AuditFilter").into()
 }
 
+/// The audit routes (admins only).
 pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,

@@ -1,4 +1,5 @@
-//! Queries for API keys and browser sessions.
+//! Queries of identification: live API keys and callback credentials by hash, browser
+//! sessions, and the collapsed rows of refused credentials.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;

@@ -1,5 +1,7 @@
-//! The identity middleware: who is calling and what they may reach, for every request;
-//! refusals counted against the client's budget and audited collapsed.
+//! The identity middleware: who is calling and what they may reach, for every request.
+//!
+//! A refused credential counts against its client address's rate limit and is written to
+//! the audit trail, at most one row per address a minute.
 
 use axum::extract::{Request, State};
 use axum::http::Method;

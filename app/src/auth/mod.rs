@@ -1,7 +1,8 @@
-//! Identity: API keys, browser sessions, roles, and who is calling (the [`Principal`]).
+//! Identity: how a caller proves who they are (API key, session cookie, a run's callback
+//! credential, OIDC token, identity-aware proxy), signing in and out, and rate limits.
 //!
-//! Identity is established once per request by [`middleware::identify`]; REST handlers and
-//! server functions read the resulting [`Principal`] and ask it for a role.
+//! [`middleware::identify`] establishes the caller once per request; everything else reads
+//! it as a [`crate::caller::Caller`].
 
 use leptos::prelude::*;
 
@@ -36,7 +37,7 @@ pub mod secrets;
 pub mod sessions;
 
 /// What identifying callers needs, built once at start-up: the database, this replica's
-/// limits and remembered keys, and the configured issuers.
+/// limits and remembered keys, the OIDC issuer and the identity-aware proxy.
 #[cfg(feature = "ssr")]
 #[derive(Clone)]
 pub struct Identity {

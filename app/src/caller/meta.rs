@@ -39,7 +39,7 @@ impl RequestMeta {
         }
     }
 
-    /// The meta of a command run on the server itself (the CLI).
+    /// The facts of a command run on the server itself (the CLI).
     pub fn local() -> Self {
         Self {
             request_id: new_request_id(),
@@ -48,7 +48,7 @@ impl RequestMeta {
         }
     }
 
-    /// The meta of the request being served by a server function.
+    /// The facts of the request being served by a server function.
     pub fn current() -> Self {
         use_context::<http::request::Parts>()
             .and_then(|parts| parts.extensions.get::<RequestMeta>().cloned())
@@ -74,7 +74,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestMeta {
     }
 }
 
-/// What [`identify`] put in the request for an authenticated caller; 401 without one.
+/// What `auth::middleware::identify` put in the request for an authenticated caller; 401
+/// without one.
 pub fn identified<T: Clone + Send + Sync + 'static>(parts: &http::request::Parts) -> Result<T, AppError> {
     parts.extensions.get::<T>().cloned().ok_or(AppError::Unauthorized)
 }

@@ -28,7 +28,8 @@ static SLUG_RE: LazyLock<Regex> = LazyLock::new(|| rules::compile(SLUG));
 static DEPLOYMENT_RE: LazyLock<Regex> = LazyLock::new(|| rules::compile(DEPLOYMENT));
 static TAG_RE: LazyLock<Regex> = LazyLock::new(|| rules::compile(TAG));
 
-/// What the OpenAPI document says pipeline definitions take (the checks below).
+/// What the OpenAPI document says pipeline definitions (the checks below) and the pipeline
+/// filter's paging take.
 pub fn rules() -> Vec<Rule> {
     let mut rules = Vec::new();
     for schema in ["NewPipeline", "PipelinePatch"] {

@@ -18,7 +18,7 @@ use crate::caller::record;
 use crate::caller::{Caller, Role};
 use crate::error::{AppError, Result};
 use crate::filter::paging;
-use crate::prefect::{PrefectClient, PrefectLinks};
+use crate::prefect::{PrefectClient, PrefectError, PrefectLinks};
 use crate::status::{Change, RunStatus};
 use crate::telemetry::metrics::metrics;
 
@@ -324,9 +324,15 @@ pub async fn cancel(
             let prefect = prefect.ok_or_else(|| AppError::Upstream {
                 service: "prefect".into(),
             })?;
-            let answer = prefect.cancel_flow_run(&flow_run_id).await.inspect_err(
-                |error| tracing::warn!(run.id = run_id, %error, "Prefect did not cancel the flow run"),
-            )?;
+            let answer = prefect.cancel_flow_run(&flow_run_id).await.map_err(|error| {
+                tracing::warn!(run.id = run_id, %error, "Prefect did not cancel the flow run");
+                match error {
+                    PrefectError::Rejected { message, .. } => {
+                        AppError::conflict(format!("Prefect refused to cancel: {message}"))
+                    }
+                    other => other.into(),
+                }
+            })?;
             // REJECT can come with the run already CANCELLED (it had not started); ABORT
             // with a finished state: either way the returned state is the truth.
             if let Some(state) = answer

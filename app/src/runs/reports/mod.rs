@@ -1,15 +1,14 @@
 //! Status reports, written in groups that share one transaction.
 //!
-//! Each report is acknowledged only once the transaction that holds it has committed, but
-//! reports that arrive together share it: one commit, one WAL flush and one NOTIFY lock
-//! for all of them (group commit). A `PostgreSQL` commit that notifies holds a
-//! database-wide lock through its WAL flush, so one transaction per report caps a replica
-//! at one flush time per report, whatever the cores.
+//! A report is answered only once its transaction has committed, but reports that arrive
+//! together share one: one commit for all of them. (In `PostgreSQL` a commit that sends a
+//! NOTIFY holds a database-wide lock until its log is on disk, so one transaction per
+//! report would limit a replica to one disk flush per report.)
 //!
-//! A grouped report never waits for a lock: a run held by another transaction (a cancel, a
-//! Prefect state, another replica's group) sends its report on alone, in a transaction of
-//! its own that waits, so one busy run cannot stall the others. So does a report that names
-//! only a pipeline, and every report of a group whose transaction fails before its commit.
+//! A group never waits for a lock. A report whose run another transaction holds (a cancel,
+//! a Prefect state, another replica's group) is written on its own, in a transaction that
+//! waits, so one busy run cannot hold up the others. So is a report that names only a
+//! pipeline, and every report of a group whose transaction fails before its commit.
 
 pub mod db;
 mod plan;

@@ -258,8 +258,8 @@ fn started(started_at: Option<DateTime<Utc>>, status: RunStatus, at: DateTime<Ut
 impl ReportedRun {
     /// Moves the run to `status` as reported at `at`, stamping start and end times; records
     /// processed (a running total) are only ever raised, an earlier error is kept unless a
-    /// new one is given. The one way a run's status is written: reports, cancels and
-    /// Prefect's states all come through here.
+    /// new one is given. Reports, cancels and Prefect's states all move a run this way (the
+    /// dispatcher's own moves, to `scheduled` or `failed` on submission, are its SQL).
     pub fn move_to(
         &mut self,
         status: RunStatus,
