@@ -51,15 +51,27 @@ async fn create_run(
     ApiId(pipeline_id): ApiId,
     OptionalJson(request): OptionalJson<TriggerRequest>,
 ) -> Result<(StatusCode, Json<Run>)> {
-    let key = idempotency_key(&headers)?;
+    let run = trigger(&db, &limits, &caller, &headers, pipeline_id, request, "api").await?;
+    Ok((StatusCode::ACCEPTED, Json(run)))
+}
+
+/// A REST trigger: the `Idempotency-Key` header read, then the one service path.
+async fn trigger(
+    db: &PgPool,
+    limits: &Limits,
+    caller: &Caller,
+    headers: &HeaderMap,
+    pipeline_id: i64,
+    request: TriggerRequest,
+    source: &str,
+) -> Result<Run> {
     let trigger = service::Trigger {
         pipeline_id,
         request,
-        source: "api",
-        idempotency_key: key,
+        source,
+        idempotency_key: idempotency_key(headers)?,
     };
-    let run = service::trigger(&db, &limits, &caller, trigger).await?;
-    Ok((StatusCode::ACCEPTED, Json(run)))
+    service::trigger(db, limits, caller, trigger).await
 }
 
 /// The seed's trigger answer, with the accepted run added.
@@ -86,14 +98,7 @@ async fn trigger_pipeline(
     ApiId(pipeline_id): ApiId,
     OptionalJson(request): OptionalJson<TriggerRequest>,
 ) -> Result<(StatusCode, Json<SeedTriggerAck>)> {
-    let key = idempotency_key(&headers)?;
-    let trigger = service::Trigger {
-        pipeline_id,
-        request,
-        source: "seed-api",
-        idempotency_key: key,
-    };
-    let run = service::trigger(&db, &limits, &caller, trigger).await?;
+    let run = trigger(&db, &limits, &caller, &headers, pipeline_id, request, "seed-api").await?;
     let ack = SeedTriggerAck {
         success: true,
         message: format!("Pipeline {pipeline_id} triggered"),
