@@ -119,6 +119,9 @@ test("an admin creates a pipeline from the form and runs it with parameters", as
   await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
   await page.getByRole("link", { name: "+ New pipeline" }).click();
   await expect(page.getByRole("heading", { name: "New pipeline" })).toBeVisible();
+  // A new page: its form answers in place only once its island has hydrated (before that,
+  // a click submits it as a plain form and the error comes back in the address).
+  await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
   // No Prefect in this test server: the form says so and takes a typed deployment name.
   await expect(page.getByText("Prefect is not configured")).toBeVisible();
   await page.getByLabel("Name *").fill("Delta load");
