@@ -32,7 +32,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 "$bin" migrate >/dev/null
-key="$("$bin" api-key create --role admin --name "make-run $(date -u +%Y-%m-%dT%H:%M:%SZ)" | tail -n 1)"
+# The demo admin key replaces the one the last 'make run' made, and expires in a week.
+key="$("$bin" api-key create --role admin --name make-run --expires-in-days 7 --replace 2>/dev/null | tail -n 1)"
 "$bin" serve &
 server_pid=$!
 url="http://$FLOWDECK_ADDR"
@@ -57,7 +58,8 @@ cat <<TXT
   Flowdeck is running on   $url/
   Prefect API              $PREFECT_API_URL
   Prefect UI               ${PREFECT_API_URL%/api}/  (each run page links its flow run)
-  Sign in with this admin API key (shown once; a new one is made on each 'make run'):
+  Sign in with this admin API key (shown once; each 'make run' replaces it, and it
+  expires in 7 days):
 
   $key
 

@@ -1,8 +1,11 @@
 //! The command line: `serve` (default), `migrate`, `api-key create|list|rotate|revoke`, `check`.
 
 use anyhow::Context;
-use app::api_keys::{self, ApiKeyFilter, CreatedApiKey, NewApiKey, Rotation};
+use app::api_keys::{
+    self, ApiKeyCriteria, ApiKeyFilter, CreatedApiKey, KeyState, KeyStateFilter, NewApiKey, Rotation,
+};
 use app::caller::{AuthMethod, Caller, Principal, Role};
+use app::filter::TextFilter;
 use clap::{Parser, Subcommand};
 use sqlx::PgPool;
 
@@ -101,6 +104,10 @@ pub enum ApiKeyCommand {
         /// Make the key stop working after this many days.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
         expires_in_days: Option<u32>,
+        /// Revoke the active keys with this name first: for a key made again and again, such
+        /// as the one `make run` prints, so they do not pile up.
+        #[arg(long)]
+        replace: bool,
     },
     /// List keys (never their secrets).
     List,
@@ -146,14 +153,39 @@ fn print_created(verb: &str, created: &CreatedApiKey) {
     println!("{}", created.secret);
 }
 
-/// Creates an API key and prints it alone on the last line.
+/// Creates an API key and prints it alone on the last line; with `replace`, the active keys
+/// of the same name are revoked first.
 pub async fn create_api_key(
     pool: &PgPool,
     role: Role,
     name: &str,
     expires_in_days: Option<u32>,
+    replace: bool,
 ) -> anyhow::Result<()> {
     let caller = local_admin();
+    if replace {
+        let same_name = ApiKeyFilter {
+            api_keys: ApiKeyCriteria {
+                name: Some(TextFilter {
+                    any_: Some(vec![name.trim().to_owned()]),
+                    ..TextFilter::default()
+                }),
+                state: Some(KeyStateFilter {
+                    any_: Some(vec![KeyState::Active]),
+                }),
+                ..ApiKeyCriteria::default()
+            },
+            limit: Some(app::filter::MAX_LIMIT),
+            ..ApiKeyFilter::default()
+        };
+        for old in api_keys::service::filter(pool, &caller, &same_name).await? {
+            api_keys::service::revoke(pool, &caller, old.id).await?;
+            eprintln!(
+                "Revoked API key {} \"{}\", which this one replaces.",
+                old.id, old.name
+            );
+        }
+    }
     let new = NewApiKey {
         name: name.trim().to_owned(),
         role,

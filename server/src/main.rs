@@ -47,7 +47,8 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
                     role,
                     name,
                     expires_in_days,
-                } => cli::create_api_key(&pool, role, &name, expires_in_days).await,
+                    replace,
+                } => cli::create_api_key(&pool, role, &name, expires_in_days, replace).await,
                 ApiKeyCommand::List => cli::list_api_keys(&pool).await,
                 ApiKeyCommand::Rotate { id, overlap_minutes } => {
                     cli::rotate_api_key(&pool, id, overlap_minutes).await

@@ -434,3 +434,53 @@ async fn a_trusted_proxy_names_the_user_and_nobody_else_can(db: PgPool) {
     assert_eq!(app.send(forged).await.status, StatusCode::FORBIDDEN);
     assert_eq!(app.count("runs").await, 1);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_cli_replaces_the_active_keys_of_a_name_as_make_run_does(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    let args = [
+        "api-key",
+        "create",
+        "--role",
+        "admin",
+        "--name",
+        "make-run",
+        "--expires-in-days",
+        "7",
+        "--replace",
+    ];
+    let made = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        (
+            stdout.lines().last().unwrap().to_owned(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (first, _) = made(common::flowdeck(&db, &[], &args));
+    let (second, said) = made(common::flowdeck(&db, &[], &args));
+    assert!(said.contains("Revoked API key"), "{said}");
+    assert_eq!(
+        app.get("/api/pipelines/", &first).await.status,
+        401,
+        "the replaced key is revoked"
+    );
+    assert_eq!(app.get("/api/pipelines/", &second).await.status, 200);
+    assert_eq!(
+        app.get("/api/pipelines/", &app.admin).await.status,
+        200,
+        "other keys stay"
+    );
+    let (active, expires): (i64, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
+        "SELECT count(*), max(expires_at) FROM api_keys WHERE name = 'make-run' AND revoked_at IS NULL",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(active, 1);
+    let left = expires.expect("an expiry") - chrono::Utc::now();
+    assert!(
+        left > chrono::Duration::days(6) && left <= chrono::Duration::days(7),
+        "{left}"
+    );
+}

@@ -74,14 +74,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The URL of the test's own database (made by `sqlx::test`).
-fn database_url(db: &PgPool) -> String {
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let mut url = url::Url::parse(&base).unwrap();
-    url.set_path(db.connect_options().get_database().expect("a database name"));
-    url.to_string()
-}
-
 /// The binary, running; stopped (SIGTERM) when dropped.
 struct Flowdeck {
     child: Child,
@@ -97,7 +89,7 @@ impl Flowdeck {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flowdeck"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", database_url(db))
+            .env("DATABASE_URL", common::database_url(db))
             .env("FLOWDECK_ADDR", format!("127.0.0.1:{port}"))
             .env("FLOWDECK_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
             .env("FLOWDECK_LOG_FORMAT", "json")

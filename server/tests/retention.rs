@@ -410,25 +410,9 @@ async fn the_audit_trail_refuses_changes_except_pruning_by_age(db: PgPool) {
     assert_eq!(scalar(&db, "SELECT count(*) FROM audit_events").await, 2);
 }
 
-/// The URL of the test's own database (made by `sqlx::test`).
-fn database_url(db: &PgPool) -> String {
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let mut url = url::Url::parse(&base).unwrap();
-    url.set_path(db.connect_options().get_database().expect("a database name"));
-    url.to_string()
-}
-
 /// `flowdeck prune` with `env`: its exit status and output.
 fn flowdeck_prune(db: &PgPool, env: &[(&str, &str)]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_flowdeck"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", database_url(db))
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
-        .arg("prune")
-        .output()
-        .expect("the flowdeck binary runs")
+    common::flowdeck(db, env, &["prune"])
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -387,3 +387,24 @@ pub async fn session_cookie(app: &TestApp, key: &str) -> String {
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
     cookie.split(';').next().unwrap().to_owned()
 }
+
+/// The URL of the test database `db` (what the binary is given as `DATABASE_URL`).
+pub fn database_url(db: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(db.connect_options().get_database().expect("a database name"));
+    url.to_string()
+}
+
+/// Runs the `flowdeck` binary with `args` against `db`; its exit status and output.
+pub fn flowdeck(db: &PgPool, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_flowdeck"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database_url(db))
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .expect("the flowdeck binary runs")
+}
