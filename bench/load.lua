@@ -4,6 +4,9 @@
 --   status   POST /api/status-update/: a stage report with a unique event id, spread
 --            over BENCH_RUNS runs starting at BENCH_FIRST_RUN (each a durable commit)
 --   trigger  POST /api/pipelines/{id}/runs over BENCH_PIPELINES pipelines
+--   pipeline GET /api/pipelines/{id} over BENCH_PIPELINES pipelines
+--   run      GET /api/runs/{id} over BENCH_RUNS runs starting at BENCH_FIRST_RUN
+--   health   GET /api/health (the machine's floor: no database, no credential check)
 -- Prints one line `BENCH {json}` with requests, rate, latency percentiles and errors.
 local mode = os.getenv("BENCH_MODE") or "list"
 local key = os.getenv("BENCH_KEY") or ""
@@ -35,6 +38,12 @@ function request()
       '{"run_id":%d,"stage_name":"%s","status":"running","event_id":"bench-%s-%d-%d"}',
       run, stages[1 + counter % 5], tag, tid, counter)
     return wrk.format("POST", "/api/status-update/", headers, body)
+  elseif mode == "pipeline" then
+    return wrk.format("GET", "/api/pipelines/" .. (1 + (counter * 31 + tid * 7) % pipelines), headers)
+  elseif mode == "run" then
+    return wrk.format("GET", "/api/runs/" .. (first_run + (counter * 31 + tid * 7) % runs), headers)
+  elseif mode == "health" then
+    return wrk.format("GET", "/api/health")
   elseif mode == "trigger" then
     local pipeline = 1 + (counter * 31 + tid * 7) % pipelines
     return wrk.format("POST", "/api/pipelines/" .. pipeline .. "/runs", headers, "{}")

@@ -95,11 +95,20 @@ for clients in 1 16 64; do
   load "GET /api/pipelines/" list "$clients"
   load "POST /api/runs/filter (failed, newest 50)" filter "$clients"
 done
-# The list while the data changes 50 times a second (each a stage report, announced):
-# kept answers last 20 ms at most, so most reads are read afresh.
+# The machine's floor (no database, no credential), and single reads spread over the
+# first 100 pipelines and the newest 100 runs.
+load "GET /api/health" health 16
+for clients in 16 64; do
+  load "GET /api/pipelines/{id}" pipeline "$clients" BENCH_PIPELINES=100
+  load "GET /api/runs/{id}" run "$clients" BENCH_FIRST_RUN=$(( size - 99 )) BENCH_RUNS=100
+done
+# The list and single reads while the data changes 50 times a second (each a stage report,
+# announced): kept answers last 20 ms at most, so most reads are read afresh.
 python3 "$ROOT/bench/changes.py" "$url" "$operator" $(( size - 9999 )) 10000 50 &
 changer=$!
 load "GET /api/pipelines/ (data changing 50/s)" list 16
+load "GET /api/pipelines/{id} (data changing 50/s)" pipeline 16 BENCH_PIPELINES=100
+load "GET /api/runs/{id} (data changing 50/s)" run 16 BENCH_FIRST_RUN=$(( size - 99 )) BENCH_RUNS=100
 kill "$changer"; wait "$changer" 2>/dev/null || true
 # Status updates: sustained rate at 64 clients, each a durable commit; count every
 # acknowledged one that is in the database (the report compares the two).

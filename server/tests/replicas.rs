@@ -160,13 +160,17 @@ async fn lists_within(app: &TestApp, name: &str, limit: Duration) -> Duration {
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_listing_kept_by_one_replica_is_read_afresh_after_a_change_through_the_other(db: PgPool) {
+async fn what_one_replica_keeps_is_read_afresh_after_a_change_through_the_other(db: PgPool) {
     let one = TestApp::new(db.clone()).await;
     let two = TestApp::new(db).await;
     let _listening = (one.listen().await, two.listen().await);
     let pipeline = one.pipeline(json!({"name": "Before"})).await;
-    // Replica two keeps the listing it answers (a second read is served from memory).
+    // Replica two keeps the listing and the pipeline it answers (a second read of either
+    // is served from memory).
     lists_within(&two, "Before", Duration::from_secs(5)).await;
+    let path = format!("/api/pipelines/{pipeline}");
+    let name = |answer: common::Answer| answer.json()["name"].as_str().map(str::to_owned);
+    assert_eq!(name(two.get(&path, &two.viewer).await).as_deref(), Some("Before"));
     let renamed = one
         .call(
             "PATCH",
@@ -178,4 +182,10 @@ async fn a_listing_kept_by_one_replica_is_read_afresh_after_a_change_through_the
     assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.text());
     let waited = lists_within(&two, "After", Duration::from_secs(5)).await;
     println!("replica two listed the rename after {waited:?}");
+    assert_eq!(name(two.get(&path, &two.viewer).await).as_deref(), Some("After"));
+    assert_eq!(
+        name(one.get(&path, &one.viewer).await).as_deref(),
+        Some("After"),
+        "its own write"
+    );
 }

@@ -94,20 +94,65 @@ impl Freshness {
     }
 }
 
-/// Distinct answers kept at most (each a page of at most 1,000 rows).
-const MAX_ENTRIES: usize = 64;
+/// Distinct answers kept at most: every listing page asked for, and single objects
+/// (`GET /api/pipelines/{id}`, `/api/runs/{id}`).
+const MAX_ENTRIES: usize = 4096;
+/// Bytes kept at most, all answers together.
+const MAX_TOTAL: usize = 32 * 1024 * 1024;
 /// Answers larger than this are not kept.
 const MAX_BYTES: usize = 1024 * 1024;
 
 struct Entry {
     version: u64,
     answer: Arc<OnceCell<Bytes>>,
+    /// The answer's length once read (counted in [`Store::bytes`]).
+    counted: usize,
+}
+
+/// The entries and the bytes their read answers hold.
+#[derive(Default)]
+struct Store {
+    entries: HashMap<String, Entry>,
+    bytes: usize,
+}
+
+impl Store {
+    /// Makes room for one more entry read at `version`: drops the ones read at another
+    /// version, then, if still full, every one.
+    fn make_room(&mut self, version: u64) {
+        if self.entries.len() < MAX_ENTRIES && self.bytes < MAX_TOTAL {
+            return;
+        }
+        self.entries.retain(|_, entry| entry.version == version);
+        self.bytes = self.entries.values().map(|entry| entry.counted).sum();
+        if self.entries.len() >= MAX_ENTRIES || self.bytes >= MAX_TOTAL {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+    }
+
+    /// Counts (or, when too large to keep, drops) the entry under `key` once `answer` in it
+    /// has been read.
+    fn settle(&mut self, key: &str, answer: &Arc<OnceCell<Bytes>>, len: usize) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        if !Arc::ptr_eq(&entry.answer, answer) || entry.counted > 0 {
+            return;
+        }
+        if len > MAX_BYTES {
+            self.entries.remove(key);
+        } else {
+            entry.counted = len;
+            self.bytes += len;
+        }
+    }
 }
 
 /// This replica's kept answers, by key (the route and its canonical query).
 #[derive(Default)]
 pub struct Answers {
-    entries: Mutex<HashMap<String, Entry>>,
+    store: Mutex<Store>,
     freshness: Arc<Freshness>,
 }
 
@@ -115,19 +160,26 @@ impl Answers {
     /// No answers yet; they are kept while `freshness` stays the same.
     pub fn new(freshness: Arc<Freshness>) -> Self {
         Self {
-            entries: Mutex::default(),
+            store: Mutex::default(),
             freshness,
         }
     }
 
     /// The answer for `key`, kept or read by `read` (see [`Answers::get_or_read`]). Call it
-    /// only after the caller's role has been checked: a kept answer is anyone's who may read.
+    /// only after the caller's role has been checked: a kept answer is served to anyone
+    /// allowed to read it.
     pub async fn answer<F, Fut>(&self, key: String, read: F) -> Result<Bytes>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Bytes>>,
     {
         self.get_or_read(self.freshness.version(), key, read).await
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The answer for `key` read at `version`: kept, or read by `read` and kept. With no
@@ -141,25 +193,21 @@ impl Answers {
             return read().await;
         };
         let answer = {
-            let mut entries = self
-                .entries
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match entries.get(&key) {
+            let mut store = self.store();
+            match store.entries.get(&key) {
                 Some(entry) if entry.version == version => entry.answer.clone(),
                 _ => {
-                    if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
-                        entries.retain(|_, entry| entry.version == version);
-                        if entries.len() >= MAX_ENTRIES {
-                            entries.clear();
-                        }
+                    if let Some(old) = store.entries.remove(&key) {
+                        store.bytes -= old.counted;
                     }
+                    store.make_room(version);
                     let answer = Arc::new(OnceCell::new());
-                    entries.insert(
+                    store.entries.insert(
                         key.clone(),
                         Entry {
                             version,
                             answer: answer.clone(),
+                            counted: 0,
                         },
                     );
                     answer
@@ -168,18 +216,7 @@ impl Answers {
         };
         // A failed read keeps nothing: the next caller reads again.
         let bytes = answer.get_or_try_init(read).await?.clone();
-        if bytes.len() > MAX_BYTES {
-            let mut entries = self
-                .entries
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if entries
-                .get(&key)
-                .is_some_and(|entry| Arc::ptr_eq(&entry.answer, &answer))
-            {
-                entries.remove(&key);
-            }
-        }
+        self.store().settle(&key, &answer, bytes.len());
         Ok(bytes)
     }
 }
@@ -314,6 +351,38 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert!(answers.entries.lock().unwrap().len() <= MAX_ENTRIES);
+        assert!(answers.store().entries.len() <= MAX_ENTRIES);
+    }
+
+    #[tokio::test]
+    async fn the_bytes_kept_are_bounded_and_a_huge_answer_is_not_kept() {
+        let answers = Answers::default();
+        let half_mib = Bytes::from(vec![b'x'; 512 * 1024]);
+        for i in 0..100 {
+            let answer = half_mib.clone();
+            answers
+                .get_or_read(Some(1), format!("k{i}"), || async move { Ok(answer) })
+                .await
+                .unwrap();
+            let store = answers.store();
+            assert!(store.bytes <= MAX_TOTAL, "{} bytes kept", store.bytes);
+            assert_eq!(
+                store.bytes,
+                store.entries.values().map(|e| e.counted).sum::<usize>()
+            );
+        }
+        let reads = AtomicUsize::new(0);
+        let huge = || async {
+            reads.fetch_add(1, Ordering::SeqCst);
+            Ok(Bytes::from(vec![b'y'; MAX_BYTES + 1]))
+        };
+        for _ in 0..2 {
+            answers.get_or_read(Some(1), "huge".into(), huge).await.unwrap();
+        }
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            2,
+            "an answer over the limit is read each time"
+        );
     }
 }

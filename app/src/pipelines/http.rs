@@ -55,8 +55,13 @@ async fn list_pipelines(
 #[utoipa::path(get, path = "/api/pipelines/{id}", tag = "pipelines", description = "Role: viewer.",
     params(("id" = i64, Path, description = "Pipeline id", minimum = 1)),
     responses((status = 200, description = "The pipeline", body = Pipeline), Errors))]
-async fn get_pipeline(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<Json<Pipeline>> {
-    service::get(&db, &caller, id).await.map(Json)
+async fn get_pipeline(
+    State(db): State<PgPool>,
+    State(answers): State<Arc<Answers>>,
+    caller: Caller,
+    ApiId(id): ApiId,
+) -> Result<JsonBytes> {
+    service::get_json(&db, &answers, &caller, id).await.map(JsonBytes)
 }
 
 /// Creates a pipeline.

@@ -227,6 +227,22 @@ pub async fn dashboard(pool: &PgPool, caller: &Caller, query: &DashboardQuery) -
 #[tracing::instrument(name = "pipelines.get", skip_all)]
 pub async fn get(pool: &PgPool, caller: &Caller, id: i64) -> Result<Pipeline> {
     caller.require(Role::Viewer)?;
+    read(pool, id).await
+}
+
+/// One pipeline with its latest run, as the JSON `GET /api/pipelines/{id}` answers; kept
+/// until the database may have changed, like the listings.
+#[tracing::instrument(name = "pipelines.get_json", skip_all)]
+pub async fn get_json(pool: &PgPool, answers: &Answers, caller: &Caller, id: i64) -> Result<Bytes> {
+    caller.require(Role::Viewer)?;
+    answers
+        .answer(cache::key("pipelines.get", &id), || async {
+            cache::to_json(&read(pool, id).await?)
+        })
+        .await
+}
+
+async fn read(pool: &PgPool, id: i64) -> Result<Pipeline> {
     let row = db::pipeline_by_id(pool, id)
         .await?
         .ok_or_else(|| AppError::not_found("Pipeline"))?;

@@ -114,12 +114,14 @@ async fn trigger_pipeline(
     responses((status = 200, description = "The run", body = Run), Errors))]
 async fn get_run(
     State(db): State<PgPool>,
+    State(answers): State<Arc<Answers>>,
     State(links): State<PrefectLinks>,
     caller: Caller,
     ApiId(id): ApiId,
-) -> Result<Json<Run>> {
-    let run = service::get(&db, &caller, id).await?;
-    Ok(Json(run.linked(&links)))
+) -> Result<JsonBytes> {
+    service::get_json(&db, &answers, &links, &caller, id)
+        .await
+        .map(JsonBytes)
 }
 
 /// A stage or run status report (the seed's callback).

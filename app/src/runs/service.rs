@@ -390,6 +390,24 @@ pub async fn get(pool: &PgPool, caller: &Caller, run_id: i64) -> Result<Run> {
     get_unchecked(pool, run_id).await
 }
 
+/// A run with its stages and its link to Prefect's UI, as the JSON `GET /api/runs/{id}`
+/// answers; kept until the database may have changed, like the listings.
+#[tracing::instrument(name = "runs.get_json", skip_all)]
+pub async fn get_json(
+    pool: &PgPool,
+    answers: &Answers,
+    links: &PrefectLinks,
+    caller: &Caller,
+    run_id: i64,
+) -> Result<Bytes> {
+    caller.require(Role::Viewer)?;
+    answers
+        .answer(cache::key("runs.get", &run_id), || async {
+            cache::to_json(&get_unchecked(pool, run_id).await?.linked(links))
+        })
+        .await
+}
+
 async fn get_unchecked(pool: &PgPool, run_id: i64) -> Result<Run> {
     let mut run = db::run_by_id(pool, run_id)
         .await?
