@@ -3,6 +3,8 @@
 --   filter   POST /api/runs/filter: failed runs, newest 50
 --   status   POST /api/status-update/: a stage report with a unique event id, spread
 --            over BENCH_RUNS runs starting at BENCH_FIRST_RUN (each a durable commit)
+--   seed     POST /api/status-update/ with the seed's payload (`pipeline_id`, no `run_id`),
+--            spread over BENCH_PIPELINES pipelines (their latest runs)
 --   trigger  POST /api/pipelines/{id}/runs over BENCH_PIPELINES pipelines
 --   pipeline GET /api/pipelines/{id} over BENCH_PIPELINES pipelines
 --   run      GET /api/runs/{id} over BENCH_RUNS runs starting at BENCH_FIRST_RUN
@@ -37,6 +39,12 @@ function request()
     local body = string.format(
       '{"run_id":%d,"stage_name":"%s","status":"running","event_id":"bench-%s-%d-%d"}',
       run, stages[1 + counter % 5], tag, tid, counter)
+    return wrk.format("POST", "/api/status-update/", headers, body)
+  elseif mode == "seed" then
+    local pipeline = 1 + (counter * 7919 + tid * 104729) % pipelines
+    local body = string.format(
+      '{"pipeline_id":%d,"stage_name":"%s","status":"running","event_id":"bench-%s-%d-%d"}',
+      pipeline, stages[1 + counter % 5], tag, tid, counter)
     return wrk.format("POST", "/api/status-update/", headers, body)
   elseif mode == "pipeline" then
     return wrk.format("GET", "/api/pipelines/" .. (1 + (counter * 31 + tid * 7) % pipelines), headers)

@@ -112,6 +112,58 @@ async fn reports_sent_at_once_are_each_applied_once_and_answered_for_themselves(
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn seed_reports_naming_only_a_pipeline_sent_at_once_reach_its_latest_run(db: PgPool) {
+    let app = Arc::new(TestApp::new(db).await);
+    let mut latest = Vec::new();
+    for i in 0..8 {
+        let pipeline = app
+            .pipeline(json!({"name": format!("seed {i}"), "stages": ["a", "b"]}))
+            .await;
+        app.start_run(pipeline, json!({})).await;
+        let run = app.start_run(pipeline, json!({})).await["id"].as_i64().unwrap();
+        latest.push((pipeline, run));
+    }
+    let never_ran = app.pipeline(json!({"name": "never ran"})).await;
+    let mut reports = Vec::new();
+    for (pipeline, _) in &latest {
+        for (stage, status) in [
+            ("a", "running"),
+            ("a", "completed"),
+            ("b", "running"),
+            ("b", "completed"),
+        ] {
+            let report = json!({"pipeline_id": pipeline, "stage_name": stage, "status": status,
+                                "event_id": format!("{pipeline}-{stage}-{status}")});
+            reports.push(report.clone());
+            reports.push(report);
+        }
+    }
+    reports.push(json!({"pipeline_id": never_ran, "status": "running", "event_id": "y1"}));
+    reports.push(json!({"pipeline_id": 999_999, "status": "running", "event_id": "y2"}));
+
+    let answers = send_all(&app, reports).await;
+    for (report, status, body) in &answers {
+        match report["event_id"].as_str().unwrap() {
+            "y1" => assert_eq!(*status, StatusCode::CONFLICT, "{body}"),
+            "y2" => assert_eq!(*status, StatusCode::NOT_FOUND, "{body}"),
+            _ => {
+                assert_eq!(*status, StatusCode::OK, "{report} {body}");
+                let (_, run) = latest.iter().find(|(p, _)| report["pipeline_id"] == *p).unwrap();
+                assert_eq!(body["run_id"], *run, "the pipeline's latest run");
+            }
+        }
+    }
+    for (_, run) in &latest {
+        assert_eq!(app.run(*run).await["status"], "completed");
+    }
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM run_events WHERE kind = 'stage_status'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 32, "each report recorded once, on the latest run");
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn a_report_on_a_busy_run_waits_alone_while_the_others_go_on(db: PgPool) {
     let app = Arc::new(TestApp::new(db.clone()).await);
     let pipeline = app.pipeline(json!({"name": "p", "stages": ["a"]})).await;

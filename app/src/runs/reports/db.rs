@@ -250,6 +250,27 @@ pub async fn write_reported_runs(db: impl PgExecutor<'_>, runs: &[&ReportedRun])
     Ok(())
 }
 
+/// The latest runs of these pipelines, by pipeline, locking the pipelines (so no trigger
+/// replaces a latest run meanwhile); a pipeline another transaction holds, or that never
+/// ran, is left out.
+pub async fn lock_latest_runs(
+    db: impl PgExecutor<'_>,
+    pipeline_ids: &[i64],
+) -> sqlx::Result<std::collections::HashMap<i64, i64>> {
+    let rows = sqlx::query!(
+        "SELECT id, latest_run_id FROM pipelines
+         WHERE id = ANY($1) AND latest_run_id IS NOT NULL
+         ORDER BY id FOR UPDATE SKIP LOCKED",
+        pipeline_ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| Some((row.id, row.latest_run_id?)))
+        .collect())
+}
+
 /// The latest run of a pipeline, locking the pipeline (so no trigger replaces it meanwhile):
 /// `None` without such a pipeline, `Some(None)` when it has never run.
 pub async fn lock_latest_run_id(

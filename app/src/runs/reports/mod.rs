@@ -8,12 +8,14 @@
 //! A group never waits for a lock. A report whose run another transaction holds (a cancel,
 //! a Prefect state, another replica's group) is written on its own, in a transaction that
 //! waits, so one busy run cannot hold up the others. So is a report that names only a
-//! pipeline, and every report of a group whose transaction fails before its commit.
+//! pipeline whose row another transaction holds (a trigger), and every report of a group
+//! whose transaction fails before its commit. A report that names only a pipeline is
+//! otherwise grouped like the others, about the pipeline's latest run.
 
 pub mod db;
 mod plan;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -122,12 +124,7 @@ async fn write_group(pool: &PgPool, jobs: Vec<Job>) {
     for job in &jobs {
         span.follows_from(&job.span);
     }
-    let (grouped, alone): (Vec<Job>, Vec<Job>) = jobs
-        .into_iter()
-        .partition(|job| job.report.update.run_id.is_some());
-    for job in alone {
-        send_alone(pool, job);
-    }
+    let grouped = jobs;
     if grouped.is_empty() {
         return;
     }
@@ -173,9 +170,30 @@ enum Failure {
 /// Applies every report in one transaction, in arrival order, and commits.
 async fn apply_group(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Step>, Failure> {
     let mut tx = pool.begin().await.map_err(Failure::BeforeCommit)?;
+    // A report that names only a pipeline (the seed's payload) is about its latest run.
+    let pipelines: Vec<i64> = jobs
+        .iter()
+        .filter(|job| job.report.update.run_id.is_none())
+        .filter_map(|job| job.report.update.pipeline_id)
+        .collect();
+    let latest = if pipelines.is_empty() {
+        HashMap::new()
+    } else {
+        db::lock_latest_runs(&mut *tx, &pipelines)
+            .await
+            .map_err(Failure::BeforeCommit)?
+    };
+    // A report whose run is not known here (its pipeline held by another transaction,
+    // unknown, or never run) is about no run: it is sent on alone, which says which.
     let reports: Vec<(i64, &Report)> = jobs
         .iter()
-        .map(|job| (job.report.update.run_id.unwrap_or_default(), &job.report))
+        .map(|job| {
+            let update = &job.report.update;
+            let run_id = update
+                .run_id
+                .or_else(|| update.pipeline_id.and_then(|p| latest.get(&p).copied()));
+            (run_id.unwrap_or_default(), &job.report)
+        })
         .collect();
     let steps = apply(&mut tx, &reports, false)
         .await
