@@ -50,16 +50,21 @@ grep -q '^event: hello' <<<"$stream" || die "example 4 did not open an event str
 rm -rf "$blocks"
 
 # --- schemathesis ----------------------------------------------------------------------
-say "schemathesis $SCHEMATHESIS_VERSION: every check, every operation"
+say "schemathesis $SCHEMATHESIS_VERSION: every check but use_after_free, every operation"
 # The event stream never ends, so it is left out; everything else is fuzzed with an admin
 # key (which cannot revoke or rotate itself away), positive and negative data, every check.
 # A loaded CI machine may answer slowly: the time-out (10 s by default) is raised, so that
 # only wrong answers fail. Its report is written to a file and, on failure, printed last (after the server's warnings),
 # so that a CI log cut to its tail still shows which check failed and how to reproduce it.
+# One check is left out, use_after_free (ST301: a deleted resource must answer 404): `DELETE
+# /api/api_keys/{id}` revokes the key, which stays readable as revoked (the admin page and
+# the audit trail show it), as the document says. Deleting a pipeline removes it, and
+# server/tests/api.rs checks that it then answers 404.
 report="$(mktemp -t flowdeck-schemathesis.XXXXXX)"
 if ! "$SCHEMATHESIS" --no-color run "$url/api/openapi.json" \
     --header "Authorization: Bearer $key" \
     --checks all \
+    --exclude-checks use_after_free \
     --mode all \
     --exclude-path /api/events \
     --max-examples "${SCHEMATHESIS_EXAMPLES:-30}" \
