@@ -90,7 +90,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )),
         tokio::spawn(app::auth::limits::keep_limits(
             state.db.clone(),
-            state.limits.clone(),
+            state.identity.limits.clone(),
             stopped.clone(),
         )),
     ];

@@ -214,9 +214,13 @@ impl Answers {
                 }
             }
         };
-        // A failed read keeps nothing: the next caller reads again.
+        // A failed read keeps nothing: the next caller reads again. An answer kept already
+        // was counted when it was read: a hit takes the lock once.
+        let kept = answer.initialized();
         let bytes = answer.get_or_try_init(read).await?.clone();
-        self.store().settle(&key, &answer, bytes.len());
+        if !kept {
+            self.store().settle(&key, &answer, bytes.len());
+        }
         Ok(bytes)
     }
 }

@@ -36,8 +36,6 @@ pub struct AppState {
     pub prefect: Option<Arc<PrefectClient>>,
     /// The default deployment and Prefect's UI.
     pub links: PrefectLinks,
-    /// This replica's rate limits (the same as the identity's).
-    pub limits: Arc<Limits>,
     /// This replica's status report writers (grouped commits).
     pub reports: Arc<ReportWriter>,
     /// Answers of read-only listings kept until the next change.
@@ -50,6 +48,13 @@ pub struct AppState {
     pub trusted_proxies: Arc<TrustedProxies>,
 }
 
+/// The rate limits handlers take are the identity's (one set per replica).
+impl FromRef<AppState> for Arc<Limits> {
+    fn from_ref(state: &AppState) -> Self {
+        state.identity.limits.clone()
+    }
+}
+
 impl AppState {
     /// Makes the parts server functions read available as Leptos context.
     pub fn provide_parts(&self) {
@@ -57,7 +62,7 @@ impl AppState {
         provide_context(self.identity.clone());
         provide_context(self.prefect.clone());
         provide_context(self.links.clone());
-        provide_context(self.limits.clone());
+        provide_context(self.identity.limits.clone());
         provide_context(self.reports.clone());
         provide_context(self.answers.clone());
         provide_context(self.clone());
@@ -162,10 +167,9 @@ impl Builder {
     /// The state; starts this replica's status report writers (call it inside the runtime).
     pub fn build(self) -> AppState {
         let freshness = Arc::new(Freshness::default());
-        let limits = Arc::new(Limits::new(self.budgets));
         let identity = Identity {
             db: self.db.clone(),
-            limits: limits.clone(),
+            limits: Arc::new(Limits::new(self.budgets)),
             known_keys: Arc::default(),
             freshness: freshness.clone(),
             oidc: self.oidc,
@@ -180,7 +184,6 @@ impl Builder {
             identity,
             prefect: self.prefect,
             links: self.links,
-            limits,
             answers: Arc::new(Answers::new(freshness.clone())),
             hub: Hub::new(freshness.clone()),
             freshness,

@@ -519,9 +519,9 @@ pub struct PrefectState {
 #[tracing::instrument(name = "runs.prefect_state", skip_all, fields(run.id = run_id, prefect.state = %state.name))]
 pub async fn apply_prefect_state(pool: &PgPool, run_id: i64, state: &PrefectState) -> Result<()> {
     let mut tx = pool.begin().await?;
-    let run = db::lock_run(&mut *tx, run_id)
-        .await?
-        .ok_or_else(|| AppError::not_found("Run"))?;
+    let mut locked = reports::db::lock_reported_runs(&mut *tx, &[run_id], true).await?;
+    let run = locked.first_mut().ok_or_else(|| AppError::not_found("Run"))?;
+    let before = run.status;
     let now = Utc::now();
     let at = state.at.map_or(now, |t| t.min(now));
     let event_id = format!("{}prefect-state-{}", super::OWN_EVENT_PREFIX, state.key);
@@ -550,11 +550,12 @@ pub async fn apply_prefect_state(pool: &PgPool, run_id: i64, state: &PrefectStat
             .message
             .as_deref()
             .filter(|_| matches!(state.status, RunStatus::Failed | RunStatus::Crashed));
-        move_locked_run(&mut tx, run_id, state.status, error, at).await?;
+        run.move_to(state.status, error, None, at);
+        reports::db::write_reported_runs(&mut *tx, &[run]).await?;
     }
     tx.commit().await?;
     if moved {
-        metrics().transition(run.status.as_str(), state.status.as_str());
+        metrics().transition(before.as_str(), state.status.as_str());
         tracing::info!(run.id = run_id, run.status = %state.status, prefect.state = %state.name, "run state from Prefect");
     }
     Ok(())
