@@ -28,9 +28,9 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || die "apt-get install $* failed"
 }
 
-# The version of a crate pinned in Cargo.lock.
+# locked_version CRATE [LOCK]: the version of CRATE pinned in LOCK (default: Cargo.lock).
 locked_version() {
-  awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
+  awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/version = |"/, ""); print; exit }' "${2:-$ROOT/Cargo.lock}"
 }
 
 # field EXPR: prints EXPR (e.g. '["id"]') of the JSON on stdin.

@@ -11,7 +11,14 @@ if [ -z "${DATABASE_URL:-}" ]; then
   export FLOWDECK_MIGRATION_DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/flowdeck"
   export DATABASE_URL="postgres://flowdeck_app@$PGHOST:$PGPORT/flowdeck"
 fi
+# Prefect installs (downloads, mostly) while the build keeps the cores busy.
+prefect_install=""
+if [ -z "${PREFECT_API_URL:-}" ]; then
+  "$ROOT/scripts/prefect.sh" install &
+  prefect_install=$!
+fi
 "$ROOT/scripts/build.sh"
+if [ -n "$prefect_install" ]; then wait "$prefect_install" || die "installing Prefect failed"; fi
 bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/flowdeck"
 export LEPTOS_SITE_ROOT="${LEPTOS_SITE_ROOT:-$ROOT/target/site}"
 export FLOWDECK_ADDR="${FLOWDECK_ADDR:-127.0.0.1:8000}"

@@ -4,8 +4,10 @@
 source "$(dirname "$0")/lib.sh"
 want="${1:-build}"
 
-CARGO_LEPTOS_VERSION=0.3.10   # 0.3.11 needs a newer rustc than this toolchain
-BINARYEN_VERSION=132.0.0      # wasm-opt from npm; Debian's wasm-opt 108 builds a wasm that never hydrates
+# Prebuilt from npm, into TOOLS_DIR: nothing to compile. (The islands' split and the
+# wasm-bindgen glue are made by tools/site, which scripts/build.sh compiles with the project.)
+BINARYEN_VERSION=132.0.0      # wasm-opt; Debian's wasm-opt 108 builds a wasm that never hydrates
+ESBUILD_VERSION=0.28.2        # minifies the JavaScript glue and the stylesheet
 
 command -v cargo >/dev/null || die "cargo is missing: install Rust with rustup (https://rustup.rs)"
 command -v cc >/dev/null || apt_install gcc libc6-dev
@@ -16,23 +18,13 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   rustup target add wasm32-unknown-unknown || die "rustup could not add the wasm32 target"
 fi
 
-if [ "$(cargo leptos --version 2>/dev/null | awk '{print $2}')" != "$CARGO_LEPTOS_VERSION" ]; then
-  say "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 20 minutes on 2 cores, once per machine)"
-  cargo install --locked "cargo-leptos@$CARGO_LEPTOS_VERSION" || die "cargo install cargo-leptos failed"
-fi
-
-wbg="$(locked_version wasm-bindgen)"
-if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wbg" ]; then
-  say "installing wasm-bindgen-cli $wbg (must equal the wasm-bindgen in Cargo.lock)"
-  cargo install wasm-bindgen-cli --version "$wbg" || die "cargo install wasm-bindgen-cli $wbg failed"
-fi
-
 command -v npm >/dev/null || apt_install nodejs npm
-if ! "$TOOLS_DIR/node_modules/.bin/wasm-opt" --version >/dev/null 2>&1; then
-  say "installing wasm-opt (npm binaryen@$BINARYEN_VERSION) into $TOOLS_DIR"
+if [ "$("$TOOLS_DIR/node_modules/.bin/wasm-opt" --version 2>/dev/null | awk '{print $3}')" != "${BINARYEN_VERSION%%.*}" ] \
+   || [ "$("$TOOLS_DIR/node_modules/.bin/esbuild" --version 2>/dev/null)" != "$ESBUILD_VERSION" ]; then
+  say "installing wasm-opt (binaryen@$BINARYEN_VERSION) and esbuild@$ESBUILD_VERSION from npm into $TOOLS_DIR"
   mkdir -p "$TOOLS_DIR"
-  npm install --prefix "$TOOLS_DIR" --no-audit --no-fund --silent "binaryen@$BINARYEN_VERSION" \
-    || die "npm install binaryen failed"
+  npm install --prefix "$TOOLS_DIR" --no-audit --no-fund --silent \
+    "binaryen@$BINARYEN_VERSION" "esbuild@$ESBUILD_VERSION" || die "npm install of the build tools failed"
 fi
 
 if [ "$want" = test ]; then
