@@ -238,6 +238,58 @@ async fn eventually(app: &TestApp, what: &str, check: impl Fn(&[String]) -> bool
     panic!("{what}: the list still says {:?}", names(app).await);
 }
 
+/// `GET uri` as `key`, asking for `encoding` (none: no `Accept-Encoding`).
+async fn get_encoded(app: &TestApp, uri: &str, key: &str, encoding: Option<&str>) -> common::Answer {
+    let mut request = axum::http::Request::builder()
+        .uri(uri)
+        .header("authorization", format!("Bearer {key}"));
+    if let Some(encoding) = encoding {
+        request = request.header("accept-encoding", encoding);
+    }
+    app.send(request.body(axum::body::Body::empty()).unwrap()).await
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_kept_answer_is_sent_in_the_encoding_asked_for(db: PgPool) {
+    use std::io::Read;
+    let app = TestApp::new(db.clone()).await;
+    for i in 0..20 {
+        app.pipeline(json!({"name": format!("pipeline {i}"), "description": "the same words again"}))
+            .await;
+    }
+    let _listening = app.listen().await;
+    let plain = get_encoded(&app, "/api/pipelines/", &app.viewer, None).await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.header("vary"), Some("accept-encoding"));
+    for _ in 0..2 {
+        let br = get_encoded(&app, "/api/pipelines/", &app.viewer, Some("gzip, deflate, br")).await;
+        assert_eq!(br.header("content-encoding"), Some("br"));
+        assert!(
+            br.body.len() * 4 < plain.body.len(),
+            "{} of {}",
+            br.body.len(),
+            plain.body.len()
+        );
+        let mut decoded = Vec::new();
+        brotli::Decompressor::new(&br.body[..], 4096)
+            .read_to_end(&mut decoded)
+            .unwrap();
+        assert_eq!(decoded, plain.body);
+    }
+    let gzip = get_encoded(&app, "/api/pipelines/", &app.viewer, Some("br;q=0, gzip")).await;
+    assert_eq!(gzip.header("content-encoding"), Some("gzip"));
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(&gzip.body[..])
+        .read_to_end(&mut decoded)
+        .unwrap();
+    assert_eq!(decoded, plain.body);
+    // Refusals are not kept answers: sent as they are.
+    let refused = get_encoded(&app, "/api/pipelines/", "fdk_nonsense", Some("br")).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.header("content-encoding"), None);
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn a_kept_listing_lasts_until_a_change_from_anywhere(db: PgPool) {
     let app = TestApp::new(db.clone()).await;

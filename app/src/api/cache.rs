@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Serialize;
 use tokio::sync::{OnceCell, watch};
 
+use super::encoding::Kept;
 use crate::error::{AppError, Result};
 
 /// Counters that move whenever the database may have changed.
@@ -104,8 +104,8 @@ const MAX_BYTES: usize = 1024 * 1024;
 
 struct Entry {
     version: u64,
-    answer: Arc<OnceCell<Bytes>>,
-    /// The answer's length once read (counted in [`Store::bytes`]).
+    answer: Arc<OnceCell<Arc<Kept>>>,
+    /// The answer's JSON length once read (its compressed forms, smaller, are not counted) (counted in [`Store::bytes`]).
     counted: usize,
 }
 
@@ -133,7 +133,7 @@ impl Store {
 
     /// Counts (or, when too large to keep, drops) the entry under `key` once `answer` in it
     /// has been read.
-    fn settle(&mut self, key: &str, answer: &Arc<OnceCell<Bytes>>, len: usize) {
+    fn settle(&mut self, key: &str, answer: &Arc<OnceCell<Arc<Kept>>>, len: usize) {
         let Some(entry) = self.entries.get_mut(key) else {
             return;
         };
@@ -168,7 +168,7 @@ impl Answers {
     /// The answer for `key`, kept or read by `read` (see [`Answers::get_or_read`]). Call it
     /// only after the caller's role has been checked: a kept answer is served to anyone
     /// allowed to read it.
-    pub async fn answer<F, Fut>(&self, key: String, read: F) -> Result<Bytes>
+    pub async fn answer<F, Fut>(&self, key: String, read: F) -> Result<Arc<Kept>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Bytes>>,
@@ -184,13 +184,13 @@ impl Answers {
 
     /// The answer for `key` read at `version`: kept, or read by `read` and kept. With no
     /// version (not listening), `read` is simply called.
-    pub async fn get_or_read<F, Fut>(&self, version: Option<u64>, key: String, read: F) -> Result<Bytes>
+    pub async fn get_or_read<F, Fut>(&self, version: Option<u64>, key: String, read: F) -> Result<Arc<Kept>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Bytes>>,
     {
         let Some(version) = version else {
-            return read().await;
+            return Ok(Arc::new(Kept::new(read().await?)));
         };
         let answer = {
             let mut store = self.store();
@@ -217,11 +217,12 @@ impl Answers {
         // A failed read keeps nothing: the next caller reads again. An answer kept already
         // was counted when it was read: a hit takes the lock once.
         let kept = answer.initialized();
-        let bytes = answer.get_or_try_init(read).await?.clone();
+        let read = || async { Ok::<_, AppError>(Arc::new(Kept::new(read().await?))) };
+        let found = answer.get_or_try_init(read).await?.clone();
         if !kept {
-            self.store().settle(&key, &answer, bytes.len());
+            self.store().settle(&key, &answer, found.json().len());
         }
-        Ok(bytes)
+        Ok(found)
     }
 }
 
@@ -259,15 +260,6 @@ pub async fn after_writes(State(freshness): State<Arc<Freshness>>, request: Requ
     response
 }
 
-/// A JSON answer already serialised.
-pub struct JsonBytes(pub Bytes);
-
-impl IntoResponse for JsonBytes {
-    fn into_response(self) -> Response {
-        ([(header::CONTENT_TYPE, "application/json")], self.0).into_response()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,18 +281,18 @@ mod tests {
             .get_or_read(Some(1), "k".into(), || read_counted(&reads, "b"))
             .await;
         assert_eq!(
-            (first.unwrap(), again.unwrap()),
-            (Bytes::from("a"), Bytes::from("a"))
+            (first.unwrap().json(), again.unwrap().json()),
+            (&Bytes::from("a"), &Bytes::from("a"))
         );
         assert_eq!(reads.load(Ordering::SeqCst), 1);
         let moved = answers
             .get_or_read(Some(2), "k".into(), || read_counted(&reads, "c"))
             .await;
-        assert_eq!(moved.unwrap(), Bytes::from("c"));
+        assert_eq!(moved.unwrap().json(), &Bytes::from("c"));
         let other = answers
             .get_or_read(Some(2), "j".into(), || read_counted(&reads, "d"))
             .await;
-        assert_eq!(other.unwrap(), Bytes::from("d"));
+        assert_eq!(other.unwrap().json(), &Bytes::from("d"));
         assert_eq!(reads.load(Ordering::SeqCst), 3);
     }
 
@@ -320,11 +312,11 @@ mod tests {
                 Err(crate::error::AppError::Internal)
             })
             .await;
-        assert_eq!(failed, Err(crate::error::AppError::Internal));
+        assert_eq!(failed.err(), Some(crate::error::AppError::Internal));
         let after = answers
             .get_or_read(Some(1), "k".into(), || read_counted(&reads, "b"))
             .await;
-        assert_eq!(after.unwrap(), Bytes::from("b"));
+        assert_eq!(after.unwrap().json(), &Bytes::from("b"));
     }
 
     #[tokio::test]
@@ -341,7 +333,10 @@ mod tests {
             answers.get_or_read(Some(7), "k".into(), slow),
             answers.get_or_read(Some(7), "k".into(), slow)
         );
-        assert_eq!((a.unwrap(), b.unwrap()), (Bytes::from("x"), Bytes::from("x")));
+        assert_eq!(
+            (a.unwrap().json(), b.unwrap().json()),
+            (&Bytes::from("x"), &Bytes::from("x"))
+        );
         assert_eq!(reads.load(Ordering::SeqCst), 1);
     }
 

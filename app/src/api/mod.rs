@@ -1,5 +1,7 @@
-//! The REST toolkit every capability's handlers use: extractors that answer in the one
-//! error shape, the error answers for the document, input rules, and kept answers.
+//! The REST toolkit every capability's handlers use.
+//!
+//! Extractors that answer in the one error shape, the error answers for the document,
+//! input rules, and kept answers (served compressed from their kept forms).
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts};
@@ -8,6 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::error::AppError;
 
 pub mod cache;
+pub mod encoding;
 pub mod responses;
 pub mod rules;
 

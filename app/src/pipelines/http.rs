@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::filter::PipelineFilter;
 use super::{NewPipeline, Pipeline, PipelinePatch, service};
 use crate::api::cache::Answers;
-use crate::api::cache::JsonBytes;
+use crate::api::encoding::KeptJson;
 use crate::api::responses::Errors;
 use crate::api::{ApiId, ApiJson, ApiQuery, OptionalJson};
 use crate::caller::Caller;
@@ -45,10 +45,10 @@ async fn list_pipelines(
     State(answers): State<Arc<Answers>>,
     caller: Caller,
     ApiQuery(page): ApiQuery<Page>,
-) -> Result<JsonBytes> {
+) -> Result<KeptJson> {
     service::list(&db, &answers, &caller, page.skip, page.limit)
         .await
-        .map(JsonBytes)
+        .map(KeptJson)
 }
 
 /// One pipeline with its latest run.
@@ -60,8 +60,8 @@ async fn get_pipeline(
     State(answers): State<Arc<Answers>>,
     caller: Caller,
     ApiId(id): ApiId,
-) -> Result<JsonBytes> {
-    service::get_json(&db, &answers, &caller, id).await.map(JsonBytes)
+) -> Result<KeptJson> {
+    service::get_json(&db, &answers, &caller, id).await.map(KeptJson)
 }
 
 /// Creates a pipeline.
@@ -120,10 +120,10 @@ async fn filter_pipelines(
     State(answers): State<Arc<Answers>>,
     caller: Caller,
     OptionalJson(filter): OptionalJson<PipelineFilter>,
-) -> Result<JsonBytes> {
+) -> Result<KeptJson> {
     service::filter(&db, &answers, &caller, &filter)
         .await
-        .map(JsonBytes)
+        .map(KeptJson)
 }
 
 /// How many pipelines match a filter.

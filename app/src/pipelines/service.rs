@@ -1,8 +1,8 @@
 //! Pipeline operations shared by REST handlers and server functions.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use axum::body::Bytes;
 use sqlx::PgPool;
 
 use super::filter::{PipelineFilter, PipelineSort};
@@ -11,6 +11,7 @@ use super::{DashboardPage, DashboardQuery, SORTS};
 use super::{NewPipeline, Pipeline, db};
 use crate::api::cache;
 use crate::api::cache::Answers;
+use crate::api::encoding::Kept;
 use crate::caller::record;
 use crate::caller::{Caller, Role};
 use crate::error::{AppError, Result, ResultExt};
@@ -149,7 +150,13 @@ pub(crate) async fn with_stages(pool: &PgPool, rows: Vec<db::PipelineRow>) -> Re
 
 /// A page of pipelines, newest first, each with its latest run and stages.
 #[tracing::instrument(name = "pipelines.list", skip_all)]
-pub async fn list(pool: &PgPool, answers: &Answers, caller: &Caller, skip: i64, limit: i64) -> Result<Bytes> {
+pub async fn list(
+    pool: &PgPool,
+    answers: &Answers,
+    caller: &Caller,
+    skip: i64,
+    limit: i64,
+) -> Result<Arc<Kept>> {
     caller.require(Role::Viewer)?;
     check_page(skip, limit)?;
     answers
@@ -233,7 +240,7 @@ pub async fn get(pool: &PgPool, caller: &Caller, id: i64) -> Result<Pipeline> {
 /// One pipeline with its latest run, as the JSON `GET /api/pipelines/{id}` answers; kept
 /// until the database may have changed, like the listings.
 #[tracing::instrument(name = "pipelines.get_json", skip_all)]
-pub async fn get_json(pool: &PgPool, answers: &Answers, caller: &Caller, id: i64) -> Result<Bytes> {
+pub async fn get_json(pool: &PgPool, answers: &Answers, caller: &Caller, id: i64) -> Result<Arc<Kept>> {
     caller.require(Role::Viewer)?;
     answers
         .answer(cache::key("pipelines.get", &id), || async {
@@ -313,7 +320,7 @@ pub async fn filter(
     answers: &Answers,
     caller: &Caller,
     filter: &PipelineFilter,
-) -> Result<Bytes> {
+) -> Result<Arc<Kept>> {
     caller.require(Role::Viewer)?;
     let page = paging(filter.limit, filter.offset)?;
     answers

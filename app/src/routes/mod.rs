@@ -131,6 +131,7 @@ pub fn router(state: AppState) -> Router {
             move || fallback_parts.provide_parts(),
             shell,
         ))
+        .layer(axum::middleware::from_fn(api::encoding::encode_kept))
         .layer(axum::middleware::from_fn_with_state(
             state.freshness.clone(),
             api::cache::after_writes,

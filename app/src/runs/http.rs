@@ -15,7 +15,7 @@ use super::filter::RunFilter;
 use super::reports::ReportWriter;
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
 use crate::api::cache::Answers;
-use crate::api::cache::JsonBytes;
+use crate::api::encoding::KeptJson;
 use crate::api::responses::Errors;
 use crate::api::rules::{self, MAX_NAME, Rule, text};
 use crate::api::{ApiId, ApiJson, OptionalJson};
@@ -118,10 +118,10 @@ async fn get_run(
     State(links): State<PrefectLinks>,
     caller: Caller,
     ApiId(id): ApiId,
-) -> Result<JsonBytes> {
+) -> Result<KeptJson> {
     service::get_json(&db, &answers, &links, &caller, id)
         .await
-        .map(JsonBytes)
+        .map(KeptJson)
 }
 
 /// A stage or run status report (the seed's callback).
@@ -177,10 +177,10 @@ async fn filter_runs(
     State(answers): State<Arc<Answers>>,
     caller: Caller,
     OptionalJson(filter): OptionalJson<RunFilter>,
-) -> Result<JsonBytes> {
+) -> Result<KeptJson> {
     service::filter(&db, &answers, &caller, &filter)
         .await
-        .map(JsonBytes)
+        .map(KeptJson)
 }
 
 /// How many runs match a filter.

@@ -1,16 +1,17 @@
 //! Run operations shared by REST handlers and server functions: validate, authorize,
 //! change, audit, commit.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-
-use axum::body::Bytes;
 
 use super::filter::RunFilter;
 use super::params::{self, ParamField};
 use super::reports::{Report, ReportWriter};
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, db, dispatch, idempotency, reports, sync};
 use crate::api::cache::{self, Answers};
+use crate::api::encoding::Kept;
 use crate::api::rules::{self, MAX_NAME};
 use crate::auth::limits::Limits;
 use crate::auth::secrets;
@@ -399,7 +400,7 @@ pub async fn get_json(
     links: &PrefectLinks,
     caller: &Caller,
     run_id: i64,
-) -> Result<Bytes> {
+) -> Result<Arc<Kept>> {
     caller.require(Role::Viewer)?;
     answers
         .answer(cache::key("runs.get", &run_id), || async {
@@ -579,7 +580,12 @@ async fn move_locked_run(
 
 /// The runs that match, without their stages.
 #[tracing::instrument(name = "runs.filter", skip_all)]
-pub async fn filter(pool: &PgPool, answers: &Answers, caller: &Caller, filter: &RunFilter) -> Result<Bytes> {
+pub async fn filter(
+    pool: &PgPool,
+    answers: &Answers,
+    caller: &Caller,
+    filter: &RunFilter,
+) -> Result<Arc<Kept>> {
     caller.require(Role::Viewer)?;
     let page = paging(filter.limit, filter.offset)?;
     answers
