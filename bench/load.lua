@@ -9,6 +9,7 @@
 --   pipeline GET /api/pipelines/{id} over BENCH_PIPELINES pipelines
 --   run      GET /api/runs/{id} over BENCH_RUNS runs starting at BENCH_FIRST_RUN
 --   health   GET /api/health (the machine's floor: no database, no credential check)
+-- BENCH_ENCODING, if set, is sent as Accept-Encoding (e.g. `br`, `gzip`).
 -- Prints one line `BENCH {json}` with requests, rate, latency percentiles and errors.
 local mode = os.getenv("BENCH_MODE") or "list"
 local key = os.getenv("BENCH_KEY") or ""
@@ -19,6 +20,8 @@ local pipelines = tonumber(os.getenv("BENCH_PIPELINES") or "1")
 local tag = os.getenv("BENCH_TAG") or "0"
 local stages = {"Data Generation", "Data Ingestion", "Spark Processing", "DBT Transformation", "Data Export"}
 local headers = {["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json"}
+local encoding = os.getenv("BENCH_ENCODING")
+if encoding and encoding ~= "" then headers["Accept-Encoding"] = encoding end
 local filter_body = '{"runs":{"status":{"any_":["failed"]}},"limit":50}'
 
 local next_thread = 0

@@ -42,7 +42,7 @@ targets = []
 out.append("## Reads at full size\n")
 out.append("| call | clients | requests/s | p50 | p99 | max | non-2xx |")
 out.append("| --- | --- | --- | --- | --- | --- | --- |")
-reads = ["GET /api/pipelines/", "POST /api/runs/filter (failed, newest 50)", "GET /api/pipelines/ (data changing 50/s)",
+reads = ["GET /api/pipelines/", "GET /api/pipelines/ (brotli)", "POST /api/runs/filter (failed, newest 50)", "GET /api/pipelines/ (data changing 50/s)",
          "GET /api/health", "GET /api/pipelines/{id}", "GET /api/runs/{id}",
          "GET /api/pipelines/{id} (data changing 50/s)", "GET /api/runs/{id} (data changing 50/s)"]
 for name in reads:
@@ -55,6 +55,12 @@ for name in reads:
             targets.append((f"{name} p99 at 16 clients", "< 10 ms", ms(r["result"]["p99_ms"]), r["result"]["p99_ms"] < 10))
         if r and clients == 16 and name in ("GET /api/pipelines/{id}", "GET /api/runs/{id}"):
             targets.append((f"{name} at 16 clients", ">= 6,000/s", f"{r['result']['rps']:.0f}/s", r["result"]["rps"] >= 6000))
+
+for name in ("GET /api/pipelines/", "GET /api/pipelines/ (brotli)"):
+    at16, at64 = find(name, 16), find(name, 64)
+    if at16 and at64:
+        a, b = at16["result"]["rps"], at64["result"]["rps"]
+        targets.append((f"{name}: 64 clients get what 16 get", ">= 16 clients'", f"{b:.0f}/s vs {a:.0f}/s", b >= a))
 
 out.append("\n## Writes\n")
 status = find("POST /api/status-update/ (durable)")
@@ -71,6 +77,10 @@ if status:
 if trig:
     x = trig["result"]
     out.append(f"| triggers | {trig['clients']} | {x['rps']:.0f} | {ms(x['p50_ms'])} | {ms(x['p99_ms'])} | {x['non_2xx']} | {trig_rec['recorded']} runs |")
+    accepted = x["requests"] - x["non_2xx"]
+    targets.append(("triggers accepted per second at 16 clients, each one run", ">= 2,000",
+                    f"{x['rps']:.0f}/s ({trig_rec['recorded']} runs for {accepted} accepted)",
+                    x["rps"] >= 2000 and trig_rec["recorded"] == accepted))
 
 prune = find("prune pass")
 if prune:

@@ -95,6 +95,8 @@ for clients in 1 16 64; do
   load "GET /api/pipelines/" list "$clients"
   load "POST /api/runs/filter (failed, newest 50)" filter "$clients"
 done
+# As browsers and most HTTP clients ask: compressed (kept answers are kept compressed).
+for clients in 16 64; do load "GET /api/pipelines/ (brotli)" list "$clients" BENCH_ENCODING=br; done
 # The machine's floor (no database, no credential), and single reads spread over the
 # first 100 pipelines and the newest 100 runs.
 load "GET /api/health" health 16

@@ -223,6 +223,109 @@ async fn concurrency_limit_refuses_an_extra_run(db: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn triggers_at_once_are_each_one_run_one_outbox_row_and_one_audit_line(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    let open = app
+        .pipeline(json!({"name": "open", "stages": ["a", "b", "c"], "default_parameters": {"n": 1}}))
+        .await;
+    let limited = app
+        .pipeline(json!({"name": "limited", "stages": ["x"], "max_concurrent_runs": 5}))
+        .await;
+    let held = app.pipeline(json!({"name": "held", "stages": ["y"]})).await;
+    // Another transaction holds one pipeline's row: its triggers wait, the others do not.
+    let mut holder = db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM pipelines WHERE id = $1 FOR UPDATE")
+        .bind(held)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let mut targets = Vec::new();
+    for i in 0..60_i64 {
+        targets.push(match i % 4 {
+            0 | 1 => open,
+            2 => limited,
+            _ if i == 3 => 999_999,
+            _ => held,
+        });
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, &pipeline) in targets.iter().enumerate() {
+        let router = app.router.clone();
+        let request = axum::http::Request::post(format!("/api/pipelines/{pipeline}/runs"))
+            .header("authorization", format!("Bearer {}", app.operator))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                json!({"parameters": {"i": i}}).to_string(),
+            ))
+            .unwrap();
+        tasks.spawn(async move {
+            let response = tower::ServiceExt::oneshot(router, request).await.unwrap();
+            let status = response.status();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (pipeline, status, serde_json::from_slice::<Value>(&body).unwrap())
+        });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    holder.commit().await.unwrap();
+    let mut answers = Vec::new();
+    while let Some(answer) = tasks.join_next().await {
+        answers.push(answer.unwrap());
+    }
+    let mut accepted = std::collections::HashMap::new();
+    for (pipeline, status, run) in &answers {
+        match *status {
+            StatusCode::ACCEPTED => {
+                assert_eq!(run["pipeline_id"], *pipeline);
+                assert_eq!(run["status"], "pending");
+                if *pipeline == open {
+                    assert_eq!(run["parameters"]["n"], 1, "defaults merged");
+                    assert_eq!(run["stages"].as_array().unwrap().len(), 3);
+                }
+                *accepted.entry(*pipeline).or_insert(0) += 1;
+            }
+            StatusCode::CONFLICT => assert_eq!(*pipeline, limited, "{run}"),
+            StatusCode::NOT_FOUND => assert_eq!(*pipeline, 999_999),
+            other => panic!("{other}: {run}"),
+        }
+    }
+    assert_eq!(accepted.get(&open), Some(&30));
+    assert_eq!(
+        accepted.get(&limited),
+        Some(&5),
+        "the limit holds within and across groups"
+    );
+    assert_eq!(
+        accepted.get(&held),
+        Some(&14),
+        "held triggers waited, then were accepted"
+    );
+    let total: i64 = accepted.values().sum();
+    let counts: (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM runs),
+                (SELECT count(*) FROM run_outbox),
+                (SELECT count(*) FROM run_events WHERE kind = 'accepted'),
+                (SELECT count(*) FROM audit_events WHERE action = 'run.trigger' AND outcome = 'success'),
+                (SELECT count(DISTINCT callback_token_hash) FROM runs)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(counts, (total, total, total, total, total));
+    let mismatched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE (SELECT count(*) FROM stage_runs s WHERE s.run_id = r.id) <> cardinality(p.stage_names)
+            OR NOT EXISTS (SELECT 1 FROM audit_events a WHERE a.target = 'run:' || r.id)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(mismatched, 0, "every run has its own stages and audit line");
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn unknown_ids_are_404_in_the_error_shape(db: PgPool) {
     let app = TestApp::new(db).await;
     for (method, uri) in [

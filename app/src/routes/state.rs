@@ -22,6 +22,7 @@ use crate::client_addr::TrustedProxies;
 use crate::events::hub::Hub;
 use crate::prefect::{PrefectClient, PrefectLinks};
 use crate::runs::reports::ReportWriter;
+use crate::runs::triggers::TriggerWriter;
 
 /// Everything a request may need, built once at start-up.
 #[derive(Clone, FromRef)]
@@ -38,6 +39,8 @@ pub struct AppState {
     pub links: PrefectLinks,
     /// This replica's status report writers (grouped commits).
     pub reports: Arc<ReportWriter>,
+    /// This replica's trigger writers (grouped commits).
+    pub triggers: Arc<TriggerWriter>,
     /// Answers of read-only listings kept until the next change.
     pub answers: Arc<Answers>,
     /// Moves when what the database holds may have changed.
@@ -64,6 +67,7 @@ impl AppState {
         provide_context(self.links.clone());
         provide_context(self.identity.limits.clone());
         provide_context(self.reports.clone());
+        provide_context(self.triggers.clone());
         provide_context(self.answers.clone());
         provide_context(self.clone());
     }
@@ -180,6 +184,7 @@ impl Builder {
         AppState {
             leptos_options: self.leptos_options,
             reports: ReportWriter::start(self.db.clone()),
+            triggers: TriggerWriter::start(self.db.clone()),
             db: self.db,
             identity,
             prefect: self.prefect,

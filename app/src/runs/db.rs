@@ -214,19 +214,24 @@ impl From<RunRow> for Run {
 
 /// A run without its stages.
 pub async fn run_by_id(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Option<Run>> {
-    let row = sqlx::query_as!(
+    Ok(runs_by_ids(db, &[run_id]).await?.pop())
+}
+
+/// Runs by id, without their stages (ids not found are left out).
+pub async fn runs_by_ids(db: impl PgExecutor<'_>, run_ids: &[i64]) -> sqlx::Result<Vec<Run>> {
+    let rows = sqlx::query_as!(
         RunRow,
         "SELECT r.id, r.pipeline_id, p.name AS pipeline_name, r.status, r.parameters, r.actor,
                 r.source, r.request_id, r.idempotency_key, r.retry_of_run_id,
                 r.prefect_flow_run_id, r.prefect_state, r.records_processed, r.error_message,
                 r.created_at, r.submitted_at, r.started_at, r.ended_at, r.updated_at, r.stuck_since
          FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
-         WHERE r.id = $1",
-        run_id
+         WHERE r.id = ANY($1)",
+        run_ids
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    Ok(row.map(Run::from))
+    Ok(rows.into_iter().map(Run::from).collect())
 }
 
 /// The latest runs of a pipeline, newest first, without their stages.
@@ -281,10 +286,14 @@ pub async fn recent_outcomes(
 /// The stages of the given runs, ordered by run and position.
 pub async fn stages_for_runs(db: impl PgExecutor<'_>, run_ids: &[i64]) -> sqlx::Result<Vec<Stage>> {
     let rows = sqlx::query!(
-        r#"SELECT s.id, r.pipeline_id, s.run_id, s.position, s.name, s.status, s.message,
+        // The run's pipeline is looked up per stage by its key: as a join, a planner that
+        // cannot tell how many ids the array holds may hash all of `runs` for one run's
+        // stages (2 ms instead of 0.05 at 5,000 runs, seen with pg_stat_statements).
+        r#"SELECT s.id, (SELECT r.pipeline_id FROM runs r WHERE r.id = s.run_id) AS "pipeline_id!",
+                  s.run_id, s.position, s.name, s.status, s.message,
                   s.records_processed, s.started_at, s.ended_at,
                   extract(epoch FROM s.ended_at - s.started_at)::float8 AS "seconds?"
-           FROM stage_runs s JOIN runs r ON r.id = s.run_id
+           FROM stage_runs s
            WHERE s.run_id = ANY($1)
            ORDER BY s.run_id, s.position"#,
         run_ids

@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 
 use super::filter::RunFilter;
 use super::reports::ReportWriter;
+use super::triggers::TriggerWriter;
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
 use crate::api::cache::Answers;
 use crate::api::encoding::KeptJson;
@@ -46,19 +47,32 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>> {
 async fn create_run(
     State(db): State<PgPool>,
     State(limits): State<Arc<Limits>>,
+    State(triggers): State<Arc<TriggerWriter>>,
     caller: Caller,
     headers: HeaderMap,
     ApiId(pipeline_id): ApiId,
     OptionalJson(request): OptionalJson<TriggerRequest>,
 ) -> Result<(StatusCode, Json<Run>)> {
-    let run = trigger(&db, &limits, &caller, &headers, pipeline_id, request, "api").await?;
+    let run = trigger(
+        &db,
+        &limits,
+        &triggers,
+        &caller,
+        &headers,
+        pipeline_id,
+        request,
+        "api",
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
 /// A REST trigger: the `Idempotency-Key` header read, then the one service path.
+#[allow(clippy::too_many_arguments)]
 async fn trigger(
     db: &PgPool,
     limits: &Limits,
+    triggers: &TriggerWriter,
     caller: &Caller,
     headers: &HeaderMap,
     pipeline_id: i64,
@@ -71,7 +85,7 @@ async fn trigger(
         source,
         idempotency_key: idempotency_key(headers)?,
     };
-    service::trigger(db, limits, caller, trigger).await
+    service::trigger(db, limits, triggers, caller, trigger).await
 }
 
 /// The seed's trigger answer, with the accepted run added.
@@ -93,12 +107,23 @@ struct SeedTriggerAck {
 async fn trigger_pipeline(
     State(db): State<PgPool>,
     State(limits): State<Arc<Limits>>,
+    State(triggers): State<Arc<TriggerWriter>>,
     caller: Caller,
     headers: HeaderMap,
     ApiId(pipeline_id): ApiId,
     OptionalJson(request): OptionalJson<TriggerRequest>,
 ) -> Result<(StatusCode, Json<SeedTriggerAck>)> {
-    let run = trigger(&db, &limits, &caller, &headers, pipeline_id, request, "seed-api").await?;
+    let run = trigger(
+        &db,
+        &limits,
+        &triggers,
+        &caller,
+        &headers,
+        pipeline_id,
+        request,
+        "seed-api",
+    )
+    .await?;
     let ack = SeedTriggerAck {
         success: true,
         message: format!("Pipeline {pipeline_id} triggered"),
@@ -203,6 +228,7 @@ where
     Arc<Answers>: axum::extract::FromRef<S>,
     Arc<Limits>: axum::extract::FromRef<S>,
     Arc<ReportWriter>: axum::extract::FromRef<S>,
+    Arc<TriggerWriter>: axum::extract::FromRef<S>,
     Option<Arc<PrefectClient>>: axum::extract::FromRef<S>,
     PrefectLinks: axum::extract::FromRef<S>,
 {

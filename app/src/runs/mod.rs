@@ -23,6 +23,8 @@ pub mod db;
 #[cfg(feature = "ssr")]
 pub mod dispatch;
 #[cfg(feature = "ssr")]
+pub mod groups;
+#[cfg(feature = "ssr")]
 pub mod http;
 #[cfg(feature = "ssr")]
 pub mod idempotency;
@@ -32,6 +34,8 @@ pub mod reports;
 pub mod service;
 #[cfg(feature = "ssr")]
 pub mod sync;
+#[cfg(feature = "ssr")]
+pub mod triggers;
 
 /// One stage of one run (or of a pipeline that has not run yet), in the seed's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,7 +235,8 @@ pub async fn trigger_run(
         source: "ui",
         idempotency_key: None,
     };
-    let run = service::trigger(&db, &limits, &caller, trigger).await?;
+    let triggers = expect_context::<std::sync::Arc<triggers::TriggerWriter>>();
+    let run = service::trigger(&db, &limits, &triggers, &caller, trigger).await?;
     leptos_axum::redirect(&format!("/runs/{}", run.id));
     Ok(run.id)
 }

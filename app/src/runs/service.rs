@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use super::filter::RunFilter;
 use super::params::{self, ParamField};
 use super::reports::{Report, ReportWriter};
+use super::triggers::{NewTrigger, TriggerWriter};
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, db, dispatch, idempotency, reports, sync};
 use crate::api::cache::{self, Answers};
 use crate::api::encoding::Kept;
@@ -76,20 +77,11 @@ async fn accept(pool: &PgPool, caller: &Caller, new: Accept<'_>) -> Result<Run> 
     if let Some(limit) = pipeline.max_concurrent_runs {
         let active = db::count_active_runs(&mut *tx, pipeline_id).await?;
         if active >= i64::from(limit) {
-            return Err(AppError::conflict(format!(
-                "pipeline already has {active} unfinished run(s), its limit is {limit}"
-            )));
+            return Err(over_limit(active, limit));
         }
     }
     let parameters = match parameters {
-        Parameters::Overrides(overrides) => {
-            let mut merged = match pipeline.default_parameters {
-                serde_json::Value::Object(map) => map,
-                _ => serde_json::Map::new(),
-            };
-            merged.extend(overrides);
-            serde_json::Value::Object(merged)
-        }
+        Parameters::Overrides(overrides) => with_defaults(&pipeline.default_parameters, overrides),
         Parameters::Exact(parameters) => parameters,
     };
     let callback = secrets::new_callback_token();
@@ -144,6 +136,40 @@ async fn accept(pool: &PgPool, caller: &Caller, new: Accept<'_>) -> Result<Run> 
     metrics().trigger("accepted");
     tracing::info!(run.id = run_id, pipeline.id = pipeline_id, "run accepted");
     get_unchecked(pool, run_id).await
+}
+
+/// The refusal of a run over its pipeline's limit of unfinished runs.
+pub(super) fn over_limit(active: i64, limit: i32) -> AppError {
+    AppError::conflict(format!(
+        "pipeline already has {active} unfinished run(s), its limit is {limit}"
+    ))
+}
+
+/// A pipeline's default parameters with a trigger's overrides on top.
+pub(super) fn with_defaults(
+    defaults: &serde_json::Value,
+    overrides: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let mut merged = match defaults {
+        serde_json::Value::Object(map) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    merged.extend(overrides);
+    serde_json::Value::Object(merged)
+}
+
+/// Accepts a trigger without an `Idempotency-Key` in a transaction of its own (one its
+/// group could not take: see [`super::triggers`]).
+pub(super) async fn accept_alone(pool: &PgPool, trigger: &NewTrigger) -> Result<Run> {
+    let new = Accept {
+        pipeline_id: trigger.pipeline_id,
+        parameters: Parameters::Overrides(trigger.overrides.clone()),
+        source: &trigger.source,
+        retry_of: None,
+        action: "run.trigger",
+        idempotency: None,
+    };
+    accept(pool, &trigger.caller, new).await
 }
 
 /// A trigger's `Idempotency-Key` with the fingerprint of what it asked for.
@@ -203,9 +229,17 @@ pub struct Trigger<'a> {
 }
 
 /// Accepts a trigger: a `pending` run with the pipeline's defaults and the caller's overrides.
-/// With an `Idempotency-Key`, a repeat of the same request returns the same run.
+///
+/// With an `Idempotency-Key`, a repeat of the same request returns the same run; without
+/// one, the trigger is accepted together with those arriving at the same time.
 #[tracing::instrument(name = "runs.trigger", skip_all, fields(pipeline.id = trigger.pipeline_id))]
-pub async fn trigger(pool: &PgPool, limits: &Limits, caller: &Caller, trigger: Trigger<'_>) -> Result<Run> {
+pub async fn trigger(
+    pool: &PgPool,
+    limits: &Limits,
+    triggers: &TriggerWriter,
+    caller: &Caller,
+    trigger: Trigger<'_>,
+) -> Result<Run> {
     let Trigger {
         pipeline_id,
         request,
@@ -218,6 +252,15 @@ pub async fn trigger(pool: &PgPool, limits: &Limits, caller: &Caller, trigger: T
         let idempotency = idempotency_key
             .map(|key| Idempotency::new(key, pipeline_id, &request))
             .transpose()?;
+        if idempotency.is_none() {
+            let new = NewTrigger {
+                caller: caller.clone(),
+                pipeline_id,
+                overrides: request.parameters.unwrap_or_default(),
+                source: source.to_owned(),
+            };
+            return triggers.submit(new).await;
+        }
         let overrides = Parameters::Overrides(request.parameters.unwrap_or_default());
         let new = Accept {
             pipeline_id,

@@ -1,9 +1,7 @@
 //! Status reports, written in groups that share one transaction.
 //!
 //! A report is answered only once its transaction has committed, but reports that arrive
-//! together share one: one commit for all of them. (In `PostgreSQL` a commit that sends a
-//! NOTIFY holds a database-wide lock until its log is on disk, so one transaction per
-//! report would limit a replica to one disk flush per report.)
+//! together share one: one commit for all of them ([`super::groups`] says why).
 //!
 //! A group never waits for a lock. A report whose run another transaction holds (a cancel,
 //! a Prefect state, another replica's group) is written on its own, in a transaction that
@@ -20,9 +18,9 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::Instrument;
 
+use super::groups::{self, Failure, Groups, Shape};
 use super::{StatusUpdate, StatusUpdateAck};
 use crate::caller::Caller;
 use crate::caller::record;
@@ -30,14 +28,6 @@ use crate::error::{AppError, Result};
 use crate::status::RunStatus;
 use crate::telemetry::metrics::metrics;
 
-/// The most reports one transaction holds.
-const MAX_GROUP: usize = 128;
-/// Writers per replica: while one waits for the database, the others gather and write
-/// their groups (in a profile at 10,000 runs and 64 clients, 2 left the cores 14-18 %
-/// idle, 4 left them 4-6 %).
-const WRITERS: usize = 4;
-/// Reports that may wait for a writer before callers wait to queue theirs.
-const QUEUE: usize = 4096;
 /// The audit action of a report.
 const ACTION: &str = "run.status_update";
 
@@ -51,57 +41,35 @@ pub struct Report {
     pub status: RunStatus,
 }
 
-struct Job {
-    report: Report,
-    /// The request's span: the group's span follows from it.
-    span: tracing::Span,
-    reply: oneshot::Sender<Result<StatusUpdateAck>>,
-}
+type Job = groups::Job<Report, StatusUpdateAck>;
 
 /// This replica's status report writers.
 pub struct ReportWriter {
-    queue: mpsc::Sender<Job>,
+    groups: Groups<Report, StatusUpdateAck>,
 }
 
 impl ReportWriter {
     /// Starts the writers on the current Tokio runtime; they stop when this is dropped.
     pub fn start(pool: PgPool) -> Arc<Self> {
-        let (queue, receiver) = mpsc::channel(QUEUE);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..WRITERS {
-            tokio::spawn(write(pool.clone(), receiver.clone()));
-        }
-        Arc::new(ReportWriter { queue })
+        let shape = Shape {
+            name: "status report",
+            // In a profile at 10,000 runs and 64 clients, 2 writers left the cores 14-18 %
+            // idle, 4 left them 4-6 %.
+            writers: 4,
+            max_group: 128,
+            queue: 4096,
+        };
+        let groups = Groups::start(
+            pool,
+            shape,
+            |pool, jobs| async move { write_group(&pool, jobs).await },
+        );
+        Arc::new(ReportWriter { groups })
     }
 
     /// Writes `report` and answers once it is committed (or refused).
     pub async fn submit(&self, report: Report) -> Result<StatusUpdateAck> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            report,
-            span: tracing::Span::current(),
-            reply,
-        };
-        if self.queue.send(job).await.is_err() {
-            tracing::error!("the status report writers have stopped");
-            return Err(AppError::Internal);
-        }
-        answer.await.unwrap_or_else(|_| {
-            tracing::error!("a status report writer dropped a report unanswered");
-            Err(AppError::Internal)
-        })
-    }
-}
-
-async fn write(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    let mut jobs = Vec::with_capacity(MAX_GROUP);
-    loop {
-        // The lock is held only while waiting, so another writer gathers the next group
-        // while this one writes.
-        if receiver.lock().await.recv_many(&mut jobs, MAX_GROUP).await == 0 {
-            return;
-        }
-        write_group(&pool, std::mem::take(&mut jobs)).await;
+        self.groups.submit(report).await
     }
 }
 
@@ -120,7 +88,8 @@ enum Step {
 }
 
 async fn write_group(pool: &PgPool, jobs: Vec<Job>) {
-    let span = tracing::info_span!("runs.status_group", reports = jobs.len());
+    let span =
+        tracing::info_span!(parent: groups::parent_of(&jobs), "runs.status_group", reports = jobs.len());
     for job in &jobs {
         span.follows_from(&job.span);
     }
@@ -162,19 +131,14 @@ async fn write_group(pool: &PgPool, jobs: Vec<Job>) {
     }
 }
 
-enum Failure {
-    BeforeCommit(sqlx::Error),
-    Commit(sqlx::Error),
-}
-
 /// Applies every report in one transaction, in arrival order, and commits.
 async fn apply_group(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Step>, Failure> {
     let mut tx = pool.begin().await.map_err(Failure::BeforeCommit)?;
     // A report that names only a pipeline (the seed's payload) is about its latest run.
     let pipelines: Vec<i64> = jobs
         .iter()
-        .filter(|job| job.report.update.run_id.is_none())
-        .filter_map(|job| job.report.update.pipeline_id)
+        .filter(|job| job.item.update.run_id.is_none())
+        .filter_map(|job| job.item.update.pipeline_id)
         .collect();
     let latest = if pipelines.is_empty() {
         HashMap::new()
@@ -188,11 +152,11 @@ async fn apply_group(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Step>, Failure> 
     let reports: Vec<(i64, &Report)> = jobs
         .iter()
         .map(|job| {
-            let update = &job.report.update;
+            let update = &job.item.update;
             let run_id = update
                 .run_id
                 .or_else(|| update.pipeline_id.and_then(|p| latest.get(&p).copied()));
-            (run_id.unwrap_or_default(), &job.report)
+            (run_id.unwrap_or_default(), &job.item)
         })
         .collect();
     let steps = apply(&mut tx, &reports, false)
@@ -231,7 +195,7 @@ fn send_alone(pool: &PgPool, job: Job) {
     let span = tracing::info_span!(parent: &job.span, "runs.status_alone");
     tokio::spawn(
         async move {
-            let answer = write_alone(&pool, &job.report).await;
+            let answer = write_alone(&pool, &job.item).await;
             job.reply.send(answer).ok();
         }
         .instrument(span),

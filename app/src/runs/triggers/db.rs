@@ -1,0 +1,120 @@
+//! The set-based statements of a group of triggers: a fixed number whatever its size.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use crate::runs::db::RunTemplate;
+
+/// Locks the pipelines' rows (so concurrent triggers see each other's runs) and reads their
+/// run templates; a pipeline another transaction holds, or that does not exist, is left out.
+pub async fn lock_templates(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<HashMap<i64, RunTemplate>> {
+    let rows = sqlx::query!(
+        "SELECT id, deployment, stage_names, default_parameters, max_concurrent_runs
+         FROM pipelines WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
+        ids
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let template = RunTemplate {
+                deployment: r.deployment,
+                stage_names: r.stage_names,
+                default_parameters: r.default_parameters,
+                max_concurrent_runs: r.max_concurrent_runs,
+            };
+            (r.id, template)
+        })
+        .collect())
+}
+
+/// Unfinished runs of each pipeline (pipelines with none are absent).
+pub async fn active_runs(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<HashMap<i64, i64>> {
+    let rows = sqlx::query!(
+        r#"SELECT pipeline_id, count(*) AS "count!" FROM runs
+           WHERE pipeline_id = ANY($1) AND status NOT IN ('completed', 'failed', 'cancelled', 'crashed')
+           GROUP BY pipeline_id"#,
+        ids
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.pipeline_id, r.count)).collect())
+}
+
+/// Runs about to be recorded together, one entry per run in each column.
+#[derive(Default)]
+pub struct NewRuns {
+    pub pipeline_ids: Vec<i64>,
+    pub parameters: Vec<serde_json::Value>,
+    pub actors: Vec<String>,
+    pub sources: Vec<String>,
+    pub request_ids: Vec<String>,
+    pub traceparents: Vec<Option<String>>,
+    pub callback_token_hashes: Vec<Vec<u8>>,
+    /// The stages of every run: the run's index in the columns above (from 1), position, name.
+    pub stage_runs: Vec<i32>,
+    pub stage_positions: Vec<i32>,
+    pub stage_names: Vec<String>,
+}
+
+/// Records `runs` (`pending`) with their stages; answers their ids in the same order.
+pub async fn insert_runs(conn: &mut PgConnection, runs: &NewRuns) -> sqlx::Result<Vec<i64>> {
+    // Each run is found again by its callback credential's hash, which is unique.
+    let rows = sqlx::query!(
+        r#"WITH input AS (
+               SELECT * FROM unnest($1::bigint[], $2::jsonb[], $3::text[], $4::text[], $5::text[],
+                                    $6::text[], $7::bytea[]) WITH ORDINALITY
+                 AS i(pipeline_id, parameters, actor, source, request_id, traceparent, hash, ord)
+           ), run AS (
+               INSERT INTO runs (pipeline_id, parameters, actor, source, request_id, traceparent,
+                                 callback_token_hash)
+               SELECT pipeline_id, parameters, actor, source, request_id, traceparent, hash
+               FROM input ORDER BY ord
+               RETURNING id, callback_token_hash
+           ), stages AS (
+               INSERT INTO stage_runs (run_id, position, name)
+               SELECT run.id, s.position, s.name
+               FROM unnest($8::int[], $9::int[], $10::text[]) AS s(ord, position, name)
+               JOIN input ON input.ord = s.ord
+               JOIN run ON run.callback_token_hash = input.hash
+           )
+           SELECT run.id AS "id!" FROM run JOIN input ON input.hash = run.callback_token_hash
+           ORDER BY input.ord"#,
+        &runs.pipeline_ids,
+        &runs.parameters,
+        &runs.actors,
+        &runs.sources,
+        &runs.request_ids,
+        &runs.traceparents as &[Option<String>],
+        &runs.callback_token_hashes,
+        &runs.stage_runs,
+        &runs.stage_positions,
+        &runs.stage_names,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+/// The first entry of each new run's history: `accepted`, `pending`, by its request.
+pub async fn insert_accepted(
+    conn: &mut PgConnection,
+    run_ids: &[i64],
+    request_ids: &[String],
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO run_events (run_id, event_id, kind, status, occurred_at, request_id)
+         SELECT run_id, 'flowdeck:' || gen_random_uuid()::text, 'accepted', 'pending', $3, request_id
+         FROM unnest($1::bigint[], $2::text[]) AS e(run_id, request_id)",
+        run_ids,
+        request_ids,
+        at,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
