@@ -77,13 +77,29 @@ SQL
   say "seeded $(psql -tA -d "$DATABASE_URL" -c 'SELECT count(*) FROM runs') runs, $have_pipelines pipelines, $(psql -tA -d "$DATABASE_URL" -c 'SELECT count(*) FROM run_events') events"
 }
 
+# forget_triggered RUNS: deletes the runs a trigger measurement added (with their stages,
+# outbox rows and events), so the next step's seeded ids follow on from RUNS again.
+forget_triggered() {
+  psql -q -v ON_ERROR_STOP=1 -d "$DATABASE_URL" <<SQL
+DELETE FROM runs WHERE id > $1;
+SELECT setval(pg_get_serial_sequence('runs', 'id'), $1);
+UPDATE pipelines p SET latest_run_id = (SELECT max(id) FROM runs r WHERE r.pipeline_id = p.id)
+  WHERE latest_run_id > $1;
+SQL
+}
+
 say "bench on $(nproc) cores, commit $(git rev-parse --short HEAD), ${SECONDS_EACH}s per measurement"
 # How the costs grow: list, filter and status updates at 16 clients from 1k to MAX_RUNS runs.
 size=1000
 while [ "$size" -le "$MAX_RUNS" ]; do
   grow "$size"
   for mode in list filter; do load "growth $mode @$size" "$mode" 16; done
-  BENCH_KEY="$operator" load "growth status @$size" status 16 BENCH_FIRST_RUN=$(( size > 10000 ? size - 9999 : 1 )) BENCH_RUNS=$(( size < 10000 ? size : 10000 ))
+  load "growth pipeline @$size" pipeline 16 BENCH_PIPELINES=$(( have_pipelines < 100 ? have_pipelines : 100 ))
+  load "growth run @$size" run 16 BENCH_FIRST_RUN=$(( size - 99 )) BENCH_RUNS=100
+  BENCH_KEY="$operator" load "growth status @$size" status 64 BENCH_FIRST_RUN=$(( size > 10000 ? size - 9999 : 1 )) BENCH_RUNS=$(( size < 10000 ? size : 10000 ))
+  BENCH_KEY="$operator" load "growth seed @$size" seed 64 BENCH_PIPELINES="$have_pipelines"
+  BENCH_KEY="$operator" load "growth trigger @$size" trigger 16 BENCH_PIPELINES="$have_pipelines"
+  forget_triggered "$size"
   size=$(( size * 10 ))
 done
 size="$have_runs"
@@ -120,6 +136,13 @@ after="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE e
 acked="$(tail -n 1 "$results" | python3 -c 'import json,sys; r=json.load(sys.stdin)["result"]; print(r["requests"]-r["non_2xx"])')"
 record "status updates recorded" "\"acknowledged\": $acked, \"recorded\": $(( after - before ))"
 echo "status updates: $acked acknowledged, $(( after - before )) recorded"
+# The seed's payload names the pipeline only: each report goes to its latest run.
+before="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE event_id LIKE 'bench-%'")"
+BENCH_KEY="$operator" load "POST /api/status-update/ (seed payload, durable)" seed 64 BENCH_PIPELINES="$have_pipelines"
+after="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE event_id LIKE 'bench-%'")"
+acked="$(tail -n 1 "$results" | python3 -c 'import json,sys; r=json.load(sys.stdin)["result"]; print(r["requests"]-r["non_2xx"])')"
+record "seed status updates recorded" "\"acknowledged\": $acked, \"recorded\": $(( after - before ))"
+echo "seed status updates: $acked acknowledged, $(( after - before )) recorded"
 # Trigger acceptance at 16 clients (no Prefect: accepted runs wait in the outbox).
 runs_before="$(psql -tA -d "$DATABASE_URL" -c 'SELECT count(*) FROM runs')"
 BENCH_KEY="$operator" load "POST /api/pipelines/{id}/runs (trigger)" trigger 16 BENCH_PIPELINES="$have_pipelines"

@@ -142,3 +142,51 @@ async fn the_event_stream_needs_a_key_and_checks_its_parameters(db: PgPool) {
     assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(answer.json()["field"], "Last-Event-ID");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_statement_that_changes_many_rows_announces_each_change_once(db: PgPool) {
+    let one = TestApp::new(db.clone()).await;
+    let _listening = one.listen().await;
+    let mut feed = one.subscribe("", &one.viewer, None).await;
+    let pipeline = one.pipeline(json!({"name": "Bulk"})).await;
+    assert_eq!(feed.expect().await.event.as_deref(), Some("pipeline.created"));
+    // One statement, 1,000 new runs: one change each, announced in NOTIFYs of at most 400
+    // ids (a payload holds under 8,000 bytes).
+    sqlx::query(
+        "INSERT INTO runs (pipeline_id, actor, source) SELECT $1, 'test', 'api' FROM generate_series(1, 1000)",
+    )
+    .bind(pipeline)
+    .execute(&db)
+    .await
+    .unwrap();
+    let mut runs = Vec::new();
+    while let Some(event) = feed.next(Duration::from_secs(2)).await {
+        assert_eq!(event.event.as_deref(), Some("run.created"));
+        runs.push(event.json()["run_id"].as_i64().unwrap());
+    }
+    let mut distinct = runs.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        (runs.len(), distinct.len()),
+        (1000, 1000),
+        "each run announced once"
+    );
+    let latest: Option<i64> = sqlx::query_scalar("SELECT latest_run_id FROM pipelines WHERE id = $1")
+        .bind(pipeline)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        latest,
+        distinct.last().copied(),
+        "the pipeline points at its newest run"
+    );
+    // A statement that changes nothing shown announces nothing.
+    sqlx::query("UPDATE runs SET parameters = '{\"x\": 1}' WHERE pipeline_id = $1")
+        .bind(pipeline)
+        .execute(&db)
+        .await
+        .unwrap();
+    assert!(feed.next(Duration::from_millis(500)).await.is_none());
+}

@@ -189,3 +189,84 @@ async fn what_one_replica_keeps_is_read_afresh_after_a_change_through_the_other(
         "its own write"
     );
 }
+
+/// Records processed that `app` answers for run `run_id`.
+async fn records(app: &TestApp, run_id: i64) -> i64 {
+    app.run(run_id).await["records_processed"]
+        .as_i64()
+        .expect("records_processed")
+}
+
+/// Waits until `app` answers `want` records for `run_id`; how long that took.
+async fn records_within(app: &TestApp, run_id: i64, want: i64) -> Duration {
+    let started = Instant::now();
+    while records(app, run_id).await != want {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "run {run_id} never showed {want} records"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_report_moves_the_reads_of_its_run_and_pipeline_on_every_replica_and_no_others(db: PgPool) {
+    let one = TestApp::new(db.clone()).await;
+    let two = TestApp::new(db.clone()).await;
+    let _listening = (one.listen().await, two.listen().await);
+    let reported = one.pipeline(json!({"name": "Reported"})).await;
+    let quiet = one.pipeline(json!({"name": "Quiet"})).await;
+    let run = one.start_run(reported, json!({})).await["id"].as_i64().unwrap();
+    let other = one.start_run(quiet, json!({})).await["id"].as_i64().unwrap();
+    // Both replicas keep both runs and the reported pipeline.
+    for app in [&one, &two] {
+        records_within(app, run, 0).await;
+        records_within(app, other, 0).await;
+        let pipeline = app.get(&format!("/api/pipelines/{reported}"), &app.viewer).await;
+        assert_eq!(pipeline.json()["records_processed"], 0);
+    }
+    // A change nobody announces (written with the change feed's triggers off) stands for
+    // "nothing changed" as far as the replicas can tell: what they keep of the quiet run
+    // still answers 0 afterwards only if they kept it.
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runs SET records_processed = 99 WHERE id = $1")
+        .bind(other)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let report = json!({"run_id": run, "status": "running", "records_processed": 7});
+    let answer = one.post("/api/status-update/", &one.operator, report).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.json()["pipeline_id"], reported);
+    // Its own write at once on replica one; on replica two once announced.
+    assert_eq!(records(&one, run).await, 7, "its own write");
+    let waited = records_within(&two, run, 7).await;
+    println!("replica two read the report after {waited:?}");
+    for app in [&one, &two] {
+        let pipeline = app.get(&format!("/api/pipelines/{reported}"), &app.viewer).await;
+        assert_eq!(
+            pipeline.json()["records_processed"],
+            7,
+            "the pipeline's latest run moved"
+        );
+        assert_eq!(records(app, other).await, 0, "the other run's read stayed kept");
+    }
+    // A change to a pipeline moves everything (a run shows its pipeline's name).
+    let renamed = one
+        .call(
+            "PATCH",
+            &format!("/api/pipelines/{quiet}"),
+            Some(&one.admin),
+            Some(json!({"name": "Renamed"})),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.text());
+    assert_eq!(records(&one, other).await, 99);
+    records_within(&two, other, 99).await;
+}

@@ -1,11 +1,13 @@
-//! Answers of read-only listings, kept until the database may have changed.
+//! Answers of read-only listings and single reads, kept until the database may have changed
+//! what they show.
 //!
-//! An answer is stored with the version it was read under ([`Freshness::version`]) and
-//! served while the version stays the same: a
-//! change committed by any replica moves it when its announcement arrives, and a write made
-//! through this replica moves it when its request ends, so a caller always reads its own
-//! writes. Callers asking for the same answer at once wait for one read of it. Nothing is
-//! kept while the replica is not listening for changes.
+//! An answer is stored with the [`Stamp`] it was read under ([`Freshness::stamp`]) and served
+//! while the stamp stays the same. A listing's stamp moves with every change; a single
+//! pipeline's or run's only with changes to it (its [`Scope`]). A change committed by any
+//! replica moves stamps when its announcement has been read, and a write made through this
+//! replica when its request ends, so a caller always reads its own writes. Callers asking for
+//! the same answer at once wait for one read of it. Nothing is kept while the replica is not
+//! listening for changes.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,15 +24,47 @@ use tokio::sync::{OnceCell, watch};
 use super::encoding::Kept;
 use crate::error::{AppError, Result};
 
+/// What an answer shows, so that only changes to it make it stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Anything (listings, filters): every change moves it.
+    All,
+    /// One pipeline with its runs' outcomes (`GET /api/pipelines/{id}`): moved by changes to
+    /// the pipeline and to any of its runs or their stages.
+    Pipeline(i64),
+    /// One run with its stages (`GET /api/runs/{id}`): moved by changes to the run and its
+    /// stages. (A run shows its pipeline's name: a change to a pipeline moves everything.)
+    Run(i64),
+}
+
+/// When an answer was read: an answer is current while its scope's stamp is the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// Moves when anything may have changed (see [`Freshness::touch`]).
+    epoch: u64,
+    /// The version at the scope's last change (for [`Scope::All`], the version itself).
+    version: u64,
+}
+
+/// Scopes whose last change is remembered at most; past this they are forgotten together
+/// and every stamp moves.
+const MAX_SCOPES: usize = 65_536;
+
 /// Counters that move whenever the database may have changed.
 ///
 /// The change feed's listener (`events::hub`) moves them when a change is announced, and
-/// this replica's writes when they commit; an answer read at one value is still current
-/// while the value stays.
+/// this replica's writes when they commit; an answer read at one stamp is still current
+/// while the stamp stays.
 pub struct Freshness {
-    /// Counts what may have changed the database: every announced change, every lost
-    /// connection and every write made through this replica (see [`Freshness::version`]).
+    /// Counts every announced change, every lost connection and every write made through
+    /// this replica.
     version: AtomicU64,
+    /// Counts what may have changed anything: lost connections, writes that do not say
+    /// what they changed, changes to pipelines, forgotten scopes.
+    epoch: AtomicU64,
+    /// The version at the last change of each pipeline and run that changed since `epoch`
+    /// last moved.
+    scopes: Mutex<HashMap<Scope, u64>>,
     /// As `version`, for API keys: announced key changes, lost connections, local writes.
     key_version: AtomicU64,
     /// Wakes open feeds to check their credential again whenever `key_version` moves.
@@ -43,6 +77,8 @@ impl Default for Freshness {
     fn default() -> Self {
         Self {
             version: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            scopes: Mutex::default(),
             key_version: AtomicU64::new(0),
             key_moved: watch::Sender::new(()),
             listening: AtomicBool::new(false),
@@ -51,17 +87,23 @@ impl Default for Freshness {
 }
 
 impl Freshness {
-    /// A number that moves whenever what the database holds may have changed, or `None`
-    /// while this replica cannot tell (it is not listening). An answer read after seeing
-    /// version `v` is current for as long as the version is still `v`: a change committed
-    /// later moves it when announced, or, made through this replica, when its request ends.
-    pub fn version(&self) -> Option<u64> {
-        self.listening
-            .load(Ordering::Acquire)
-            .then(|| self.version.load(Ordering::Acquire))
+    /// The stamp of what `scope` shows, or `None` while this replica cannot tell (it is not
+    /// listening). An answer read after seeing stamp `s` is current for as long as the stamp
+    /// is still `s`: a change committed later moves it when announced, or, made through this
+    /// replica, when its request ends.
+    pub fn stamp(&self, scope: Scope) -> Option<Stamp> {
+        if !self.listening.load(Ordering::Acquire) {
+            return None;
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let version = match scope {
+            Scope::All => self.version.load(Ordering::Acquire),
+            _ => self.scopes().get(&scope).copied().unwrap_or(0),
+        };
+        Some(Stamp { epoch, version })
     }
 
-    /// As [`Freshness::version`], for what API keys grant.
+    /// As [`Freshness::stamp`], for what API keys grant.
     pub fn key_version(&self) -> Option<u64> {
         self.listening
             .load(Ordering::Acquire)
@@ -73,10 +115,33 @@ impl Freshness {
         self.key_moved.subscribe()
     }
 
-    /// Says that a write made through this replica has committed (its announcement may
-    /// still be on its way), or that a change was announced.
+    fn scopes(&self) -> std::sync::MutexGuard<'_, HashMap<Scope, u64>> {
+        self.scopes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Says that anything may have changed: a write made through this replica that does
+    /// not say what it changed has committed, or a change to a pipeline was announced.
     pub fn touch(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Says that what `scopes` show has changed (and so have the listings).
+    pub fn touch_scopes(&self, scopes: impl IntoIterator<Item = Scope>) {
+        let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut remembered = self.scopes();
+        for scope in scopes {
+            if scope == Scope::All {
+                continue;
+            }
+            remembered.insert(scope, version);
+        }
+        if remembered.len() > MAX_SCOPES {
+            remembered.clear();
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Says that a change to API keys or sessions has committed.
@@ -85,7 +150,7 @@ impl Freshness {
         self.key_moved.send_replace(());
     }
 
-    /// Says whether the change feed is being followed; moves both versions either way
+    /// Says whether the change feed is being followed; moves every stamp either way
     /// (nothing read before a lost connection is known to be current).
     pub fn set_listening(&self, listening: bool) {
         self.touch();
@@ -103,7 +168,8 @@ const MAX_TOTAL: usize = 32 * 1024 * 1024;
 const MAX_BYTES: usize = 1024 * 1024;
 
 struct Entry {
-    version: u64,
+    scope: Scope,
+    stamp: Stamp,
     answer: Arc<OnceCell<Arc<Kept>>>,
     /// The answer's JSON length once read (its compressed forms, smaller, are not counted) (counted in [`Store::bytes`]).
     counted: usize,
@@ -117,13 +183,14 @@ struct Store {
 }
 
 impl Store {
-    /// Makes room for one more entry read at `version`: drops the ones read at another
-    /// version, then, if still full, every one.
-    fn make_room(&mut self, version: u64) {
+    /// Makes room for one more entry: drops the ones no longer current (`current` gives a
+    /// scope's stamp now), then, if still full, every one.
+    fn make_room(&mut self, current: impl Fn(Scope) -> Option<Stamp>) {
         if self.entries.len() < MAX_ENTRIES && self.bytes < MAX_TOTAL {
             return;
         }
-        self.entries.retain(|_, entry| entry.version == version);
+        self.entries
+            .retain(|_, entry| current(entry.scope) == Some(entry.stamp));
         self.bytes = self.entries.values().map(|entry| entry.counted).sum();
         if self.entries.len() >= MAX_ENTRIES || self.bytes >= MAX_TOTAL {
             self.entries.clear();
@@ -157,7 +224,7 @@ pub struct Answers {
 }
 
 impl Answers {
-    /// No answers yet; they are kept while `freshness` stays the same.
+    /// No answers yet; they are kept while `freshness` says they are current.
     pub fn new(freshness: Arc<Freshness>) -> Self {
         Self {
             store: Mutex::default(),
@@ -165,15 +232,25 @@ impl Answers {
         }
     }
 
-    /// The answer for `key`, kept or read by `read` (see [`Answers::get_or_read`]). Call it
-    /// only after the caller's role has been checked: a kept answer is served to anyone
-    /// allowed to read it.
+    /// The answer for `key`, which shows what any change may change (a listing): kept, or
+    /// read by `read` (see [`Answers::get_or_read`]). Call it only after the caller's role
+    /// has been checked: a kept answer is served to anyone allowed to read it.
     pub async fn answer<F, Fut>(&self, key: String, read: F) -> Result<Arc<Kept>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Bytes>>,
     {
-        self.get_or_read(self.freshness.version(), key, read).await
+        self.answer_in(Scope::All, key, read).await
+    }
+
+    /// As [`Answers::answer`], for an answer that only changes to `scope` change.
+    pub async fn answer_in<F, Fut>(&self, scope: Scope, key: String, read: F) -> Result<Arc<Kept>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes>>,
+    {
+        let stamp = self.freshness.stamp(scope);
+        self.get_or_read(scope, stamp, key, read).await
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -182,30 +259,37 @@ impl Answers {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The answer for `key` read at `version`: kept, or read by `read` and kept. With no
-    /// version (not listening), `read` is simply called.
-    pub async fn get_or_read<F, Fut>(&self, version: Option<u64>, key: String, read: F) -> Result<Arc<Kept>>
+    /// The answer for `key` of `scope` read at `stamp`: kept, or read by `read` and kept.
+    /// With no stamp (not listening), `read` is simply called.
+    async fn get_or_read<F, Fut>(
+        &self,
+        scope: Scope,
+        stamp: Option<Stamp>,
+        key: String,
+        read: F,
+    ) -> Result<Arc<Kept>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Bytes>>,
     {
-        let Some(version) = version else {
+        let Some(stamp) = stamp else {
             return Ok(Arc::new(Kept::new(read().await?)));
         };
         let answer = {
             let mut store = self.store();
             match store.entries.get(&key) {
-                Some(entry) if entry.version == version => entry.answer.clone(),
+                Some(entry) if entry.stamp == stamp => entry.answer.clone(),
                 _ => {
                     if let Some(old) = store.entries.remove(&key) {
                         store.bytes -= old.counted;
                     }
-                    store.make_room(version);
+                    store.make_room(|scope| self.freshness.stamp(scope));
                     let answer = Arc::new(OnceCell::new());
                     store.entries.insert(
                         key.clone(),
                         Entry {
-                            version,
+                            scope,
+                            stamp,
                             answer: answer.clone(),
                             counted: 0,
                         },
@@ -240,19 +324,32 @@ pub fn to_json(value: &impl Serialize) -> Result<Bytes> {
     })
 }
 
-/// Moves the version after every request that may have written through this replica.
+/// What a write changed, when its handler can say exactly.
 ///
-/// It moves once the answer is ready (its transaction has committed), so the caller's
-/// next read is read afresh. Reads sent as `POST` (`.../filter`, `.../count`) move nothing;
-/// a write to API keys (REST `/api/api_keys…` or the admin page's `…_api_key` server
-/// functions) also moves the key version, so a key revoked here is refused at once.
+/// Set on the response, it makes [`after_writes`] move only those scopes' stamps (and the listings'), so single reads of
+/// everything else stay kept. A write without it moves every stamp.
+#[derive(Clone, Debug)]
+pub struct Touched(pub Vec<Scope>);
+
+/// Moves the stamps after every request that may have written through this replica.
+///
+/// They move once the answer is ready (its transaction has committed), so the caller's
+/// next read is read afresh: only the scopes a successful answer names in [`Touched`], or
+/// else every stamp. Reads sent as `POST` (`.../filter`, `.../count`) move nothing; a write
+/// to API keys (REST `/api/api_keys…` or the admin page's `…_api_key` server functions)
+/// also moves the key version, so a key revoked here is refused at once.
 pub async fn after_writes(State(freshness): State<Arc<Freshness>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let writes = !request.method().is_safe() && !path.ends_with("/filter") && !path.ends_with("/count");
     let keys = writes && path.contains("api_key");
     let response = next.run(request).await;
     if writes {
-        freshness.touch();
+        match response.extensions().get::<Touched>() {
+            Some(Touched(scopes)) if response.status().is_success() => {
+                freshness.touch_scopes(scopes.iter().copied());
+            }
+            _ => freshness.touch(),
+        }
     }
     if keys {
         freshness.touch_keys();
@@ -265,6 +362,10 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    fn at(version: u64) -> Option<Stamp> {
+        Some(Stamp { epoch: 0, version })
+    }
+
     async fn read_counted(reads: &AtomicUsize, text: &'static str) -> Result<Bytes> {
         reads.fetch_add(1, Ordering::SeqCst);
         Ok(Bytes::from_static(text.as_bytes()))
@@ -275,10 +376,10 @@ mod tests {
         let answers = Answers::default();
         let reads = AtomicUsize::new(0);
         let first = answers
-            .get_or_read(Some(1), "k".into(), || read_counted(&reads, "a"))
+            .get_or_read(Scope::All, at(1), "k".into(), || read_counted(&reads, "a"))
             .await;
         let again = answers
-            .get_or_read(Some(1), "k".into(), || read_counted(&reads, "b"))
+            .get_or_read(Scope::All, at(1), "k".into(), || read_counted(&reads, "b"))
             .await;
         assert_eq!(
             (first.unwrap().json(), again.unwrap().json()),
@@ -286,14 +387,55 @@ mod tests {
         );
         assert_eq!(reads.load(Ordering::SeqCst), 1);
         let moved = answers
-            .get_or_read(Some(2), "k".into(), || read_counted(&reads, "c"))
+            .get_or_read(Scope::All, at(2), "k".into(), || read_counted(&reads, "c"))
             .await;
         assert_eq!(moved.unwrap().json(), &Bytes::from("c"));
         let other = answers
-            .get_or_read(Some(2), "j".into(), || read_counted(&reads, "d"))
+            .get_or_read(Scope::All, at(2), "j".into(), || read_counted(&reads, "d"))
             .await;
         assert_eq!(other.unwrap().json(), &Bytes::from("d"));
         assert_eq!(reads.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_single_read_is_kept_until_a_change_to_it_and_a_listing_until_any() {
+        let freshness = Arc::new(Freshness::default());
+        freshness.set_listening(true);
+        let answers = Answers::new(freshness.clone());
+        let reads = AtomicUsize::new(0);
+        async fn read_all(answers: &Answers, reads: &AtomicUsize) {
+            for (scope, key) in [
+                (Scope::Pipeline(1), "p1"),
+                (Scope::Run(7), "r7"),
+                (Scope::All, "list"),
+            ] {
+                answers
+                    .answer_in(scope, key.into(), || read_counted(reads, "x"))
+                    .await
+                    .unwrap();
+            }
+        }
+        read_all(&answers, &reads).await;
+        read_all(&answers, &reads).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 3, "all three kept");
+        // A change to another pipeline's run moves the listing only.
+        freshness.touch_scopes([Scope::Pipeline(2), Scope::Run(8)]);
+        read_all(&answers, &reads).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 4);
+        // A change to run 7 (of pipeline 1) moves both and the listing.
+        freshness.touch_scopes([Scope::Pipeline(1), Scope::Run(7)]);
+        read_all(&answers, &reads).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 7);
+        // A write that does not say what it changed moves everything.
+        freshness.touch();
+        read_all(&answers, &reads).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 10);
+        // So does forgetting the scopes when too many changed.
+        freshness.touch_scopes((0..=MAX_SCOPES as i64).map(Scope::Run));
+        read_all(&answers, &reads).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 13);
+        read_all(&answers, &reads).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 13);
     }
 
     #[tokio::test]
@@ -302,19 +444,19 @@ mod tests {
         let reads = AtomicUsize::new(0);
         for _ in 0..2 {
             answers
-                .get_or_read(None, "k".into(), || read_counted(&reads, "a"))
+                .get_or_read(Scope::All, None, "k".into(), || read_counted(&reads, "a"))
                 .await
                 .unwrap();
         }
         assert_eq!(reads.load(Ordering::SeqCst), 2);
         let failed = answers
-            .get_or_read(Some(1), "k".into(), || async {
+            .get_or_read(Scope::All, at(1), "k".into(), || async {
                 Err(crate::error::AppError::Internal)
             })
             .await;
         assert_eq!(failed.err(), Some(crate::error::AppError::Internal));
         let after = answers
-            .get_or_read(Some(1), "k".into(), || read_counted(&reads, "b"))
+            .get_or_read(Scope::All, at(1), "k".into(), || read_counted(&reads, "b"))
             .await;
         assert_eq!(after.unwrap().json(), &Bytes::from("b"));
     }
@@ -330,8 +472,8 @@ mod tests {
             Ok(Bytes::from_static(b"x"))
         };
         let (a, b) = tokio::join!(
-            answers.get_or_read(Some(7), "k".into(), slow),
-            answers.get_or_read(Some(7), "k".into(), slow)
+            answers.get_or_read(Scope::All, at(7), "k".into(), slow),
+            answers.get_or_read(Scope::All, at(7), "k".into(), slow)
         );
         assert_eq!(
             (a.unwrap().json(), b.unwrap().json()),
@@ -346,7 +488,7 @@ mod tests {
         let reads = AtomicUsize::new(0);
         for i in 0..(MAX_ENTRIES * 2) {
             answers
-                .get_or_read(Some(1), format!("k{i}"), || read_counted(&reads, "a"))
+                .get_or_read(Scope::All, at(1), format!("k{i}"), || read_counted(&reads, "a"))
                 .await
                 .unwrap();
         }
@@ -360,7 +502,7 @@ mod tests {
         for i in 0..100 {
             let answer = half_mib.clone();
             answers
-                .get_or_read(Some(1), format!("k{i}"), || async move { Ok(answer) })
+                .get_or_read(Scope::All, at(1), format!("k{i}"), || async move { Ok(answer) })
                 .await
                 .unwrap();
             let store = answers.store();
@@ -376,7 +518,10 @@ mod tests {
             Ok(Bytes::from(vec![b'y'; MAX_BYTES + 1]))
         };
         for _ in 0..2 {
-            answers.get_or_read(Some(1), "huge".into(), huge).await.unwrap();
+            answers
+                .get_or_read(Scope::All, at(1), "huge".into(), huge)
+                .await
+                .unwrap();
         }
         assert_eq!(
             reads.load(Ordering::SeqCst),

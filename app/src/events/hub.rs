@@ -8,7 +8,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, watch};
 
 use super::Change;
-use crate::api::cache::Freshness;
+use crate::api::cache::{Freshness, Scope};
 
 /// The NOTIFY channel the triggers announce on.
 pub const CHANNEL: &str = "flowdeck_changes";
@@ -140,6 +140,24 @@ impl Hub {
         }
     }
 
+    /// Moves the stamps of what `changes` change: a run or stage change moves its run and
+    /// its pipeline, anything else (a pipeline's name shows in its runs) everything.
+    fn mark_changed(&self, changes: &[Change]) {
+        let scoped = changes
+            .iter()
+            .all(|c| c.run_id.is_some() && (c.kind.starts_with("run.") || c.kind.starts_with("stage.")));
+        if scoped {
+            self.freshness.touch_scopes(changes.iter().flat_map(|c| {
+                [
+                    Scope::Pipeline(c.pipeline_id),
+                    Scope::Run(c.run_id.unwrap_or_default()),
+                ]
+            }));
+        } else {
+            self.freshness.touch();
+        }
+    }
+
     /// Listens for announced changes until `shutdown`, reconnecting as needed; after a lost
     /// connection it publishes what was committed meanwhile. (Old changes are pruned by
     /// [`crate::retention`].)
@@ -198,20 +216,22 @@ impl Hub {
                     if n.channel() == KEYS_CHANNEL {
                         keys_changed = true;
                     } else {
-                        ids.extend(n.payload().parse::<i64>().ok());
+                        ids.extend(n.payload().split(',').filter_map(|id| id.parse::<i64>().ok()));
                     }
                 }
-                // After every notification taken and before the rows are read: an answer
-                // read before now may predate these changes.
+                // After every notification taken: an answer read before now may predate
+                // these changes.
                 if keys_changed {
                     self.freshness.touch_keys();
                 }
                 if ids.is_empty() {
                     continue;
                 }
-                self.freshness.touch();
                 match changes_by_id(&pool, &ids).await {
                     Ok(changes) => {
+                        // Before subscribers hear of them, so a read they make in answer
+                        // shows the changes.
+                        self.mark_changed(&changes);
                         last_seen = changes
                             .iter()
                             .map(|c| c.id)
@@ -220,7 +240,10 @@ impl Hub {
                             .max(last_seen);
                         self.publish(changes);
                     }
-                    Err(error) => tracing::warn!(%error, "cannot read announced changes"),
+                    Err(error) => {
+                        self.freshness.touch();
+                        tracing::warn!(%error, "cannot read announced changes");
+                    }
                 }
             }
         }

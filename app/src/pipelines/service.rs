@@ -10,7 +10,7 @@ use super::validate::slugify;
 use super::{DashboardPage, DashboardQuery, SORTS};
 use super::{NewPipeline, Pipeline, db};
 use crate::api::cache;
-use crate::api::cache::Answers;
+use crate::api::cache::{Answers, Scope};
 use crate::api::encoding::Kept;
 use crate::caller::record;
 use crate::caller::{Caller, Role};
@@ -243,7 +243,7 @@ pub async fn get(pool: &PgPool, caller: &Caller, id: i64) -> Result<Pipeline> {
 pub async fn get_json(pool: &PgPool, answers: &Answers, caller: &Caller, id: i64) -> Result<Arc<Kept>> {
     caller.require(Role::Viewer)?;
     answers
-        .answer(cache::key("pipelines.get", &id), || async {
+        .answer_in(Scope::Pipeline(id), cache::key("pipelines.get", &id), || async {
             cache::to_json(&read(pool, id).await?)
         })
         .await

@@ -1,9 +1,9 @@
 //! REST routes for runs: triggers (canonical and seed), run reads and status callbacks.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use axum::{Extension, Json};
 use serde::Serialize;
 use serde_json::json;
 use sqlx::PgPool;
@@ -15,7 +15,7 @@ use super::filter::RunFilter;
 use super::reports::ReportWriter;
 use super::triggers::TriggerWriter;
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
-use crate::api::cache::Answers;
+use crate::api::cache::{Answers, Scope, Touched};
 use crate::api::encoding::KeptJson;
 use crate::api::responses::Errors;
 use crate::api::rules::{self, MAX_NAME, Rule, text};
@@ -52,7 +52,7 @@ async fn create_run(
     headers: HeaderMap,
     ApiId(pipeline_id): ApiId,
     OptionalJson(request): OptionalJson<TriggerRequest>,
-) -> Result<(StatusCode, Json<Run>)> {
+) -> Result<(StatusCode, Extension<Touched>, Json<Run>)> {
     let run = trigger(
         &db,
         &limits,
@@ -64,7 +64,15 @@ async fn create_run(
         "api",
     )
     .await?;
-    Ok((StatusCode::ACCEPTED, Json(run)))
+    Ok((StatusCode::ACCEPTED, touched(&run), Json(run)))
+}
+
+/// What a new run changed: its pipeline and itself (the listings move anyway).
+fn touched(run: &Run) -> Extension<Touched> {
+    Extension(Touched(vec![
+        Scope::Pipeline(run.pipeline_id),
+        Scope::Run(run.id),
+    ]))
 }
 
 /// A REST trigger: the `Idempotency-Key` header read, then the one service path.
@@ -112,7 +120,7 @@ async fn trigger_pipeline(
     headers: HeaderMap,
     ApiId(pipeline_id): ApiId,
     OptionalJson(request): OptionalJson<TriggerRequest>,
-) -> Result<(StatusCode, Json<SeedTriggerAck>)> {
+) -> Result<(StatusCode, Extension<Touched>, Json<SeedTriggerAck>)> {
     let run = trigger(
         &db,
         &limits,
@@ -124,13 +132,14 @@ async fn trigger_pipeline(
         "seed-api",
     )
     .await?;
+    let touched = touched(&run);
     let ack = SeedTriggerAck {
         success: true,
         message: format!("Pipeline {pipeline_id} triggered"),
         run_id: run.id,
         run,
     };
-    Ok((StatusCode::ACCEPTED, Json(ack)))
+    Ok((StatusCode::ACCEPTED, touched, Json(ack)))
 }
 
 /// One run with its stages.
@@ -158,10 +167,13 @@ async fn update_status(
     State(writer): State<Arc<ReportWriter>>,
     caller: Caller,
     ApiJson(update): ApiJson<StatusUpdate>,
-) -> Result<Json<StatusUpdateAck>> {
-    service::apply_status_update(&writer, &caller, update)
-        .await
-        .map(Json)
+) -> Result<(Extension<Touched>, Json<StatusUpdateAck>)> {
+    let ack = service::apply_status_update(&writer, &caller, update).await?;
+    let touched = Extension(Touched(vec![
+        Scope::Pipeline(ack.pipeline_id),
+        Scope::Run(ack.run_id),
+    ]));
+    Ok((touched, Json(ack)))
 }
 
 /// Cancels a run.

@@ -203,6 +203,8 @@ pub struct StatusUpdateAck {
     pub success: bool,
     /// The run the update was applied to.
     pub run_id: i64,
+    /// That run's pipeline.
+    pub pipeline_id: i64,
     /// False when the report was stale (it would have moved a status backwards).
     pub applied: bool,
     /// True when the same `event_id` had already been received.

@@ -11,7 +11,7 @@ use super::params::{self, ParamField};
 use super::reports::{Report, ReportWriter};
 use super::triggers::{NewTrigger, TriggerWriter};
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, db, dispatch, idempotency, reports, sync};
-use crate::api::cache::{self, Answers};
+use crate::api::cache::{self, Answers, Scope};
 use crate::api::encoding::Kept;
 use crate::api::rules::{self, MAX_NAME};
 use crate::auth::limits::Limits;
@@ -446,7 +446,7 @@ pub async fn get_json(
 ) -> Result<Arc<Kept>> {
     caller.require(Role::Viewer)?;
     answers
-        .answer(cache::key("runs.get", &run_id), || async {
+        .answer_in(Scope::Run(run_id), cache::key("runs.get", &run_id), || async {
             cache::to_json(&get_unchecked(pool, run_id).await?.linked(links))
         })
         .await

@@ -49,28 +49,6 @@ pub async fn insert_outbox(
     Ok(())
 }
 
-/// Queues runs for submission, as [`insert_outbox`] does, in one statement.
-pub async fn insert_outboxes(
-    db: &mut sqlx::PgConnection,
-    run_ids: &[i64],
-    callback_tokens: &[String],
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "INSERT INTO run_outbox (run_id, callback_token)
-         SELECT * FROM unnest($1::bigint[], $2::text[])",
-        run_ids,
-        callback_tokens
-    )
-    .execute(&mut *db)
-    .await?;
-    if let Some(last) = run_ids.last() {
-        sqlx::query!("SELECT pg_notify('flowdeck_outbox', $1)", last.to_string())
-            .execute(&mut *db)
-            .await?;
-    }
-    Ok(())
-}
-
 /// Claims up to `limit` due rows for `lease_seconds`, skipping rows other dispatchers hold.
 pub async fn claim_outbox(
     db: impl PgExecutor<'_>,

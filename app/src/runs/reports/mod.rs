@@ -133,7 +133,7 @@ async fn write_group(pool: &PgPool, jobs: Vec<Job>) {
 
 /// Applies every report in one transaction, in arrival order, and commits.
 async fn apply_group(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Step>, Failure> {
-    let mut tx = pool.begin().await.map_err(Failure::BeforeCommit)?;
+    let mut tx = groups::begin(pool).await.map_err(Failure::BeforeCommit)?;
     // A report that names only a pipeline (the seed's payload) is about its latest run.
     let pipelines: Vec<i64> = jobs
         .iter()

@@ -149,6 +149,7 @@ impl State {
                         ack: StatusUpdateAck {
                             success: true,
                             run_id: *run_id,
+                            pipeline_id: self.runs[run_id].pipeline_id,
                             applied: false,
                             duplicate: true,
                             run_status: status,
@@ -227,6 +228,7 @@ impl State {
                 ack: StatusUpdateAck {
                     success: true,
                     run_id: *run_id,
+                    pipeline_id: self.runs[run_id].pipeline_id,
                     applied,
                     duplicate: false,
                     run_status: self.runs[run_id].status,

@@ -60,29 +60,48 @@ pub struct NewRuns {
     pub stage_names: Vec<String>,
 }
 
-/// Records `runs` (`pending`) with their stages; answers their ids in the same order.
-pub async fn insert_runs(conn: &mut PgConnection, runs: &NewRuns) -> sqlx::Result<Vec<i64>> {
+/// Records `runs` (`pending`) in one statement; answers their ids in the same order.
+///
+/// With them go their stages, their outbox entries (holding each run's callback credential,
+/// `callbacks`) and the first entry of each run's history (`accepted`, `pending`, by its
+/// request, at `at`), and the dispatchers are woken: a group costs one round trip whatever
+/// its size.
+pub async fn insert_runs(
+    conn: &mut PgConnection,
+    runs: &NewRuns,
+    callbacks: &[String],
+    at: DateTime<Utc>,
+) -> sqlx::Result<Vec<i64>> {
     // Each run is found again by its callback credential's hash, which is unique.
     let rows = sqlx::query!(
         r#"WITH input AS (
                SELECT * FROM unnest($1::bigint[], $2::jsonb[], $3::text[], $4::text[], $5::text[],
-                                    $6::text[], $7::bytea[]) WITH ORDINALITY
-                 AS i(pipeline_id, parameters, actor, source, request_id, traceparent, hash, ord)
+                                    $6::text[], $7::bytea[], $11::text[]) WITH ORDINALITY
+                 AS i(pipeline_id, parameters, actor, source, request_id, traceparent, hash, callback, ord)
            ), run AS (
                INSERT INTO runs (pipeline_id, parameters, actor, source, request_id, traceparent,
                                  callback_token_hash)
                SELECT pipeline_id, parameters, actor, source, request_id, traceparent, hash
                FROM input ORDER BY ord
                RETURNING id, callback_token_hash
+           ), recorded AS (
+               SELECT run.id, input.* FROM run JOIN input ON input.hash = run.callback_token_hash
            ), stages AS (
                INSERT INTO stage_runs (run_id, position, name)
-               SELECT run.id, s.position, s.name
+               SELECT recorded.id, s.position, s.name
                FROM unnest($8::int[], $9::int[], $10::text[]) AS s(ord, position, name)
-               JOIN input ON input.ord = s.ord
-               JOIN run ON run.callback_token_hash = input.hash
+               JOIN recorded ON recorded.ord = s.ord
+           ), outbox AS (
+               INSERT INTO run_outbox (run_id, callback_token)
+               SELECT id, callback FROM recorded
+           ), accepted AS (
+               INSERT INTO run_events (run_id, event_id, kind, status, occurred_at, request_id)
+               SELECT id, 'flowdeck:' || gen_random_uuid()::text, 'accepted', 'pending', $12, request_id
+               FROM recorded
+           ), woken AS (
+               SELECT pg_notify('flowdeck_outbox', max(id)::text) FROM recorded
            )
-           SELECT run.id AS "id!" FROM run JOIN input ON input.hash = run.callback_token_hash
-           ORDER BY input.ord"#,
+           SELECT recorded.id AS "id!" FROM recorded, woken ORDER BY recorded.ord"#,
         &runs.pipeline_ids,
         &runs.parameters,
         &runs.actors,
@@ -93,28 +112,10 @@ pub async fn insert_runs(conn: &mut PgConnection, runs: &NewRuns) -> sqlx::Resul
         &runs.stage_runs,
         &runs.stage_positions,
         &runs.stage_names,
+        callbacks,
+        at,
     )
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(|r| r.id).collect())
-}
-
-/// The first entry of each new run's history: `accepted`, `pending`, by its request.
-pub async fn insert_accepted(
-    conn: &mut PgConnection,
-    run_ids: &[i64],
-    request_ids: &[String],
-    at: DateTime<Utc>,
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "INSERT INTO run_events (run_id, event_id, kind, status, occurred_at, request_id)
-         SELECT run_id, 'flowdeck:' || gen_random_uuid()::text, 'accepted', 'pending', $3, request_id
-         FROM unnest($1::bigint[], $2::text[]) AS e(run_id, request_id)",
-        run_ids,
-        request_ids,
-        at,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }
