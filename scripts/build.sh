@@ -17,7 +17,7 @@ export LEPTOS_OUTPUT_NAME=flowdeck
 # may hold another checkout's binary, so the binary itself is part of the stamp too.
 inputs() {
   git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1 || return 1
-  local paths=(app frontend server style public tools/site scripts/build.sh Cargo.toml Cargo.lock rust-toolchain.toml)
+  local paths=(app frontend server migrations .sqlx style public tools/site scripts/build.sh Cargo.toml Cargo.lock rust-toolchain.toml)
   { git -C "$ROOT" ls-files -s -- "${paths[@]}"
     git -C "$ROOT" diff HEAD -- "${paths[@]}"
     git -C "$ROOT" ls-files --others --exclude-standard -z -- "${paths[@]}" \
