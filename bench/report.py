@@ -85,9 +85,10 @@ if trig:
     x = trig["result"]
     out.append(f"| triggers | {trig['clients']} | {x['rps']:.0f} | {ms(x['p50_ms'])} | {ms(x['p99_ms'])} | {x['non_2xx']} | {trig_rec['recorded']} runs |")
     accepted = x["requests"] - x["non_2xx"]
+    # Answers still in flight when wrk stops (at most one per client) are recorded but not counted.
     targets.append(("triggers accepted per second at 16 clients, each one run", ">= 2,000",
-                    f"{x['rps']:.0f}/s ({trig_rec['recorded']} runs for {accepted} accepted)",
-                    x["rps"] >= 2000 and trig_rec["recorded"] == accepted))
+                    f"{x['rps']:.0f}/s ({trig_rec['recorded']} runs for {accepted} accepted, {trig['clients']} in flight at most)",
+                    x["rps"] >= 2000 and accepted <= trig_rec["recorded"] <= accepted + trig["clients"]))
 
 prune = find("prune pass")
 if prune:
@@ -200,17 +201,34 @@ changing = find("GET /api/pipelines/ (data changing 50/s)")
 if changing:
     x = changing["result"]
     out.append(f"- list while the data changes: {x['rps']:.0f} requests/s, p99 {ms(x['p99_ms'])} at 16 clients.")
+health = find("GET /api/health", 16)
 if status and status["result"]["rps"] < 5000:
-    out.append("- status updates are below 5,000/s because of CPU, not the disk: a group of reports shares one "
-               "commit (about 9 reports per WAL flush with four writers at 64 clients, in a profile at 10,000 runs) and the cores are busy. Per report the "
-               "database inserts a history row (3 indexes) and an audit row (4 indexes), rewrites the stage row, "
-               "and its change trigger runs PL/pgSQL once per changed row (a lookup of the run's pipeline, a "
-               "jsonb build, a row in `changes`, a NOTIFY): in a profile of this path at 10,000 runs "
-               "(pg_stat_statements, pg_stat_user_functions) the trigger took about a quarter of the database's statement time. What would reach "
-               "5,000/s on these cores: statement-level change triggers over transition tables (one insert and "
-               "one NOTIFY per group instead of per row), and the audit trail written for a group of reports "
-               "as one row per group and caller; more cores or replicas scale it, since groups of different "
-               "runs never wait for each other.")
+    out.append("- status reports are below 5,000/s because the two cores are busy, not because of the disk: "
+               "reports that arrive together share one commit, and the change triggers already run once per "
+               "statement (one insert into `changes` and one NOTIFY per group). Per report the database still "
+               "inserts a history row (3 indexes) and an audit row (4 indexes) and rewrites the stage and run "
+               "rows with their indexes, and the server parses, authorises and answers it. What would reach "
+               "5,000/s: one audit row per group and caller instead of per report, or more cores: PostgreSQL "
+               "is the larger share of the CPU, and groups of different runs never wait for each other, so "
+               "a larger machine (or replicas on one) scales it.")
+if trig and trig["result"]["rps"] < 2000:
+    out.append("- triggers are below 2,000/s: a group of triggers is three statements and one commit, but each "
+               "trigger still writes nine rows (the run, five stages, an outbox row, its first event, an audit "
+               "row) and checks seven foreign keys, and one writer per replica takes the groups in turn (a "
+               "commit that NOTIFYs holds a database-wide lock through its flush, so a second writer only "
+               "halved the groups). What would reach it: stage rows written when a stage first reports rather "
+               "than when the run is accepted (five of the nine rows), or more cores.")
+if health and health["result"]["p99_ms"] >= 5:
+    out.append(f"- p99 figures near 10 ms are the machine's noise floor: `/api/health`, which touches neither the "
+               f"database nor a credential, had a p99 of {ms(health['result']['p99_ms'])} in the same run.")
+if "/" in pages and pages["/"][1] >= 150_000:
+    out.append("- the pages are over their weight: each island is split into its own wasm chunk (`#[island(lazy)]`), "
+               "and the code two or more islands share is split again by which islands share it, so the dashboard "
+               "fetches its island, the code every island shares (about 58 KB brotli) and some twenty small chunks. "
+               "Type-erasing the views (`--cfg erase_components`) made the chunks larger (the dashboard 209 KB -> "
+               "243 KB), and making the dashboard's island eager would put its code in every page. What would reach "
+               "150 KB and 10 requests: fewer islands sharing less (one island per page whose code depends only on "
+               "what all pages share), or a build step that merges a page's chunks into one module.")
 
 out.append("\n## Targets\n")
 out.append("| target | wanted | measured | met |")
