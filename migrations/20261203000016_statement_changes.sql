@@ -13,6 +13,28 @@ CREATE FUNCTION flowdeck_announce(ids bigint[]) RETURNS void LANGUAGE sql AS $$
     GROUP BY (n - 1) / 400;
 $$;
 
+-- Records changes of one kind, in the order given, and announces them: the one path
+-- every change-feed trigger takes (the row triggers on pipelines too, through
+-- flowdeck_record_change).
+CREATE FUNCTION flowdeck_record_changes(change_kind text, pipeline_ids bigint[], run_ids bigint[],
+                                        datas jsonb[])
+RETURNS void LANGUAGE sql AS $$
+    WITH added AS (
+        INSERT INTO changes (kind, pipeline_id, run_id, data)
+        SELECT change_kind, c.pipeline_id, c.run_id, c.data
+        FROM unnest(pipeline_ids, run_ids, datas) WITH ORDINALITY AS c(pipeline_id, run_id, data, n)
+        ORDER BY c.n
+        RETURNING id
+    )
+    SELECT flowdeck_announce(array_agg(id)) FROM added;
+$$;
+
+CREATE OR REPLACE FUNCTION flowdeck_record_change(kind text, pipeline_id bigint, run_id bigint, data jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM flowdeck_record_changes(kind, ARRAY[pipeline_id], ARRAY[run_id], ARRAY[data]);
+END $$;
+
 CREATE FUNCTION flowdeck_run_json(r runs) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
     SELECT jsonb_build_object('id', r.id, 'pipeline_id', r.pipeline_id, 'status', r.status,
                               'records_processed', r.records_processed,
@@ -32,20 +54,14 @@ DROP FUNCTION flowdeck_stage_changed();
 
 -- New runs: run.created each, and each pipeline points at its newest run.
 CREATE FUNCTION flowdeck_runs_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    ids bigint[];
 BEGIN
-    WITH added AS (
-        INSERT INTO changes (kind, pipeline_id, run_id, data)
-        SELECT 'run.created', r.pipeline_id, r.id, flowdeck_run_json(r)
-        FROM new_runs r ORDER BY r.id
-        RETURNING id
-    )
-    SELECT array_agg(id) INTO ids FROM added;
+    PERFORM flowdeck_record_changes('run.created', array_agg(r.pipeline_id ORDER BY r.id),
+                                    array_agg(r.id ORDER BY r.id),
+                                    array_agg(flowdeck_run_json(r) ORDER BY r.id))
+    FROM new_runs r;
     UPDATE pipelines p SET latest_run_id = n.newest
     FROM (SELECT pipeline_id, max(id) AS newest FROM new_runs GROUP BY pipeline_id) n
     WHERE p.id = n.pipeline_id AND (p.latest_run_id IS NULL OR p.latest_run_id < n.newest);
-    PERFORM flowdeck_announce(ids);
     RETURN NULL;
 END $$;
 CREATE TRIGGER runs_inserted AFTER INSERT ON runs
@@ -54,23 +70,16 @@ CREATE TRIGGER runs_inserted AFTER INSERT ON runs
 
 -- Moved runs: run.status for each whose shown fields changed.
 CREATE FUNCTION flowdeck_runs_updated() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    ids bigint[];
 BEGIN
-    WITH added AS (
-        INSERT INTO changes (kind, pipeline_id, run_id, data)
-        SELECT 'run.status', r.pipeline_id, r.id, flowdeck_run_json(r)
-        FROM new_runs r JOIN old_runs o ON o.id = r.id
-        WHERE (r.status, r.records_processed, r.prefect_state, r.prefect_flow_run_id,
-               r.error_message, r.stuck_since)
-              IS DISTINCT FROM
-              (o.status, o.records_processed, o.prefect_state, o.prefect_flow_run_id,
-               o.error_message, o.stuck_since)
-        ORDER BY r.id
-        RETURNING id
-    )
-    SELECT array_agg(id) INTO ids FROM added;
-    PERFORM flowdeck_announce(ids);
+    PERFORM flowdeck_record_changes('run.status', array_agg(r.pipeline_id ORDER BY r.id),
+                                    array_agg(r.id ORDER BY r.id),
+                                    array_agg(flowdeck_run_json(r) ORDER BY r.id))
+    FROM new_runs r JOIN old_runs o ON o.id = r.id
+    WHERE (r.status, r.records_processed, r.prefect_state, r.prefect_flow_run_id,
+           r.error_message, r.stuck_since)
+          IS DISTINCT FROM
+          (o.status, o.records_processed, o.prefect_state, o.prefect_flow_run_id,
+           o.error_message, o.stuck_since);
     RETURN NULL;
 END $$;
 CREATE TRIGGER runs_updated AFTER UPDATE ON runs
@@ -80,26 +89,21 @@ CREATE TRIGGER runs_updated AFTER UPDATE ON runs
 -- Moved stages: stage.status for each whose status, count or message changed. (Stage runs
 -- are announced when they change, not when a run creates them: run.created covers that.)
 CREATE FUNCTION flowdeck_stages_updated() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    ids bigint[];
 BEGIN
-    WITH added AS (
-        INSERT INTO changes (kind, pipeline_id, run_id, data)
-        -- The run's pipeline by its key (a join may hash all of runs for a few stages).
-        SELECT 'stage.status', (SELECT pipeline_id FROM runs WHERE runs.id = s.run_id), s.run_id,
-               jsonb_build_object('id', s.id, 'run_id', s.run_id, 'position', s.position,
-                                  'name', s.name, 'status', s.status,
-                                  'records_processed', s.records_processed,
-                                  'error_message', CASE WHEN s.status = 'failed' THEN s.message END,
-                                  'started_at', s.started_at, 'completed_at', s.ended_at)
-        FROM new_stages s JOIN old_stages o ON o.id = s.id
-        WHERE (s.status, s.records_processed, s.message)
-              IS DISTINCT FROM (o.status, o.records_processed, o.message)
-        ORDER BY s.id
-        RETURNING id
-    )
-    SELECT array_agg(id) INTO ids FROM added;
-    PERFORM flowdeck_announce(ids);
+    -- The run's pipeline by its key (a join may hash all of runs for a few stages).
+    PERFORM flowdeck_record_changes(
+        'stage.status',
+        array_agg((SELECT pipeline_id FROM runs WHERE runs.id = s.run_id) ORDER BY s.id),
+        array_agg(s.run_id ORDER BY s.id),
+        array_agg(jsonb_build_object('id', s.id, 'run_id', s.run_id, 'position', s.position,
+                                     'name', s.name, 'status', s.status,
+                                     'records_processed', s.records_processed,
+                                     'error_message', CASE WHEN s.status = 'failed' THEN s.message END,
+                                     'started_at', s.started_at, 'completed_at', s.ended_at)
+                  ORDER BY s.id))
+    FROM new_stages s JOIN old_stages o ON o.id = s.id
+    WHERE (s.status, s.records_processed, s.message)
+          IS DISTINCT FROM (o.status, o.records_processed, o.message);
     RETURN NULL;
 END $$;
 CREATE TRIGGER stage_runs_updated AFTER UPDATE ON stage_runs

@@ -89,7 +89,7 @@ SQL
 }
 
 say "bench on $(nproc) cores, commit $(git rev-parse --short HEAD), ${SECONDS_EACH}s per measurement"
-# How the costs grow: list, filter and status updates at 16 clients from 1k to MAX_RUNS runs.
+# How the costs grow: every figure below, from 1k to MAX_RUNS runs.
 size=1000
 while [ "$size" -le "$MAX_RUNS" ]; do
   grow "$size"
@@ -128,21 +128,23 @@ load "GET /api/pipelines/ (data changing 50/s)" list 16
 load "GET /api/pipelines/{id} (data changing 50/s)" pipeline 16 BENCH_PIPELINES=100
 load "GET /api/runs/{id} (data changing 50/s)" run 16 BENCH_FIRST_RUN=$(( size - 99 )) BENCH_RUNS=100
 kill "$changer"; wait "$changer" 2>/dev/null || true
-# Status updates: sustained rate at 64 clients, each a durable commit; count every
-# acknowledged one that is in the database (the report compares the two).
-before="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE event_id LIKE 'bench-%'")"
-BENCH_KEY="$operator" load "POST /api/status-update/ (durable)" status 64 BENCH_FIRST_RUN=$(( size - 9999 )) BENCH_RUNS=10000
-after="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE event_id LIKE 'bench-%'")"
-acked="$(tail -n 1 "$results" | python3 -c 'import json,sys; r=json.load(sys.stdin)["result"]; print(r["requests"]-r["non_2xx"])')"
-record "status updates recorded" "\"acknowledged\": $acked, \"recorded\": $(( after - before ))"
-echo "status updates: $acked acknowledged, $(( after - before )) recorded"
+# durable_load NAME MODE RECORD [env...]: a status-report load at 64 clients, each report a
+# durable commit; then every acknowledged one is looked for in the database (the report
+# compares the two).
+durable_load() {
+  local name="$1" mode="$2" what="$3" before after acked; shift 3
+  before="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE event_id LIKE 'bench-%'")"
+  BENCH_KEY="$operator" load "$name" "$mode" 64 "$@"
+  after="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE event_id LIKE 'bench-%'")"
+  acked="$(tail -n 1 "$results" | python3 -c 'import json,sys; r=json.load(sys.stdin)["result"]; print(r["requests"]-r["non_2xx"])')"
+  record "$what" "\"acknowledged\": $acked, \"recorded\": $(( after - before ))"
+  echo "$what: $acked acknowledged, $(( after - before )) recorded"
+}
+durable_load "POST /api/status-update/ (durable)" status "status updates recorded" \
+  BENCH_FIRST_RUN=$(( size - 9999 )) BENCH_RUNS=10000
 # The seed's payload names the pipeline only: each report goes to its latest run.
-before="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE event_id LIKE 'bench-%'")"
-BENCH_KEY="$operator" load "POST /api/status-update/ (seed payload, durable)" seed 64 BENCH_PIPELINES="$have_pipelines"
-after="$(psql -tA -d "$DATABASE_URL" -c "SELECT count(*) FROM run_events WHERE event_id LIKE 'bench-%'")"
-acked="$(tail -n 1 "$results" | python3 -c 'import json,sys; r=json.load(sys.stdin)["result"]; print(r["requests"]-r["non_2xx"])')"
-record "seed status updates recorded" "\"acknowledged\": $acked, \"recorded\": $(( after - before ))"
-echo "seed status updates: $acked acknowledged, $(( after - before )) recorded"
+durable_load "POST /api/status-update/ (seed payload, durable)" seed "seed status updates recorded" \
+  BENCH_PIPELINES="$have_pipelines"
 # Trigger acceptance at 16 clients (no Prefect: accepted runs wait in the outbox).
 runs_before="$(psql -tA -d "$DATABASE_URL" -c 'SELECT count(*) FROM runs')"
 BENCH_KEY="$operator" load "POST /api/pipelines/{id}/runs (trigger)" trigger 16 BENCH_PIPELINES="$have_pipelines"

@@ -37,6 +37,14 @@ pub enum Scope {
     Run(i64),
 }
 
+impl Scope {
+    /// What a change to run `run_id` of pipeline `pipeline_id` moves: the run and its
+    /// pipeline (which shows its runs' outcomes).
+    pub fn of_run(pipeline_id: i64, run_id: i64) -> [Scope; 2] {
+        [Scope::Pipeline(pipeline_id), Scope::Run(run_id)]
+    }
+}
+
 /// When an answer was read: an answer is current while its scope's stamp is the same.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp {
@@ -128,14 +136,16 @@ impl Freshness {
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Says that what `scopes` show has changed (and so have the listings).
+    /// Says that what `scopes` show has changed (and so have the listings); [`Scope::All`]
+    /// among them moves everything, as [`Freshness::touch`] does.
     pub fn touch_scopes(&self, scopes: impl IntoIterator<Item = Scope>) {
+        let scopes: Vec<Scope> = scopes.into_iter().collect();
+        if scopes.contains(&Scope::All) {
+            return self.touch();
+        }
         let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
         let mut remembered = self.scopes();
         for scope in scopes {
-            if scope == Scope::All {
-                continue;
-            }
             remembered.insert(scope, version);
         }
         if remembered.len() > MAX_SCOPES {
@@ -330,6 +340,13 @@ pub fn to_json(value: &impl Serialize) -> Result<Bytes> {
 /// everything else stay kept. A write without it moves every stamp.
 #[derive(Clone, Debug)]
 pub struct Touched(pub Vec<Scope>);
+
+impl Touched {
+    /// A write to run `run_id` of pipeline `pipeline_id` (a trigger, a status report).
+    pub fn run(pipeline_id: i64, run_id: i64) -> Self {
+        Touched(Scope::of_run(pipeline_id, run_id).to_vec())
+    }
+}
 
 /// Moves the stamps after every request that may have written through this replica.
 ///

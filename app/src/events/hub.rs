@@ -143,19 +143,16 @@ impl Hub {
     /// Moves the stamps of what `changes` change: a run or stage change moves its run and
     /// its pipeline, anything else (a pipeline's name shows in its runs) everything.
     fn mark_changed(&self, changes: &[Change]) {
-        let scoped = changes
-            .iter()
-            .all(|c| c.run_id.is_some() && (c.kind.starts_with("run.") || c.kind.starts_with("stage.")));
-        if scoped {
-            self.freshness.touch_scopes(changes.iter().flat_map(|c| {
-                [
-                    Scope::Pipeline(c.pipeline_id),
-                    Scope::Run(c.run_id.unwrap_or_default()),
-                ]
-            }));
-        } else {
-            self.freshness.touch();
+        let mut scopes = Vec::with_capacity(changes.len() * 2);
+        for change in changes {
+            match change.run_id {
+                Some(run_id) if change.kind.starts_with("run.") || change.kind.starts_with("stage.") => {
+                    scopes.extend(Scope::of_run(change.pipeline_id, run_id));
+                }
+                _ => return self.freshness.touch(),
+            }
         }
+        self.freshness.touch_scopes(scopes);
     }
 
     /// Listens for announced changes until `shutdown`, reconnecting as needed; after a lost

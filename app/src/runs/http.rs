@@ -15,7 +15,7 @@ use super::filter::RunFilter;
 use super::reports::ReportWriter;
 use super::triggers::TriggerWriter;
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
-use crate::api::cache::{Answers, Scope, Touched};
+use crate::api::cache::{Answers, Touched};
 use crate::api::encoding::KeptJson;
 use crate::api::responses::Errors;
 use crate::api::rules::{self, MAX_NAME, Rule, text};
@@ -64,15 +64,8 @@ async fn create_run(
         "api",
     )
     .await?;
-    Ok((StatusCode::ACCEPTED, touched(&run), Json(run)))
-}
-
-/// What a new run changed: its pipeline and itself (the listings move anyway).
-fn touched(run: &Run) -> Extension<Touched> {
-    Extension(Touched(vec![
-        Scope::Pipeline(run.pipeline_id),
-        Scope::Run(run.id),
-    ]))
+    let touched = Touched::run(run.pipeline_id, run.id);
+    Ok((StatusCode::ACCEPTED, Extension(touched), Json(run)))
 }
 
 /// A REST trigger: the `Idempotency-Key` header read, then the one service path.
@@ -132,7 +125,7 @@ async fn trigger_pipeline(
         "seed-api",
     )
     .await?;
-    let touched = touched(&run);
+    let touched = Extension(Touched::run(run.pipeline_id, run.id));
     let ack = SeedTriggerAck {
         success: true,
         message: format!("Pipeline {pipeline_id} triggered"),
@@ -169,10 +162,7 @@ async fn update_status(
     ApiJson(update): ApiJson<StatusUpdate>,
 ) -> Result<(Extension<Touched>, Json<StatusUpdateAck>)> {
     let ack = service::apply_status_update(&writer, &caller, update).await?;
-    let touched = Extension(Touched(vec![
-        Scope::Pipeline(ack.pipeline_id),
-        Scope::Run(ack.run_id),
-    ]));
+    let touched = Extension(Touched::run(ack.pipeline_id, ack.run_id));
     Ok((touched, Json(ack)))
 }
 

@@ -99,7 +99,7 @@ pub async fn insert_runs(
                SELECT id, 'flowdeck:' || gen_random_uuid()::text, 'accepted', 'pending', $12, request_id
                FROM recorded
            ), woken AS (
-               SELECT pg_notify('flowdeck_outbox', max(id)::text) FROM recorded
+               SELECT pg_notify($13, max(id)::text) FROM recorded
            )
            SELECT recorded.id AS "id!" FROM recorded, woken ORDER BY recorded.ord"#,
         &runs.pipeline_ids,
@@ -114,6 +114,7 @@ pub async fn insert_runs(
         &runs.stage_names,
         callbacks,
         at,
+        crate::runs::dispatch::OUTBOX_CHANNEL,
     )
     .fetch_all(conn)
     .await?;
