@@ -154,6 +154,9 @@ async fn canonical_trigger_records_a_pending_run_with_merged_parameters(db: PgPo
     assert_eq!(run["actor"], "api-key:test-operator");
     assert_eq!(run["source"], "api");
     assert_eq!(run["stages"].as_array().unwrap().len(), 2);
+    // The answer is made from what the insert returned, not read again: it must be the run
+    // exactly as a read shows it (times, stage ids and all).
+    assert_eq!(run, app.run(run["id"].as_i64().unwrap()).await);
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM run_events WHERE kind = 'accepted'")
         .fetch_one(&app.db)
         .await

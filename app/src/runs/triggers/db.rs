@@ -7,11 +7,18 @@ use sqlx::PgConnection;
 
 use crate::runs::db::RunTemplate;
 
+/// A locked pipeline: its name (for the answers) and what it gives each run.
+pub struct Locked {
+    pub name: String,
+    pub template: RunTemplate,
+}
+
 /// Locks the pipelines' rows (so concurrent triggers see each other's runs) and reads their
-/// run templates; a pipeline another transaction holds, or that does not exist, is left out.
-pub async fn lock_templates(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<HashMap<i64, RunTemplate>> {
+/// names and run templates; a pipeline another transaction holds, or that does not exist,
+/// is left out.
+pub async fn lock_templates(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<HashMap<i64, Locked>> {
     let rows = sqlx::query!(
-        "SELECT id, deployment, stage_names, default_parameters, max_concurrent_runs
+        "SELECT id, name, deployment, stage_names, default_parameters, max_concurrent_runs
          FROM pipelines WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
         ids
     )
@@ -26,7 +33,13 @@ pub async fn lock_templates(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Resul
                 default_parameters: r.default_parameters,
                 max_concurrent_runs: r.max_concurrent_runs,
             };
-            (r.id, template)
+            (
+                r.id,
+                Locked {
+                    name: r.name,
+                    template,
+                },
+            )
         })
         .collect())
 }
@@ -60,7 +73,16 @@ pub struct NewRuns {
     pub stage_names: Vec<String>,
 }
 
-/// Records `runs` (`pending`) in one statement; answers their ids in the same order.
+/// What the database gave a recorded run: its id, times and stage ids (in stage order).
+pub struct Recorded {
+    pub id: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub stage_ids: Vec<i64>,
+}
+
+/// Records `runs` (`pending`) in one statement; answers what the database gave each, in
+/// the same order, so that the answers need no second read.
 ///
 /// With them go their stages, their outbox entries (holding each run's callback credential,
 /// `callbacks`) and the first entry of each run's history (`accepted`, `pending`, by its
@@ -71,7 +93,7 @@ pub async fn insert_runs(
     runs: &NewRuns,
     callbacks: &[String],
     at: DateTime<Utc>,
-) -> sqlx::Result<Vec<i64>> {
+) -> sqlx::Result<Vec<Recorded>> {
     // Each run is found again by its callback credential's hash, which is unique.
     let rows = sqlx::query!(
         r#"WITH input AS (
@@ -83,14 +105,16 @@ pub async fn insert_runs(
                                  callback_token_hash)
                SELECT pipeline_id, parameters, actor, source, request_id, traceparent, hash
                FROM input ORDER BY ord
-               RETURNING id, callback_token_hash
+               RETURNING id, callback_token_hash, created_at, updated_at
            ), recorded AS (
-               SELECT run.id, input.* FROM run JOIN input ON input.hash = run.callback_token_hash
+               SELECT run.id, run.created_at, run.updated_at, input.*
+               FROM run JOIN input ON input.hash = run.callback_token_hash
            ), stages AS (
                INSERT INTO stage_runs (run_id, position, name)
                SELECT recorded.id, s.position, s.name
                FROM unnest($8::int[], $9::int[], $10::text[]) AS s(ord, position, name)
                JOIN recorded ON recorded.ord = s.ord
+               RETURNING run_id, position, id
            ), outbox AS (
                INSERT INTO run_outbox (run_id, callback_token)
                SELECT id, callback FROM recorded
@@ -101,7 +125,11 @@ pub async fn insert_runs(
            ), woken AS (
                SELECT pg_notify($13, max(id)::text) FROM recorded
            )
-           SELECT recorded.id AS "id!" FROM recorded, woken ORDER BY recorded.ord"#,
+           SELECT recorded.id AS "id!", recorded.created_at AS "created_at!",
+                  recorded.updated_at AS "updated_at!",
+                  coalesce((SELECT array_agg(stages.id ORDER BY stages.position) FROM stages
+                            WHERE stages.run_id = recorded.id), '{}') AS "stage_ids!"
+           FROM recorded, woken ORDER BY recorded.ord"#,
         &runs.pipeline_ids,
         &runs.parameters,
         &runs.actors,
@@ -118,5 +146,13 @@ pub async fn insert_runs(
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().map(|r| r.id).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| Recorded {
+            id: r.id,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            stage_ids: r.stage_ids,
+        })
+        .collect())
 }

@@ -4,7 +4,9 @@
 //! share one transaction and one commit ([`super::groups`] says why), with a fixed number
 //! of statements whatever the group's size: lock the pipelines, count their unfinished
 //! runs where a pipeline limits them, record the runs with their stages, outbox entries and
-//! first events in one statement, and the audit lines in another.
+//! first events in one statement, and the audit lines in another. Each trigger is answered
+//! with its run made from what that statement returned (ids, times, stage ids), not read
+//! again after the commit.
 //!
 //! A group never waits for a lock: a trigger whose pipeline another transaction holds (or
 //! that does not exist) is accepted on its own, in a transaction that waits (and says
@@ -22,11 +24,12 @@ use chrono::Utc;
 use sqlx::PgPool;
 use tracing::Instrument;
 
-use super::Run;
 use super::groups::{self, Failure, Groups, Shape};
+use super::{Run, Stage};
 use crate::auth::secrets;
 use crate::caller::{Caller, record};
 use crate::error::{AppError, Result};
+use crate::status::RunStatus;
 use crate::telemetry::metrics::metrics;
 
 /// The audit action of a trigger.
@@ -94,7 +97,7 @@ async fn write_group(pool: &PgPool, jobs: Vec<Job>) {
     for job in &jobs {
         span.follows_from(&job.span);
     }
-    let (steps, run_ids) = match accept_group(pool, &jobs).instrument(span).await {
+    let (steps, runs) = match accept_group(pool, &jobs).instrument(span).await {
         Ok(accepted) => accepted,
         Err(Failure::BeforeCommit(error)) => {
             tracing::warn!(%error, triggers = jobs.len(), "a group of triggers failed; accepting each alone");
@@ -112,58 +115,28 @@ async fn write_group(pool: &PgPool, jobs: Vec<Job>) {
             return;
         }
     };
-    let mut recorded = Vec::new();
+    let mut runs: Vec<Option<Run>> = runs.into_iter().map(Some).collect();
     for (job, step) in jobs.into_iter().zip(steps) {
         match step {
-            Step::Recorded(index) => recorded.push((job, run_ids[index])),
+            Step::Recorded(index) => {
+                let run = runs[index].take().ok_or_else(|| AppError::not_found("Run"));
+                if let Ok(run) = &run {
+                    metrics().trigger("accepted");
+                    tracing::info!(parent: &job.span, run.id = run.id, pipeline.id = run.pipeline_id, "run accepted");
+                }
+                job.reply.send(run).ok();
+            }
             Step::Refused(error) => {
                 job.reply.send(Err(error)).ok();
             }
             Step::Alone => send_alone(pool, job),
         }
     }
-    if !recorded.is_empty() {
-        // Read while this writer takes the next group.
-        tokio::spawn(answer_recorded(pool.clone(), recorded));
-    }
-}
-
-/// Answers each recorded trigger with its run, read back with the group's other runs in
-/// two statements.
-async fn answer_recorded(pool: PgPool, recorded: Vec<(Job, i64)>) {
-    let ids: Vec<i64> = recorded.iter().map(|(_, id)| *id).collect();
-    let read = async {
-        let runs = crate::runs::db::runs_by_ids(&pool, &ids).await?;
-        let stages = crate::runs::db::stages_for_runs(&pool, &ids).await?;
-        Ok::<_, sqlx::Error>((runs, stages))
-    };
-    let (runs, stages) = match read.await {
-        Ok(read) => read,
-        Err(error) => {
-            let error = AppError::from(error);
-            for (job, _) in recorded {
-                job.reply.send(Err(error.clone())).ok();
-            }
-            return;
-        }
-    };
-    let mut runs: HashMap<i64, Run> = runs.into_iter().map(|run| (run.id, run)).collect();
-    for stage in stages {
-        if let Some(run) = stage.run_id.and_then(|id| runs.get_mut(&id)) {
-            run.stages.push(stage);
-        }
-    }
-    for (job, id) in recorded {
-        metrics().trigger("accepted");
-        tracing::info!(parent: &job.span, run.id = id, pipeline.id = job.item.pipeline_id, "run accepted");
-        let run = runs.remove(&id).ok_or_else(|| AppError::not_found("Run"));
-        job.reply.send(run).ok();
-    }
 }
 
 /// Accepts every trigger it can in one transaction, in arrival order, and commits; answers
-/// each trigger's step and the new runs' ids.
-async fn accept_group(pool: &PgPool, jobs: &[Job]) -> Result<(Vec<Step>, Vec<i64>), Failure> {
+/// each trigger's step and the new runs, as the answers show them.
+async fn accept_group(pool: &PgPool, jobs: &[Job]) -> Result<(Vec<Step>, Vec<Run>), Failure> {
     let mut tx = groups::begin(pool).await.map_err(Failure::BeforeCommit)?;
     let mut ids: Vec<i64> = jobs.iter().map(|job| job.item.pipeline_id).collect();
     ids.sort_unstable();
@@ -173,7 +146,7 @@ async fn accept_group(pool: &PgPool, jobs: &[Job]) -> Result<(Vec<Step>, Vec<i64
         .map_err(Failure::BeforeCommit)?;
     let limited: Vec<i64> = templates
         .iter()
-        .filter(|(_, template)| template.max_concurrent_runs.is_some())
+        .filter(|(_, locked)| locked.template.max_concurrent_runs.is_some())
         .map(|(id, _)| *id)
         .collect();
     let mut active = if limited.is_empty() {
@@ -189,7 +162,7 @@ async fn accept_group(pool: &PgPool, jobs: &[Job]) -> Result<(Vec<Step>, Vec<i64
     let mut steps = Vec::with_capacity(jobs.len());
     for job in jobs {
         let trigger = &job.item;
-        let Some(template) = templates.get(&trigger.pipeline_id) else {
+        let Some(db::Locked { template, .. }) = templates.get(&trigger.pipeline_id) else {
             steps.push(Step::Alone);
             continue;
         };
@@ -228,14 +201,22 @@ async fn accept_group(pool: &PgPool, jobs: &[Job]) -> Result<(Vec<Step>, Vec<i64
         return Ok((steps, Vec::new()));
     }
 
-    let run_ids = db::insert_runs(&mut tx, &runs, &callbacks, Utc::now())
+    let recorded = db::insert_runs(&mut tx, &runs, &callbacks, Utc::now())
         .await
         .map_err(Failure::BeforeCommit)?;
-    if run_ids.len() != callbacks.len() {
+    let answers: Vec<Run> = recorded
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, recorded)| {
+            let locked = templates.get(runs.pipeline_ids.get(index)?)?;
+            new_run(&runs, index, locked, recorded)
+        })
+        .collect();
+    if answers.len() != callbacks.len() {
         tracing::error!(
             runs = callbacks.len(),
-            recorded = run_ids.len(),
-            "a group recorded another number of runs"
+            recorded = answers.len(),
+            "a group recorded another number of runs or stages"
         );
         return Err(Failure::BeforeCommit(sqlx::Error::RowNotFound));
     }
@@ -243,7 +224,7 @@ async fn accept_group(pool: &PgPool, jobs: &[Job]) -> Result<(Vec<Step>, Vec<i64
         .iter()
         .zip(&steps)
         .filter_map(|(job, step)| match step {
-            Step::Recorded(index) => Some((&job.item.caller, format!("run:{}", run_ids[*index]))),
+            Step::Recorded(index) => Some((&job.item.caller, format!("run:{}", answers[*index].id))),
             _ => None,
         })
         .collect();
@@ -251,7 +232,51 @@ async fn accept_group(pool: &PgPool, jobs: &[Job]) -> Result<(Vec<Step>, Vec<i64
         .await
         .map_err(Failure::BeforeCommit)?;
     tx.commit().await.map_err(Failure::Commit)?;
-    Ok((steps, run_ids))
+    Ok((steps, answers))
+}
+
+/// The run at `index` of `runs` as the database recorded it: what a read would answer right
+/// after the commit (`pending`, nothing reported, its stages not started).
+fn new_run(runs: &db::NewRuns, index: usize, locked: &db::Locked, recorded: db::Recorded) -> Option<Run> {
+    let pipeline_id = *runs.pipeline_ids.get(index)?;
+    let names = &locked.template.stage_names;
+    if recorded.stage_ids.len() != names.len() {
+        return None;
+    }
+    let stages = names
+        .iter()
+        .zip(recorded.stage_ids)
+        .enumerate()
+        .map(|(position, (name, id))| Stage {
+            id: Some(id),
+            run_id: Some(recorded.id),
+            ..Stage::planned(pipeline_id, i32::try_from(position).unwrap_or(i32::MAX), name)
+        })
+        .collect();
+    Some(Run {
+        id: recorded.id,
+        pipeline_id,
+        pipeline_name: locked.name.clone(),
+        status: RunStatus::Pending,
+        parameters: runs.parameters.get(index)?.clone(),
+        actor: runs.actors.get(index)?.clone(),
+        source: runs.sources.get(index)?.clone(),
+        request_id: Some(runs.request_ids.get(index)?.clone()),
+        idempotency_key: None,
+        retry_of_run_id: None,
+        prefect_flow_run_id: None,
+        prefect_state: None,
+        records_processed: 0,
+        error_message: None,
+        created_at: recorded.created_at,
+        submitted_at: None,
+        started_at: None,
+        ended_at: None,
+        updated_at: recorded.updated_at,
+        stuck_since: None,
+        prefect_url: None,
+        stages,
+    })
 }
 
 /// Accepts one trigger in a transaction of its own, which waits for its pipeline's lock.
