@@ -72,6 +72,8 @@ INSERT INTO stage_runs (run_id, position, name)
 UPDATE pipelines p SET latest_run_id = (SELECT max(id) FROM runs r WHERE r.pipeline_id = p.id);
 SET session_replication_role = origin;
 ANALYZE;
+-- The seeding's writes are flushed now, not by a checkpoint during the next measurement.
+CHECKPOINT;
 SQL
   have_runs="$runs"; have_pipelines="$pipelines"
   say "seeded $(psql -tA -d "$DATABASE_URL" -c 'SELECT count(*) FROM runs') runs, $have_pipelines pipelines, $(psql -tA -d "$DATABASE_URL" -c 'SELECT count(*) FROM run_events') events"
