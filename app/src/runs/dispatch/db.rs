@@ -30,22 +30,24 @@ pub struct OutboxRun {
     pub idempotency_key: String,
 }
 
-/// Queues a run for submission, waking the dispatchers once the transaction commits.
+/// Queues a run for submission, waking the dispatchers once the transaction commits (on
+/// [`super::OUTBOX_CHANNEL`], as a group of triggers does): one statement.
 pub async fn insert_outbox(
     db: &mut sqlx::PgConnection,
     run_id: i64,
     callback_token: &str,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO run_outbox (run_id, callback_token) VALUES ($1, $2)",
+        "WITH queued AS (
+             INSERT INTO run_outbox (run_id, callback_token) VALUES ($1, $2) RETURNING run_id
+         )
+         SELECT pg_notify($3, run_id::text) FROM queued",
         run_id,
-        callback_token
+        callback_token,
+        super::OUTBOX_CHANNEL,
     )
     .execute(&mut *db)
     .await?;
-    sqlx::query!("SELECT pg_notify('flowdeck_outbox', $1)", run_id.to_string())
-        .execute(&mut *db)
-        .await?;
     Ok(())
 }
 
