@@ -235,7 +235,7 @@ if status and status["result"]["rps"] < 5000:
     out.append("- status reports are below 5,000/s because the two cores are busy, not because of the disk: "
                "reports that arrive together share one commit, and the change triggers already run once per "
                "statement (one insert into `changes` and one NOTIFY per group). Per report the database still "
-               "inserts a history row (3 indexes) and an audit row (4 indexes) and rewrites the stage and run "
+               "inserts a history row (4 indexes) and an audit row (5 indexes) and rewrites the stage and run "
                "rows with their indexes, and the server parses, authorises and answers it. What would reach "
                "5,000/s: one audit row per group and caller instead of per report, or more cores: PostgreSQL "
                "is the larger share of the CPU, and groups of different runs never wait for each other, so "
@@ -243,7 +243,7 @@ if status and status["result"]["rps"] < 5000:
 if trig and trig["result"]["rps"] < 2000:
     out.append("- triggers are below 2,000/s: a group of triggers is three statements and one commit, but each "
                "trigger still writes nine rows (the run, five stages, an outbox row, its first event, an audit "
-               "row) and checks seven foreign keys, and one writer per replica takes the groups in turn (a "
+               "row) and makes nine foreign-key checks, and one writer per replica takes the groups in turn (a "
                "commit that NOTIFYs holds a database-wide lock through its flush, so a second writer only "
                "halved the groups). What would reach it: stage rows written when a stage first reports rather "
                "than when the run is accepted (five of the nine rows), or more cores.")
@@ -251,17 +251,38 @@ if health and health["result"]["p99_ms"] >= 5:
     out.append(f"- p99 figures near 10 ms are the machine's noise floor: `/api/health`, which touches neither the "
                f"database nor a credential, had a p99 of {ms(health['result']['p99_ms'])} in the same run.")
 if "/" in pages and pages["/"][1] >= 150_000:
+    # Each page's files as Chromium fetched them (bytes, path), from page-weight.txt.
+    files, page = {}, None
+    for line in weight.splitlines():
+        head = re.match(r"^(\S+): \d+ files", line)
+        item = re.match(r"^\s+(\d+)\s+\S+\s+(\S+)$", line)
+        if head:
+            page = head.group(1)
+            files[page] = []
+        elif item and page:
+            files[page].append((int(item.group(1)), item.group(2)))
+    wasm = lambda page, kind: [(n, f) for n, f in files.get(page, []) if f.startswith(f"/pkg/{kind}")]
+    with_island = [p for p in files if wasm(p, "split_")]
+    shared = set.intersection(*(set(f for _, f in wasm(p, "chunk_")) for p in with_island)) if with_island else set()
+    kb = lambda n: f"{n / 1000:.0f} KB"
+    island = sum(n for n, _ in wasm("/", "split_"))
+    common = sum(n for n, f in wasm("/", "chunk_") if f in shared)
+    others = [n for n, f in wasm("/", "chunk_") if f not in shared]
+    main = sum(n for n, _ in wasm("/", "flowdeck.wasm"))
+    lightest = min(with_island, key=lambda p: pages[p][1]) if with_island else None
     out.append("- the pages are over their weight because each island renders its whole region in the browser. "
                "Each island is split into its own wasm chunk (`#[island(lazy)]`), and the code two or more islands "
-               "share is split again by which islands share it, so the dashboard fetches its island (47 KB brotli), "
-               "the code every island shares (58 KB: the reactive runtime, server functions, serde and float "
-               "formatting) and some twenty small chunks, beside the main module (32 KB). The smallest page with an "
-               "island, the sign-in form, is already about 155 KB. Type-erasing the views (`--cfg erase_components`) "
-               "made the chunks larger (the dashboard 209 KB -> 243 KB), and making the dashboard's island eager "
-               "would put its code in every page. What would reach 150 KB and 10 requests: islands that render "
-               "less (rows rendered on the server and swapped in by a small island that follows the change feed), "
-               "with that island eager so the page needs no chunks; a serde_json deserializer per struct the "
-               "browser reads costs about 8 KB before compression.")
+               f"share is split again by which islands share it, so the dashboard fetches its island ({kb(island)} "
+               f"brotli), the chunks every page with an island fetches ({kb(common)}: the reactive runtime, server "
+               f"functions, serde) and {len(others)} other chunks ({kb(sum(others))}), beside the main module "
+               f"({kb(main)})."
+               + (f" The lightest page with an island, `{lightest}`, is {kb(pages[lightest][1])}." if lightest else "")
+               + " Type-erasing the views (`--cfg erase_components`) made the chunks larger (the dashboard 209 KB -> "
+               "243 KB), and making the dashboard's island eager would put its code in every page. What would reach "
+               "150 KB and 10 requests: islands that render less (rows rendered on the server and swapped in by a "
+               "small island that follows the change feed), with that island eager so the page needs no chunks, on "
+               "every page with an island; each struct the browser deserializes adds its own serde_json code (up "
+               "to 8 KB before compression).")
 list16, list64 = find("GET /api/pipelines/", 16), find("GET /api/pipelines/", 64)
 if list16 and list64 and list64["result"]["rps"] < list16["result"]["rps"] and body:
     out.append(f"- the uncompressed list at 64 clients ({list64['result']['rps']:.0f}/s) is below 16 clients' "

@@ -91,8 +91,8 @@ serve_fresh_cleanup() {
 # open-file limit for their thousands of connections.
 bench_setup() {
   "$ROOT/scripts/db.sh"
-  # Chromium and Playwright measure the page weight (and the test tools come with them).
-  "$ROOT/scripts/tools.sh" test
+  # Chromium and Playwright measure the page weight.
+  "$ROOT/scripts/tools.sh" bench
   "$ROOT/scripts/build.sh"
   cd "$ROOT"
   cargo build --release -p server --example bench_live --quiet || die "cannot build the benchmark"

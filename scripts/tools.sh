@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing Flowdeck needs, skipping whatever is already there.
-# Usage: scripts/tools.sh [build|test]
+# Usage: scripts/tools.sh [build|test|bench]  (bench: the browser and Playwright, for the page weight)
 source "$(dirname "$0")/lib.sh"
 want="${1:-build}"
 
@@ -35,6 +35,9 @@ if [ "$want" = test ]; then
     python3 -m venv "$st" && "$st/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" \
       || die "pip install schemathesis failed"
   fi
+fi
+
+if [ "$want" = test ] || [ "$want" = bench ]; then
   command -v chromium >/dev/null || { say "installing Debian's chromium"; apt_install chromium; }
   if [ ! -d "$ROOT/end2end/node_modules/@playwright/test" ] \
      || [ "$ROOT/end2end/package-lock.json" -nt "$ROOT/end2end/node_modules/.package-lock.json" ]; then
