@@ -250,39 +250,23 @@ if trig and trig["result"]["rps"] < 2000:
 if health and health["result"]["p99_ms"] >= 5:
     out.append(f"- p99 figures near 10 ms are the machine's noise floor: `/api/health`, which touches neither the "
                f"database nor a credential, had a p99 of {ms(health['result']['p99_ms'])} in the same run.")
-if "/" in pages and pages["/"][1] >= 150_000:
-    # Each page's files as Chromium fetched them (bytes, path), from page-weight.txt.
+heavy = [p for p in pages if pages[p][1] >= (150_000 if p == "/" else 180_000)]
+if heavy:
+    # Each heavy page's wasm files as Chromium fetched them, from page-weight.txt.
     files, page = {}, None
     for line in weight.splitlines():
         head = re.match(r"^(\S+): \d+ files", line)
-        item = re.match(r"^\s+(\d+)\s+\S+\s+(\S+)$", line)
+        item = re.match(r"^\s+(\d+)\s+\S+\s+(\S+\.wasm)$", line)
         if head:
             page = head.group(1)
             files[page] = []
         elif item and page:
-            files[page].append((int(item.group(1)), item.group(2)))
-    wasm = lambda page, kind: [(n, f) for n, f in files.get(page, []) if f.startswith(f"/pkg/{kind}")]
-    with_island = [p for p in files if wasm(p, "split_")]
-    shared = set.intersection(*(set(f for _, f in wasm(p, "chunk_")) for p in with_island)) if with_island else set()
-    kb = lambda n: f"{n / 1000:.0f} KB"
-    island = sum(n for n, _ in wasm("/", "split_"))
-    common = sum(n for n, f in wasm("/", "chunk_") if f in shared)
-    others = [n for n, f in wasm("/", "chunk_") if f not in shared]
-    main = sum(n for n, _ in wasm("/", "flowdeck.wasm"))
-    lightest = min(with_island, key=lambda p: pages[p][1]) if with_island else None
-    out.append("- the pages are over their weight because each island renders its whole region in the browser. "
-               "Each island is split into its own wasm chunk (`#[island(lazy)]`), and the code two or more islands "
-               f"share is split again by which islands share it, so the dashboard fetches its island ({kb(island)} "
-               f"brotli), the chunks every page with an island fetches ({kb(common)}: the reactive runtime, server "
-               f"functions, serde) and {len(others)} other chunks ({kb(sum(others))}), beside the main module "
-               f"({kb(main)})."
-               + (f" The lightest page with an island, `{lightest}`, is {kb(pages[lightest][1])}." if lightest else "")
-               + " Type-erasing the views (`--cfg erase_components`) made the chunks larger (the dashboard 209 KB -> "
-               "243 KB), and making the dashboard's island eager would put its code in every page. What would reach "
-               "150 KB and 10 requests: islands that render less (rows rendered on the server and swapped in by a "
-               "small island that follows the change feed), with that island eager so the page needs no chunks, on "
-               "every page with an island; each struct the browser deserializes adds its own serde_json code (up "
-               "to 8 KB before compression).")
+            files[page].append(f"{item.group(2).removeprefix('/pkg/')} {int(item.group(1)):,} B")
+    for p in heavy:
+        out.append(f"- `{p}` is over its weight; its wasm: {', '.join(files.get(p, [])) or 'none'}. Pages render "
+                   "their data on the server (also when it changes, `ui/regions.rs`) and islands hold only "
+                   "controls: an island that renders data or deserializes a struct brings its views and serde "
+                   "code into the wasm.")
 list16, list64 = find("GET /api/pipelines/", 16), find("GET /api/pipelines/", 64)
 if list16 and list64 and list64["result"]["rps"] < list16["result"]["rps"] and body:
     out.append(f"- the uncompressed list at 64 clients ({list64['result']['rps']:.0f}/s) is below 16 clients' "

@@ -111,7 +111,8 @@ live_figures() {
     || { tail -n 30 "$log"; die "the live benchmark failed"; }
   peak_rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$server_pid/status")"
   echo "server peak RSS: $((peak_rss_kib / 1024)) MiB" | tee -a "$dir/live.txt"
-  (cd "$ROOT/end2end" && node page-weight.mjs "$url" "$key" / /pipelines/1 "/runs/$run_id" /login) \
+  (cd "$ROOT/end2end" && node page-weight.mjs "$url" "$key" / /pipelines/1 "/runs/$run_id" /login \
+    /pipelines/new /admin/api-keys /audit) \
     | tee "$dir/page-weight.txt" || die "cannot measure the page weight"
 }
 

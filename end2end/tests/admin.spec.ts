@@ -25,9 +25,17 @@ test("an admin makes a key, sees it once, and revoking it signs its holder out",
   await theirs.goto("/audit");
   await expect(theirs.getByRole("heading", { name: "Not allowed" })).toBeVisible();
 
+  // Rotating makes a successor, shown once, and the table lists it.
+  const original = page.locator(`tr[data-key-id="${await row.getAttribute("data-key-id")}"]`);
+  await original.getByRole("button", { name: "Rotate" }).click();
+  await expect(secret).not.toHaveValue(key);
+  await expect(secret).toHaveValue(/^fdk_[0-9A-Za-z]{38}$/);
+  await expect(row).toHaveCount(2);
+  await expect(page.locator("tr", { hasText: "rotated from" })).toHaveCount(1);
+
   page.once("dialog", (dialog) => dialog.accept());
-  await row.getByRole("button", { name: "Revoke" }).click();
-  await expect(row).toContainText("revoked");
+  await original.getByRole("button", { name: "Revoke" }).click();
+  await expect(original).toContainText("revoked");
   await theirs.goto("/");
   await expect(theirs).toHaveURL(/\/login\?next=/);
   await holder.close();

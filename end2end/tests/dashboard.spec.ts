@@ -187,5 +187,15 @@ test("a stage update appears on an open run page within a second", async ({ page
   // The stage timeline appears and draws the running stage.
   await expect(page.getByTestId("timeline-row")).toHaveCount(5, { timeout: 1000 });
   await expect(page.getByTestId("timeline").locator("rect")).toHaveCount(1);
+  // The run ends: Cancel gives way to Retry, as the server renders them, in place.
+  await expect(page.getByRole("button", { name: "■ Cancel" })).toBeVisible();
+  const ended = await request.post("/api/status-update/", {
+    headers: auth(),
+    data: { run_id: run.id, status: "failed", error_message: "boom" },
+  });
+  expect(ended.status()).toBe(200);
+  await expect(page.getByRole("button", { name: "↻ Retry" })).toBeVisible({ timeout: 1000 });
+  await expect(page.getByRole("button", { name: "■ Cancel" })).toHaveCount(0);
+  await expect(page.getByRole("heading", { name: /Run #\d+/ })).toContainText("failed");
   expect(reloaded, "the stage changes without a reload").toBe(false);
 });

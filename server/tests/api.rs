@@ -978,6 +978,56 @@ async fn the_run_dialog_sends_typed_parameters_and_refuses_bad_ones(db: PgPool) 
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn a_plain_form_refused_comes_back_to_its_page_and_says_why_there(db: PgPool) {
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    let app = TestApp::new(db).await;
+    let pipeline = app.pipeline(json!({"name": "Plain forms"})).await;
+    let page = format!("http://localhost/pipelines/{pipeline}");
+    let before = app.footprint_but_audit().await;
+    // What a browser without the wasm sends: a form post that accepts HTML, from the page.
+    let request = Request::post("/sfn/trigger_run")
+        .header(header::AUTHORIZATION, format!("Bearer {}", app.operator))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::ACCEPT, "text/html")
+        .header(header::REFERER, &page)
+        .body(Body::from(format!(
+            "pipeline_id={pipeline}&values%5Brows%5D=many&kinds%5Brows%5D=integer"
+        )))
+        .expect("valid request");
+    let answer = app.send(request).await;
+    assert_eq!(answer.status, StatusCode::FOUND, "{}", answer.text());
+    let location = answer.headers[header::LOCATION].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!("{page}?__path=%2Fsfn%2Ftrigger_run&__err=")),
+        "{location}"
+    );
+    assert_eq!(
+        app.footprint_but_audit().await,
+        before,
+        "a refusal writes nothing"
+    );
+
+    // The page it comes back to says why, as text, next to its Run button.
+    let shown = app
+        .get(location.trim_start_matches("http://localhost"), &app.operator)
+        .await;
+    assert_eq!(shown.status, StatusCode::OK);
+    let html = shown.text();
+    let alert = html
+        .find(r#"<p role="alert" class="form-error">"#)
+        .unwrap_or_else(|| panic!("the refusal is shown: {html}"));
+    assert!(html[alert..].contains("parameters.rows"), "{html}");
+    // Another function's error, or none, shows nothing.
+    let other = location.replace("trigger_run", "cancel_run");
+    let html = app
+        .get(other.trim_start_matches("http://localhost"), &app.operator)
+        .await
+        .text();
+    assert!(!html.contains(r#"role="alert""#), "{html}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn the_dashboard_filters_sorts_and_pages_on_the_server(db: PgPool) {
     let app = TestApp::new(db).await;
     for n in 1..=55 {
@@ -1054,6 +1104,105 @@ async fn the_dashboard_filters_sorts_and_pages_on_the_server(db: PgPool) {
         assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{form}");
         assert!(answer.text().contains(field), "{}", answer.text());
     }
+
+    // The rows the dashboard's island puts in place: the same page, rendered on the server.
+    let rows = |form: &str| {
+        let app = &app;
+        let form = form.to_owned();
+        async move {
+            let answer = app.server_fn("dashboard_rows", &app.viewer, &form).await;
+            assert_eq!(answer.status, StatusCode::OK, "{form}: {}", answer.text());
+            answer.json().as_str().expect("HTML as a string").to_owned()
+        }
+    };
+    let html = rows("query[q]=pipe+0").await;
+    assert_eq!(html.matches(r#"data-testid="pipeline-row""#).count(), 9, "{html}");
+    assert!(html.contains(">9 of 56<"), "{html}");
+    let html = rows("query[status]=failed").await;
+    assert_eq!(html.matches(r#"data-testid="pipeline-row""#).count(), 1, "{html}");
+    assert!(
+        html.contains(&format!(r#"href="/pipelines/{special}""#)),
+        "{html}"
+    );
+    assert!(
+        rows("query[q]=nothing+like+it")
+            .await
+            .contains("No pipeline matches these filters")
+    );
+    // Names are text, never markup.
+    app.pipeline(json!({"name": "<img src=x onerror=alert(1)>"}))
+        .await;
+    let html = rows("query[q]=onerror").await;
+    assert!(
+        html.contains("&lt;img src=x onerror=alert(1)&gt;") && !html.contains("<img"),
+        "{html}"
+    );
+    let answer = app
+        .server_fn("dashboard_rows", &app.viewer, "query[sort]=colour")
+        .await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_run_page_is_rendered_afresh_for_its_island_with_the_callers_actions(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let pipeline = app.pipeline(json!({"name": "Parts <b>bold</b>"})).await;
+    let run = app.start_run(pipeline, json!({})).await["id"].as_i64().unwrap();
+    let parts = |key: &str| {
+        let app = &app;
+        let form = format!("id={run}");
+        let key = key.to_owned();
+        async move {
+            let answer = app.server_fn("run_parts", &key, &form).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+            answer.json()
+        }
+    };
+    let fresh = parts(&app.viewer).await;
+    let head = fresh["head"].as_str().unwrap();
+    assert!(
+        head.contains(&format!("Run #{run} ")) && head.contains("pending"),
+        "{head}"
+    );
+    assert!(
+        head.contains("Parts &lt;b&gt;bold&lt;/b&gt;"),
+        "names are text: {head}"
+    );
+    let body = fresh["body"].as_str().unwrap();
+    assert_eq!(body.matches(r#"data-testid="stage-row""#).count(), 5, "{body}");
+    // Viewers get no actions; operators get Cancel while the run is live.
+    assert!(!fresh["actions"].as_str().unwrap().contains("<form"), "{fresh}");
+    let actions = parts(&app.operator).await["actions"].as_str().unwrap().to_owned();
+    assert!(
+        actions.contains(r#"action="/sfn/cancel_run""#) && !actions.contains("Retry"),
+        "{actions}"
+    );
+
+    // Viewers may look, not cancel; an operator's cancel is what the next parts show.
+    let refused = app
+        .server_fn("cancel_run", &app.viewer, &format!("id={run}"))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        !parts(&app.viewer).await["head"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled")
+    );
+    let cancelled = app
+        .server_fn("cancel_run", &app.operator, &format!("id={run}"))
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.text());
+    let after = parts(&app.operator).await;
+    assert!(after["head"].as_str().unwrap().contains("cancelled"), "{after}");
+    let actions = after["actions"].as_str().unwrap();
+    assert!(
+        actions.contains(r#"action="/sfn/retry_run""#) && !actions.contains("Cancel"),
+        "{actions}"
+    );
+
+    let missing = app.server_fn("run_parts", &app.viewer, "id=987654").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
 #[sqlx::test(migrations = "../migrations")]

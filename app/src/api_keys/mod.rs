@@ -206,13 +206,21 @@ pub async fn list_api_keys() -> Result<Vec<ApiKey>, AppError> {
     service::filter(&db, &caller, &filter).await
 }
 
-/// Creates a key from the admin page; `expires_in_days` empty for never.
+/// The admin page's key table, rendered afresh.
+#[server(prefix = "/sfn", endpoint = "key_table")]
+pub async fn key_table() -> Result<String, AppError> {
+    let keys = list_api_keys().await?;
+    Ok(view! { <page::KeyTable keys /> }.to_html())
+}
+
+/// Creates a key from the admin page; `expires_in_days` empty for never. Answers the
+/// notice showing its secret, once, rendered.
 #[server(prefix = "/sfn", endpoint = "create_api_key")]
 pub async fn create_api_key(
     name: String,
     role: Role,
     expires_in_days: Option<String>,
-) -> Result<CreatedApiKey, AppError> {
+) -> Result<String, AppError> {
     let db = expect_context::<sqlx::PgPool>();
     let caller = crate::caller::Caller::current()?;
     let expires_at = match expires_in_days
@@ -237,15 +245,18 @@ pub async fn create_api_key(
         role,
         expires_at,
     };
-    service::create(&db, &caller, new).await
+    let created = service::create(&db, &caller, new).await?;
+    Ok(view! { <page::NewSecret created /> }.to_html())
 }
 
-/// Rotates a key from the admin page with the default overlap.
+/// Rotates a key from the admin page with the default overlap; answers the successor's
+/// notice, as `create_api_key` does.
 #[server(prefix = "/sfn", endpoint = "rotate_api_key")]
-pub async fn rotate_api_key(id: i64) -> Result<CreatedApiKey, AppError> {
+pub async fn rotate_api_key(id: i64) -> Result<String, AppError> {
     let db = expect_context::<sqlx::PgPool>();
     let caller = crate::caller::Caller::current()?;
-    service::rotate(&db, &caller, id, Rotation::default()).await
+    let created = service::rotate(&db, &caller, id, Rotation::default()).await?;
+    Ok(view! { <page::NewSecret created /> }.to_html())
 }
 
 /// Revokes a key from the admin page.

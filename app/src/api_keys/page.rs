@@ -1,11 +1,21 @@
 //! The API keys page (admins): every key with its state and last use; create, rotate and
 //! revoke. A new key's secret is shown once, on this page, right after it is made.
+//!
+//! The table and the secret's notice are rendered on the server (`key_table`, and the
+//! answer of `create_api_key` and `rotate_api_key`); the island holds the form and the
+//! buttons' behaviour, so its wasm carries no key type and no table markup.
 
 use leptos::prelude::*;
 
-use super::{ApiKey, CreateApiKey, CreatedApiKey, KeyState, RevokeApiKey, RotateApiKey, list_api_keys};
+use super::{ApiKey, CreateApiKey, KeyState, key_table, list_api_keys, revoke_api_key, rotate_api_key};
 use crate::layout::Frame;
+use crate::ui::regions::{self, Loads};
 use crate::ui::{ErrorView, when};
+
+/// The id of the element holding the key table, which the island replaces.
+const TABLE_ID: &str = "key-table";
+/// The id of the element showing a new secret, once.
+const SECRET_ID: &str = "new-secret";
 
 /// The API keys page.
 #[component]
@@ -20,7 +30,16 @@ pub fn ApiKeysPage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     match keys.await {
                         Err(error) => view! { <ErrorView error /> }.into_any(),
-                        Ok(keys) => view! { <KeyAdmin keys /> }.into_any(),
+                        Ok(keys) => view! {
+                            <section class="card">
+                                <h2>"New key"</h2>
+                                <KeyAdmin>
+                                    <NewKeyFields />
+                                </KeyAdmin>
+                            </section>
+                            <div id=TABLE_ID><KeyTable keys /></div>
+                        }
+                        .into_any(),
                     }
                 })}
             </Suspense>
@@ -28,78 +47,117 @@ pub fn ApiKeysPage() -> impl IntoView {
     }
 }
 
-/// The key table and the New key form: an island, so a new secret shows here once and the
-/// table follows every change.
+/// The New key form and what Rotate and Revoke do: an island, so a new secret shows here
+/// once and the table is read again after every change. Its fields are its children,
+/// rendered on the server.
 #[island(lazy)]
-fn KeyAdmin(keys: Vec<ApiKey>) -> impl IntoView {
+fn KeyAdmin(children: Children) -> impl IntoView {
     crate::ui::mark_hydrated();
-    let keys = RwSignal::new(keys);
     let create = ServerAction::<CreateApiKey>::new();
-    let rotate = ServerAction::<RotateApiKey>::new();
-    let revoke = ServerAction::<RevokeApiKey>::new();
+    let error = RwSignal::new(None::<String>);
+    let loads = Loads::new();
     let reload = move || {
+        let n = loads.ask();
         leptos::task::spawn_local(async move {
-            if let Ok(fresh) = list_api_keys().await {
-                keys.set(fresh);
+            if let Ok(html) = key_table().await
+                && loads.show(n)
+            {
+                regions::put(TABLE_ID, &html);
             }
         });
     };
-    // After each finished action, the table is read again.
-    Effect::new(move |_| {
-        let done = (
-            create.version().get(),
-            rotate.version().get(),
-            revoke.version().get(),
-        );
-        if done != (0, 0, 0) {
+    // A key made or rotated: its secret shows until the next one, and the table follows.
+    let made = move |answer: Result<String, crate::error::AppError>| match answer {
+        Ok(notice) => {
+            error.set(None);
+            regions::put(SECRET_ID, &notice);
             reload();
         }
-    });
-    // The latest key made here, created or rotated, shown until the next one.
-    let secret = RwSignal::new(None::<CreatedApiKey>);
-    for made in [create.value(), rotate.value()] {
-        Effect::new(move |_| {
-            if let Some(Ok(created)) = made.get() {
-                secret.set(Some(created));
-            }
-        });
-    }
-    let error = move || {
-        [
-            create.value().get().and_then(Result::err),
-            rotate.value().get().and_then(Result::err),
-            revoke.value().get().and_then(Result::err),
-        ]
-        .into_iter()
-        .flatten()
-        .next()
-        .map(|e| e.to_string())
+        Err(e) => error.set(Some(e.to_string())),
     };
+    Effect::new(move |_| {
+        if let Some(answer) = create.value().get() {
+            made(answer);
+        }
+    });
+    // The table's buttons (server-rendered) name their key in `data-rotate` / `data-revoke`.
+    let clicks = window_event_listener(leptos::ev::click, move |ev| {
+        use leptos::wasm_bindgen::JsCast;
+        let Some(button) = ev
+            .target()
+            .and_then(|t| t.dyn_into::<leptos::web_sys::Element>().ok())
+            .and_then(|t| t.closest("[data-rotate], [data-revoke]").ok().flatten())
+        else {
+            return;
+        };
+        let key = |name| button.get_attribute(name).and_then(|id| id.parse::<i64>().ok());
+        if let Some(id) = key("data-rotate") {
+            leptos::task::spawn_local(async move { made(rotate_api_key(id).await) });
+        } else if let Some(id) = key("data-revoke") {
+            let question = format!("Revoke API key {id}? Whatever uses it stops working at once.");
+            if window().confirm_with_message(&question).unwrap_or(false) {
+                leptos::task::spawn_local(async move {
+                    match revoke_api_key(id).await {
+                        Ok(()) => reload(),
+                        Err(e) => error.set(Some(e.to_string())),
+                    }
+                });
+            }
+        }
+    });
+    on_cleanup(move || clicks.remove());
     view! {
-        <section class="card">
-            <h2>"New key"</h2>
-            <ActionForm action=create attr:class="param-form inline-fields">
-                <div class="field">
-                    <label for="key-name">"Name *"</label>
-                    <input id="key-name" name="name" required maxlength="100" autocomplete="off" placeholder="ci-bot" />
-                </div>
-                <div class="field">
-                    <label for="key-role">"Role"</label>
-                    <select id="key-role" name="role">
-                        <option value="viewer">"viewer"</option>
-                        <option value="operator">"operator"</option>
-                        <option value="admin">"admin"</option>
-                    </select>
-                </div>
-                <div class="field">
-                    <label for="key-days">"Expires in days (empty: never)"</label>
-                    <input id="key-days" name="expires_in_days" inputmode="numeric" pattern="[0-9]*" />
-                </div>
-                <button type="submit" class="primary" disabled=move || create.pending().get()>"Create key"</button>
-            </ActionForm>
-            {move || secret.get().map(|created| view! { <NewSecret created /> })}
-            {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
-        </section>
+        <ActionForm action=create attr:class="param-form inline-fields">
+            {children()}
+            <button type="submit" class="primary" disabled=move || create.pending().get()>"Create key"</button>
+        </ActionForm>
+        <div id=SECRET_ID></div>
+        {move || error.get().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
+    }
+}
+
+/// The New key form's fields.
+#[component]
+fn NewKeyFields() -> impl IntoView {
+    view! {
+        <div class="field">
+            <label for="key-name">"Name *"</label>
+            <input id="key-name" name="name" required maxlength="100" autocomplete="off" placeholder="ci-bot" />
+        </div>
+        <div class="field">
+            <label for="key-role">"Role"</label>
+            <select id="key-role" name="role">
+                <option value="viewer">"viewer"</option>
+                <option value="operator">"operator"</option>
+                <option value="admin">"admin"</option>
+            </select>
+        </div>
+        <div class="field">
+            <label for="key-days">"Expires in days (empty: never)"</label>
+            <input id="key-days" name="expires_in_days" inputmode="numeric" pattern="[0-9]*" />
+        </div>
+    }
+}
+
+/// A new key's secret, shown once (rendered in the answer of the server functions).
+#[cfg(feature = "ssr")]
+#[component]
+pub(super) fn NewSecret(created: super::CreatedApiKey) -> impl IntoView {
+    view! {
+        <div class="secret" role="status">
+            <p>
+                {format!("Key {} \"{}\" ({}) was created. ", created.key.id, created.key.name, created.key.role)}
+                <strong>"Copy it now: it is not stored and will not be shown again."</strong>
+            </p>
+            <input class="code" readonly value=created.secret aria-label="The new key" />
+        </div>
+    }
+}
+
+/// Every key with its state, and Rotate and Revoke for the active ones.
+#[component]
+pub(super) fn KeyTable(keys: Vec<ApiKey>) -> impl IntoView {
+    view! {
         <table class="grid keys">
             <thead>
                 <tr>
@@ -114,34 +172,13 @@ fn KeyAdmin(keys: Vec<ApiKey>) -> impl IntoView {
                     <th></th>
                 </tr>
             </thead>
-            <tbody>
-                <For each=move || keys.get() key=|k| (k.id, k.state, k.expires_at) let:key>
-                    <KeyRow key rotate revoke />
-                </For>
-            </tbody>
+            <tbody>{keys.into_iter().map(|key| view! { <KeyRow key /> }).collect_view()}</tbody>
         </table>
     }
 }
 
 #[component]
-fn NewSecret(created: CreatedApiKey) -> impl IntoView {
-    view! {
-        <div class="secret" role="status">
-            <p>
-                {format!("Key {} \"{}\" ({}) was created. ", created.key.id, created.key.name, created.key.role)}
-                <strong>"Copy it now: it is not stored and will not be shown again."</strong>
-            </p>
-            <input class="code" readonly value=created.secret aria-label="The new key" />
-        </div>
-    }
-}
-
-#[component]
-fn KeyRow(
-    key: ApiKey,
-    rotate: ServerAction<RotateApiKey>,
-    revoke: ServerAction<RevokeApiKey>,
-) -> impl IntoView {
+fn KeyRow(key: ApiKey) -> impl IntoView {
     let id = key.id;
     let active = key.state == KeyState::Active;
     let badge = match key.state {
@@ -162,17 +199,8 @@ fn KeyRow(
             <td class="nowrap">{when(key.last_used_at)}</td>
             <td class="actions">
                 {active.then(|| view! {
-                    <button type="button" on:click=move |_| { rotate.dispatch(RotateApiKey { id }); }>
-                        "Rotate"
-                    </button>
-                    <button type="button" class="danger" on:click=move |_| {
-                        let question = format!("Revoke API key {id}? Whatever uses it stops working at once.");
-                        if window().confirm_with_message(&question).unwrap_or(false) {
-                            revoke.dispatch(RevokeApiKey { id });
-                        }
-                    }>
-                        "Revoke"
-                    </button>
+                    <button type="button" data-rotate=id>"Rotate"</button>
+                    <button type="button" class="danger" data-revoke=id>"Revoke"</button>
                 })}
             </td>
         </tr>

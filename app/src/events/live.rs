@@ -7,8 +7,6 @@
 
 use leptos::prelude::*;
 
-use super::Change;
-
 /// What the live indicator shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
@@ -46,9 +44,10 @@ const KINDS: [&str; 8] = [
 
 /// Follows `GET /api/events{query}` while the page lives (in the browser only).
 ///
-/// Each change goes to `on_change`; `on_resync` runs when changes may have been missed.
+/// `on_change` runs for each change (pages render what changed afresh on the server, so
+/// the change itself is not read here); `on_resync` runs when changes may have been missed.
 /// Returns the link state for the indicator.
-pub fn follow(query: String, on_change: Callback<Change>, on_resync: Callback<()>) -> ReadSignal<Link> {
+pub fn follow(query: String, on_change: Callback<()>, on_resync: Callback<()>) -> ReadSignal<Link> {
     let (link, set_link) = signal(Link::Connecting);
     #[cfg(feature = "hydrate")]
     {
@@ -84,7 +83,7 @@ async fn sleep(duration: std::time::Duration) {
 #[cfg(feature = "hydrate")]
 async fn run(
     query: String,
-    on_change: Callback<Change>,
+    on_change: Callback<()>,
     on_resync: Callback<()>,
     link: WriteSignal<Link>,
     mut stopped: futures_channel::oneshot::Receiver<()>,
@@ -120,7 +119,7 @@ async fn run(
                         return;
                     }
                 };
-                let Some(Ok((kind, message))) = item else { break };
+                let Some(Ok((kind, _))) = item else { break };
                 link.set(Link::Live);
                 backoff = Duration::from_secs(1);
                 match kind.as_str() {
@@ -131,15 +130,7 @@ async fn run(
                     }
                     "heartbeat" => {}
                     "resync" => on_resync.run(()),
-                    _ => {
-                        if let Some(change) = message
-                            .data()
-                            .as_string()
-                            .and_then(|data| serde_json::from_str::<Change>(&data).ok())
-                        {
-                            on_change.run(change);
-                        }
-                    }
+                    _ => on_change.run(()),
                 }
             }
             source.close();

@@ -1,18 +1,26 @@
 //! The dashboard: every pipeline with its latest run, filtered, sorted and paginated on the
 //! server from the URL (so views are shareable and the back button works), kept live by the
 //! change feed.
+//!
+//! The rows are rendered on the server only, also when they change: the island holds the
+//! filters and the change-feed follower, and replaces the rows with HTML the server renders
+//! (`dashboard_rows`). So the browser's wasm carries no pipeline type and no row markup, and
+//! the dashboard's first load stays small.
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_location;
 
 use super::page::{NewPipelineLink, StageDots};
-use super::{DashboardPage as Page, DashboardQuery, Pipeline, dashboard, get_pipeline};
-use crate::events::Change;
+use super::{DashboardPage as Page, DashboardQuery, dashboard, dashboard_rows};
 use crate::events::live::{self, LiveIndicator};
 use crate::layout::Frame;
 use crate::runs::charts::{Sparkline, StatusBar};
 use crate::status::RunStatus;
+use crate::ui::regions::{self, Loads, Throttle};
 use crate::ui::{Ago, ErrorView, StatusBadge, history};
+
+/// The id of the element holding the rows, which the island replaces.
+const ROWS_ID: &str = "dashboard-rows";
 
 /// Every pipeline with its latest run.
 #[component]
@@ -30,7 +38,11 @@ pub fn DashboardPage() -> impl IntoView {
                     let query = query.clone();
                     Suspend::new(async move {
                         match data.await {
-                            Ok(page) => view! { <LiveDashboard page query /> }.into_any(),
+                            Ok(page) => view! {
+                                <DashboardFilters query=query.clone() />
+                                <div id=ROWS_ID><DashboardRows page query /></div>
+                            }
+                            .into_any(),
                             Err(error) => view! { <ErrorView error /> }.into_any(),
                         }
                     })
@@ -40,25 +52,26 @@ pub fn DashboardPage() -> impl IntoView {
     }
 }
 
-/// The filters, totals, rows and pager of the dashboard: an island, so filtering happens in
-/// place (the URL follows with `history.pushState`, and the back button is heard) and the
-/// rows follow the change feed.
-#[island(lazy)]
-fn LiveDashboard(page: Page, query: DashboardQuery) -> impl IntoView {
+/// The filters and the live indicator: an island, so filtering happens in place (the URL
+/// follows with `history.pushState`, and the back button is heard) and the rows follow the
+/// change feed. Eager (in the main wasm module), so the dashboard is interactive after one
+/// wasm download.
+#[island]
+fn DashboardFilters(query: DashboardQuery) -> impl IntoView {
     crate::ui::mark_hydrated();
     let query = RwSignal::new(query);
-    let page = RwSignal::new(page);
-    // Loads the page for the current filters; an answer for filters since changed is dropped.
-    let load = move || {
+    let loads = Loads::new();
+    let load = Callback::new(move |()| {
         let wanted = query.get_untracked();
+        let n = loads.ask();
         leptos::task::spawn_local(async move {
-            if let Ok(fresh) = dashboard(Some(wanted.clone())).await
-                && query.with_untracked(|q| *q == wanted)
+            if let Ok(html) = dashboard_rows(Some(wanted)).await
+                && loads.show(n)
             {
-                page.set(fresh);
+                regions::put(ROWS_ID, &html);
             }
         });
-    };
+    });
     let set_filter = move |field: &str, value: String| {
         let value = Some(value).filter(|v| !v.trim().is_empty());
         query.update(|q| {
@@ -72,36 +85,21 @@ fn LiveDashboard(page: Page, query: DashboardQuery) -> impl IntoView {
         });
         // Typing replaces the history entry; choosing from a menu makes a new one.
         history::show(&query.get_untracked().to_url(1), field == "q" || field == "tag");
-        load();
+        load.run(());
     };
     // Back and forward: the URL is the truth.
     let listener = window_event_listener(leptos::ev::popstate, move |_| {
         query.set(DashboardQuery::from_search(&history::search()));
-        load();
+        load.run(());
     });
     on_cleanup(move || listener.remove());
-    // Totals follow run changes through a reload, at most one each half second.
-    let reload_due = StoredValue::new(false);
-    let reload_soon = Callback::new(move |()| {
-        if !reload_due.get_value() {
-            reload_due.set_value(true);
-            set_timeout(
-                move || {
-                    reload_due.set_value(false);
-                    load();
-                },
-                std::time::Duration::from_millis(500),
-            );
-        }
-    });
-    let link = live::follow(
-        String::new(),
-        on_change(page, query, reload_soon),
-        Callback::new(move |()| load()),
-    );
+    // Any change may move a row or the totals (which count every page).
+    let throttle = Throttle::new(load);
+    let link = live::follow(String::new(), Callback::new(move |()| throttle.changed()), load);
     view! {
-        <Toolbar query set_filter />
-        <PipelineTable page query link />
+        <Toolbar query set_filter>
+            <LiveIndicator link />
+        </Toolbar>
     }
 }
 
@@ -111,6 +109,7 @@ fn LiveDashboard(page: Page, query: DashboardQuery) -> impl IntoView {
 fn Toolbar(
     query: RwSignal<DashboardQuery>,
     set_filter: impl Fn(&str, String) + Copy + 'static,
+    children: Children,
 ) -> impl IntoView {
     let current = query.get_untracked();
     let status_now = current.status.clone().unwrap_or_default();
@@ -174,153 +173,103 @@ fn Toolbar(
             <noscript>
                 <button type="submit">"Apply"</button>
             </noscript>
+            {children()}
         </form>
     }
 }
 
-/// Applies one change to the page shown: rows change in place; a new pipeline appears where
-/// it would be listed (first on the unfiltered first page by update or creation time).
-fn on_change(
-    page: RwSignal<Page>,
-    query: RwSignal<DashboardQuery>,
-    reload_soon: Callback<()>,
-) -> Callback<Change> {
-    Callback::new(move |change: Change| match change.kind.as_str() {
-        "pipeline.created" | "pipeline.updated" => {
-            let id = change.pipeline_id;
-            let known = page.with_untracked(|p| p.pipelines.iter().any(|row| row.id == id));
-            let takes_new = page.with_untracked(|p| p.page == 1)
-                && query.with_untracked(|q| {
-                    !q.is_filtered() && matches!(q.sort.as_deref(), None | Some("" | "updated" | "created"))
-                });
-            if known || (takes_new && change.kind == "pipeline.created") {
-                leptos::task::spawn_local(async move {
-                    if let Ok(fresh) = get_pipeline(id).await {
-                        page.update(|p| match p.pipelines.iter_mut().find(|row| row.id == fresh.id) {
-                            Some(row) => *row = fresh,
-                            None => {
-                                p.pipelines.insert(0, fresh);
-                                p.pipelines.truncate(usize::try_from(p.per_page).unwrap_or(50));
-                                p.total += 1;
-                            }
-                        });
-                    }
-                });
-            }
-            if change.kind == "pipeline.created" {
-                reload_soon.run(());
-            }
-        }
-        kind => {
-            page.maybe_update(|p| {
-                let mut changed = false;
-                for row in &mut p.pipelines {
-                    changed |= super::live::to_pipeline(row, &change);
-                }
-                changed
-            });
-            // A run's status moves its pipeline between the totals, which count every page.
-            if kind == "run.status" || kind == "run.created" {
-                reload_soon.run(());
-            }
-        }
-    })
-}
-
-/// The totals, rows and pager of the page shown, updated live.
+/// The totals, rows and pager of one page: rendered on the server, for the first load and
+/// for each `dashboard_rows` answer.
 #[component]
-fn PipelineTable(
-    page: RwSignal<Page>,
-    query: RwSignal<DashboardQuery>,
-    link: ReadSignal<live::Link>,
-) -> impl IntoView {
-    let by_status = move || page.with(|p| p.by_status.clone());
-    let everyone = move || page.with(|p| p.by_status.iter().map(|(_, n)| n).sum::<i64>());
-    let total = move || page.with(|p| p.total);
-    let filtered = move || query.with(DashboardQuery::is_filtered);
-    let pager = move || {
-        let (total, number, per_page) = page.with(|p| (p.total, p.page, p.per_page));
-        let pages = (total + per_page - 1) / per_page;
-        let q = query.get();
-        view! {
-            {(number > 1).then(|| view! { <a rel="prev" href=q.to_url(number - 1)>"← Previous"</a> })}
-            <span class="muted">{format!("Page {number} of {}", pages.max(1))}</span>
-            {(number < pages).then(|| view! { <a rel="next" href=q.to_url(number + 1)>"Next →"</a> })}
-        }
-    };
-    view! {
-        <div class="summary">
-            <ul class="totals" aria-label="Pipelines by status">
-                {move || by_status()
-                    .into_iter()
-                    .map(|(s, n)| {
-                        let href = DashboardQuery { status: Some(s.as_str().to_owned()), ..DashboardQuery::default() }.to_url(1);
-                        view! { <li><a href=href class="plain"><StatusBadge status=s />" "{n}</a></li> }
-                    })
-                    .collect_view()}
-            </ul>
-            {move || view! { <StatusBar counts=by_status() /> }}
-            <span class="muted" data-testid="pipeline-count">{move || format!("{} of {}", total(), everyone())}</span>
-            <LiveIndicator link />
-        </div>
-        <Show
-            when=move || { total() > 0 }
-            fallback=move || {
-                if filtered() {
-                    view! {
-                        <p class="empty">"No pipeline matches these filters. " <a href="/">"Clear them"</a></p>
-                    }
-                    .into_any()
-                } else {
-                    view! {
-                        <p class="empty">
-                            "No pipelines yet. Create one with " <code>"POST /api/pipelines/"</code>
-                            " or the New pipeline button."
-                        </p>
-                    }
-                    .into_any()
-                }
+pub(super) fn DashboardRows(page: Page, query: DashboardQuery) -> impl IntoView {
+    let everyone = page.by_status.iter().map(|(_, n)| n).sum::<i64>();
+    let pages = (page.total + page.per_page - 1) / page.per_page;
+    let number = page.page;
+    let totals = page
+        .by_status
+        .iter()
+        .map(|&(s, n)| {
+            let href = DashboardQuery {
+                status: Some(s.as_str().to_owned()),
+                ..DashboardQuery::default()
             }
-        >
-            <table class="grid">
-                <thead>
-                    <tr>
-                        <th scope="col">"Pipeline"</th>
-                        <th scope="col">"Status"</th>
-                        <th scope="col">"Stages"</th>
-                        <th scope="col">"Last runs"</th>
-                        <th scope="col" class="num">"Records"</th>
-                        <th scope="col">"Updated"</th>
-                    </tr>
-                </thead>
-                <tbody>
-                    <For each=move || page.with(|p| p.pipelines.clone()) key=|p: &Pipeline| (p.id, p.updated_at, p.status) let:p>
-                        <tr data-testid="pipeline-row">
-                            <td>
-                                <a href=format!("/pipelines/{}", p.id)>{p.name.clone()}</a>
-                                <div class="muted small">
-                                    {p.slug.clone()}
-                                    {p.tags
-                                        .iter()
-                                        .map(|t| {
-                                            let href = DashboardQuery { tag: Some(t.clone()), ..DashboardQuery::default() }.to_url(1);
-                                            view! { " " <a class="tag" href=href>{t.clone()}</a> }
-                                        })
-                                        .collect_view()}
-                                </div>
-                            </td>
-                            <td><StatusBadge status=p.status /></td>
-                            <td>
-                                <StageDots stages=p.stages.iter().map(|s| (s.name.clone(), s.status)).collect() />
-                            </td>
-                            <td><Sparkline points=p.recent_runs.clone() /></td>
-                            <td class="num">{p.records_processed}</td>
-                            <td class="small"><Ago at=p.updated_at /></td>
-                        </tr>
-                    </For>
-                </tbody>
-            </table>
-            <nav class="pager" aria-label="Pages">{pager}</nav>
-        </Show>
+            .to_url(1);
+            view! { <li><a href=href class="plain"><StatusBadge status=s />" "{n}</a></li> }
+        })
+        .collect_view();
+    let summary = view! {
+        <div class="summary">
+            <ul class="totals" aria-label="Pipelines by status">{totals}</ul>
+            <StatusBar counts=page.by_status.clone() />
+            <span class="muted" data-testid="pipeline-count">{format!("{} of {everyone}", page.total)}</span>
+        </div>
+    };
+    if page.total == 0 {
+        let empty = if query.is_filtered() {
+            view! { <p class="empty">"No pipeline matches these filters. " <a href="/">"Clear them"</a></p> }
+                .into_any()
+        } else {
+            view! {
+                <p class="empty">
+                    "No pipelines yet. Create one with " <code>"POST /api/pipelines/"</code>
+                    " or the New pipeline button."
+                </p>
+            }
+            .into_any()
+        };
+        return view! { {summary} {empty} }.into_any();
     }
+    let rows = page
+        .pipelines
+        .into_iter()
+        .map(|p| {
+            let tags = p
+                .tags
+                .iter()
+                .map(|t| {
+                    let href = DashboardQuery {
+                        tag: Some(t.clone()),
+                        ..DashboardQuery::default()
+                    }
+                    .to_url(1);
+                    view! { " " <a class="tag" href=href>{t.clone()}</a> }
+                })
+                .collect_view();
+            view! {
+                <tr data-testid="pipeline-row">
+                    <td>
+                        <a href=format!("/pipelines/{}", p.id)>{p.name}</a>
+                        <div class="muted small">{p.slug}{tags}</div>
+                    </td>
+                    <td><StatusBadge status=p.status /></td>
+                    <td><StageDots stages=p.stages.into_iter().map(|s| (s.name, s.status)).collect() /></td>
+                    <td><Sparkline points=p.recent_runs /></td>
+                    <td class="num">{p.records_processed}</td>
+                    <td class="small"><Ago at=p.updated_at /></td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        {summary}
+        <table class="grid">
+            <thead>
+                <tr>
+                    <th scope="col">"Pipeline"</th>
+                    <th scope="col">"Status"</th>
+                    <th scope="col">"Stages"</th>
+                    <th scope="col">"Last runs"</th>
+                    <th scope="col" class="num">"Records"</th>
+                    <th scope="col">"Updated"</th>
+                </tr>
+            </thead>
+            <tbody>{rows}</tbody>
+        </table>
+        <nav class="pager" aria-label="Pages">
+            {(number > 1).then(|| view! { <a rel="prev" href=query.to_url(number - 1)>"← Previous"</a> })}
+            <span class="muted">{format!("Page {number} of {}", pages.max(1))}</span>
+            {(number < pages).then(|| view! { <a rel="next" href=query.to_url(number + 1)>"Next →"</a> })}
+        </nav>
+    }
+    .into_any()
 }

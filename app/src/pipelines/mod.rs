@@ -10,7 +10,6 @@ use crate::status::RunStatus;
 
 pub mod dashboard;
 pub mod filter;
-pub mod live;
 pub mod page;
 
 #[cfg(feature = "ssr")]
@@ -258,11 +257,14 @@ pub async fn dashboard(query: Option<DashboardQuery>) -> Result<DashboardPage, A
     .await
 }
 
-/// One pipeline with its latest run (a dashboard row).
-#[server(prefix = "/sfn", endpoint = "get_pipeline")]
-pub async fn get_pipeline(id: i64) -> Result<Pipeline, AppError> {
+/// The totals, rows and pager of a dashboard page, rendered as HTML: what the dashboard's
+/// island puts in place when its filters or the data change.
+#[server(prefix = "/sfn", endpoint = "dashboard_rows")]
+pub async fn dashboard_rows(query: Option<DashboardQuery>) -> Result<String, AppError> {
     let db = expect_context::<sqlx::PgPool>();
-    service::get(&db, &crate::caller::Caller::current()?, id).await
+    let query = query.unwrap_or_default();
+    let page = service::dashboard(&db, &crate::caller::Caller::current()?, &query).await?;
+    Ok(view! { <dashboard::DashboardRows page query /> }.to_html())
 }
 
 /// One pipeline with its recent runs.

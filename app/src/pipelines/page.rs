@@ -11,7 +11,7 @@ use crate::runs::charts::DurationTrend;
 use crate::runs::params::{ParamField, ParamKind};
 use crate::runs::{TriggerRun, run_form};
 use crate::status::RunStatus;
-use crate::ui::{ErrorView, StatusBadge, duration, path_id, when};
+use crate::ui::{ErrorView, FormError, StatusBadge, duration, path_id, when};
 
 /// The way to the New pipeline form, for admins.
 #[component]
@@ -60,8 +60,12 @@ pub fn PipelinePage() -> impl IntoView {
                     Suspend::new(async move {
                         match detail.await {
                             Ok(d) => {
-                                let may_run = may_run.await;
-                                view! { <PipelineView detail=d may_run /> }.into_any()
+                                // Operators get the Run dialog, drawn from the flow's parameters.
+                                let run_fields = match may_run.await {
+                                    true => Some(run_form(d.pipeline.id).await),
+                                    false => None,
+                                };
+                                view! { <PipelineView detail=d run_fields /> }.into_any()
                             }
                             Err(error) => view! { <ErrorView error /> }.into_any(),
                         }
@@ -73,7 +77,10 @@ pub fn PipelinePage() -> impl IntoView {
 }
 
 #[component]
-fn PipelineView(detail: super::PipelineDetail, may_run: bool) -> impl IntoView {
+fn PipelineView(
+    detail: super::PipelineDetail,
+    run_fields: Option<Result<Vec<ParamField>, AppError>>,
+) -> impl IntoView {
     let p = detail.pipeline;
     let params = serde_json::to_string_pretty(&p.default_parameters).unwrap_or_default();
     view! {
@@ -83,7 +90,7 @@ fn PipelineView(detail: super::PipelineDetail, may_run: bool) -> impl IntoView {
                 <h1>{p.name.clone()}" " <StatusBadge status=p.status /></h1>
                 <p class="muted">{p.description.clone().unwrap_or_default()}</p>
             </div>
-            {may_run.then(|| view! { <RunControls pipeline_id=p.id /> })}
+            {run_fields.map(|fields| view! { <RunControls pipeline_id=p.id fields /> })}
         </section>
         <div class="columns">
             <section class="card">
@@ -165,61 +172,37 @@ fn PipelineView(detail: super::PipelineDetail, may_run: bool) -> impl IntoView {
     }
 }
 
-/// Run (with the defaults) and the Run dialog, for operators: an island.
-#[island(lazy)]
-fn RunControls(pipeline_id: i64) -> impl IntoView {
-    crate::ui::mark_hydrated();
+/// Run (with the defaults) and the Run dialog, for operators: plain forms posting to the
+/// `trigger_run` server function, which goes to the new run's page (a refusal comes back in
+/// the address and shows here). No wasm: the page needs none.
+#[component]
+fn RunControls(pipeline_id: i64, fields: Result<Vec<ParamField>, AppError>) -> impl IntoView {
+    use leptos::server_fn::ServerFn;
     let action = ServerAction::<TriggerRun>::new();
-    let error = move || match action.value().get() {
-        Some(Err(e)) => Some(e.to_string()),
-        _ => None,
+    let dialog = match fields {
+        Ok(fields) => view! {
+            <ActionForm action attr:class="param-form">
+                <input type="hidden" name="pipeline_id" value=pipeline_id.to_string() />
+                {fields.is_empty().then(|| view! { <p class="muted">"This flow takes no parameters."</p> })}
+                {fields.into_iter().map(|f| view! { <ParamInput field=f /> }).collect_view()}
+                <button type="submit" class="primary">"▶ Run with these parameters"</button>
+            </ActionForm>
+        }
+        .into_any(),
+        Err(error) => view! { <p class="form-error">{error.to_string()}</p> }.into_any(),
     };
     view! {
         <div class="run-actions">
             <ActionForm action attr:class="run-form">
                 <input type="hidden" name="pipeline_id" value=pipeline_id.to_string() />
-                <button type="submit" class="primary" disabled=move || action.pending().get()>
-                    "▶ Run"
-                </button>
+                <button type="submit" class="primary">"▶ Run"</button>
             </ActionForm>
-            <RunDialog pipeline_id action />
-            {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
+            <details class="run-dialog">
+                <summary>"Run with parameters…"</summary>
+                <div class="dialog-body" role="group" aria-label="Run parameters">{dialog}</div>
+            </details>
+            <FormError path=TriggerRun::PATH />
         </div>
-    }
-}
-
-/// "Run with parameters…": a form drawn from the deployment's parameter schema.
-#[component]
-fn RunDialog(pipeline_id: i64, action: ServerAction<TriggerRun>) -> impl IntoView {
-    let fields = Resource::new(|| (), move |_| run_form(pipeline_id));
-    view! {
-        <details class="run-dialog">
-            <summary>"Run with parameters…"</summary>
-            <div class="dialog-body" role="group" aria-label="Run parameters">
-                <Suspense fallback=|| view! { <p class="muted">"Reading the flow's parameters…"</p> }>
-                    {move || Suspend::new(async move {
-                        match fields.await {
-                            Ok(fields) => view! {
-                                <ActionForm action attr:class="param-form">
-                                    <input type="hidden" name="pipeline_id" value=pipeline_id.to_string() />
-                                    {if fields.is_empty() {
-                                        Some(view! { <p class="muted">"This flow takes no parameters."</p> })
-                                    } else {
-                                        None
-                                    }}
-                                    {fields.into_iter().map(|f| view! { <ParamInput field=f /> }).collect_view()}
-                                    <button type="submit" class="primary" disabled=move || action.pending().get()>
-                                        "▶ Run with these parameters"
-                                    </button>
-                                </ActionForm>
-                            }
-                            .into_any(),
-                            Err(error) => view! { <p class="form-error">{error.to_string()}</p> }.into_any(),
-                        }
-                    })}
-                </Suspense>
-            </div>
-        </details>
     }
 }
 
@@ -295,7 +278,12 @@ pub fn NewPipelinePage() -> impl IntoView {
                     {move || Suspend::new(async move {
                         match choices.await {
                             Err(error) => view! { <ErrorView error /> }.into_any(),
-                            Ok(choices) => view! { <NewPipelineForm choices /> }.into_any(),
+                            Ok(choices) => view! {
+                                <NewPipelineForm>
+                                    <NewPipelineFields choices />
+                                </NewPipelineForm>
+                            }
+                            .into_any(),
                         }
                     })}
                 </Suspense>
@@ -304,44 +292,53 @@ pub fn NewPipelinePage() -> impl IntoView {
     }
 }
 
-/// The New pipeline form: an island, so a refusal shows next to the form without a reload.
+/// The New pipeline form: an island, so a refusal shows next to the form without a reload
+/// (and what was typed stays). Its fields are its children, rendered on the server.
 #[island(lazy)]
-fn NewPipelineForm(choices: super::DeploymentMenu) -> impl IntoView {
+fn NewPipelineForm(children: Children) -> impl IntoView {
     crate::ui::mark_hydrated();
     let action = ServerAction::<CreatePipeline>::new();
     let error = move || match action.value().get() {
         Some(Err(e)) => Some(e.to_string()),
         _ => None,
     };
-    let stages = super::DEFAULT_STAGES.join("\n");
     view! {
         <ActionForm action attr:class="param-form">
-            <div class="field">
-                <label for="name">"Name *"</label>
-                <input id="name" name="name" required maxlength="200" autocomplete="off" />
-            </div>
-            <div class="field">
-                <label for="description">"Description"</label>
-                <input id="description" name="description" maxlength="2000" />
-            </div>
-            <DeploymentField choices />
-            <div class="field">
-                <label for="stages">"Stages, one per line"</label>
-                <textarea id="stages" name="stages" rows="5">{stages}</textarea>
-            </div>
-            <div class="field">
-                <label for="default_parameters">"Default parameters (JSON object)"</label>
-                <textarea id="default_parameters" name="default_parameters" rows="3" class="code" placeholder="{\"rows\": 1000}"></textarea>
-            </div>
-            <div class="field">
-                <label for="tags">"Tags, comma-separated"</label>
-                <input id="tags" name="tags" />
-            </div>
+            {children()}
             <button type="submit" class="primary" disabled=move || action.pending().get()>
                 "Create pipeline"
             </button>
             {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
         </ActionForm>
+    }
+}
+
+/// The New pipeline form's fields: name, deployment, stages, defaults, tags.
+#[component]
+fn NewPipelineFields(choices: super::DeploymentMenu) -> impl IntoView {
+    let stages = super::DEFAULT_STAGES.join("\n");
+    view! {
+        <div class="field">
+            <label for="name">"Name *"</label>
+            <input id="name" name="name" required maxlength="200" autocomplete="off" />
+        </div>
+        <div class="field">
+            <label for="description">"Description"</label>
+            <input id="description" name="description" maxlength="2000" />
+        </div>
+        <DeploymentField choices />
+        <div class="field">
+            <label for="stages">"Stages, one per line"</label>
+            <textarea id="stages" name="stages" rows="5">{stages}</textarea>
+        </div>
+        <div class="field">
+            <label for="default_parameters">"Default parameters (JSON object)"</label>
+            <textarea id="default_parameters" name="default_parameters" rows="3" class="code" placeholder="{\"rows\": 1000}"></textarea>
+        </div>
+        <div class="field">
+            <label for="tags">"Tags, comma-separated"</label>
+            <input id="tags" name="tags" />
+        </div>
     }
 }
 

@@ -9,7 +9,6 @@ use crate::status::RunStatus;
 
 pub mod charts;
 pub mod filter;
-pub mod live;
 pub mod params;
 
 /// The prefix of the run event ids Flowdeck makes itself (Prefect states, submissions);
@@ -254,13 +253,14 @@ pub async fn run_form(pipeline_id: i64) -> Result<Vec<params::ParamField>, AppEr
     service::run_form(&db, prefect.as_deref(), &links, &caller, pipeline_id).await
 }
 
-/// Cancels a run from the UI.
+/// Cancels a run from the UI (the run page then shows it afresh).
 #[server(prefix = "/sfn", endpoint = "cancel_run")]
-pub async fn cancel_run(id: i64) -> Result<Run, AppError> {
+pub async fn cancel_run(id: i64) -> Result<(), AppError> {
     let db = expect_context::<sqlx::PgPool>();
     let prefect = expect_context::<Option<std::sync::Arc<crate::prefect::PrefectClient>>>();
     let caller = crate::caller::Caller::current()?;
-    service::cancel(&db, prefect.as_deref(), &caller, id).await
+    service::cancel(&db, prefect.as_deref(), &caller, id).await?;
+    Ok(())
 }
 
 /// Retries a finished run from the UI; goes to the new run's page.
@@ -281,4 +281,30 @@ pub async fn get_run(id: i64) -> Result<Run, AppError> {
     let links = expect_context::<crate::prefect::PrefectLinks>();
     let run = service::get(&db, &crate::caller::Caller::current()?, id).await?;
     Ok(run.linked(&links))
+}
+
+/// A run page's parts as the server renders them, for the page's island to put in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRegions {
+    /// The crumbs and heading (`page::HEAD_ID`).
+    pub head: String,
+    /// Cancel or Retry, for operators (`page::ACTIONS_ID`).
+    pub actions: String,
+    /// The timeline, stages, details and parameters (`page::BODY_ID`).
+    pub body: String,
+}
+
+/// A run page's parts, rendered afresh.
+#[server(prefix = "/sfn", endpoint = "run_parts")]
+pub async fn run_parts(id: i64) -> Result<RunRegions, AppError> {
+    let run = get_run(id).await?;
+    let may_operate = crate::caller::Caller::current()?
+        .require(crate::caller::Role::Operator)
+        .is_ok();
+    let (run_id, finished) = (run.id, run.status.is_terminal());
+    Ok(RunRegions {
+        head: view! { <page::RunHead run=run.clone() /> }.to_html(),
+        actions: view! { <page::RunActions run_id finished may_operate /> }.to_html(),
+        body: view! { <page::RunBody run /> }.to_html(),
+    })
 }

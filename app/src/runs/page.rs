@@ -1,15 +1,27 @@
 //! The run page: a run's status, timings, parameters and stages.
+//!
+//! The page is rendered on the server, also when the run changes: the `RunLive` island
+//! follows the change feed and puts the server's fresh HTML of the run (`run_parts`) in
+//! place, so the browser's wasm carries no run type and no run markup.
 
 use leptos::prelude::*;
 
-use super::{CancelRun, RetryRun, Run, get_run};
+use super::{CancelRun, RetryRun, Run, get_run, run_parts};
 use crate::auth::page::signed_in_as;
 use crate::caller::Role;
 use crate::error::AppError;
-use crate::events::live::LiveIndicator;
+use crate::events::live::{self, LiveIndicator};
 use crate::layout::Frame;
 use crate::runs::charts::StageTimeline;
-use crate::ui::{ErrorView, StatusBadge, duration, path_id, when};
+use crate::ui::regions::{self, Loads, Throttle};
+use crate::ui::{ErrorView, FormError, StatusBadge, duration, path_id, when};
+
+/// The id of the element holding the run's heading, which `RunLive` replaces.
+pub(super) const HEAD_ID: &str = "run-head";
+/// The id of the element holding Cancel or Retry, which `RunLive` replaces.
+pub(super) const ACTIONS_ID: &str = "run-actions";
+/// The id of the element holding the rest of the run, which `RunLive` replaces.
+pub(super) const BODY_ID: &str = "run-body";
 
 /// One run and its stages.
 #[component]
@@ -30,7 +42,19 @@ pub fn RunPage() -> impl IntoView {
                         match run.await {
                             Ok(run) => {
                                 let may_operate = may_operate.await;
-                                view! { <LiveRun run may_operate /> }.into_any()
+                                let run_id = run.id;
+                                let finished = run.status.is_terminal();
+                                view! {
+                                    <section class="page-head">
+                                        <div id=HEAD_ID><RunHead run=run.clone() /></div>
+                                        <div class="head-side">
+                                            <RunLive run_id />
+                                            <div id=ACTIONS_ID><RunActions run_id finished may_operate /></div>
+                                        </div>
+                                    </section>
+                                    <div id=BODY_ID><RunBody run /></div>
+                                }
+                                .into_any()
                             }
                             Err(error) => view! { <ErrorView error /> }.into_any(),
                         }
@@ -41,177 +65,168 @@ pub fn RunPage() -> impl IntoView {
     }
 }
 
-/// Cancel (while the run is live) and Retry (once it has finished), for operators.
-#[component]
-fn RunActions(run_id: i64, finished: bool, cancel: ServerAction<CancelRun>) -> impl IntoView {
-    let retry = ServerAction::<RetryRun>::new();
-    let error = move || {
-        let failed = |r: Option<Result<_, AppError>>| r.and_then(|r| r.err()).map(|e| e.to_string());
-        failed(cancel.value().get().map(|r| r.map(|_| ())))
-            .or_else(|| failed(retry.value().get().map(|r| r.map(|_| ()))))
-    };
-    view! {
-        <div class="run-form">
-            <Show
-                when=move || finished
-                fallback=move || {
-                    view! {
-                        <ActionForm action=cancel>
-                            <input type="hidden" name="id" value=run_id.to_string() />
-                            <button type="submit" disabled=move || cancel.pending().get()>
-                                "■ Cancel"
-                            </button>
-                        </ActionForm>
-                    }
-                }
-            >
-                <ActionForm action=retry>
-                    <input type="hidden" name="id" value=run_id.to_string() />
-                    <button type="submit" class="primary" disabled=move || retry.pending().get()>
-                        "↻ Retry"
-                    </button>
-                </ActionForm>
-            </Show>
-            {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
-        </div>
-    }
-}
-
-/// The run, kept live by the change feed: an island. Operators also get Cancel and Retry.
-#[island(lazy)]
-fn LiveRun(run: Run, may_operate: bool) -> impl IntoView {
+/// The live indicator: an island that keeps the page's run current. Eager (in the main wasm
+/// module, as the dashboard's), so the page needs no other wasm.
+#[island]
+fn RunLive(run_id: i64) -> impl IntoView {
     crate::ui::mark_hydrated();
-    let cancel = ServerAction::<CancelRun>::new();
-    let id = run.id;
-    let parameters = serde_json::to_string_pretty(&run.parameters).unwrap_or_default();
-    let pipeline_id = run.pipeline_id;
-    let pipeline_name = run.pipeline_name.clone();
-    let retry_of = run.retry_of_run_id;
-    let actor = format!("{} via {}", run.actor, run.source);
-    let request_id = run.request_id.clone().unwrap_or_default();
-    let created_at = run.created_at;
-    let run = RwSignal::new(run);
-    let reload = Callback::new(move |()| {
+    let loads = Loads::new();
+    let load = Callback::new(move |()| {
+        let n = loads.ask();
         leptos::task::spawn_local(async move {
-            if let Ok(fresh) = get_run(id).await {
-                run.set(fresh);
+            if let Ok(parts) = run_parts(run_id).await
+                && loads.show(n)
+            {
+                regions::put(HEAD_ID, &parts.head);
+                regions::put(ACTIONS_ID, &parts.actions);
+                regions::put(BODY_ID, &parts.body);
             }
         });
     });
-    // A cancel answers with the run as it is now.
-    Effect::new(move |_| {
-        if let Some(Ok(fresh)) = cancel.value().get() {
-            run.set(fresh);
+    let throttle = Throttle::new(load);
+    let link = live::follow(
+        format!("?run_id={run_id}"),
+        Callback::new(move |()| throttle.changed()),
+        load,
+    );
+    view! { <LiveIndicator link /> }
+}
+
+/// Cancel (while the run is live) and Retry (once it has finished), for operators: plain
+/// forms posting to server functions. Cancel comes back to this page, Retry goes to the new
+/// run's; a refusal comes back in the address and shows here.
+#[component]
+pub(super) fn RunActions(run_id: i64, finished: bool, may_operate: bool) -> impl IntoView {
+    use leptos::server_fn::ServerFn;
+    let (retry, cancel) = (ServerAction::<RetryRun>::new(), ServerAction::<CancelRun>::new());
+    let form = match (may_operate, finished) {
+        (false, _) => None,
+        (true, true) => Some(
+            view! {
+                <ActionForm action=retry>
+                    <input type="hidden" name="id" value=run_id.to_string() />
+                    <button type="submit" class="primary">"↻ Retry"</button>
+                </ActionForm>
+            }
+            .into_any(),
+        ),
+        (true, false) => Some(
+            view! {
+                <ActionForm action=cancel>
+                    <input type="hidden" name="id" value=run_id.to_string() />
+                    <button type="submit">"■ Cancel"</button>
+                </ActionForm>
+            }
+            .into_any(),
+        ),
+    };
+    form.map(|form| {
+        view! {
+            <div class="run-form">
+                {form}
+                <FormError path=CancelRun::PATH />
+                <FormError path=RetryRun::PATH />
+            </div>
         }
-    });
-    let on_change = Callback::new(move |change: crate::events::Change| {
-        let mut linked = true;
-        run.maybe_update(|r| {
-            let changed = super::live::to_run(r, &change);
-            linked = r.prefect_flow_run_id.is_none() || r.prefect_url.is_some();
-            changed
-        });
-        // The link to Prefect's UI comes from the server.
-        if !linked {
-            reload.run(());
-        }
-    });
-    let link = crate::events::live::follow(format!("?run_id={id}"), on_change, reload);
-    let status = move || run.with(|r| r.status);
+    })
+}
+
+/// The run's crumbs, heading with its status, error and retry link.
+#[component]
+pub(super) fn RunHead(run: Run) -> impl IntoView {
+    let id = run.id;
     view! {
-        <section class="page-head">
-            <div>
-                <p class="crumbs">
-                    <a href="/">"Pipelines"</a>" / "
-                    <a href=format!("/pipelines/{pipeline_id}")>{pipeline_name}</a>
-                    " / run"
-                </p>
-                <h1>{format!("Run #{id} ")}{move || view! { <StatusBadge status=status() /> }}</h1>
-                {move || run.with(|r| r.error_message.clone()).map(|e| view! { <p class="form-error">{e}</p> })}
-                {move || run.with(|r| r.stuck_since).map(|since| view! {
-                    <p class="form-error" role="status">
-                        {format!("No report since {} — the run may be stuck.", when(Some(since)))}
-                    </p>
-                })}
-                {retry_of.map(|original| view! {
-                    <p class="muted small">"Retry of "<a href=format!("/runs/{original}")>{format!("run #{original}")}</a></p>
-                })}
-            </div>
-            <div class="head-side">
-                <LiveIndicator link />
-                {move || {
-                    let finished = status().is_terminal();
-                    may_operate.then(|| view! { <RunActions run_id=id finished cancel /> })
-                }}
-            </div>
-        </section>
+        <p class="crumbs">
+            <a href="/">"Pipelines"</a>" / "
+            <a href=format!("/pipelines/{}", run.pipeline_id)>{run.pipeline_name}</a>
+            " / run"
+        </p>
+        <h1>{format!("Run #{id} ")}<StatusBadge status=run.status /></h1>
+        {run.error_message.map(|e| view! { <p class="form-error">{e}</p> })}
+        {run.stuck_since.map(|since| view! {
+            <p class="form-error" role="status">
+                {format!("No report since {} — the run may be stuck.", when(Some(since)))}
+            </p>
+        })}
+        {run.retry_of_run_id.map(|original| view! {
+            <p class="muted small">"Retry of "<a href=format!("/runs/{original}")>{format!("run #{original}")}</a></p>
+        })}
+    }
+}
+
+/// The run's timeline, stages, details and parameters.
+#[component]
+pub(super) fn RunBody(run: Run) -> impl IntoView {
+    let parameters = serde_json::to_string_pretty(&run.parameters).unwrap_or_default();
+    let prefect_run = match (run.prefect_flow_run_id, run.prefect_url) {
+        (Some(id), Some(url)) => view! {
+            <a href=url target="_blank" rel="noopener noreferrer">{id}" ↗"</a>
+        }
+        .into_any(),
+        (Some(id), None) => view! { <code>{id}</code> }.into_any(),
+        (None, _) => "not submitted yet".into_any(),
+    };
+    let stages = run
+        .stages
+        .iter()
+        .map(|s| view! {
+            <tr data-testid="stage-row">
+                <td class="num">{s.position + 1}</td>
+                <td>
+                    {s.name.clone()}
+                    {s.error_message.clone().map(|e| view! { <div class="form-error small">{e}</div> })}
+                </td>
+                <td><StatusBadge status=s.status /></td>
+                <td class="small">{when(s.started_at)}</td>
+                <td class="small">{duration(s.execution_time_seconds)}</td>
+                <td class="num">{s.records_processed.map_or_else(|| "—".to_owned(), |n| n.to_string())}</td>
+            </tr>
+        })
+        .collect_view();
+    view! {
         <section class="card">
             <h2>"Timeline"</h2>
-            {move || run.with(|r| view! { <StageTimeline stages=r.stages.clone() now=chrono::Utc::now() /> })}
+            <StageTimeline stages=run.stages now=chrono::Utc::now() />
         </section>
         <section class="card">
             <h2>"Stages"</h2>
-                <table class="grid" data-testid="stage-table">
-                    <thead>
-                        <tr>
-                            <th scope="col">"#"</th>
-                            <th scope="col">"Stage"</th>
-                            <th scope="col">"Status"</th>
-                            <th scope="col">"Started"</th>
-                            <th scope="col">"Duration"</th>
-                            <th scope="col">"Records"</th>
-                        </tr>
-                    </thead>
-                    <tbody>
-                        {move || run.with(|r| r.stages
-                            .iter()
-                            .map(|s| view! {
-                                <tr data-testid="stage-row">
-                                    <td class="num">{s.position + 1}</td>
-                                    <td>
-                                        {s.name.clone()}
-                                        {s.error_message.clone().map(|e| view! { <div class="form-error small">{e}</div> })}
-                                    </td>
-                                    <td><StatusBadge status=s.status /></td>
-                                    <td class="small">{when(s.started_at)}</td>
-                                    <td class="small">{duration(s.execution_time_seconds)}</td>
-                                    <td class="num">{s.records_processed.map_or_else(|| "—".to_owned(), |n| n.to_string())}</td>
-                                </tr>
-                            })
-                            .collect_view())}
-                    </tbody>
-                </table>
+            <table class="grid" data-testid="stage-table">
+                <thead>
+                    <tr>
+                        <th scope="col">"#"</th>
+                        <th scope="col">"Stage"</th>
+                        <th scope="col">"Status"</th>
+                        <th scope="col">"Started"</th>
+                        <th scope="col">"Duration"</th>
+                        <th scope="col">"Records"</th>
+                    </tr>
+                </thead>
+                <tbody>{stages}</tbody>
+            </table>
         </section>
         <div class="columns">
             <section class="card">
                 <h2>"Details"</h2>
                 <dl class="facts">
                     <dt>"Triggered by"</dt>
-                    <dd>{actor}</dd>
+                    <dd>{format!("{} via {}", run.actor, run.source)}</dd>
                     <dt>"Request id"</dt>
-                    <dd><code>{request_id}</code></dd>
+                    <dd><code>{run.request_id.unwrap_or_default()}</code></dd>
                     <dt>"Created"</dt>
-                    <dd>{when(Some(created_at))}</dd>
+                    <dd>{when(Some(run.created_at))}</dd>
                     <dt>"Submitted"</dt>
-                    <dd>{move || when(run.with(|r| r.submitted_at))}</dd>
+                    <dd>{when(run.submitted_at)}</dd>
                     <dt>"Started"</dt>
-                    <dd>{move || when(run.with(|r| r.started_at))}</dd>
+                    <dd>{when(run.started_at)}</dd>
                     <dt>"Ended"</dt>
-                    <dd>{move || when(run.with(|r| r.ended_at))}</dd>
+                    <dd>{when(run.ended_at)}</dd>
                     <dt>"Prefect flow run"</dt>
                     <dd data-testid="prefect-flow-run">
-                        {move || run.with(|r| match (r.prefect_flow_run_id.clone(), r.prefect_url.clone()) {
-                            (Some(id), Some(url)) => view! {
-                                <a href=url target="_blank" rel="noopener noreferrer">{id}" ↗"</a>
-                            }
-                            .into_any(),
-                            (Some(id), None) => view! { <code>{id}</code> }.into_any(),
-                            (None, _) => "not submitted yet".into_any(),
-                        })}
-                        {move || run.with(|r| r.prefect_state.clone()).map(|s| view! { <span class="muted small">" ("{s}")"</span> })}
+                        {prefect_run}
+                        {run.prefect_state.map(|s| view! { <span class="muted small">" ("{s}")"</span> })}
                     </dd>
                     <dt>"Records"</dt>
-                    <dd>{move || run.with(|r| r.records_processed)}</dd>
+                    <dd>{run.records_processed}</dd>
                 </dl>
             </section>
             <section class="card">

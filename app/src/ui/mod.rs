@@ -7,6 +7,7 @@ use crate::error::AppError;
 use crate::status::RunStatus;
 
 pub mod history;
+pub mod regions;
 
 #[cfg(feature = "ssr")]
 #[path = "status_ssr.rs"]
@@ -90,4 +91,28 @@ pub fn ErrorView(error: AppError) -> impl IntoView {
             <a href="/">"Back to pipelines"</a>
         </section>
     }
+}
+
+/// The refusal a server function answered a plain form post with: without JavaScript, it
+/// sends the browser back with the error in the address (`__path` names the function,
+/// `__err` holds the error). `path` is the function's (`<F as ServerFn>::PATH`). Shown as
+/// text, and only on the page the form posted from (read from the page's request, so
+/// nothing shows where a server function renders the same part afresh).
+#[component]
+pub fn FormError(path: &'static str) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    let error = use_context::<http::request::Parts>().and_then(|parts| {
+        let query = parts.uri.query()?;
+        let pairs = || form_urlencoded::parse(query.as_bytes());
+        pairs().find(|(k, v)| k == "__path" && v == path)?;
+        let (_, err) = pairs().find(|(k, _)| k == "__err")?;
+        let error = leptos::server_fn::error::ServerFnUrlError::<AppError>::decode_err(&err);
+        Some(error.to_string())
+    });
+    #[cfg(not(feature = "ssr"))]
+    let error: Option<String> = {
+        let _ = path;
+        None
+    };
+    error.map(|e| view! { <p class="form-error" role="alert">{e}</p> })
 }

@@ -1,0 +1,103 @@
+//! Parts of a page the server renders again when they change.
+//!
+//! An island asks a server function for their HTML and puts it in place, so the browser's
+//! wasm needs neither the data's types nor the markup, only the island's own controls.
+
+use leptos::prelude::*;
+
+/// Puts `html`, rendered by the server, in place of the content of the element `id`.
+/// Called in the browser only (from tasks an island starts).
+pub fn put(id: &str, html: &str) {
+    if let Some(element) = document().get_element_by_id(id) {
+        element.set_inner_html(html);
+    }
+}
+
+/// Numbers loads so that an answer never replaces one asked for later: answers may arrive
+/// out of order (filters typed quickly, a change and a filter at once).
+#[derive(Clone, Copy)]
+pub struct Loads {
+    asked: StoredValue<u64>,
+    shown: StoredValue<u64>,
+}
+
+impl Loads {
+    pub fn new() -> Self {
+        Loads {
+            asked: StoredValue::new(0),
+            shown: StoredValue::new(0),
+        }
+    }
+
+    /// The number of a load about to be asked for.
+    pub fn ask(self) -> u64 {
+        let n = self.asked.get_value() + 1;
+        self.asked.set_value(n);
+        n
+    }
+
+    /// Whether load `n`'s answer may be shown (no later one has been); notes it shown.
+    pub fn show(self, n: u64) -> bool {
+        let newer = n > self.shown.get_value();
+        if newer {
+            self.shown.set_value(n);
+        }
+        newer
+    }
+}
+
+impl Default for Loads {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Coalesces the loads changes call for: the first change loads at once; changes within the
+/// next half second make one more load when it ends, and so on while they keep coming.
+#[derive(Clone, Copy)]
+pub struct Throttle {
+    load: Callback<()>,
+    /// A change came since the last load.
+    waiting: StoredValue<bool>,
+    /// No load in the last half second: the next change loads at once.
+    idle: StoredValue<bool>,
+}
+
+impl Throttle {
+    /// The half second between two loads for changes.
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
+    pub fn new(load: Callback<()>) -> Self {
+        Throttle {
+            load,
+            waiting: StoredValue::new(false),
+            idle: StoredValue::new(true),
+        }
+    }
+
+    /// Something changed.
+    pub fn changed(self) {
+        if self.idle.get_value() {
+            self.idle.set_value(false);
+            self.load.run(());
+            self.settle();
+        } else {
+            self.waiting.set_value(true);
+        }
+    }
+
+    fn settle(self) {
+        set_timeout(
+            move || {
+                if self.waiting.get_value() {
+                    self.waiting.set_value(false);
+                    self.load.run(());
+                    self.settle();
+                } else {
+                    self.idle.set_value(true);
+                }
+            },
+            Self::PAUSE,
+        );
+    }
+}
