@@ -953,6 +953,17 @@ async fn the_run_dialog_sends_typed_parameters_and_refuses_bad_ones(db: PgPool) 
         "an empty input keeps the default"
     );
 
+    // A form sent twice with its key (a double click) makes one run.
+    let twice = format!("pipeline_id={pipeline}&idempotency_key=ui-form-double");
+    let first = app.server_fn("trigger_run", &app.operator, &twice).await.json();
+    let second = app.server_fn("trigger_run", &app.operator, &twice).await.json();
+    assert!(first.is_i64() && first == second, "{first} {second}");
+    let once_more = app
+        .server_fn("trigger_run", &app.operator, &format!("pipeline_id={pipeline}"))
+        .await
+        .json();
+    assert_ne!(once_more, first, "without a key, each press is a run");
+
     let before = app.footprint_but_audit().await;
     let bad = format!("pipeline_id={pipeline}&values%5Brows%5D=many&kinds%5Brows%5D=integer");
     let refused = app.server_fn("trigger_run", &app.operator, &bad).await;

@@ -307,6 +307,11 @@ async fn every_response_carries_security_headers_and_pages_a_fresh_script_nonce(
     let nonce = policy_nonce(&first);
     assert!(nonce.len() >= 16, "{nonce}");
     assert_ne!(nonce, policy_nonce(&second), "a new nonce for each response");
+    assert_eq!(
+        first.header("cache-control"),
+        Some("no-store"),
+        "no cache keeps a page"
+    );
     let policy = first.header("content-security-policy").unwrap();
     for directive in [
         "'wasm-unsafe-eval'",

@@ -9,7 +9,7 @@ use crate::error::AppError;
 use crate::layout::Frame;
 use crate::runs::charts::DurationTrend;
 use crate::runs::params::{ParamField, ParamKind};
-use crate::runs::{TriggerRun, run_form};
+use crate::runs::{TriggerRun, form_key, run_form};
 use crate::status::RunStatus;
 use crate::ui::{ErrorView, FormError, StatusBadge, duration, path_id, when};
 
@@ -183,6 +183,7 @@ fn RunControls(pipeline_id: i64, fields: Result<Vec<ParamField>, AppError>) -> i
         Ok(fields) => view! {
             <ActionForm action attr:class="param-form">
                 <input type="hidden" name="pipeline_id" value=pipeline_id.to_string() />
+                <input type="hidden" name="idempotency_key" value=form_key() />
                 {fields.is_empty().then(|| view! { <p class="muted">"This flow takes no parameters."</p> })}
                 {fields.into_iter().map(|f| view! { <ParamInput field=f /> }).collect_view()}
                 <button type="submit" class="primary">"▶ Run with these parameters"</button>
@@ -195,6 +196,7 @@ fn RunControls(pipeline_id: i64, fields: Result<Vec<ParamField>, AppError>) -> i
         <div class="run-actions">
             <ActionForm action attr:class="run-form">
                 <input type="hidden" name="pipeline_id" value=pipeline_id.to_string() />
+                <input type="hidden" name="idempotency_key" value=form_key() />
                 <button type="submit" class="primary">"▶ Run"</button>
             </ActionForm>
             <details class="run-dialog">

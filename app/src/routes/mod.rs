@@ -101,6 +101,16 @@ async fn secure_headers(State(state): State<AppState>, request: Request, next: N
         HeaderName::from_static("cross-origin-opener-policy"),
         HeaderValue::from_static("same-origin"),
     );
+    // Pages are the signed-in person's own and carry a one-time nonce and form keys: no
+    // cache keeps them, and the back button asks for them afresh.
+    let page = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/html"));
+    if page {
+        headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert_with(|| HeaderValue::from_static("no-store"));
+    }
     // Secure cookies mean Flowdeck is reached over HTTPS: browsers should never try HTTP.
     if state.identity.secure_cookies {
         headers.insert(

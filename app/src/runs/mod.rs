@@ -214,12 +214,15 @@ pub struct StatusUpdateAck {
 
 /// Triggers a run of a pipeline from the UI; goes to the new run's page. The Run dialog
 /// sends its inputs as `values[name]` with `kinds[name]` (see [`params::parse`]); the
-/// plain Run button sends neither and runs with the defaults.
+/// plain Run button sends neither and runs with the defaults. Each rendered form carries
+/// its own `idempotency_key` ([`form_key`]), so a form sent twice (a double click, a
+/// resubmission) makes one run.
 #[server(prefix = "/sfn", endpoint = "trigger_run")]
 pub async fn trigger_run(
     pipeline_id: i64,
     values: Option<std::collections::BTreeMap<String, String>>,
     kinds: Option<std::collections::BTreeMap<String, String>>,
+    idempotency_key: Option<String>,
 ) -> Result<i64, AppError> {
     let db = expect_context::<sqlx::PgPool>();
     let limits = expect_context::<std::sync::Arc<crate::auth::limits::Limits>>();
@@ -234,12 +237,28 @@ pub async fn trigger_run(
         pipeline_id,
         request,
         source: "ui",
-        idempotency_key: None,
+        idempotency_key: idempotency_key.as_deref().filter(|k| !k.is_empty()),
     };
     let triggers = expect_context::<std::sync::Arc<triggers::TriggerWriter>>();
     let run = service::trigger(&db, &limits, &triggers, &caller, trigger).await?;
     leptos_axum::redirect(&format!("/runs/{}", run.id));
     Ok(run.id)
+}
+
+/// A fresh idempotency key for one rendering of a Run form (rendered on the server only).
+pub fn form_key() -> String {
+    #[cfg(feature = "ssr")]
+    {
+        use rand::Rng;
+        let random: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(24)
+            .map(char::from)
+            .collect();
+        format!("ui-form-{random}")
+    }
+    #[cfg(not(feature = "ssr"))]
+    String::new()
 }
 
 /// The Run dialog's fields for a pipeline: its deployment's parameter schema, pre-filled
