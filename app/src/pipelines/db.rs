@@ -145,7 +145,9 @@ pub async fn dashboard_page(
                   r.prefect_flow_run_id AS "prefect_flow_run_id?",
                   r.records_processed AS "records_processed?", r.error_message AS "error_message?"
            FROM pipelines p
-           LEFT JOIN runs r ON r.id = p.latest_run_id
+           LEFT JOIN LATERAL (SELECT id, status, updated_at, prefect_flow_run_id, records_processed,
+                                     error_message
+                              FROM runs WHERE runs.id = p.latest_run_id OFFSET 0) r ON true
            WHERE ($1::text IS NULL OR p.name ILIKE $1 OR p.slug ILIKE $1
                   OR EXISTS (SELECT 1 FROM unnest(p.tags) AS t (tag) WHERE t.tag ILIKE $1))
              AND ($2::text IS NULL OR coalesce(r.status, 'pending') = $2)
@@ -171,7 +173,7 @@ pub async fn dashboard_count(db: impl PgExecutor<'_>, filter: &DashboardFilter<'
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!"
            FROM pipelines p
-           LEFT JOIN runs r ON r.id = p.latest_run_id
+           LEFT JOIN LATERAL (SELECT status FROM runs WHERE runs.id = p.latest_run_id OFFSET 0) r ON true
            WHERE ($1::text IS NULL OR p.name ILIKE $1 OR p.slug ILIKE $1
                   OR EXISTS (SELECT 1 FROM unnest(p.tags) AS t (tag) WHERE t.tag ILIKE $1))
              AND ($2::text IS NULL OR coalesce(r.status, 'pending') = $2)
@@ -189,7 +191,7 @@ pub async fn count_by_status(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(Strin
     let rows = sqlx::query!(
         r#"SELECT coalesce(r.status, 'pending') AS "status!", count(*) AS "count!"
            FROM pipelines p
-           LEFT JOIN runs r ON r.id = p.latest_run_id
+           LEFT JOIN LATERAL (SELECT status FROM runs WHERE runs.id = p.latest_run_id OFFSET 0) r ON true
            GROUP BY 1"#
     )
     .fetch_all(db)
@@ -216,7 +218,14 @@ pub async fn pipeline_by_id(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Op
     .await
 }
 
-const FILTER_FROM: &str = " FROM pipelines p LEFT JOIN runs r ON r.id = p.latest_run_id";
+/// Pipelines with their latest runs, for listings. Each latest run is looked up by its key
+/// (`OFFSET 0` keeps the planner from turning the lookups into a join): as a join, the
+/// planner hashes all of `runs` once the pipelines outnumber a few thousand (465-900 ms at
+/// 10,000 pipelines and 1,000,000 runs, against 20-30 ms looked up). The dashboard's
+/// queries above are written the same way.
+const FILTER_FROM: &str = " FROM pipelines p LEFT JOIN LATERAL (SELECT id, status, updated_at, \
+    prefect_flow_run_id, records_processed, error_message FROM runs \
+    WHERE runs.id = p.latest_run_id OFFSET 0) r ON true";
 
 /// One page (`(limit, offset)`) of the pipelines matching `criteria` in `sort` order.
 ///
