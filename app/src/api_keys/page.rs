@@ -56,16 +56,7 @@ fn KeyAdmin(children: Children) -> impl IntoView {
     let create = ServerAction::<CreateApiKey>::new();
     let error = RwSignal::new(None::<String>);
     let loads = Loads::new();
-    let reload = move || {
-        let n = loads.ask();
-        leptos::task::spawn_local(async move {
-            if let Ok(html) = key_table().await
-                && loads.show(n)
-            {
-                regions::put(TABLE_ID, &html);
-            }
-        });
-    };
+    let reload = move || loads.load(key_table(), |html| regions::put(TABLE_ID, &html));
     // A key made or rotated: its secret shows until the next one, and the table follows.
     let made = move |answer: Result<String, crate::error::AppError>| match answer {
         Ok(notice) => {

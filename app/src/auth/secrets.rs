@@ -46,7 +46,8 @@ impl NewSecret {
     }
 }
 
-fn random_base62(len: usize) -> String {
+/// `len` random base62 characters.
+pub fn random_base62(len: usize) -> String {
     rand::rng()
         .sample_iter(Alphanumeric)
         .take(len)

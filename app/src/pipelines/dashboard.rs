@@ -62,15 +62,8 @@ fn DashboardFilters(query: DashboardQuery) -> impl IntoView {
     let query = RwSignal::new(query);
     let loads = Loads::new();
     let load = Callback::new(move |()| {
-        let wanted = query.get_untracked();
-        let n = loads.ask();
-        leptos::task::spawn_local(async move {
-            if let Ok(html) = dashboard_rows(Some(wanted)).await
-                && loads.show(n)
-            {
-                regions::put(ROWS_ID, &html);
-            }
-        });
+        let rows = dashboard_rows(Some(query.get_untracked()));
+        loads.load(rows, |html| regions::put(ROWS_ID, &html));
     });
     let set_filter = move |field: &str, value: String| {
         let value = Some(value).filter(|v| !v.trim().is_empty());

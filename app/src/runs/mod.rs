@@ -249,13 +249,7 @@ pub async fn trigger_run(
 pub fn form_key() -> String {
     #[cfg(feature = "ssr")]
     {
-        use rand::Rng;
-        let random: String = rand::rng()
-            .sample_iter(rand::distr::Alphanumeric)
-            .take(24)
-            .map(char::from)
-            .collect();
-        format!("ui-form-{random}")
+        format!("ui-form-{}", crate::auth::secrets::random_base62(24))
     }
     #[cfg(not(feature = "ssr"))]
     String::new()

@@ -72,15 +72,10 @@ fn RunLive(run_id: i64) -> impl IntoView {
     crate::ui::mark_hydrated();
     let loads = Loads::new();
     let load = Callback::new(move |()| {
-        let n = loads.ask();
-        leptos::task::spawn_local(async move {
-            if let Ok(parts) = run_parts(run_id).await
-                && loads.show(n)
-            {
-                regions::put(HEAD_ID, &parts.head);
-                regions::put(ACTIONS_ID, &parts.actions);
-                regions::put(BODY_ID, &parts.body);
-            }
+        loads.load(run_parts(run_id), |parts| {
+            regions::put(HEAD_ID, &parts.head);
+            regions::put(ACTIONS_ID, &parts.actions);
+            regions::put(BODY_ID, &parts.body);
         });
     });
     let throttle = Throttle::new(load);

@@ -29,20 +29,23 @@ impl Loads {
         }
     }
 
-    /// The number of a load about to be asked for.
-    pub fn ask(self) -> u64 {
+    /// Waits for `answer` (a server function's call) and hands it to `show`, unless a load
+    /// asked for later has been shown meanwhile. A refused load shows nothing.
+    pub fn load<T: 'static, E: 'static>(
+        self,
+        answer: impl std::future::Future<Output = Result<T, E>> + 'static,
+        show: impl FnOnce(T) + 'static,
+    ) {
         let n = self.asked.get_value() + 1;
         self.asked.set_value(n);
-        n
-    }
-
-    /// Whether load `n`'s answer may be shown (no later one has been); notes it shown.
-    pub fn show(self, n: u64) -> bool {
-        let newer = n > self.shown.get_value();
-        if newer {
-            self.shown.set_value(n);
-        }
-        newer
+        leptos::task::spawn_local(async move {
+            if let Ok(answer) = answer.await
+                && n > self.shown.get_value()
+            {
+                self.shown.set_value(n);
+                show(answer);
+            }
+        });
     }
 }
 

@@ -115,11 +115,12 @@ async fn write_group(pool: &PgPool, jobs: Vec<Job>) {
             return;
         }
     };
-    let mut runs: Vec<Option<Run>> = runs.into_iter().map(Some).collect();
+    // The recorded steps come in the order of their runs.
+    let mut runs = runs.into_iter();
     for (job, step) in jobs.into_iter().zip(steps) {
         match step {
-            Step::Recorded(index) => {
-                let run = runs[index].take().ok_or_else(|| AppError::not_found("Run"));
+            Step::Recorded(_) => {
+                let run = runs.next().ok_or_else(|| AppError::not_found("Run"));
                 if let Ok(run) = &run {
                     metrics().trigger("accepted");
                     tracing::info!(parent: &job.span, run.id = run.id, pipeline.id = run.pipeline_id, "run accepted");
