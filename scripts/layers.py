@@ -17,7 +17,7 @@ FOUNDATIONS = {
     "api", "ui", "prefect", "caller",
 }
 CAPABILITIES = {
-    "auth", "layout", "events", "audit", "api_keys", "runs", "pipelines", "retention",
+    "auth", "layout", "events", "audit", "api_keys", "runs", "pipelines", "retention", "mcp",
 }
 COMPOSITION = {"routes", "lib"}
 

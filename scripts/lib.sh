@@ -10,6 +10,8 @@ export PATH="$HOME/.cargo/bin:$TOOLS_DIR/node_modules/.bin:$PATH"
 export SQLX_OFFLINE=true
 # Contract fuzzer run by scripts/api-check.sh, in its own virtualenv under TOOLS_DIR.
 SCHEMATHESIS_VERSION=4.32.5
+# The official MCP Python SDK, whose client drives /mcp in scripts/mcp-test.sh; own virtualenv too.
+MCP_VERSION=2.3.0
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 export DB_ADMIN_URL="${DB_ADMIN_URL:-postgres://$PGUSER@$PGHOST:$PGPORT/postgres}"
 

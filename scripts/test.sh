@@ -28,5 +28,8 @@ say "the REST API: README examples and schemathesis against the live server"
 say "fault test: Flowdeck killed mid-submission while Prefect hangs"
 "$ROOT/scripts/crash-test.sh" "$prefect_dir" "$prefect_port"
 
+say "MCP: a real MCP client (the Python SDK) drives /mcp with scoped keys"
+"$ROOT/scripts/mcp-test.sh" "$prefect_dir" "$prefect_port"
+
 say "fault tests: PostgreSQL restart and two replicas with Prefect hung, under load"
 "$ROOT/scripts/fault-test.sh" "$prefect_dir" "$prefect_port"

@@ -35,6 +35,13 @@ if [ "$want" = test ]; then
     python3 -m venv "$st" && "$st/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" \
       || die "pip install schemathesis failed"
   fi
+  mcp="$TOOLS_DIR/mcp-$MCP_VERSION"
+  if ! "$mcp/bin/python" -c 'import mcp.client.streamable_http' >/dev/null 2>&1; then
+    say "installing the MCP Python SDK (mcp $MCP_VERSION) into $mcp"
+    rm -rf "$mcp"
+    python3 -m venv "$mcp" && "$mcp/bin/pip" install -q "mcp==$MCP_VERSION" \
+      || die "pip install mcp failed"
+  fi
 fi
 
 if [ "$want" = test ] || [ "$want" = bench ]; then

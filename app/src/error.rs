@@ -41,6 +41,25 @@ pub enum AppError {
         /// The least role that would do.
         needed: String,
     },
+    /// The credential is a scoped API key whose scope does not allow the operation.
+    #[error("this key's scope does not allow {action}")]
+    OutOfScope {
+        /// What was refused (`cancel`, `admin operations`).
+        action: String,
+    },
+    /// The key has spent one of its budgets: `429` for triggers per hour or day (with
+    /// `Retry-After`), `409` for its unfinished runs (they free it as they end).
+    #[error("over budget: {used} of {limit} {budget} used{}", retry_after.map(|s| format!("; frees in {s} s")).unwrap_or_default())]
+    OverBudget {
+        /// Which budget: `triggers_per_hour`, `triggers_per_day`, `max_unfinished_runs`.
+        budget: String,
+        /// The budget.
+        limit: i64,
+        /// What is spent of it now.
+        used: i64,
+        /// Seconds until it frees, for the budgets that free with time.
+        retry_after: Option<u64>,
+    },
     /// The caller is over a rate limit; it may try again after `retry_after` seconds.
     #[error("too many requests; try again in {retry_after} s")]
     RateLimited {
@@ -104,7 +123,11 @@ impl AppError {
             Self::Conflict { .. } => 409,
             Self::Invalid { .. } => 422,
             Self::Unauthorized => 401,
-            Self::Forbidden { .. } => 403,
+            Self::Forbidden { .. } | Self::OutOfScope { .. } => 403,
+            Self::OverBudget {
+                retry_after: Some(_), ..
+            } => 429,
+            Self::OverBudget { .. } => 409,
             Self::RateLimited { .. } => 429,
             Self::TooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
@@ -119,6 +142,7 @@ impl AppError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             Self::RateLimited { retry_after } => Some(*retry_after),
+            Self::OverBudget { retry_after, .. } => *retry_after,
             Self::Unavailable { .. } => Some(1),
             _ => None,
         }
@@ -131,7 +155,8 @@ impl AppError {
             Self::Conflict { .. } => "conflict",
             Self::Invalid { .. } => "invalid",
             Self::Unauthorized => "unauthorized",
-            Self::Forbidden { .. } => "forbidden",
+            Self::Forbidden { .. } | Self::OutOfScope { .. } => "forbidden",
+            Self::OverBudget { .. } => "over_budget",
             Self::RateLimited { .. } => "rate_limited",
             Self::TooLarge { .. } => "too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",

@@ -29,6 +29,8 @@ pub mod client_addr;
 #[cfg(feature = "ssr")]
 pub mod db_roles;
 #[cfg(feature = "ssr")]
+pub mod mcp;
+#[cfg(feature = "ssr")]
 pub mod prefect;
 #[cfg(feature = "ssr")]
 pub mod retention;

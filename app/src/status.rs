@@ -6,7 +6,7 @@ use crate::error::{AppError, Result};
 
 /// Status of a run or a stage; Prefect's state types, lower-cased.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Accepted by Flowdeck, not yet in Prefect.

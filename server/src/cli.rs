@@ -140,6 +140,8 @@ fn local_admin() -> Caller {
         via: AuthMethod::Local,
         run_scope: None,
         key_id: None,
+        scope: Default::default(),
+        budget: Default::default(),
     };
     Caller::local(principal)
 }
@@ -190,6 +192,8 @@ pub async fn create_api_key(
         name: name.trim().to_owned(),
         role,
         expires_at: expires_in_days.map(|days| chrono::Utc::now() + chrono::Duration::days(days.into())),
+        scope: Default::default(),
+        budget: Default::default(),
     };
     let created = api_keys::service::create(pool, &caller, new).await?;
     print_created("Created", &created);

@@ -4,13 +4,14 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
 use super::{ApiKey, ApiKeyFilter, KeyState};
-use crate::caller::Role;
+use crate::caller::{Budget, KeyScope, Role};
 use crate::error::{AppError, Result};
 use crate::filter::Where;
 
 /// The columns an [`ApiKey`] is read from.
 pub const COLUMNS: &str = "SELECT id, name, role, key_prefix, created_by, created_at, expires_at, \
-                       revoked_at, last_used_at, rotated_from FROM api_keys";
+                       revoked_at, last_used_at, rotated_from, scope_pipeline_ids, scope_slugs, scope_tags, \
+                       scope_actions, triggers_per_hour, triggers_per_day, max_unfinished_runs FROM api_keys";
 
 #[derive(sqlx::FromRow)]
 /// An `api_keys` row.
@@ -25,6 +26,13 @@ pub struct Row {
     revoked_at: Option<DateTime<Utc>>,
     last_used_at: Option<DateTime<Utc>>,
     rotated_from: Option<i64>,
+    scope_pipeline_ids: Vec<i64>,
+    scope_slugs: Vec<String>,
+    scope_tags: Vec<String>,
+    scope_actions: Option<Vec<String>>,
+    triggers_per_hour: Option<i32>,
+    triggers_per_day: Option<i32>,
+    max_unfinished_runs: Option<i32>,
 }
 
 impl Row {
@@ -49,6 +57,18 @@ impl Row {
             revoked_at: self.revoked_at,
             last_used_at: self.last_used_at,
             rotated_from: self.rotated_from,
+            scope: crate::auth::db::scope_of(
+                self.scope_pipeline_ids,
+                self.scope_slugs,
+                self.scope_tags,
+                self.scope_actions,
+            ),
+            budget: Budget {
+                triggers_per_hour: self.triggers_per_hour,
+                triggers_per_day: self.triggers_per_day,
+                max_unfinished_runs: self.max_unfinished_runs,
+            },
+            usage: None,
         })
     }
 }
@@ -96,13 +116,18 @@ pub struct NewKeyRow<'a> {
     pub expires_at: Option<DateTime<Utc>>,
     /// The key this one succeeds (rotation).
     pub rotated_from: Option<i64>,
+    pub scope: &'a KeyScope,
+    pub budget: Budget,
 }
 
 /// Stores a new API key and returns its id.
 pub async fn insert(db: impl PgExecutor<'_>, key: &NewKeyRow<'_>) -> sqlx::Result<i64> {
+    let actions = actions(key.scope);
     sqlx::query_scalar!(
-        "INSERT INTO api_keys (name, role, key_prefix, key_hash, created_by, expires_at, rotated_from)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        "INSERT INTO api_keys (name, role, key_prefix, key_hash, created_by, expires_at, rotated_from,
+                               scope_pipeline_ids, scope_slugs, scope_tags, scope_actions,
+                               triggers_per_hour, triggers_per_day, max_unfinished_runs)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         key.name,
         key.role.as_str(),
         key.key_prefix,
@@ -110,6 +135,13 @@ pub async fn insert(db: impl PgExecutor<'_>, key: &NewKeyRow<'_>) -> sqlx::Resul
         key.created_by,
         key.expires_at,
         key.rotated_from,
+        &key.scope.pipeline_ids,
+        &key.scope.slugs,
+        &key.scope.tags,
+        actions.as_deref(),
+        key.budget.triggers_per_hour,
+        key.budget.triggers_per_day,
+        key.budget.max_unfinished_runs,
     )
     .fetch_one(db)
     .await
@@ -150,6 +182,40 @@ pub async fn set_expiry(db: impl PgExecutor<'_>, id: i64, expires_at: DateTime<U
         "UPDATE api_keys SET expires_at = $2 WHERE id = $1",
         id,
         expires_at
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A scope's actions as stored.
+fn actions(scope: &KeyScope) -> Option<Vec<String>> {
+    scope
+        .actions
+        .as_ref()
+        .map(|actions| actions.iter().map(|a| a.as_str().to_owned()).collect())
+}
+
+/// Replaces a key's scope and budgets.
+pub async fn set_limits(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    scope: &KeyScope,
+    budget: Budget,
+) -> sqlx::Result<()> {
+    let actions = actions(scope);
+    sqlx::query!(
+        "UPDATE api_keys SET scope_pipeline_ids = $2, scope_slugs = $3, scope_tags = $4, scope_actions = $5,
+                triggers_per_hour = $6, triggers_per_day = $7, max_unfinished_runs = $8
+         WHERE id = $1",
+        id,
+        &scope.pipeline_ids,
+        &scope.slugs,
+        &scope.tags,
+        actions.as_deref(),
+        budget.triggers_per_hour,
+        budget.triggers_per_day,
+        budget.max_unfinished_runs,
     )
     .execute(db)
     .await?;

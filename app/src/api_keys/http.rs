@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiKey, ApiKeyFilter, CreatedApiKey, NewApiKey, Rotation, service};
+use super::{ApiKey, ApiKeyFilter, CreatedApiKey, KeyLimits, NewApiKey, Rotation, service};
 use crate::api::responses::Errors;
 use crate::api::rules::{Rule, paging, text};
 use crate::api::{ApiId, ApiJson, OptionalJson};
@@ -62,9 +62,24 @@ async fn read(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Res
     service::get(&db, &caller, id).await.map(Json)
 }
 
+/// Changes a key's scope or budgets.
+#[utoipa::path(patch, path = "/api/api_keys/{id}", tag = "api_keys",
+    description = "Role: admin. Replaces the key's scope or budgets (a field left out stays as it is); audited as `api_key.limit` with both, and in force on every replica at the key's next request.",
+    params(("id" = i64, Path, description = "Key id", minimum = 1)),
+    request_body = KeyLimits,
+    responses((status = 200, description = "The key", body = ApiKey), Errors))]
+async fn limit(
+    State(db): State<PgPool>,
+    caller: Caller,
+    ApiId(id): ApiId,
+    ApiJson(limits): ApiJson<KeyLimits>,
+) -> Result<Json<ApiKey>> {
+    service::limit(&db, &caller, id, limits).await.map(Json)
+}
+
 /// Makes a successor of a key; the old key keeps working for the overlap.
 #[utoipa::path(post, path = "/api/api_keys/{id}/rotate", tag = "api_keys",
-    description = "Role: admin. The successor has the same name and role; the old key expires when the overlap ends.",
+    description = "Role: admin. The successor has the same name, role, scope and budgets; the old key expires when the overlap ends.",
     params(("id" = i64, Path, description = "Key id", minimum = 1)),
     request_body(content = Option<Rotation>, description = "Overlap and expiry; defaults: 60 minutes, the old key's expiry"),
     responses((status = 201, description = "The successor, with its secret", body = CreatedApiKey), Errors))]
@@ -98,7 +113,7 @@ where
         .routes(routes!(create))
         .routes(routes!(filter))
         .routes(routes!(count))
-        .routes(routes!(read, revoke))
+        .routes(routes!(read, revoke, limit))
         .routes(routes!(rotate))
         .route("/api/api_keys", post(create))
 }

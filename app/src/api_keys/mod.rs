@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::caller::Role;
+use crate::caller::{Budget, BudgetUse, KeyScope, Role};
 use crate::error::AppError;
 use crate::filter::{IdFilter, TextFilter, TimeFilter};
 
@@ -75,6 +75,13 @@ pub struct ApiKey {
     pub last_used_at: Option<DateTime<Utc>>,
     /// The key this one replaced, when it was made by rotation.
     pub rotated_from: Option<i64>,
+    /// What the key is limited to (nothing listed: everything its role allows).
+    pub scope: KeyScope,
+    /// What the key may spend (nothing set: no budget).
+    pub budget: Budget,
+    /// What it has spent of its budgets now, for a key with budgets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<BudgetUse>,
 }
 
 /// A key just created: its details and, this once, its secret.
@@ -91,7 +98,7 @@ pub struct CreatedApiKey {
 /// `POST /api/api_keys/`: a new key.
 #[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "ssr", schema(example = json!({"name": "ci-bot", "role": "operator", "expires_at": "2030-01-01T00:00:00Z"})))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"name": "marketing-agent", "role": "operator", "expires_at": "2030-01-01T00:00:00Z", "scope": {"tags": ["marketing"], "actions": ["read", "trigger"]}, "budget": {"triggers_per_hour": 10, "max_unfinished_runs": 2}})))]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     /// Who or what will hold the key (1 to 100 characters).
@@ -101,6 +108,26 @@ pub struct NewApiKey {
     /// When the key stops working; never when left out.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// Limits the key to some pipelines and actions; it can only narrow the role.
+    #[serde(default)]
+    pub scope: KeyScope,
+    /// Budgets of the key's runs.
+    #[serde(default)]
+    pub budget: Budget,
+}
+
+/// `PATCH /api/api_keys/{id}`: a key's new scope or budgets (what is left out stays).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"scope": {"tags": ["marketing", "sales"]}, "budget": {"triggers_per_day": 50}})))]
+#[serde(deny_unknown_fields)]
+pub struct KeyLimits {
+    /// The key's whole new scope (`{}` lifts it).
+    #[serde(default)]
+    pub scope: Option<KeyScope>,
+    /// The key's whole new budgets (`{}` lifts them).
+    #[serde(default)]
+    pub budget: Option<Budget>,
 }
 
 /// `POST /api/api_keys/{id}/rotate`: a successor for a key.
@@ -244,6 +271,8 @@ pub async fn create_api_key(
         name: name.trim().to_owned(),
         role,
         expires_at,
+        scope: KeyScope::default(),
+        budget: Budget::default(),
     };
     let created = service::create(&db, &caller, new).await?;
     Ok(view! { <page::NewSecret created /> }.to_html())

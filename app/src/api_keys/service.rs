@@ -6,11 +6,11 @@ use sqlx::PgPool;
 
 use super::db;
 use super::{
-    ApiKey, ApiKeyFilter, ApiKeySort, CreatedApiKey, DEFAULT_OVERLAP_MINUTES, KeyState, MAX_NAME_LEN,
-    MAX_OVERLAP_MINUTES, NewApiKey, Rotation,
+    ApiKey, ApiKeyFilter, ApiKeySort, CreatedApiKey, DEFAULT_OVERLAP_MINUTES, KeyLimits, KeyState,
+    MAX_NAME_LEN, MAX_OVERLAP_MINUTES, NewApiKey, Rotation,
 };
-use crate::auth::secrets;
-use crate::caller::{Caller, Role, record};
+use crate::auth::{budgets, secrets};
+use crate::caller::{Budget, Caller, KeyScope, Role, record};
 use crate::error::{AppError, Result};
 use crate::filter::paging;
 
@@ -27,24 +27,29 @@ fn check_expiry(field: &str, at: Option<DateTime<Utc>>) -> Result<()> {
     }
 }
 
-/// Stores a new key and returns it with its secret, which nobody will see again.
-async fn insert(
-    tx: &mut sqlx::PgConnection,
-    name: &str,
+/// A key as stored, before its secret is made.
+struct Template<'a> {
+    name: &'a str,
     role: Role,
     expires_at: Option<DateTime<Utc>>,
     rotated_from: Option<i64>,
-    created_by: &str,
-) -> Result<CreatedApiKey> {
+    scope: &'a KeyScope,
+    budget: Budget,
+}
+
+/// Stores a new key and returns it with its secret, which nobody will see again.
+async fn insert(tx: &mut sqlx::PgConnection, key: Template<'_>, created_by: &str) -> Result<CreatedApiKey> {
     let secret = secrets::new_api_key();
     let row = db::NewKeyRow {
-        name,
-        role,
+        name: key.name,
+        role: key.role,
         key_prefix: &secret.shown_prefix,
         key_hash: &secret.hash,
         created_by,
-        expires_at,
-        rotated_from,
+        expires_at: key.expires_at,
+        rotated_from: key.rotated_from,
+        scope: key.scope,
+        budget: key.budget,
     };
     let id = db::insert(&mut *tx, &row).await?;
     Ok(CreatedApiKey {
@@ -59,10 +64,29 @@ pub async fn create(db: &PgPool, caller: &Caller, new: NewApiKey) -> Result<Crea
     caller.require(Role::Admin)?;
     let name = check_name(&new.name)?;
     check_expiry("expires_at", new.expires_at)?;
+    let scope = new.scope.checked(new.role)?;
+    let budget = new.budget.checked()?;
     let mut tx = db.begin().await?;
-    let created = insert(&mut tx, &name, new.role, new.expires_at, None, &caller.actor).await?;
+    let key = Template {
+        name: &name,
+        role: new.role,
+        expires_at: new.expires_at,
+        rotated_from: None,
+        scope: &scope,
+        budget,
+    };
+    let created = insert(&mut tx, key, &caller.actor).await?;
     let target = format!("api_key:{}", created.key.id);
-    record::success(&mut *tx, caller, "api_key.create", &target).await?;
+    let detail = serde_json::json!({"role": new.role, "scope": scope, "budget": budget});
+    record::with_detail(
+        &mut *tx,
+        caller,
+        "api_key.create",
+        Some(&target),
+        record::Outcome::Success,
+        &detail,
+    )
+    .await?;
     tx.commit().await?;
     Ok(created)
 }
@@ -71,7 +95,53 @@ pub async fn create(db: &PgPool, caller: &Caller, new: NewApiKey) -> Result<Crea
 #[tracing::instrument(name = "api_keys.get", skip_all)]
 pub async fn get(db: &PgPool, caller: &Caller, id: i64) -> Result<ApiKey> {
     caller.require(Role::Admin)?;
-    db::fetch(db, id).await
+    let mut keys = with_usage(db, vec![db::fetch(db, id).await?]).await?;
+    Ok(keys.remove(0))
+}
+
+/// Keys with what they have spent of their budgets, for those that have budgets.
+async fn with_usage(db: &PgPool, mut keys: Vec<ApiKey>) -> Result<Vec<ApiKey>> {
+    let budgeted: Vec<i64> = keys.iter().filter(|k| k.budget.limits()).map(|k| k.id).collect();
+    if budgeted.is_empty() {
+        return Ok(keys);
+    }
+    let mut spent = budgets::usage(db, &budgeted).await?;
+    for key in &mut keys {
+        key.usage = spent.remove(&key.id);
+    }
+    Ok(keys)
+}
+
+/// Replaces a key's scope or budgets; audited with both, and announced to every replica
+/// (which read the key again at its next use).
+#[tracing::instrument(name = "api_keys.limit", skip_all)]
+pub async fn limit(db: &PgPool, caller: &Caller, id: i64, limits: KeyLimits) -> Result<ApiKey> {
+    caller.require(Role::Admin)?;
+    let mut tx = db.begin().await?;
+    let key = db::lock(&mut tx, id).await?;
+    if key.state == KeyState::Revoked {
+        return Err(AppError::conflict(format!("API key {id} is revoked")));
+    }
+    let scope = limits.scope.unwrap_or(key.scope.clone()).checked(key.role)?;
+    let budget = limits.budget.unwrap_or(key.budget).checked()?;
+    db::set_limits(&mut *tx, id, &scope, budget).await?;
+    let detail = serde_json::json!({
+        "before": {"scope": key.scope, "budget": key.budget},
+        "after": {"scope": scope, "budget": budget},
+    });
+    let target = format!("api_key:{id}");
+    record::with_detail(
+        &mut *tx,
+        caller,
+        "api_key.limit",
+        Some(&target),
+        record::Outcome::Success,
+        &detail,
+    )
+    .await?;
+    tx.commit().await?;
+    let mut keys = with_usage(db, vec![db::fetch(db, id).await?]).await?;
+    Ok(keys.remove(0))
 }
 
 /// The keys that match, in the order asked for.
@@ -88,13 +158,15 @@ pub async fn filter(db: &PgPool, caller: &Caller, filter: &ApiKeyFilter) -> Resu
     };
     w.page(order, page);
     let now = Utc::now();
-    w.query
+    let keys = w
+        .query
         .build_query_as::<db::Row>()
         .fetch_all(db)
         .await?
         .into_iter()
         .map(|row| row.into_key(now))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    with_usage(db, keys).await
 }
 
 /// How many keys match.
@@ -143,8 +215,15 @@ pub async fn rotate(db: &PgPool, caller: &Caller, id: i64, rotation: Rotation) -
     let overlap_ends = Utc::now() + chrono::Duration::minutes(i64::from(overlap));
     let old_ends = old.expires_at.map_or(overlap_ends, |at| at.min(overlap_ends));
     db::set_expiry(&mut *tx, id, old_ends).await?;
-    let expires_at = rotation.expires_at.or(old.expires_at);
-    let created = insert(&mut tx, &old.name, old.role, expires_at, Some(id), &caller.actor).await?;
+    let successor = Template {
+        name: &old.name,
+        role: old.role,
+        expires_at: rotation.expires_at.or(old.expires_at),
+        rotated_from: Some(id),
+        scope: &old.scope,
+        budget: old.budget,
+    };
+    let created = insert(&mut tx, successor, &caller.actor).await?;
     let target = format!("api_key:{id}");
     record::success(&mut *tx, caller, "api_key.rotate", &target).await?;
     tx.commit().await?;

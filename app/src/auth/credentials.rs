@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::headers::{bearer, session_hash};
 use super::{Identity, db, secrets};
-use crate::caller::{AuthMethod, Principal, RequestMeta, identified};
+use crate::caller::{AuthMethod, Budget, KeyScope, Principal, RequestMeta, identified};
 use crate::error::{AppError, Result};
 
 /// A run's callback credential keeps working this long after the run ended (late reports).
@@ -26,6 +26,9 @@ pub struct Presented {
     proof: Proof,
     /// When it stops being valid at the latest, as far as known when it was checked.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The scope it was checked with: a stream ends when its key's scope changes (its
+    /// client reconnects and sees what the new scope allows).
+    scope: KeyScope,
 }
 
 /// An event stream takes the credential it was opened with; without one the answer is 401.
@@ -87,10 +90,13 @@ async fn authenticate_bearer(identity: &Identity, token: &str) -> Result<(Princi
                     via: AuthMethod::Oidc,
                     run_scope: None,
                     key_id: None,
+                    scope: KeyScope::default(),
+                    budget: Budget::default(),
                 },
                 Presented {
                     proof: Proof::Token,
                     expires_at: identity.expires_at,
+                    scope: KeyScope::default(),
                 },
             )),
             Err(super::oidc::TokenError::Issuer(why)) => {
@@ -116,10 +122,13 @@ async fn authenticate_bearer(identity: &Identity, token: &str) -> Result<(Princi
             via: AuthMethod::RunCallback,
             run_scope: Some(run_id),
             key_id: None,
+            scope: KeyScope::default(),
+            budget: Budget::default(),
         };
         let presented = Presented {
             proof: Proof::Callback(hash),
             expires_at: None,
+            scope: KeyScope::default(),
         };
         return Ok((principal, presented));
     }
@@ -136,10 +145,13 @@ async fn authenticate_bearer(identity: &Identity, token: &str) -> Result<(Princi
         via: AuthMethod::ApiKey,
         run_scope: None,
         key_id: Some(key.id),
+        scope: key.scope.clone(),
+        budget: key.budget,
     };
     let presented = Presented {
         proof: Proof::ApiKey(hash),
         expires_at: key.expires_at,
+        scope: key.scope,
     };
     Ok((principal, presented))
 }
@@ -163,10 +175,13 @@ pub async fn authenticate(
                     via: AuthMethod::Proxy,
                     run_scope: None,
                     key_id: None,
+                    scope: KeyScope::default(),
+                    budget: Budget::default(),
                 };
                 let presented = Presented {
                     proof: Proof::Proxy,
                     expires_at: None,
+                    scope: KeyScope::default(),
                 };
                 return Ok(Some((principal, presented)));
             }
@@ -191,10 +206,13 @@ pub async fn authenticate(
         via: AuthMethod::Session,
         run_scope: None,
         key_id: None,
+        scope: session.scope.clone(),
+        budget: Budget::default(),
     };
     let presented = Presented {
         proof: Proof::Session(hash.clone()),
         expires_at: session.expires_at,
+        scope: session.scope,
     };
     Ok(Some((principal, presented)))
 }
@@ -210,12 +228,17 @@ pub async fn recheck(identity: &Identity, presented: &mut Presented) -> bool {
         return false;
     }
     let live = match &presented.proof {
-        Proof::ApiKey(hash) => live_api_key(identity, hash)
-            .await
-            .map(|key| key.map(|key| key.expires_at)),
+        Proof::ApiKey(hash) => live_api_key(identity, hash).await.map(|key| {
+            key.filter(|key| key.scope == presented.scope)
+                .map(|key| key.expires_at)
+        }),
         Proof::Session(hash) => db::read_session(&identity.db, hash, SESSION_IDLE_MINUTES)
             .await
-            .map(|session| session.map(|session| session.expires_at))
+            .map(|session| {
+                session
+                    .filter(|session| session.scope == presented.scope)
+                    .map(|session| session.expires_at)
+            })
             .map_err(AppError::from),
         Proof::Callback(hash) => live_callback(identity, hash)
             .await

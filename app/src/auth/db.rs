@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-use crate::caller::Role;
+use crate::caller::{Action, Budget, KeyScope, Role};
 
 /// A live credential found by its hash.
 #[derive(Debug, Clone)]
@@ -17,6 +17,25 @@ pub struct Credential {
     pub role: Role,
     /// When it stops being valid, if it has an end.
     pub expires_at: Option<DateTime<Utc>>,
+    /// What the key (or the key a session was opened with) is limited to.
+    pub scope: KeyScope,
+    /// What the key may spend.
+    pub budget: Budget,
+}
+
+/// A key's scope as stored: unknown action names (none are written) grant nothing.
+pub fn scope_of(
+    pipeline_ids: Vec<i64>,
+    slugs: Vec<String>,
+    tags: Vec<String>,
+    actions: Option<Vec<String>>,
+) -> KeyScope {
+    KeyScope {
+        pipeline_ids,
+        slugs,
+        tags,
+        actions: actions.map(|names| names.iter().filter_map(|n| n.parse::<Action>().ok()).collect()),
+    }
 }
 
 /// The live (unrevoked, unexpired) API key with this hash, marking it used.
@@ -25,14 +44,21 @@ pub async fn read_api_key(db: impl PgExecutor<'_>, key_hash: &[u8]) -> sqlx::Res
     // and writing no row version.
     let row = sqlx::query!(
         r#"WITH key AS (
-               SELECT id, name, role, last_used_at, expires_at FROM api_keys
+               SELECT id, name, role, last_used_at, expires_at, scope_pipeline_ids, scope_slugs,
+                      scope_tags, scope_actions, triggers_per_hour, triggers_per_day,
+                      max_unfinished_runs
+               FROM api_keys
                WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
            ), touched AS (
                UPDATE api_keys SET last_used_at = now()
                WHERE id IN (SELECT id FROM key
                             WHERE last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
            )
-           SELECT id AS "id!", name AS "name!", role AS "role!", expires_at FROM key"#,
+           SELECT id AS "id!", name AS "name!", role AS "role!", expires_at,
+                  scope_pipeline_ids AS "scope_pipeline_ids!", scope_slugs AS "scope_slugs!",
+                  scope_tags AS "scope_tags!", scope_actions, triggers_per_hour, triggers_per_day,
+                  max_unfinished_runs
+           FROM key"#,
         key_hash,
     )
     .fetch_optional(db)
@@ -44,6 +70,12 @@ pub async fn read_api_key(db: impl PgExecutor<'_>, key_hash: &[u8]) -> sqlx::Res
             actor: format!("api-key:{}", r.name),
             role,
             expires_at: r.expires_at,
+            scope: scope_of(r.scope_pipeline_ids, r.scope_slugs, r.scope_tags, r.scope_actions),
+            budget: Budget {
+                triggers_per_hour: r.triggers_per_hour,
+                triggers_per_day: r.triggers_per_day,
+                max_unfinished_runs: r.max_unfinished_runs,
+            },
         })
     }))
 }
@@ -87,7 +119,8 @@ pub async fn read_session(
     // As for keys: written at most once a minute, otherwise only read.
     let row = sqlx::query!(
         r#"WITH session AS (
-               SELECT s.id, s.actor, s.role, s.last_seen_at, least(s.expires_at, k.expires_at) AS expires_at
+               SELECT s.id, s.actor, s.role, s.last_seen_at, least(s.expires_at, k.expires_at) AS expires_at,
+                      k.scope_pipeline_ids, k.scope_slugs, k.scope_tags, k.scope_actions
                FROM sessions s LEFT JOIN api_keys k ON k.id = s.api_key_id
                WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
                  AND s.last_seen_at > now() - make_interval(mins => $2)
@@ -97,7 +130,10 @@ pub async fn read_session(
                UPDATE sessions SET last_seen_at = now()
                WHERE id IN (SELECT id FROM session WHERE last_seen_at < now() - interval '1 minute')
            )
-           SELECT id AS "id!", actor AS "actor!", role AS "role!", expires_at AS "expires_at?" FROM session"#,
+           SELECT id AS "id!", actor AS "actor!", role AS "role!", expires_at AS "expires_at?",
+                  scope_pipeline_ids AS "scope_pipeline_ids?", scope_slugs AS "scope_slugs?",
+                  scope_tags AS "scope_tags?", scope_actions AS "scope_actions?"
+           FROM session"#,
         token_hash,
         idle_minutes,
     )
@@ -109,6 +145,15 @@ pub async fn read_session(
             actor: r.actor,
             role: r.role.parse().ok()?,
             expires_at: r.expires_at,
+            // A session opened with a scoped key sees what the key sees; its budgets apply
+            // to API triggers (the browser's triggers are a person's).
+            scope: scope_of(
+                r.scope_pipeline_ids.unwrap_or_default(),
+                r.scope_slugs.unwrap_or_default(),
+                r.scope_tags.unwrap_or_default(),
+                r.scope_actions,
+            ),
+            budget: Budget::default(),
         })
     }))
 }

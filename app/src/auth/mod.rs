@@ -14,6 +14,8 @@ use crate::error::AppError;
 pub mod page;
 
 #[cfg(feature = "ssr")]
+pub mod budgets;
+#[cfg(feature = "ssr")]
 pub mod credentials;
 #[cfg(feature = "ssr")]
 pub mod db;

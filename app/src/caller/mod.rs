@@ -7,11 +7,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AppError, Result};
+pub use scope::{Action, Budget, BudgetUse, KeyScope};
 
 #[cfg(feature = "ssr")]
 mod meta;
 #[cfg(feature = "ssr")]
 pub mod record;
+pub mod scope;
 #[cfg(feature = "ssr")]
 pub use meta::{Caller, RequestMeta, current_principal, identified};
 
@@ -74,6 +76,12 @@ pub struct Principal {
     /// The API key that authenticated the request, if one did.
     #[serde(default)]
     pub key_id: Option<i64>,
+    /// What a scoped key (or a session opened with one) is limited to.
+    #[serde(default)]
+    pub scope: KeyScope,
+    /// What the key may spend.
+    #[serde(default)]
+    pub budget: Budget,
 }
 
 /// The kind of credential a [`Principal`] presented.
@@ -99,14 +107,38 @@ impl Principal {
     ///
     /// A run's callback credential passes no role check: it may only report on its run
     /// (see [`Principal::may_report_on`]).
+    ///
+    /// A scoped key reads only when its scope allows `read`, does what operators do only
+    /// through [`Principal::may`], and nothing that needs the admin role.
     pub fn require(&self, needed: Role) -> Result<()> {
-        if self.role >= needed && self.run_scope.is_none() {
-            Ok(())
-        } else {
-            Err(AppError::Forbidden {
+        if self.role < needed || self.run_scope.is_some() {
+            return Err(AppError::Forbidden {
                 needed: needed.as_str().to_owned(),
-            })
+            });
         }
+        match needed {
+            _ if !self.scope.limits() => Ok(()),
+            Role::Viewer => self.may(Action::Read),
+            Role::Operator if self.scope.actions.is_none() => Ok(()),
+            _ => Err(AppError::OutOfScope {
+                action: format!("{needed} operations"),
+            }),
+        }
+    }
+
+    /// Fails unless the principal's role and its key's scope allow `action`.
+    pub fn may(&self, action: Action) -> Result<()> {
+        if self.role < action.role() || self.run_scope.is_some() {
+            return Err(AppError::Forbidden {
+                needed: action.role().as_str().to_owned(),
+            });
+        }
+        if !self.scope.allows(action) {
+            return Err(AppError::OutOfScope {
+                action: action.as_str().to_owned(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -119,7 +151,7 @@ impl Principal {
             Some(_) => Err(AppError::Forbidden {
                 needed: "a credential for this run".into(),
             }),
-            None => self.require(Role::Operator),
+            None => self.may(Action::Report),
         }
     }
 }
@@ -141,6 +173,8 @@ mod tests {
             via: AuthMethod::ApiKey,
             run_scope: None,
             key_id: None,
+            scope: KeyScope::default(),
+            budget: Budget::default(),
         };
         assert_eq!(viewer.require(Role::Viewer), Ok(()));
         assert_eq!(
@@ -159,10 +193,58 @@ mod tests {
             via: AuthMethod::RunCallback,
             run_scope: Some(7),
             key_id: None,
+            scope: KeyScope::default(),
+            budget: Budget::default(),
         };
         assert_eq!(flow.may_report_on(7), Ok(()));
         assert!(flow.may_report_on(8).is_err());
         assert!(flow.require(Role::Viewer).is_err());
+    }
+
+    #[test]
+    fn a_scoped_key_does_only_what_its_scope_lists_within_its_role() {
+        let agent = Principal {
+            actor: "api-key:agent".into(),
+            role: Role::Operator,
+            via: AuthMethod::ApiKey,
+            run_scope: None,
+            key_id: Some(3),
+            scope: KeyScope {
+                tags: vec!["marketing".into()],
+                actions: Some(vec![Action::Read, Action::Trigger]),
+                ..KeyScope::default()
+            },
+            budget: Budget::default(),
+        };
+        assert_eq!(agent.require(Role::Viewer), Ok(()));
+        assert_eq!(agent.may(Action::Trigger), Ok(()));
+        assert!(matches!(
+            agent.may(Action::Cancel),
+            Err(AppError::OutOfScope { .. })
+        ));
+        assert!(matches!(
+            agent.require(Role::Admin),
+            Err(AppError::Forbidden { .. })
+        ));
+        let scoped_admin = Principal {
+            role: Role::Admin,
+            ..agent.clone()
+        };
+        assert!(matches!(
+            scoped_admin.require(Role::Admin),
+            Err(AppError::OutOfScope { .. })
+        ));
+        let writer = Principal {
+            scope: KeyScope {
+                actions: Some(vec![Action::Trigger]),
+                ..KeyScope::default()
+            },
+            ..agent
+        };
+        assert!(matches!(
+            writer.require(Role::Viewer),
+            Err(AppError::OutOfScope { .. })
+        ));
     }
 
     #[test]

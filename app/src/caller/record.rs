@@ -11,6 +11,8 @@ pub enum Outcome {
     Success,
     /// It was refused (bad credential, missing role).
     Denied,
+    /// It was tried and failed (bad input, a conflict, a service down).
+    Failed,
 }
 
 impl Outcome {
@@ -18,6 +20,7 @@ impl Outcome {
         match self {
             Outcome::Success => "success",
             Outcome::Denied => "denied",
+            Outcome::Failed => "failed",
         }
     }
 }
@@ -66,6 +69,33 @@ pub async fn success(
         &caller.meta,
     )
     .await
+}
+
+/// Appends an action of `caller` with its `outcome` and `detail` (what changed, or why it
+/// was refused; never a secret).
+pub async fn with_detail(
+    db: impl PgExecutor<'_>,
+    caller: &Caller,
+    action: &str,
+    target: Option<&str>,
+    outcome: Outcome,
+    detail: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO audit_events (actor, role, action, target, request_id, outcome, source_addr, detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        caller.actor,
+        caller.role.as_str(),
+        action,
+        target,
+        caller.meta.request_id,
+        outcome.as_str(),
+        caller.meta.source_addr,
+        detail,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// Appends one successful `action` per entry (its caller and target), in one statement:

@@ -15,25 +15,64 @@ pub struct ErrorBody {
     /// Human-readable explanation.
     pub detail: String,
     /// Machine-readable code: `not_found`, `conflict`, `invalid`, `unauthorized`,
-    /// `forbidden`, `rate_limited`, `upstream`, `unavailable`, `internal`.
+    /// `forbidden`, `over_budget`, `rate_limited`, `upstream`, `unavailable`, `internal`.
     pub code: String,
     /// The offending field, for `invalid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The budget spent, for `over_budget`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetBody>,
+}
+
+/// Which budget of a key is spent, and when it frees.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BudgetBody {
+    /// `triggers_per_hour`, `triggers_per_day` or `max_unfinished_runs`.
+    pub name: String,
+    /// The budget.
+    pub limit: i64,
+    /// What is spent of it.
+    pub used: i64,
+    /// When it frees, for budgets that free with time (unfinished runs free it as they end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frees_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ErrorBody {
+    /// The body answering `error`.
+    pub fn of(error: &AppError) -> Self {
+        let field = match error {
+            AppError::Invalid { field, .. } => Some(field.clone()),
+            _ => None,
+        };
+        let budget = match error {
+            AppError::OverBudget {
+                budget,
+                limit,
+                used,
+                retry_after,
+            } => Some(BudgetBody {
+                name: budget.clone(),
+                limit: *limit,
+                used: *used,
+                frees_at: retry_after.map(|s| chrono::Utc::now() + chrono::Duration::seconds(s as i64)),
+            }),
+            _ => None,
+        };
+        ErrorBody {
+            detail: error.to_string(),
+            code: error.code().to_owned(),
+            field,
+            budget,
+        }
+    }
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let field = match &self {
-            AppError::Invalid { field, .. } => Some(field.clone()),
-            _ => None,
-        };
-        let body = ErrorBody {
-            detail: self.to_string(),
-            code: self.code().to_owned(),
-            field,
-        };
+        let body = ErrorBody::of(&self);
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response

@@ -22,7 +22,7 @@ use crate::api::ApiQuery;
 use crate::api::responses::Errors;
 use crate::auth::Identity;
 use crate::auth::credentials::{Presented, recheck};
-use crate::caller::{Caller, Role};
+use crate::caller::{Caller, KeyScope, Role};
 use crate::error::{AppError, Result};
 
 /// At most this many missed changes are replayed; beyond, the subscriber is told to resync.
@@ -76,11 +76,71 @@ fn resync(reason: &str) -> Event {
         .data(format!("{{\"reason\":\"{reason}\"}}"))
 }
 
+/// The pipelines a scoped caller sees, kept current as pipelines change (a pipeline tagged
+/// into the scope appears, one tagged out disappears).
+struct Visible {
+    scope: KeyScope,
+    ids: HashSet<i64>,
+}
+
+impl Visible {
+    /// Every pipeline in `scope` now; `None` when the scope names no pipelines.
+    async fn load(db: &sqlx::PgPool, scope: &KeyScope) -> Result<Option<Self>> {
+        if !scope.limits_pipelines() {
+            return Ok(None);
+        }
+        let ids = sqlx::query_scalar!(
+            "SELECT id FROM pipelines p WHERE p.id = ANY($1) OR p.slug = ANY($2) OR p.tags && $3",
+            &scope.pipeline_ids,
+            &scope.slugs,
+            &scope.tags,
+        )
+        .fetch_all(db)
+        .await?;
+        Ok(Some(Self {
+            scope: scope.clone(),
+            ids: ids.into_iter().collect(),
+        }))
+    }
+
+    /// Whether the caller sees `change`; a pipeline's change moves it in or out of view.
+    fn sees(&mut self, change: &Change) -> bool {
+        if change.kind.starts_with("pipeline.") {
+            let slug = change
+                .data
+                .get("slug")
+                .and_then(|s| s.as_str())
+                .unwrap_or_default();
+            let tags: Vec<String> = change
+                .data
+                .get("tags")
+                .and_then(|t| serde_json::from_value(t.clone()).ok())
+                .unwrap_or_default();
+            let covered =
+                change.kind != "pipeline.deleted" && self.scope.covers(change.pipeline_id, slug, &tags);
+            let was = if covered {
+                !self.ids.insert(change.pipeline_id)
+            } else {
+                self.ids.remove(&change.pipeline_id)
+            };
+            // A pipeline leaving the scope is told once (as deleted would be), then not again.
+            return covered || was;
+        }
+        self.ids.contains(&change.pipeline_id)
+    }
+}
+
+fn visible(visible: &mut Option<Visible>, change: &Change) -> bool {
+    visible.as_mut().is_none_or(|v| v.sees(change))
+}
+
 struct Feed {
     first: Option<Event>,
     replay: VecDeque<(Change, String)>,
     replayed: HashSet<i64>,
     filter: Filter,
+    /// What a scoped caller sees; `None` sees every pipeline.
+    visible: Option<Visible>,
     subscription: broadcast::Receiver<Arc<Published>>,
     closing: tokio::sync::watch::Receiver<bool>,
     /// The credential the stream was opened with: the stream ends when it does.
@@ -152,7 +212,10 @@ impl Feed {
             match received {
                 Ok(published) => {
                     let Published { change, json } = &*published;
-                    if self.filter.matches(change) && !self.replayed.contains(&change.id) {
+                    if self.filter.matches(change)
+                        && !self.replayed.contains(&change.id)
+                        && visible(&mut self.visible, change)
+                    {
                         return Some(event(change, json));
                     }
                 }
@@ -165,7 +228,7 @@ impl Feed {
 
 /// The change feed.
 #[utoipa::path(get, path = "/api/events", tag = "events",
-    description = "Role: viewer. Server-Sent Events: one `data:` JSON change per event (`id` resumes with `Last-Event-ID`), `heartbeat` events while quiet, `resync` when too much was missed. The stream ends when its credential expires or is revoked, or its session signs out.",
+    description = "Role: viewer. Server-Sent Events: one `data:` JSON change per event (`id` resumes with `Last-Event-ID`), `heartbeat` events while quiet, `resync` when too much was missed. A scoped key sees only the changes of pipelines in its scope. The stream ends when its credential expires or is revoked, when its key's scope changes, or when its session signs out.",
     params(("pipeline_id" = Option<i64>, Query, description = "Only this pipeline's changes"),
            ("run_id" = Option<i64>, Query, description = "Only this run's changes"),
            ("last_event_id" = Option<i64>, Query, description = "Resume after this change id"),
@@ -187,6 +250,7 @@ async fn events(
     };
     // Subscribe before reading the backlog, so nothing falls between the two.
     let subscription = hub.subscribe();
+    let mut in_view = Visible::load(&identity.db, &caller.scope).await?;
     let mut first = Some(Event::default().event("hello").retry(RETRY).data("{}"));
     let mut replay = VecDeque::new();
     if let Some(after) = resume {
@@ -196,7 +260,7 @@ async fn events(
         } else {
             replay = missed
                 .into_iter()
-                .filter(|c| filter.matches(c))
+                .filter(|c| filter.matches(c) && visible(&mut in_view, c))
                 .map(|c| {
                     let json = serde_json::to_string(&c).unwrap_or_default();
                     (c, json)
@@ -209,6 +273,7 @@ async fn events(
         replayed: replay.iter().map(|(c, _)| c.id).collect(),
         replay,
         filter,
+        visible: in_view,
         subscription,
         closing: hub.closing(),
         presented,

@@ -20,7 +20,7 @@ pub const DEFAULT_LIMIT: i64 = 50;
 
 /// Operators on a text field.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TextFilter {
     /// One of these values, exactly.
@@ -39,7 +39,7 @@ pub struct TextFilter {
 
 /// Operators on an id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct IdFilter {
     /// One of these ids.
@@ -49,7 +49,7 @@ pub struct IdFilter {
 
 /// Operators on a time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TimeFilter {
     /// At or before this time.
@@ -65,7 +65,7 @@ pub struct TimeFilter {
 
 /// Operators on a list of labels (tags).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TagsFilter {
     /// Carries at least one of these.
@@ -171,6 +171,7 @@ mod sql {
     use sqlx::{Postgres, QueryBuilder};
 
     use super::{IdFilter, TagsFilter, TextFilter, TimeFilter, contains_pattern};
+    use crate::caller::KeyScope;
 
     /// A query under construction whose `WHERE` clause grows one criterion at a time.
     pub struct Where<'a> {
@@ -290,6 +291,22 @@ mod sql {
                 .push_bind(limit)
                 .push(" OFFSET ")
                 .push_bind(offset);
+            self
+        }
+
+        /// Only pipelines `pipelines p` that a scoped key's `scope` covers (every pipeline
+        /// when it names none).
+        pub fn in_scope(&mut self, scope: &KeyScope) -> &mut Self {
+            if scope.limits_pipelines() {
+                self.and()
+                    .push("(p.id = ANY(")
+                    .push_bind(scope.pipeline_ids.clone())
+                    .push(") OR p.slug = ANY(")
+                    .push_bind(scope.slugs.clone())
+                    .push(") OR p.tags && ")
+                    .push_bind(scope.tags.clone())
+                    .push(")");
+            }
             self
         }
 

@@ -5,6 +5,7 @@ use sqlx::PgExecutor;
 
 use super::filter::PipelineSort;
 use super::validate::ValidPipeline;
+use crate::caller::KeyScope;
 use crate::filter::{PipelineCriteria, Where};
 
 /// A pipeline row joined with its latest run's summary.
@@ -109,6 +110,13 @@ pub async fn slugs_like(db: impl PgExecutor<'_>, base: &str) -> sqlx::Result<Vec
     .await
 }
 
+/// The id of the pipeline with this slug.
+pub async fn id_by_slug(db: impl PgExecutor<'_>, slug: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar!("SELECT id FROM pipelines WHERE slug = $1", slug)
+        .fetch_optional(db)
+        .await
+}
+
 /// Locks a pipeline's row for a change to it; `None` when there is none.
 pub async fn lock_pipeline(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar!("SELECT id FROM pipelines WHERE id = $1 FOR UPDATE", id)
@@ -127,6 +135,8 @@ pub struct DashboardFilter<'a> {
     pub tag: Option<&'a str>,
     /// Order.
     pub sort: &'a str,
+    /// The caller's scope: pipelines outside it are left out.
+    pub scope: &'a KeyScope,
 }
 
 /// One dashboard page of pipelines matching `filter`, with their latest runs.
@@ -152,6 +162,7 @@ pub async fn dashboard_page(
                   OR EXISTS (SELECT 1 FROM unnest(p.tags) AS t (tag) WHERE t.tag ILIKE $1))
              AND ($2::text IS NULL OR coalesce(r.status, 'pending') = $2)
              AND ($3::text IS NULL OR $3 = ANY (p.tags))
+             AND (NOT $7::bool OR p.id = ANY($8) OR p.slug = ANY($9) OR p.tags && $10)
            ORDER BY CASE WHEN $4 = 'name' THEN lower(p.name) END ASC,
                     CASE WHEN $4 = 'status' THEN coalesce(r.status, 'pending') END ASC,
                     CASE WHEN $4 = 'updated' THEN GREATEST(p.updated_at, r.updated_at) END DESC,
@@ -162,7 +173,11 @@ pub async fn dashboard_page(
         filter.tag,
         filter.sort,
         skip,
-        limit
+        limit,
+        filter.scope.limits_pipelines(),
+        &filter.scope.pipeline_ids,
+        &filter.scope.slugs,
+        &filter.scope.tags,
     )
     .fetch_all(db)
     .await
@@ -177,22 +192,32 @@ pub async fn dashboard_count(db: impl PgExecutor<'_>, filter: &DashboardFilter<'
            WHERE ($1::text IS NULL OR p.name ILIKE $1 OR p.slug ILIKE $1
                   OR EXISTS (SELECT 1 FROM unnest(p.tags) AS t (tag) WHERE t.tag ILIKE $1))
              AND ($2::text IS NULL OR coalesce(r.status, 'pending') = $2)
-             AND ($3::text IS NULL OR $3 = ANY (p.tags))"#,
+             AND ($3::text IS NULL OR $3 = ANY (p.tags))
+             AND (NOT $4::bool OR p.id = ANY($5) OR p.slug = ANY($6) OR p.tags && $7)"#,
         filter.pattern,
         filter.status,
         filter.tag,
+        filter.scope.limits_pipelines(),
+        &filter.scope.pipeline_ids,
+        &filter.scope.slugs,
+        &filter.scope.tags,
     )
     .fetch_one(db)
     .await
 }
 
-/// Every pipeline counted by its latest run's status (`pending` for none).
-pub async fn count_by_status(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, i64)>> {
+/// Every pipeline in `scope` counted by its latest run's status (`pending` for none).
+pub async fn count_by_status(db: impl PgExecutor<'_>, scope: &KeyScope) -> sqlx::Result<Vec<(String, i64)>> {
     let rows = sqlx::query!(
         r#"SELECT coalesce(r.status, 'pending') AS "status!", count(*) AS "count!"
            FROM pipelines p
            LEFT JOIN LATERAL (SELECT status FROM runs WHERE runs.id = p.latest_run_id OFFSET 0) r ON true
-           GROUP BY 1"#
+           WHERE (NOT $1::bool OR p.id = ANY($2) OR p.slug = ANY($3) OR p.tags && $4)
+           GROUP BY 1"#,
+        scope.limits_pipelines(),
+        &scope.pipeline_ids,
+        &scope.slugs,
+        &scope.tags,
     )
     .fetch_all(db)
     .await?;
@@ -227,18 +252,20 @@ const FILTER_FROM: &str = " FROM pipelines p LEFT JOIN LATERAL (SELECT id, statu
     prefect_flow_run_id, records_processed, error_message FROM runs \
     WHERE runs.id = p.latest_run_id OFFSET 0) r ON true";
 
-/// One page (`(limit, offset)`) of the pipelines matching `criteria` in `sort` order.
+/// One page (`(limit, offset)`) of the pipelines in `scope` matching `criteria` in `sort` order.
 ///
 /// With their latest runs. Newest first, it is cut from the `created_at` index before
 /// anything is joined, whatever the number of pipelines.
 pub async fn matching(
     db: impl PgExecutor<'_>,
     criteria: &PipelineCriteria,
+    scope: &KeyScope,
     sort: PipelineSort,
     page: (i64, i64),
 ) -> sqlx::Result<Vec<PipelineRow>> {
     let mut w = Where::new(format!("SELECT {}{FILTER_FROM}", PipelineRow::COLUMNS).as_str());
     criteria.apply(&mut w);
+    w.in_scope(scope);
     let order = match sort {
         PipelineSort::CreatedDesc => " ORDER BY p.created_at DESC, p.id DESC",
         PipelineSort::CreatedAsc => " ORDER BY p.created_at, p.id",
@@ -249,9 +276,14 @@ pub async fn matching(
     w.query.build_query_as::<PipelineRow>().fetch_all(db).await
 }
 
-/// How many pipelines match `criteria`.
-pub async fn count_matching(db: impl PgExecutor<'_>, criteria: &PipelineCriteria) -> sqlx::Result<i64> {
+/// How many pipelines in `scope` match `criteria`.
+pub async fn count_matching(
+    db: impl PgExecutor<'_>,
+    criteria: &PipelineCriteria,
+    scope: &KeyScope,
+) -> sqlx::Result<i64> {
     let mut w = Where::new(format!("SELECT count(*){FILTER_FROM}").as_str());
     criteria.apply(&mut w);
+    w.in_scope(scope);
     w.query.build_query_scalar::<i64>().fetch_one(db).await
 }

@@ -13,7 +13,7 @@ use crate::api::cache;
 use crate::api::cache::{Answers, Scope};
 use crate::api::encoding::Kept;
 use crate::caller::record;
-use crate::caller::{Caller, Role};
+use crate::caller::{Caller, KeyScope, Role};
 use crate::error::{AppError, Result, ResultExt};
 use crate::filter::{PipelineCriteria, paging};
 use crate::runs::{self, Stage};
@@ -159,17 +159,22 @@ pub async fn list(
 ) -> Result<Arc<Kept>> {
     caller.require(Role::Viewer)?;
     check_page(skip, limit)?;
+    // A scoped caller's answers are kept apart: the scope is part of the key.
     answers
-        .answer(cache::key("pipelines.list", &(skip, limit)), || async {
-            let page = page_of(
-                pool,
-                &crate::filter::PipelineCriteria::default(),
-                super::filter::PipelineSort::CreatedDesc,
-                (limit, skip),
-            )
-            .await?;
-            cache::to_json(&page)
-        })
+        .answer(
+            cache::key("pipelines.list", &(skip, limit, &caller.scope)),
+            || async {
+                let page = page_of(
+                    pool,
+                    &crate::filter::PipelineCriteria::default(),
+                    &caller.scope,
+                    super::filter::PipelineSort::CreatedDesc,
+                    (limit, skip),
+                )
+                .await?;
+                cache::to_json(&page)
+            },
+        )
         .await
 }
 
@@ -212,10 +217,11 @@ pub async fn dashboard(pool: &PgPool, caller: &Caller, query: &DashboardQuery) -
         status: status.map(RunStatus::as_str),
         tag,
         sort,
+        scope: &caller.scope,
     };
     let rows = db::dashboard_page(pool, &filter, (page - 1) * PER_PAGE, PER_PAGE).await?;
     let total = db::dashboard_count(pool, &filter).await?;
-    let mut by_status: Vec<(RunStatus, i64)> = db::count_by_status(pool)
+    let mut by_status: Vec<(RunStatus, i64)> = db::count_by_status(pool, &caller.scope)
         .await?
         .into_iter()
         .map(|(s, n)| (RunStatus::from_db(&s), n))
@@ -234,7 +240,11 @@ pub async fn dashboard(pool: &PgPool, caller: &Caller, query: &DashboardQuery) -
 #[tracing::instrument(name = "pipelines.get", skip_all)]
 pub async fn get(pool: &PgPool, caller: &Caller, id: i64) -> Result<Pipeline> {
     caller.require(Role::Viewer)?;
-    read(pool, id).await
+    let pipeline = read(pool, id).await?;
+    if !caller.scope.covers(pipeline.id, &pipeline.slug, &pipeline.tags) {
+        return Err(AppError::not_found("Pipeline"));
+    }
+    Ok(pipeline)
 }
 
 /// One pipeline with its latest run, as the JSON `GET /api/pipelines/{id}` answers; kept
@@ -242,11 +252,27 @@ pub async fn get(pool: &PgPool, caller: &Caller, id: i64) -> Result<Pipeline> {
 #[tracing::instrument(name = "pipelines.get_json", skip_all)]
 pub async fn get_json(pool: &PgPool, answers: &Answers, caller: &Caller, id: i64) -> Result<Arc<Kept>> {
     caller.require(Role::Viewer)?;
+    // The answer is the same for every caller who may see it.
+    caller.sees_pipeline(pool, id).await?;
     answers
         .answer_in(Scope::Pipeline(id), cache::key("pipelines.get", &id), || async {
             cache::to_json(&read(pool, id).await?)
         })
         .await
+}
+
+/// The id of the pipeline `reference` names (an id or a slug), if the caller sees it.
+#[tracing::instrument(name = "pipelines.resolve", skip_all)]
+pub async fn resolve(pool: &PgPool, caller: &Caller, reference: &str) -> Result<i64> {
+    caller.require(Role::Viewer)?;
+    let reference = reference.trim();
+    let id = match reference.parse::<i64>() {
+        Ok(id) => Some(id),
+        Err(_) => db::id_by_slug(pool, reference).await?,
+    }
+    .ok_or_else(|| AppError::not_found("Pipeline"))?;
+    caller.sees_pipeline(pool, id).await?;
+    Ok(id)
 }
 
 async fn read(pool: &PgPool, id: i64) -> Result<Pipeline> {
@@ -324,9 +350,12 @@ pub async fn filter(
     caller.require(Role::Viewer)?;
     let page = paging(filter.limit, filter.offset)?;
     answers
-        .answer(cache::key("pipelines.filter", filter), || async {
-            cache::to_json(&page_of(pool, &filter.pipelines, filter.sort, page).await?)
-        })
+        .answer(
+            cache::key("pipelines.filter", &(filter, &caller.scope)),
+            || async {
+                cache::to_json(&page_of(pool, &filter.pipelines, &caller.scope, filter.sort, page).await?)
+            },
+        )
         .await
 }
 
@@ -335,10 +364,11 @@ pub async fn filter(
 async fn page_of(
     pool: &PgPool,
     criteria: &PipelineCriteria,
+    scope: &KeyScope,
     sort: PipelineSort,
     page: (i64, i64),
 ) -> Result<Vec<Pipeline>> {
-    let rows = db::matching(pool, criteria, sort, page).await?;
+    let rows = db::matching(pool, criteria, scope, sort, page).await?;
     with_stages(pool, rows).await
 }
 
@@ -348,5 +378,5 @@ pub async fn count(pool: &PgPool, caller: &Caller, filter: &PipelineFilter) -> R
     caller.require(Role::Viewer)?;
     // Paging does not change a count, but a bad one is still refused.
     paging(filter.limit, filter.offset)?;
-    Ok(db::count_matching(pool, &filter.pipelines).await?)
+    Ok(db::count_matching(pool, &filter.pipelines, &caller.scope).await?)
 }

@@ -36,6 +36,11 @@ pub async fn protected_metrics(
     principal: Principal,
 ) -> Result<Response, AppError> {
     principal.require(Role::Viewer)?;
+    if principal.scope.limits_pipelines() {
+        return Err(AppError::OutOfScope {
+            action: "metrics of every pipeline".to_owned(),
+        });
+    }
     Ok(render(&state).await)
 }
 

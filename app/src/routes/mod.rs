@@ -131,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(auth::oidc_routes::router())
         .route("/metrics", axum::routing::get(metrics::protected_metrics))
+        .merge(crate::mcp::http::router(state.mcp_parts()))
         .leptos_routes_with_context(
             &state,
             routes,

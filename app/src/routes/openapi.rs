@@ -119,6 +119,7 @@ async fn json_method_not_allowed(response: axum::response::Response) -> axum::re
         detail: format!("this route takes {allowed}"),
         code: "method_not_allowed".to_owned(),
         field: None,
+        budget: None,
     };
     let mut answer = (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response();
     if let Some(allow) = allow {

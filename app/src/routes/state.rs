@@ -59,6 +59,19 @@ impl FromRef<AppState> for Arc<Limits> {
 }
 
 impl AppState {
+    /// The parts the MCP server's tools call services with.
+    pub fn mcp_parts(&self) -> crate::mcp::McpParts {
+        crate::mcp::McpParts {
+            db: self.db.clone(),
+            answers: self.answers.clone(),
+            prefect: self.prefect.clone(),
+            links: self.links.clone(),
+            limits: self.identity.limits.clone(),
+            triggers: self.triggers.clone(),
+            hub: self.hub.clone(),
+        }
+    }
+
     /// Makes the parts server functions read available as Leptos context.
     pub fn provide_parts(&self) {
         provide_context(self.db.clone());

@@ -5,6 +5,7 @@ use sqlx::PgExecutor;
 
 use super::filter::{RunFilter, RunSort};
 use super::{Run, Stage};
+use crate::caller::KeyScope;
 use crate::filter::Where;
 use crate::status::RunStatus;
 
@@ -44,6 +45,8 @@ pub struct NewRun<'a> {
     pub retry_of_run_id: Option<i64>,
     /// SHA-256 of the run's callback credential.
     pub callback_token_hash: &'a [u8],
+    /// The API key that made it, whose budgets it counts against.
+    pub api_key_id: Option<i64>,
 }
 
 /// Inserts a pending run with one pending stage run per stage name; returns the run id.
@@ -51,8 +54,8 @@ pub async fn insert_run(db: impl PgExecutor<'_>, run: &NewRun<'_>) -> sqlx::Resu
     sqlx::query_scalar!(
         r#"WITH run AS (
                INSERT INTO runs (pipeline_id, parameters, actor, source, request_id, idempotency_key,
-                                 retry_of_run_id, callback_token_hash, traceparent)
-               VALUES ($1, $2, $3, $4, $5, $6, $8, $9, $10) RETURNING id
+                                 retry_of_run_id, callback_token_hash, traceparent, api_key_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $8, $9, $10, $11) RETURNING id
            ), stages AS (
                INSERT INTO stage_runs (run_id, position, name)
                SELECT run.id, (s.ord - 1)::int, s.name
@@ -69,6 +72,7 @@ pub async fn insert_run(db: impl PgExecutor<'_>, run: &NewRun<'_>) -> sqlx::Resu
         run.retry_of_run_id,
         run.callback_token_hash,
         run.traceparent,
+        run.api_key_id,
     )
     .fetch_one(db)
     .await
@@ -379,14 +383,17 @@ pub fn criteria(select: &str, filter: &RunFilter) -> Where<'static> {
 
 const FILTER_FROM: &str = " FROM runs r JOIN pipelines p ON p.id = r.pipeline_id";
 
-/// One page (`(limit, offset)`) of the runs that match, without their stages.
+/// One page (`(limit, offset)`) of the runs of pipelines in `scope` that match, without
+/// their stages.
 pub async fn matching(
     db: impl PgExecutor<'_>,
     filter: &RunFilter,
+    scope: &KeyScope,
     page: (i64, i64),
 ) -> sqlx::Result<Vec<Run>> {
     let select = format!("SELECT {}{FILTER_FROM}", RunRow::COLUMNS);
     let mut w = criteria(&select, filter);
+    w.in_scope(scope);
     let order = match filter.sort {
         RunSort::CreatedDesc => " ORDER BY r.created_at DESC, r.id DESC",
         RunSort::CreatedAsc => " ORDER BY r.created_at, r.id",
@@ -397,8 +404,13 @@ pub async fn matching(
     Ok(rows.into_iter().map(Run::from).collect())
 }
 
-/// How many runs match.
-pub async fn count_matching(db: impl PgExecutor<'_>, filter: &RunFilter) -> sqlx::Result<i64> {
+/// How many runs of pipelines in `scope` match.
+pub async fn count_matching(
+    db: impl PgExecutor<'_>,
+    filter: &RunFilter,
+    scope: &KeyScope,
+) -> sqlx::Result<i64> {
     let mut w = criteria(&format!("SELECT count(*){FILTER_FROM}"), filter);
+    w.in_scope(scope);
     w.query.build_query_scalar::<i64>().fetch_one(db).await
 }

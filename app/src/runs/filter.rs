@@ -6,7 +6,7 @@ use crate::filter::{IdFilter, PipelineCriteria, StatusFilter, TextFilter, TimeFi
 
 /// Criteria on runs; all must hold.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunCriteria {
     /// By id.
@@ -83,7 +83,7 @@ pub struct RunCriteria {
 
 /// Orders of a run listing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RunSort {
     /// Newest trigger first.
@@ -97,7 +97,7 @@ pub enum RunSort {
 
 /// `POST /api/runs/filter` and `/count`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[cfg_attr(feature = "ssr", schema(example = json!({"runs": {"status": {"any_": ["failed", "crashed"]}, "created": {"after_": "2026-11-01T00:00:00Z"}}, "pipelines": {"tags": {"any_": ["etl"]}}, "sort": "CREATED_DESC", "limit": 50, "offset": 0})))]
 #[serde(deny_unknown_fields)]
 pub struct RunFilter {

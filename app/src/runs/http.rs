@@ -157,11 +157,12 @@ async fn get_run(
     request_body = StatusUpdate,
     responses((status = 200, description = "Recorded", body = StatusUpdateAck), Errors))]
 async fn update_status(
+    State(db): State<PgPool>,
     State(writer): State<Arc<ReportWriter>>,
     caller: Caller,
     ApiJson(update): ApiJson<StatusUpdate>,
 ) -> Result<(Extension<Touched>, Json<StatusUpdateAck>)> {
-    let ack = service::apply_status_update(&writer, &caller, update).await?;
+    let ack = service::apply_status_update(&db, &writer, &caller, update).await?;
     let touched = Extension(Touched::run(ack.pipeline_id, ack.run_id));
     Ok((touched, Json(ack)))
 }

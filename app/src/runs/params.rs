@@ -105,6 +105,78 @@ fn text_of(value: &Value) -> String {
     }
 }
 
+/// Checks a run's parameters against its flow's parameter schema.
+///
+/// The schema is Prefect's `parameter_openapi_schema`: no parameter the flow does not take, every one it needs,
+/// and each of a simple type of that type. Parameters Flowdeck sets itself are not the
+/// caller's to send.
+pub fn check(schema: &Value, parameters: &Map<String, Value>) -> Result<(), AppError> {
+    let properties = schema.get("properties").and_then(Value::as_object);
+    for (name, value) in parameters {
+        if name.starts_with(CONTEXT_PREFIX) {
+            return Err(AppError::invalid(
+                format!("parameters.{name}"),
+                "is set by Flowdeck itself",
+            ));
+        }
+        let Some(properties) = properties else { continue };
+        let Some(property) = properties.get(name) else {
+            let known: Vec<&str> = properties
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !k.starts_with(CONTEXT_PREFIX))
+                .collect();
+            return Err(AppError::invalid(
+                format!("parameters.{name}"),
+                format!(
+                    "the flow takes no such parameter (it takes: {})",
+                    known.join(", ")
+                ),
+            ));
+        };
+        let fits = match kind_of(property) {
+            ParamKind::Text => value.is_string(),
+            ParamKind::Choice(options) => value.as_str().is_some_and(|v| options.iter().any(|o| o == v)),
+            ParamKind::Integer => value.is_i64() || value.is_u64(),
+            ParamKind::Number => value.is_number(),
+            ParamKind::Boolean => value.is_boolean(),
+            ParamKind::Json => true,
+        };
+        let nullable = value.is_null()
+            && property.get("anyOf").and_then(Value::as_array).is_some_and(|v| {
+                v.iter()
+                    .any(|v| v.get("type").and_then(Value::as_str) == Some("null"))
+            });
+        if !fits && !nullable {
+            return Err(AppError::invalid(
+                format!("parameters.{name}"),
+                format!("must be {}", describe(&kind_of(property))),
+            ));
+        }
+    }
+    let required = schema.get("required").and_then(Value::as_array);
+    for name in required.into_iter().flatten().filter_map(Value::as_str) {
+        if !name.starts_with(CONTEXT_PREFIX) && !parameters.contains_key(name) {
+            return Err(AppError::invalid(
+                format!("parameters.{name}"),
+                "is required by the flow and has no default",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn describe(kind: &ParamKind) -> String {
+    match kind {
+        ParamKind::Text => "a string".into(),
+        ParamKind::Choice(options) => format!("one of {}", options.join(", ")),
+        ParamKind::Integer => "a whole number".into(),
+        ParamKind::Number => "a number".into(),
+        ParamKind::Boolean => "true or false".into(),
+        ParamKind::Json => "JSON".into(),
+    }
+}
+
 /// The form for a flow's parameter schema (Prefect's `parameter_openapi_schema`).
 ///
 /// Fields come in the flow's order, pre-filled from `defaults` (the pipeline's) over the
@@ -218,6 +290,42 @@ pub fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_are_checked_against_the_flows_schema() {
+        let schema = serde_json::json!({
+            "properties": {
+                "rows": {"type": "integer"},
+                "mode": {"enum": ["fast", "slow"]},
+                "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "flowdeck_run_id": {"type": "integer"}
+            },
+            "required": ["rows", "flowdeck_run_id"]
+        });
+        let params = |v: Value| v.as_object().cloned().unwrap();
+        assert_eq!(
+            check(&schema, &params(serde_json::json!({"rows": 3, "note": null}))),
+            Ok(())
+        );
+        let refused = |v: Value| match check(&schema, &params(v)) {
+            Err(AppError::Invalid { field, .. }) => field,
+            other => panic!("not refused: {other:?}"),
+        };
+        assert_eq!(refused(serde_json::json!({"rows": "3"})), "parameters.rows");
+        assert_eq!(
+            refused(serde_json::json!({"rows": 3, "mode": "medium"})),
+            "parameters.mode"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"rows": 3, "colour": 1})),
+            "parameters.colour"
+        );
+        assert_eq!(refused(serde_json::json!({})), "parameters.rows");
+        assert_eq!(
+            refused(serde_json::json!({"rows": 1, "flowdeck_token": "x"})),
+            "parameters.flowdeck_token"
+        );
+    }
     use serde_json::json;
 
     fn demo_schema() -> Value {

@@ -14,10 +14,11 @@ use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, db, dispatch, id
 use crate::api::cache::{self, Answers, Scope};
 use crate::api::encoding::Kept;
 use crate::api::rules::{self, MAX_NAME};
+use crate::auth::budgets;
 use crate::auth::limits::Limits;
 use crate::auth::secrets;
 use crate::caller::record;
-use crate::caller::{Caller, Role};
+use crate::caller::{Action, Caller, Role};
 use crate::error::{AppError, Result};
 use crate::filter::paging;
 use crate::prefect::{PrefectClient, PrefectError, PrefectLinks};
@@ -74,6 +75,9 @@ async fn accept(pool: &PgPool, caller: &Caller, new: Accept<'_>) -> Result<Run> 
     let pipeline = db::lock_template(&mut *tx, pipeline_id)
         .await?
         .ok_or_else(|| AppError::not_found("Pipeline"))?;
+    if let Some(key_id) = caller.key_id {
+        budgets::check(&mut tx, key_id, caller.budget).await?;
+    }
     if let Some(limit) = pipeline.max_concurrent_runs {
         let active = db::count_active_runs(&mut *tx, pipeline_id).await?;
         if active >= i64::from(limit) {
@@ -96,6 +100,7 @@ async fn accept(pool: &PgPool, caller: &Caller, new: Accept<'_>) -> Result<Run> 
         stage_names: &pipeline.stage_names,
         retry_of_run_id: retry_of,
         callback_token_hash: &callback.hash,
+        api_key_id: caller.key_id,
     };
     let run_id = db::insert_run(&mut *tx, &new_run).await?;
     if let Some(idempotency) = idempotency {
@@ -247,12 +252,14 @@ pub async fn trigger(
         idempotency_key,
     } = trigger;
     let accepted = async {
-        caller.require(Role::Operator)?;
+        caller.may(Action::Trigger)?;
+        caller.sees_pipeline(pool, pipeline_id).await?;
         limits.trigger(&caller.actor)?;
         let idempotency = idempotency_key
             .map(|key| Idempotency::new(key, pipeline_id, &request))
             .transpose()?;
-        if idempotency.is_none() {
+        // A key with budgets is counted under its lock, one trigger at a time (`accept`).
+        if idempotency.is_none() && !caller.budget.limits() {
             let new = NewTrigger {
                 caller: caller.clone(),
                 pipeline_id,
@@ -291,7 +298,8 @@ fn count_refusal(result: Result<Run>) -> Result<Run> {
 #[tracing::instrument(name = "runs.retry", skip_all, fields(run.id = run_id))]
 pub async fn retry(pool: &PgPool, limits: &Limits, caller: &Caller, run_id: i64) -> Result<Run> {
     let accepted = async {
-        caller.require(Role::Operator)?;
+        caller.may(Action::Retry)?;
+        caller.sees_run(pool, run_id).await?;
         limits.trigger(&caller.actor)?;
         let original = db::run_by_id(pool, run_id)
             .await?
@@ -325,7 +333,8 @@ pub async fn cancel(
     caller: &Caller,
     run_id: i64,
 ) -> Result<Run> {
-    caller.require(Role::Operator)?;
+    caller.may(Action::Cancel)?;
+    caller.sees_run(pool, run_id).await?;
     let mut tx = pool.begin().await?;
     let locked = db::lock_run(&mut *tx, run_id)
         .await?
@@ -395,6 +404,75 @@ pub async fn cancel(
     get_unchecked(pool, run_id).await
 }
 
+/// What a trigger would hand Prefect.
+///
+/// The deployment and the parameters (the pipeline's defaults with the caller's overrides; Flowdeck adds its run id, callback address and
+/// credential, and request id when it submits).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Preview {
+    /// The deployment the run goes to (`flow/deployment`).
+    pub deployment: String,
+    /// The parameters, as the flow will get them (without Flowdeck's own).
+    pub parameters: serde_json::Value,
+    /// Whether the parameters were checked against the deployment's schema (false when
+    /// Prefect could not be asked; the flow run then checks them).
+    pub schema_checked: bool,
+}
+
+/// Works out what a trigger of `pipeline_id` with `overrides` would send to Prefect, and
+/// checks the parameters against the deployment's schema; writes nothing.
+#[tracing::instrument(name = "runs.preview", skip_all, fields(pipeline.id = pipeline_id))]
+pub async fn preview(
+    pool: &PgPool,
+    prefect: Option<&PrefectClient>,
+    links: &PrefectLinks,
+    caller: &Caller,
+    pipeline_id: i64,
+    overrides: serde_json::Map<String, serde_json::Value>,
+) -> Result<Preview> {
+    caller.may(Action::Trigger)?;
+    caller.sees_pipeline(pool, pipeline_id).await?;
+    let pipeline = db::template(pool, pipeline_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Pipeline"))?;
+    let deployment = pipeline
+        .deployment
+        .or_else(|| links.default_deployment.clone())
+        .ok_or_else(|| {
+            AppError::conflict("the pipeline has no deployment and no default deployment is configured")
+        })?;
+    if let Some(name) = overrides.keys().find(|k| k.starts_with(params::CONTEXT_PREFIX)) {
+        return Err(AppError::invalid(
+            format!("parameters.{name}"),
+            "is set by Flowdeck itself",
+        ));
+    }
+    let parameters = with_defaults(&pipeline.default_parameters, overrides);
+    let schema = match prefect {
+        Some(prefect) => match prefect.deployment(&deployment).await {
+            Ok(found) => found.parameter_openapi_schema,
+            Err(PrefectError::Rejected { status: 404, .. }) => {
+                return Err(AppError::conflict(format!(
+                    "Prefect has no deployment {deployment}"
+                )));
+            }
+            Err(error) => {
+                tracing::warn!(%error, %deployment, "cannot read the deployment's parameter schema");
+                None
+            }
+        },
+        None => None,
+    };
+    if let (Some(schema), Some(map)) = (&schema, parameters.as_object()) {
+        params::check(schema, map)?;
+    }
+    Ok(Preview {
+        deployment,
+        parameters,
+        schema_checked: schema.is_some(),
+    })
+}
+
 /// The Run dialog's fields for a pipeline (operators and admins).
 #[tracing::instrument(name = "runs.run_form", skip_all)]
 pub async fn run_form(
@@ -404,7 +482,8 @@ pub async fn run_form(
     caller: &Caller,
     pipeline_id: i64,
 ) -> Result<Vec<ParamField>> {
-    caller.require(Role::Operator)?;
+    caller.may(Action::Trigger)?;
+    caller.sees_pipeline(pool, pipeline_id).await?;
     let pipeline = db::template(pool, pipeline_id)
         .await?
         .ok_or_else(|| AppError::not_found("Pipeline"))?;
@@ -431,6 +510,7 @@ pub async fn run_form(
 #[tracing::instrument(name = "runs.get", skip_all)]
 pub async fn get(pool: &PgPool, caller: &Caller, run_id: i64) -> Result<Run> {
     caller.require(Role::Viewer)?;
+    caller.sees_run(pool, run_id).await?;
     get_unchecked(pool, run_id).await
 }
 
@@ -445,6 +525,8 @@ pub async fn get_json(
     run_id: i64,
 ) -> Result<Arc<Kept>> {
     caller.require(Role::Viewer)?;
+    // The answer is the same for every caller who may see it.
+    caller.sees_run(pool, run_id).await?;
     answers
         .answer_in(Scope::Run(run_id), cache::key("runs.get", &run_id), || async {
             cache::to_json(&get_unchecked(pool, run_id).await?.linked(links))
@@ -464,6 +546,7 @@ async fn get_unchecked(pool: &PgPool, run_id: i64) -> Result<Run> {
 #[tracing::instrument(name = "runs.recent_for_pipeline", skip_all)]
 pub async fn recent_for_pipeline(pool: &PgPool, caller: &Caller, pipeline_id: i64) -> Result<Vec<Run>> {
     caller.require(Role::Viewer)?;
+    caller.sees_pipeline(pool, pipeline_id).await?;
     Ok(db::runs_for_pipeline(pool, pipeline_id, RECENT_RUNS).await?)
 }
 
@@ -523,16 +606,20 @@ fn validate_update(update: &StatusUpdate) -> Result<RunStatus> {
 /// is recorded in the run's history but changes nothing (`applied: false`).
 #[tracing::instrument(name = "runs.status_update", skip_all, fields(run.id = update.run_id, stage = update.stage_name.as_deref()))]
 pub async fn apply_status_update(
+    pool: &PgPool,
     writer: &ReportWriter,
     caller: &Caller,
     update: StatusUpdate,
 ) -> Result<StatusUpdateAck> {
     if caller.run_scope.is_none() {
-        caller.require(Role::Operator)?;
+        caller.may(Action::Report)?;
     }
     let status = validate_update(&update)?;
     if let Some(run_id) = update.run_id {
         caller.may_report_on(run_id)?;
+        caller.sees_run(pool, run_id).await?;
+    } else if let Some(pipeline_id) = update.pipeline_id {
+        caller.sees_pipeline(pool, pipeline_id).await?;
     }
     writer
         .submit(Report {
@@ -632,8 +719,8 @@ pub async fn filter(
     caller.require(Role::Viewer)?;
     let page = paging(filter.limit, filter.offset)?;
     answers
-        .answer(cache::key("runs.filter", filter), || async {
-            cache::to_json(&db::matching(pool, filter, page).await?)
+        .answer(cache::key("runs.filter", &(filter, &caller.scope)), || async {
+            cache::to_json(&db::matching(pool, filter, &caller.scope, page).await?)
         })
         .await
 }
@@ -644,5 +731,5 @@ pub async fn count(pool: &PgPool, caller: &Caller, filter: &RunFilter) -> Result
     caller.require(Role::Viewer)?;
     // Paging does not change a count, but a bad one is still refused.
     paging(filter.limit, filter.offset)?;
-    Ok(db::count_matching(pool, filter).await?)
+    Ok(db::count_matching(pool, filter, &caller.scope).await?)
 }

@@ -80,6 +80,7 @@ pub fn ErrorView(error: AppError) -> impl IntoView {
     let (title, hint) = match &error {
         AppError::NotFound { .. } => ("Not found", "It may have been deleted, or the link is wrong."),
         AppError::Forbidden { .. } => ("Not allowed", "Your role does not allow this."),
+        AppError::OutOfScope { .. } => ("Not allowed", "The key you signed in with is limited to less."),
         AppError::Unauthorized => ("Signed out", "Sign in again to continue."),
         _ => ("Something went wrong", "Try again in a moment."),
     };

@@ -65,6 +65,8 @@ pub async fn key(db: &PgPool, role: Role) -> String {
         created_by: "test",
         expires_at: None,
         rotated_from: None,
+        scope: &Default::default(),
+        budget: Default::default(),
     };
     app::api_keys::db::insert(db, &row).await.expect("insert api key");
     key.clear

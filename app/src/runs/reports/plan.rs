@@ -326,6 +326,8 @@ mod tests {
                     via: AuthMethod::RunCallback,
                     run_scope: Some(run_id),
                     key_id: None,
+                    scope: Default::default(),
+                    budget: Default::default(),
                 },
                 meta: RequestMeta::default(),
             },

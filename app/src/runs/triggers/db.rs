@@ -67,6 +67,7 @@ pub struct NewRuns {
     pub request_ids: Vec<String>,
     pub traceparents: Vec<Option<String>>,
     pub callback_token_hashes: Vec<Vec<u8>>,
+    pub api_key_ids: Vec<Option<i64>>,
     /// The stages of every run: the run's index in the columns above (from 1), position, name.
     pub stage_runs: Vec<i32>,
     pub stage_positions: Vec<i32>,
@@ -98,12 +99,13 @@ pub async fn insert_runs(
     let rows = sqlx::query!(
         r#"WITH input AS (
                SELECT * FROM unnest($1::bigint[], $2::jsonb[], $3::text[], $4::text[], $5::text[],
-                                    $6::text[], $7::bytea[], $11::text[]) WITH ORDINALITY
-                 AS i(pipeline_id, parameters, actor, source, request_id, traceparent, hash, callback, ord)
+                                    $6::text[], $7::bytea[], $11::text[], $14::bigint[]) WITH ORDINALITY
+                 AS i(pipeline_id, parameters, actor, source, request_id, traceparent, hash, callback,
+                      api_key_id, ord)
            ), run AS (
                INSERT INTO runs (pipeline_id, parameters, actor, source, request_id, traceparent,
-                                 callback_token_hash)
-               SELECT pipeline_id, parameters, actor, source, request_id, traceparent, hash
+                                 callback_token_hash, api_key_id)
+               SELECT pipeline_id, parameters, actor, source, request_id, traceparent, hash, api_key_id
                FROM input ORDER BY ord
                RETURNING id, callback_token_hash, created_at, updated_at
            ), recorded AS (
@@ -143,6 +145,7 @@ pub async fn insert_runs(
         callbacks,
         at,
         crate::runs::dispatch::OUTBOX_CHANNEL,
+        &runs.api_key_ids as &[Option<i64>],
     )
     .fetch_all(conn)
     .await?;

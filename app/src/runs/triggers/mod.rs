@@ -183,6 +183,7 @@ async fn accept_group(pool: &PgPool, jobs: &[Job]) -> Result<(Vec<Step>, Vec<Run
             trigger.overrides.clone(),
         ));
         runs.actors.push(trigger.caller.actor.clone());
+        runs.api_key_ids.push(trigger.caller.key_id);
         runs.sources.push(trigger.source.clone());
         runs.request_ids.push(trigger.caller.meta.request_id.clone());
         runs.traceparents
