@@ -34,6 +34,9 @@ if [ -f "$stamp" ] && [ "$(built_from 2>/dev/null)" = "$(cat "$stamp")" ]; then
   say "the release build is current (nothing changed since it was made)"
   exit 0
 fi
+# The sources as they are now, before building: a file changed during the build makes the
+# next build run again rather than pass as built.
+sources_at_start="$(inputs 2>/dev/null || true)"
 wbg="$(locked_version wasm-bindgen)"
 [ "$(locked_version wasm-bindgen-cli-support "$ROOT/tools/site/Cargo.lock")" = "$wbg" ] \
   || die "tools/site must use wasm-bindgen-cli-support $wbg, the wasm-bindgen of Cargo.lock"
@@ -79,4 +82,8 @@ for f in "$site"/pkg/*.wasm "$site"/pkg/*.js "$site"/pkg/*.css; do
         params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 11, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: fs.statSync(f).size } }));' "$f"
   fi
 done
-built_from >"$stamp" 2>/dev/null || rm -f "$stamp"
+if [ -n "$sources_at_start" ] && [ -x "$bin" ]; then
+  echo "$sources_at_start $(sha256sum <"$bin" | cut -d' ' -f1)" >"$stamp"
+else
+  rm -f "$stamp"
+fi

@@ -51,3 +51,31 @@ test("an admin makes a key, sees it once, and revoking it signs its holder out",
   await expect(page).toHaveURL(/action=auth.sign_in/);
   await expect(page.locator("td code", { hasText: "auth.sign_in" }).first()).toBeVisible();
 });
+
+test("a key scoped to a tag, with a budget, shows its limits and sees only that tag's pipelines", async ({ page, browser }) => {
+  await signIn(page);
+  await page.goto("/admin/api-keys");
+  await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
+  await page.getByLabel("Name *").fill("e2e agent");
+  await page.getByLabel("Role").selectOption("operator");
+  await page.getByLabel("Only pipelines tagged (comma-separated)").fill("ingest");
+  await page.getByLabel("Actions").selectOption("read,trigger");
+  await page.getByLabel("Runs per hour").fill("5");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const secret = page.getByLabel("The new key");
+  await expect(secret).toHaveValue(/^fdk_[0-9A-Za-z]{38}$/);
+  const key = await secret.inputValue();
+  const row = page.locator("tr", { hasText: "e2e agent" });
+  await expect(row).toContainText("tags ingest; read, trigger; 0/5 runs an hour");
+  await page.screenshot({ path: "test-results/api-keys-scoped.png", fullPage: true });
+
+  // Signed in with it, the dashboard lists only the pipeline tagged `ingest`.
+  const agent = await browser.newContext();
+  const theirs = await agent.newPage();
+  await signIn(theirs, key);
+  await expect(theirs.getByRole("link", { name: "Alpha ingest" })).toBeVisible();
+  await expect(theirs.getByText("Beta transform")).toHaveCount(0);
+  await expect(theirs.getByText("Gamma export")).toHaveCount(0);
+  await theirs.screenshot({ path: "test-results/dashboard-scoped.png", fullPage: true });
+  await agent.close();
+});

@@ -510,6 +510,7 @@ const ROLE_BY_ROUTE: &[(&str, &str, Option<&str>)] = &[
     ("post", "/api/api_keys/count", Some("admin")),
     ("get", "/api/api_keys/{id}", Some("admin")),
     ("delete", "/api/api_keys/{id}", Some("admin")),
+    ("patch", "/api/api_keys/{id}", Some("admin")),
     ("post", "/api/api_keys/{id}/rotate", Some("admin")),
     ("post", "/api/audit_events/filter", Some("admin")),
     ("post", "/api/audit_events/count", Some("admin")),

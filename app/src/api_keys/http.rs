@@ -128,6 +128,29 @@ pub fn rules() -> Vec<Rule> {
             json!({"minimum": 0, "maximum": super::MAX_OVERLAP_MINUTES}),
         ),
     ];
+    use crate::caller::scope::{MAX_BUDGET, MAX_SCOPE_ITEMS, MAX_SCOPE_NAME};
+    for list in ["pipeline_ids", "slugs", "tags"] {
+        rules.push(Rule::Property(
+            "KeyScope",
+            list,
+            json!({"maxItems": MAX_SCOPE_ITEMS}),
+        ));
+    }
+    rules.push(Rule::Property(
+        "KeyScope",
+        "pipeline_ids_items",
+        json!({"minimum": 1}),
+    ));
+    rules.push(Rule::Property("KeyScope", "slugs_items", text(MAX_SCOPE_NAME)));
+    rules.push(Rule::Property("KeyScope", "tags_items", text(MAX_SCOPE_NAME)));
+    rules.push(Rule::Property("KeyScope", "actions", json!({"minItems": 1})));
+    for budget in ["triggers_per_hour", "triggers_per_day", "max_unfinished_runs"] {
+        rules.push(Rule::Property(
+            "Budget",
+            budget,
+            json!({"minimum": 1, "maximum": MAX_BUDGET}),
+        ));
+    }
     rules.extend(paging("ApiKeyFilter"));
     rules
 }

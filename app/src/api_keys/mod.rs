@@ -109,10 +109,10 @@ pub struct NewApiKey {
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
     /// Limits the key to some pipelines and actions; it can only narrow the role.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::object")]
     pub scope: KeyScope,
     /// Budgets of the key's runs.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::object")]
     pub budget: Budget,
 }
 
@@ -123,10 +123,10 @@ pub struct NewApiKey {
 #[serde(deny_unknown_fields)]
 pub struct KeyLimits {
     /// The key's whole new scope (`{}` lifts it).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
     pub scope: Option<KeyScope>,
     /// The key's whole new budgets (`{}` lifts them).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filter::optional_object")]
     pub budget: Option<Budget>,
 }
 
@@ -240,13 +240,82 @@ pub async fn key_table() -> Result<String, AppError> {
     Ok(view! { <page::KeyTable keys /> }.to_html())
 }
 
-/// Creates a key from the admin page; `expires_in_days` empty for never. Answers the
-/// notice showing its secret, once, rendered.
+/// The New key form's scope and budgets, as typed (empty fields leave them out).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LimitsForm {
+    /// Tags, comma-separated.
+    #[serde(default)]
+    pub scope_tags: Option<String>,
+    /// Pipeline ids or slugs, comma-separated.
+    #[serde(default)]
+    pub scope_pipelines: Option<String>,
+    /// Actions, comma-separated; empty for every action of the role.
+    #[serde(default)]
+    pub scope_actions: Option<String>,
+    /// Runs per hour.
+    #[serde(default)]
+    pub triggers_per_hour: Option<String>,
+    /// Runs per day.
+    #[serde(default)]
+    pub triggers_per_day: Option<String>,
+    /// Unfinished runs at once.
+    #[serde(default)]
+    pub max_unfinished_runs: Option<String>,
+}
+
+impl LimitsForm {
+    /// The scope and budgets the form asks for; a number that is not one names its field.
+    pub fn parse(&self) -> Result<(KeyScope, Budget), AppError> {
+        fn items(text: &Option<String>) -> Vec<String> {
+            text.as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }
+        fn number(field: &str, text: &Option<String>) -> Result<Option<i32>, AppError> {
+            match text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+                None => Ok(None),
+                Some(t) => t
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| AppError::invalid(field, "must be a whole number from 1")),
+            }
+        }
+        let mut scope = KeyScope {
+            tags: items(&self.scope_tags),
+            ..KeyScope::default()
+        };
+        for item in items(&self.scope_pipelines) {
+            match item.parse::<i64>() {
+                Ok(id) => scope.pipeline_ids.push(id),
+                Err(_) => scope.slugs.push(item),
+            }
+        }
+        let actions = items(&self.scope_actions);
+        if !actions.is_empty() {
+            scope.actions = Some(actions.iter().map(|a| a.parse()).collect::<Result<_, _>>()?);
+        }
+        let budget = Budget {
+            triggers_per_hour: number("triggers_per_hour", &self.triggers_per_hour)?,
+            triggers_per_day: number("triggers_per_day", &self.triggers_per_day)?,
+            max_unfinished_runs: number("max_unfinished_runs", &self.max_unfinished_runs)?,
+        };
+        Ok((scope, budget))
+    }
+}
+
+/// Creates a key from the admin page; `expires_in_days` empty for never, the scope and
+/// budgets as [`LimitsForm`] takes them. Answers the notice showing its secret, once,
+/// rendered.
 #[server(prefix = "/sfn", endpoint = "create_api_key")]
 pub async fn create_api_key(
     name: String,
     role: Role,
     expires_in_days: Option<String>,
+    #[server(flatten)] limits: LimitsForm,
 ) -> Result<String, AppError> {
     let db = expect_context::<sqlx::PgPool>();
     let caller = crate::caller::Caller::current()?;
@@ -267,12 +336,13 @@ pub async fn create_api_key(
             Some(Utc::now() + chrono::Duration::days(days))
         }
     };
+    let (scope, budget) = limits.parse()?;
     let new = NewApiKey {
         name: name.trim().to_owned(),
         role,
         expires_at,
-        scope: KeyScope::default(),
-        budget: Budget::default(),
+        scope,
+        budget,
     };
     let created = service::create(&db, &caller, new).await?;
     Ok(view! { <page::NewSecret created /> }.to_html())

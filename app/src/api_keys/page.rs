@@ -127,6 +127,37 @@ fn NewKeyFields() -> impl IntoView {
             <label for="key-days">"Expires in days (empty: never)"</label>
             <input id="key-days" name="expires_in_days" inputmode="numeric" pattern="[0-9]*" />
         </div>
+        <div class="field">
+            <label for="key-tags">"Only pipelines tagged (comma-separated)"</label>
+            <input id="key-tags" name="scope_tags" autocomplete="off" placeholder="marketing" />
+        </div>
+        <div class="field">
+            <label for="key-pipelines">"Only pipelines (ids or slugs)"</label>
+            <input id="key-pipelines" name="scope_pipelines" autocomplete="off" placeholder="12, nightly-etl" />
+        </div>
+        <div class="field">
+            <label for="key-actions">"Actions"</label>
+            <select id="key-actions" name="scope_actions">
+                <option value="">"all the role allows"</option>
+                <option value="read">"read"</option>
+                <option value="read,trigger">"read, trigger"</option>
+                <option value="read,trigger,cancel,retry">"read, trigger, cancel, retry"</option>
+                <option value="trigger">"trigger only"</option>
+                <option value="report">"report only"</option>
+            </select>
+        </div>
+        <div class="field">
+            <label for="key-hour">"Runs per hour"</label>
+            <input id="key-hour" name="triggers_per_hour" inputmode="numeric" pattern="[0-9]*" />
+        </div>
+        <div class="field">
+            <label for="key-day">"Runs per day"</label>
+            <input id="key-day" name="triggers_per_day" inputmode="numeric" pattern="[0-9]*" />
+        </div>
+        <div class="field">
+            <label for="key-unfinished">"Unfinished at once"</label>
+            <input id="key-unfinished" name="max_unfinished_runs" inputmode="numeric" pattern="[0-9]*" />
+        </div>
     }
 }
 
@@ -155,6 +186,7 @@ pub(super) fn KeyTable(keys: Vec<ApiKey>) -> impl IntoView {
                     <th>"Id"</th>
                     <th>"Name"</th>
                     <th>"Role"</th>
+                    <th>"Scope and budgets"</th>
                     <th>"Key"</th>
                     <th>"State"</th>
                     <th>"Created"</th>
@@ -168,6 +200,37 @@ pub(super) fn KeyTable(keys: Vec<ApiKey>) -> impl IntoView {
     }
 }
 
+/// A key's scope and its budgets with their use, as text: "tags marketing; read, trigger;
+/// 3/10 runs an hour".
+fn limits(key: &ApiKey) -> String {
+    let scope = &key.scope;
+    let mut parts = Vec::new();
+    let names =
+        |label: &str, list: &[String]| (!list.is_empty()).then(|| format!("{label} {}", list.join(", ")));
+    let ids: Vec<String> = scope.pipeline_ids.iter().map(i64::to_string).collect();
+    parts.extend(names("pipelines", &ids));
+    parts.extend(names("slugs", &scope.slugs));
+    parts.extend(names("tags", &scope.tags));
+    if !scope.limits_pipelines() {
+        parts.push("every pipeline".to_owned());
+    }
+    if let Some(actions) = &scope.actions {
+        parts.push(actions.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", "));
+    }
+    let used = key.usage.unwrap_or_default();
+    let budget = &key.budget;
+    for (limit, spent, what) in [
+        (budget.triggers_per_hour, used.triggers_last_hour, "runs an hour"),
+        (budget.triggers_per_day, used.triggers_last_day, "runs a day"),
+        (budget.max_unfinished_runs, used.unfinished_runs, "unfinished"),
+    ] {
+        if let Some(limit) = limit {
+            parts.push(format!("{spent}/{limit} {what}"));
+        }
+    }
+    parts.join("; ")
+}
+
 #[component]
 fn KeyRow(key: ApiKey) -> impl IntoView {
     let id = key.id;
@@ -178,11 +241,13 @@ fn KeyRow(key: ApiKey) -> impl IntoView {
         KeyState::Revoked => "failed",
     };
     let rotated = key.rotated_from.map(|from| format!(" (rotated from {from})"));
+    let limits = limits(&key);
     view! {
         <tr data-key-id=id>
             <td>{id}</td>
             <td>{key.name}{rotated}</td>
             <td>{key.role.as_str()}</td>
+            <td class="scope">{limits}</td>
             <td><code>{key.key_prefix}"…"</code></td>
             <td><span class=format!("badge badge-{badge}")>{key.state.as_str()}</span></td>
             <td class="nowrap">{when(Some(key.created_at))}</td>

@@ -19,6 +19,18 @@ fn check_name(name: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
+/// A scope for a key of `role`, checked ([`KeyScope::checked`]) and its slugs and tags
+/// text as the document describes it.
+fn check_scope(scope: KeyScope, role: Role) -> Result<KeyScope> {
+    let scope = scope.checked(role)?;
+    for (field, names) in [("scope.slugs", &scope.slugs), ("scope.tags", &scope.tags)] {
+        for name in names {
+            crate::api::rules::check_text(field, name, crate::caller::scope::MAX_SCOPE_NAME)?;
+        }
+    }
+    Ok(scope)
+}
+
 fn check_expiry(field: &str, at: Option<DateTime<Utc>>) -> Result<()> {
     match at {
         // Well-formed, but it clashes with the clock: a conflict, not a bad field.
@@ -64,7 +76,7 @@ pub async fn create(db: &PgPool, caller: &Caller, new: NewApiKey) -> Result<Crea
     caller.require(Role::Admin)?;
     let name = check_name(&new.name)?;
     check_expiry("expires_at", new.expires_at)?;
-    let scope = new.scope.checked(new.role)?;
+    let scope = check_scope(new.scope, new.role)?;
     let budget = new.budget.checked()?;
     let mut tx = db.begin().await?;
     let key = Template {
@@ -117,12 +129,13 @@ async fn with_usage(db: &PgPool, mut keys: Vec<ApiKey>) -> Result<Vec<ApiKey>> {
 #[tracing::instrument(name = "api_keys.limit", skip_all)]
 pub async fn limit(db: &PgPool, caller: &Caller, id: i64, limits: KeyLimits) -> Result<ApiKey> {
     caller.require(Role::Admin)?;
+    not_in_use(caller, id)?;
     let mut tx = db.begin().await?;
     let key = db::lock(&mut tx, id).await?;
     if key.state == KeyState::Revoked {
         return Err(AppError::conflict(format!("API key {id} is revoked")));
     }
-    let scope = limits.scope.unwrap_or(key.scope.clone()).checked(key.role)?;
+    let scope = check_scope(limits.scope.unwrap_or(key.scope.clone()), key.role)?;
     let budget = limits.budget.unwrap_or(key.budget).checked()?;
     db::set_limits(&mut *tx, id, &scope, budget).await?;
     let detail = serde_json::json!({
@@ -184,7 +197,7 @@ pub async fn count(db: &PgPool, caller: &Caller, filter: &ApiKeyFilter) -> Resul
 fn not_in_use(caller: &Caller, id: i64) -> Result<()> {
     if caller.key_id == Some(id) {
         return Err(AppError::conflict(format!(
-            "API key {id} authenticates this request; revoke or rotate it with another admin key or the CLI"
+            "API key {id} authenticates this request; revoke, rotate or limit it with another admin key or the CLI"
         )));
     }
     Ok(())

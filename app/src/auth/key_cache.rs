@@ -85,6 +85,8 @@ mod tests {
             actor: "api-key:ci".into(),
             role: Role::Operator,
             expires_at,
+            scope: Default::default(),
+            budget: Default::default(),
         }
     }
 
