@@ -18,6 +18,7 @@ FOUNDATIONS = {
 }
 CAPABILITIES = {
     "auth", "layout", "events", "audit", "api_keys", "runs", "pipelines", "retention", "mcp",
+    "webhooks",
 }
 COMPOSITION = {"routes", "lib"}
 

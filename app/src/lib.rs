@@ -40,6 +40,8 @@ pub mod routes;
 pub mod shutdown;
 #[cfg(feature = "ssr")]
 pub mod telemetry;
+#[cfg(feature = "ssr")]
+pub mod webhooks;
 
 /// The app's routes, rendered on the server only: the parts of a page that change in the
 /// browser are islands (`#[island]`), the only components shipped as wasm.

@@ -57,6 +57,9 @@ pub struct Config {
     /// `FLOWDECK_PROXY_*`: the trusted identity-aware proxy, when
     /// `FLOWDECK_PROXY_TRUSTED_ADDRS` is set.
     pub proxy: Option<app::auth::proxy::ProxyConfig>,
+    /// `FLOWDECK_WEBHOOK_ALLOW`: private ranges (CIDR, comma-separated) webhook deliveries
+    /// may go to anyway, for self-hosted receivers.
+    pub webhook_allow: Vec<ipnet::IpNet>,
     /// `FLOWDECK_TRUSTED_PROXIES`: proxies whose `Forwarded`/`X-Forwarded-For` name the client.
     pub trusted_proxies: app::client_addr::TrustedProxies,
     /// `FLOWDECK_CALLBACK_TTL`: how long a run's callback credential works at most.
@@ -303,7 +306,18 @@ impl Config {
                 .map_err(|e| anyhow::anyhow!("FLOWDECK_TRUSTED_PROXIES: {e}"))?
                 .reading(forwarded_header);
         let public_url = var("FLOWDECK_PUBLIC_URL")?.unwrap_or_else(|| format!("http://{addr}"));
+        let webhook_allow = var("FLOWDECK_WEBHOOK_ALLOW")?
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .map_err(|e| anyhow::anyhow!("FLOWDECK_WEBHOOK_ALLOW: {s:?}: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Config {
+            webhook_allow,
             prefect_api_url: var("PREFECT_API_URL")?,
             prefect_ui_url: var("PREFECT_UI_URL")?,
             prefect_auth,
@@ -363,6 +377,19 @@ impl Config {
             default_deployment: self.default_deployment.clone(),
             callback_url: format!("{}/api/status-update/", self.public_url),
             lease: self.dispatch_lease,
+        }
+    }
+
+    /// What the webhook deliverer needs.
+    pub fn webhooks(&self) -> app::webhooks::deliver::DeliveryConfig {
+        app::webhooks::deliver::DeliveryConfig {
+            public_url: self.public_url.clone(),
+            links: app::prefect::PrefectLinks {
+                default_deployment: self.default_deployment.clone(),
+                ui_url: self.prefect_ui_url(),
+            },
+            allow: self.webhook_allow.clone(),
+            timeout: Duration::from_secs(10),
         }
     }
 

@@ -93,6 +93,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             state.identity.limits.clone(),
             stopped.clone(),
         )),
+        tokio::spawn(app::webhooks::deliver::run(
+            state.db.clone(),
+            config.webhooks(),
+            stopped.clone(),
+        )),
     ];
     match state.prefect.clone() {
         Some(prefect) => {

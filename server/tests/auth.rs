@@ -516,6 +516,15 @@ const ROLE_BY_ROUTE: &[(&str, &str, Option<&str>)] = &[
     ("post", "/api/audit_events/count", Some("admin")),
     ("get", "/api/audit_events/retention", Some("admin")),
     ("put", "/api/audit_events/retention", Some("admin")),
+    ("post", "/api/webhooks/", Some("admin")),
+    ("post", "/api/webhooks/filter", Some("admin")),
+    ("post", "/api/webhooks/count", Some("admin")),
+    ("get", "/api/webhooks/{id}", Some("admin")),
+    ("patch", "/api/webhooks/{id}", Some("admin")),
+    ("delete", "/api/webhooks/{id}", Some("admin")),
+    ("post", "/api/webhooks/{id}/rotate", Some("admin")),
+    ("get", "/api/webhooks/{id}/deliveries", Some("admin")),
+    ("post", "/api/webhook_deliveries/{id}/resend", Some("admin")),
 ];
 
 /// The example the document gives for a schema (following `$ref`, `oneOf`, `anyOf`).

@@ -42,6 +42,7 @@ use crate::error::{AppError, ErrorBody};
         (name = "events", description = "The live change feed (Server-Sent Events)"),
         (name = "api_keys", description = "API key management (admin)"),
         (name = "audit", description = "The audit trail (admin)"),
+        (name = "webhooks", description = "Signed outbound webhooks of run and pipeline events (admin)"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]
@@ -74,6 +75,7 @@ fn capability_rules() -> Vec<rules::Rule> {
         crate::api_keys::http::rules(),
         crate::audit::http::rules(),
         crate::retention::http::rules(),
+        crate::webhooks::http::rules(),
     ]
     .into_iter()
     .flatten()
@@ -143,6 +145,7 @@ pub fn router() -> Router<AppState> {
         .merge(crate::api_keys::http::router())
         .merge(crate::audit::http::router())
         .merge(crate::retention::http::router())
+        .merge(crate::webhooks::http::router())
         .split_for_parts();
     api.layer(axum::middleware::map_response(json_method_not_allowed))
         .merge(docs_router(document))
