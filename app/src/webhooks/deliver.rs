@@ -349,10 +349,14 @@ pub async fn run(pool: PgPool, config: DeliveryConfig, mut shutdown: watch::Rece
             }
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
+        // A lost connection is made again by the next `recv`; meanwhile the second's
+        // poll below keeps time, so a database that is down is not asked in a tight loop.
         let wake = async {
             match listener.as_mut() {
                 Some(listener) => {
-                    let _ = listener.recv().await;
+                    if listener.recv().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
                 }
                 None => std::future::pending().await,
             }
