@@ -12,6 +12,9 @@ export SQLX_OFFLINE=true
 SCHEMATHESIS_VERSION=4.32.5
 # The official MCP Python SDK, whose client drives /mcp in scripts/mcp-test.sh; own virtualenv too.
 MCP_VERSION=2.3.0
+# The Standard Webhooks reference library (Python), with which scripts/webhook_receiver.py
+# verifies every delivery in scripts/webhook-test.sh; own virtualenv too.
+STANDARDWEBHOOKS_VERSION=1.1.0
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 export DB_ADMIN_URL="${DB_ADMIN_URL:-postgres://$PGUSER@$PGHOST:$PGPORT/postgres}"
 

@@ -31,5 +31,8 @@ say "fault test: Flowdeck killed mid-submission while Prefect hangs"
 say "MCP: a real MCP client (the Python SDK) drives /mcp with scoped keys"
 "$ROOT/scripts/mcp-test.sh" "$prefect_dir" "$prefect_port"
 
+say "webhooks: a receiver verifies every delivery with the Standard Webhooks reference library"
+"$ROOT/scripts/webhook-test.sh" "$prefect_dir" "$prefect_port"
+
 say "fault tests: PostgreSQL restart and two replicas with Prefect hung, under load"
 "$ROOT/scripts/fault-test.sh" "$prefect_dir" "$prefect_port"

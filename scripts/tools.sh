@@ -42,6 +42,13 @@ if [ "$want" = test ]; then
     python3 -m venv "$mcp" && "$mcp/bin/pip" install -q "mcp==$MCP_VERSION" \
       || die "pip install mcp failed"
   fi
+  sw="$TOOLS_DIR/standardwebhooks-$STANDARDWEBHOOKS_VERSION"
+  if ! "$sw/bin/python" -c 'import standardwebhooks' >/dev/null 2>&1; then
+    say "installing the Standard Webhooks library (standardwebhooks $STANDARDWEBHOOKS_VERSION) into $sw"
+    rm -rf "$sw"
+    python3 -m venv "$sw" && "$sw/bin/pip" install -q "standardwebhooks==$STANDARDWEBHOOKS_VERSION" \
+      || die "pip install standardwebhooks failed"
+  fi
 fi
 
 if [ "$want" = test ] || [ "$want" = bench ]; then

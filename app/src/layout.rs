@@ -23,6 +23,7 @@ pub fn Frame(children: Children) -> impl IntoView {
                         let admin = me.await.ok().flatten().is_some_and(|p| p.role >= crate::caller::Role::Admin);
                         admin.then(|| view! {
                             <a href="/admin/api-keys">"API keys"</a>
+                            <a href="/admin/webhooks">"Webhooks"</a>
                             <a href="/audit">"Audit"</a>
                         })
                     })}

@@ -21,6 +21,7 @@ pub mod pipelines;
 pub mod runs;
 pub mod status;
 pub mod ui;
+pub mod webhooks;
 
 #[cfg(feature = "ssr")]
 pub mod api;
@@ -40,8 +41,6 @@ pub mod routes;
 pub mod shutdown;
 #[cfg(feature = "ssr")]
 pub mod telemetry;
-#[cfg(feature = "ssr")]
-pub mod webhooks;
 
 /// The app's routes, rendered on the server only: the parts of a page that change in the
 /// browser are islands (`#[island]`), the only components shipped as wasm.
@@ -66,6 +65,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/runs/:id") view=runs::page::RunPage ssr=SsrMode::Async />
                 <Route path=path!("/admin/api-keys") view=api_keys::page::ApiKeysPage ssr=SsrMode::Async />
                 <Route path=path!("/audit") view=audit::page::AuditTrailPage ssr=SsrMode::Async />
+                <Route path=path!("/admin/webhooks") view=webhooks::page::WebhooksPage ssr=SsrMode::Async />
             </Routes>
         </Router>
     }

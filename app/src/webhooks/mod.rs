@@ -7,13 +7,21 @@
 //! sends them to addresses it has checked are public, retrying with backoff for a day.
 
 use chrono::{DateTime, Utc};
+use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::error::AppError;
 use crate::filter::{IdFilter, TextFilter};
 
+pub mod page;
+
+#[cfg(feature = "ssr")]
 pub mod db;
+#[cfg(feature = "ssr")]
 pub mod deliver;
+#[cfg(feature = "ssr")]
 pub mod http;
+#[cfg(feature = "ssr")]
 pub mod service;
 
 /// The events an endpoint may subscribe to.
@@ -34,7 +42,8 @@ pub const MAX_URL: usize = 2048;
 pub const MAX_DESCRIPTION: usize = 500;
 
 /// How a delivery's body is shaped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// The Standard Webhooks body: `{type, timestamp, data}`.
@@ -55,7 +64,8 @@ impl Format {
 }
 
 /// A webhook endpoint as admins see it: never its secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Endpoint {
     /// Endpoint id.
     pub id: i64,
@@ -88,7 +98,8 @@ pub struct Endpoint {
 }
 
 /// An endpoint just created or given a new secret: its details and, this once, the secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct CreatedEndpoint {
     /// The endpoint.
     #[serde(flatten)]
@@ -98,8 +109,9 @@ pub struct CreatedEndpoint {
 }
 
 /// `POST /api/webhooks/`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[schema(example = json!({"url": "https://hooks.example.com/flowdeck", "description": "on-call", "event_types": ["run.failed", "run.crashed"], "tags": ["marketing"]}))]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"url": "https://hooks.example.com/flowdeck", "description": "on-call", "event_types": ["run.failed", "run.crashed"], "tags": ["marketing"]})))]
 #[serde(deny_unknown_fields)]
 pub struct NewEndpoint {
     /// Where to send deliveries: `https://` (or `http://`), no user or password in it.
@@ -121,8 +133,9 @@ pub struct NewEndpoint {
 }
 
 /// `PATCH /api/webhooks/{id}`: what changes (the rest stays).
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[schema(example = json!({"event_types": ["run.failed"], "enabled": true}))]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"event_types": ["run.failed"], "enabled": true})))]
 #[serde(deny_unknown_fields)]
 pub struct EndpointPatch {
     /// New URL.
@@ -149,8 +162,9 @@ pub struct EndpointPatch {
 }
 
 /// `POST /api/webhooks/{id}/rotate`.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[schema(example = json!({"overlap_hours": 24}))]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"overlap_hours": 24})))]
 #[serde(deny_unknown_fields)]
 pub struct SecretRotation {
     /// How long the old secret's signature is sent beside the new one (default 24, at
@@ -160,7 +174,8 @@ pub struct SecretRotation {
 }
 
 /// Criteria on endpoints.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EndpointCriteria {
     /// By id.
@@ -172,8 +187,9 @@ pub struct EndpointCriteria {
 }
 
 /// `POST /api/webhooks/filter` and `/count`.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[schema(example = json!({"webhooks": {"url": {"like_": "example.com"}}, "limit": 50}))]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"webhooks": {"url": {"like_": "example.com"}}, "limit": 50})))]
 #[serde(deny_unknown_fields)]
 pub struct EndpointFilter {
     /// Criteria.
@@ -188,7 +204,8 @@ pub struct EndpointFilter {
 }
 
 /// One attempt at a delivery.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Attempt {
     /// When it was made.
     pub attempted_at: DateTime<Utc>,
@@ -203,7 +220,8 @@ pub struct Attempt {
 }
 
 /// A delivery of one event to one endpoint, with its attempts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Delivery {
     /// Delivery id.
     pub id: i64,
@@ -227,4 +245,115 @@ pub struct Delivery {
     pub delivered_at: Option<DateTime<Utc>>,
     /// The attempts, oldest first.
     pub attempt_log: Vec<Attempt>,
+}
+
+/// The New endpoint form's event checkboxes (a ticked box sends `on`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EventChoice {
+    #[serde(default)]
+    run_completed: Option<String>,
+    #[serde(default)]
+    run_failed: Option<String>,
+    #[serde(default)]
+    run_crashed: Option<String>,
+    #[serde(default)]
+    run_cancelled: Option<String>,
+    #[serde(default)]
+    run_stuck: Option<String>,
+    #[serde(default)]
+    run_recovered: Option<String>,
+    #[serde(default)]
+    pipeline_created: Option<String>,
+    #[serde(default)]
+    pipeline_deleted: Option<String>,
+}
+
+impl EventChoice {
+    /// The event types ticked, in [`EVENT_TYPES`]' order.
+    pub fn types(&self) -> Vec<String> {
+        let ticked = [
+            &self.run_completed,
+            &self.run_failed,
+            &self.run_crashed,
+            &self.run_cancelled,
+            &self.run_stuck,
+            &self.run_recovered,
+            &self.pipeline_created,
+            &self.pipeline_deleted,
+        ];
+        EVENT_TYPES
+            .iter()
+            .zip(ticked)
+            .filter(|(_, on)| on.is_some())
+            .map(|(name, _)| (*name).to_owned())
+            .collect()
+    }
+}
+
+/// Every endpoint with its latest deliveries, for the admin page.
+#[server(prefix = "/sfn", endpoint = "list_webhooks")]
+pub async fn list_webhooks() -> Result<Vec<(Endpoint, Vec<Delivery>)>, AppError> {
+    let db = expect_context::<sqlx::PgPool>();
+    let caller = crate::caller::Caller::current()?;
+    let filter = EndpointFilter {
+        limit: Some(200),
+        ..EndpointFilter::default()
+    };
+    let mut listed = Vec::new();
+    for endpoint in service::filter(&db, &caller, &filter).await? {
+        let mut deliveries = service::deliveries(&db, &caller, endpoint.id).await?;
+        deliveries.truncate(5);
+        listed.push((endpoint, deliveries));
+    }
+    Ok(listed)
+}
+
+/// The admin page's endpoint table, rendered afresh.
+#[server(prefix = "/sfn", endpoint = "webhook_table")]
+pub async fn webhook_table() -> Result<String, AppError> {
+    let endpoints = list_webhooks().await?;
+    Ok(view! { <page::EndpointTable endpoints /> }.to_html())
+}
+
+/// Subscribes an endpoint from the admin page; answers the notice with its secret, once,
+/// rendered. `tags` comma-separated; `format` `standard` or `slack`.
+#[server(prefix = "/sfn", endpoint = "create_webhook")]
+pub async fn create_webhook(
+    url: String,
+    description: Option<String>,
+    tags: Option<String>,
+    format: Option<String>,
+    #[server(flatten)] events: EventChoice,
+) -> Result<String, AppError> {
+    let db = expect_context::<sqlx::PgPool>();
+    let caller = crate::caller::Caller::current()?;
+    let tags: Vec<String> = tags
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let new = NewEndpoint {
+        url: url.trim().to_owned(),
+        description: description.filter(|d| !d.trim().is_empty()),
+        event_types: events.types(),
+        pipeline_ids: None,
+        tags: (!tags.is_empty()).then_some(tags),
+        format: Some(if format.as_deref() == Some("slack") {
+            Format::Slack
+        } else {
+            Format::Standard
+        }),
+    };
+    let created = service::create(&db, &caller, new).await?;
+    Ok(view! { <page::NewSecret created /> }.to_html())
+}
+
+/// Sends a delivery again from the admin page (a plain form: it comes back to the page).
+#[server(prefix = "/sfn", endpoint = "resend_webhook_delivery")]
+pub async fn resend_webhook_delivery(id: i64) -> Result<(), AppError> {
+    let db = expect_context::<sqlx::PgPool>();
+    let caller = crate::caller::Caller::current()?;
+    service::resend(&db, &caller, id).await
 }
