@@ -181,6 +181,9 @@ wasm_raw="$(cat "$ROOT"/target/site/pkg/*.wasm | wc -c)"
 wasm_br="$(cat "$ROOT"/target/site/pkg/*.wasm.br | wc -c)"
 record "release wasm" "\"raw_bytes\": $wasm_raw, \"brotli_bytes\": $wasm_br, \"files\": $(ls "$ROOT"/target/site/pkg/*.wasm | wc -l)"
 
+# Webhook deliveries, against a server of their own (scripts/webhook-bench.sh).
+"$ROOT/scripts/webhook-bench.sh" "$out" || die "the webhook benchmark failed"
 python3 "$ROOT/bench/report.py" "$results" "$out/live.txt" "$out/page-weight.txt" >"$out/report.md"
+cat "$out/webhooks.md" >>"$out/report.md"
 say "report: $out/report.md"
 cat "$out/report.md"

@@ -117,7 +117,7 @@ live_figures() {
   peak_rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$server_pid/status")"
   echo "server peak RSS: $((peak_rss_kib / 1024)) MiB" | tee -a "$dir/live.txt"
   (cd "$ROOT/end2end" && node page-weight.mjs "$url" "$key" / /pipelines/1 "/runs/$run_id" /login \
-    /pipelines/new /admin/api-keys /audit) \
+    /pipelines/new /admin/api-keys /admin/webhooks /audit) \
     | tee "$dir/page-weight.txt" || die "cannot measure the page weight"
 }
 

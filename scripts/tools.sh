@@ -27,28 +27,21 @@ if [ "$("$TOOLS_DIR/node_modules/.bin/wasm-opt" --version 2>/dev/null | awk '{pr
     "binaryen@$BINARYEN_VERSION" "esbuild@$ESBUILD_VERSION" || die "npm install of the build tools failed"
 fi
 
+# python_tool PACKAGE VERSION MODULE: a virtualenv $TOOLS_DIR/PACKAGE-VERSION holding
+# PACKAGE==VERSION from PyPI, made unless MODULE already imports there.
+python_tool() {
+  local dir="$TOOLS_DIR/$1-$2"
+  if ! "$dir/bin/python" -c "import $3" >/dev/null 2>&1; then
+    say "installing $1 $2 into $dir"
+    rm -rf "$dir"
+    python3 -m venv "$dir" && "$dir/bin/pip" install -q "$1==$2" || die "pip install $1==$2 failed"
+  fi
+}
 if [ "$want" = test ]; then
-  st="$TOOLS_DIR/schemathesis-$SCHEMATHESIS_VERSION"
-  if ! "$st/bin/schemathesis" --version >/dev/null 2>&1; then
-    say "installing schemathesis $SCHEMATHESIS_VERSION into $st"
-    rm -rf "$st"
-    python3 -m venv "$st" && "$st/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" \
-      || die "pip install schemathesis failed"
-  fi
-  mcp="$TOOLS_DIR/mcp-$MCP_VERSION"
-  if ! "$mcp/bin/python" -c 'import mcp.client.streamable_http' >/dev/null 2>&1; then
-    say "installing the MCP Python SDK (mcp $MCP_VERSION) into $mcp"
-    rm -rf "$mcp"
-    python3 -m venv "$mcp" && "$mcp/bin/pip" install -q "mcp==$MCP_VERSION" \
-      || die "pip install mcp failed"
-  fi
-  sw="$TOOLS_DIR/standardwebhooks-$STANDARDWEBHOOKS_VERSION"
-  if ! "$sw/bin/python" -c 'import standardwebhooks' >/dev/null 2>&1; then
-    say "installing the Standard Webhooks library (standardwebhooks $STANDARDWEBHOOKS_VERSION) into $sw"
-    rm -rf "$sw"
-    python3 -m venv "$sw" && "$sw/bin/pip" install -q "standardwebhooks==$STANDARDWEBHOOKS_VERSION" \
-      || die "pip install standardwebhooks failed"
-  fi
+  # The contract fuzzer, the official MCP client, the Standard Webhooks reference library.
+  python_tool schemathesis "$SCHEMATHESIS_VERSION" schemathesis
+  python_tool mcp "$MCP_VERSION" mcp.client.streamable_http
+  python_tool standardwebhooks "$STANDARDWEBHOOKS_VERSION" standardwebhooks
 fi
 
 if [ "$want" = test ] || [ "$want" = bench ]; then
