@@ -107,6 +107,13 @@ impl KeyScope {
         !(self.pipeline_ids.is_empty() && self.slugs.is_empty() && self.tags.is_empty())
     }
 
+    /// What a listing's kept answer depends on: the pipelines the scope names, `None`
+    /// when it names none (every unscoped caller shares one answer).
+    pub fn listing(&self) -> Option<(&[i64], &[String], &[String])> {
+        self.limits_pipelines()
+            .then_some((&self.pipeline_ids, &self.slugs, &self.tags))
+    }
+
     /// Whether the pipeline with this id, slug and tags is in scope.
     pub fn covers(&self, id: i64, slug: &str, tags: &[String]) -> bool {
         !self.limits_pipelines()

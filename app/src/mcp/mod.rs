@@ -191,11 +191,11 @@ impl Flowdeck {
         work: F,
     ) -> Result<CallToolResult, ErrorData>
     where
-        F: FnOnce(Caller) -> Fut,
+        F: FnOnce(McpParts, Caller) -> Fut,
         Fut: Future<Output = Result<Value, AppError>>,
     {
         let caller = caller_of(http).map_err(|e| ErrorData::invalid_request(e.to_string(), None))?;
-        let answer = work(caller.clone()).await;
+        let answer = work(self.parts.clone(), caller.clone()).await;
         let (outcome, detail) = match &answer {
             Ok(_) => (Outcome::Success, json!({"tool": tool})),
             Err(error) => (
@@ -236,8 +236,7 @@ impl Flowdeck {
         Extension(http): Extension<::http::request::Parts>,
         Parameters(input): Parameters<ListPipelines>,
     ) -> Result<CallToolResult, ErrorData> {
-        let db = self.parts.db.clone();
-        self.call(&http, "list_pipelines", None, |caller| async move {
+        self.call(&http, "list_pipelines", None, |parts, caller| async move {
             let query = DashboardQuery {
                 q: input.search,
                 status: input.status,
@@ -245,7 +244,7 @@ impl Flowdeck {
                 sort: Some("name".into()),
                 page: input.page,
             };
-            let page = pipelines::service::dashboard(&db, &caller, &query).await?;
+            let page = pipelines::service::dashboard(&parts.db, &caller, &query).await?;
             let pipelines: Vec<Value> = page
                 .pipelines
                 .into_iter()
@@ -271,12 +270,11 @@ impl Flowdeck {
         Extension(http): Extension<::http::request::Parts>,
         Parameters(input): Parameters<PipelineRef>,
     ) -> Result<CallToolResult, ErrorData> {
-        let db = self.parts.db.clone();
         let target = Some(format!("pipeline:{}", input.pipeline));
-        self.call(&http, "get_pipeline", target, |caller| async move {
-            let id = pipelines::service::resolve(&db, &caller, &input.pipeline).await?;
-            let pipeline = pipelines::service::get(&db, &caller, id).await?;
-            let recent = runs::service::recent_for_pipeline(&db, &caller, id).await?;
+        self.call(&http, "get_pipeline", target, |parts, caller| async move {
+            let id = pipelines::service::resolve(&parts.db, &caller, &input.pipeline).await?;
+            let pipeline = pipelines::service::get(&parts.db, &caller, id).await?;
+            let recent = runs::service::recent_for_pipeline(&parts.db, &caller, id).await?;
             let recent: Vec<Value> = recent
                 .into_iter()
                 .map(|r| {
@@ -299,9 +297,8 @@ impl Flowdeck {
         Extension(http): Extension<::http::request::Parts>,
         Parameters(input): Parameters<TriggerRun>,
     ) -> Result<CallToolResult, ErrorData> {
-        let parts = self.parts.clone();
         let target = Some(format!("pipeline:{}", input.pipeline));
-        self.call(&http, "trigger_run", target, |caller| async move {
+        self.call(&http, "trigger_run", target, |parts, caller| async move {
             let id = pipelines::service::resolve(&parts.db, &caller, &input.pipeline).await?;
             let overrides = input.parameters.unwrap_or_default();
             let prefect = parts.prefect.as_deref();
@@ -343,9 +340,8 @@ impl Flowdeck {
         Extension(http): Extension<::http::request::Parts>,
         Parameters(input): Parameters<RunRef>,
     ) -> Result<CallToolResult, ErrorData> {
-        let parts = self.parts.clone();
         let target = Some(format!("run:{}", input.run_id));
-        self.call(&http, "get_run", target, |caller| async move {
+        self.call(&http, "get_run", target, |parts, caller| async move {
             let run = runs::service::get(&parts.db, &caller, input.run_id).await?;
             Ok(run_json(run, &parts.links))
         })
@@ -364,9 +360,8 @@ impl Flowdeck {
         peer: Peer<RoleServer>,
         Parameters(input): Parameters<WaitForRun>,
     ) -> Result<CallToolResult, ErrorData> {
-        let parts = self.parts.clone();
         let target = Some(format!("run:{}", input.run_id));
-        self.call(&http, "wait_for_run", target, |caller| async move {
+        self.call(&http, "wait_for_run", target, |parts, caller| async move {
             let seconds = input.timeout_seconds.unwrap_or(60);
             if !(1..=MAX_WAIT_SECONDS).contains(&seconds) {
                 return Err(AppError::invalid(
@@ -436,9 +431,8 @@ impl Flowdeck {
         Extension(http): Extension<::http::request::Parts>,
         Parameters(input): Parameters<RunRef>,
     ) -> Result<CallToolResult, ErrorData> {
-        let parts = self.parts.clone();
         let target = Some(format!("run:{}", input.run_id));
-        self.call(&http, "cancel_run", target, |caller| async move {
+        self.call(&http, "cancel_run", target, |parts, caller| async move {
             let run =
                 runs::service::cancel(&parts.db, parts.prefect.as_deref(), &caller, input.run_id).await?;
             Ok(run_json(run, &parts.links))
@@ -456,9 +450,8 @@ impl Flowdeck {
         Extension(http): Extension<::http::request::Parts>,
         Parameters(input): Parameters<RunRef>,
     ) -> Result<CallToolResult, ErrorData> {
-        let parts = self.parts.clone();
         let target = Some(format!("run:{}", input.run_id));
-        self.call(&http, "retry_run", target, |caller| async move {
+        self.call(&http, "retry_run", target, |parts, caller| async move {
             let run = runs::service::retry(&parts.db, &parts.limits, &caller, input.run_id).await?;
             Ok(run_json(run, &parts.links))
         })
@@ -475,8 +468,7 @@ impl Flowdeck {
         Extension(http): Extension<::http::request::Parts>,
         Parameters(filter): Parameters<RunFilter>,
     ) -> Result<CallToolResult, ErrorData> {
-        let parts = self.parts.clone();
-        self.call(&http, "search_runs", None, |caller| async move {
+        self.call(&http, "search_runs", None, |parts, caller| async move {
             let kept = runs::service::filter(&parts.db, &parts.answers, &caller, &filter).await?;
             let runs: Value = serde_json::from_slice(kept.json()).map_err(|_| AppError::Internal)?;
             Ok(json!({"runs": runs}))

@@ -162,7 +162,7 @@ pub async fn list(
     // A scoped caller's answers are kept apart: the scope is part of the key.
     answers
         .answer(
-            cache::key("pipelines.list", &(skip, limit, &caller.scope)),
+            cache::key("pipelines.list", &(skip, limit, caller.scope.listing())),
             || async {
                 let page = page_of(
                     pool,
@@ -351,7 +351,7 @@ pub async fn filter(
     let page = paging(filter.limit, filter.offset)?;
     answers
         .answer(
-            cache::key("pipelines.filter", &(filter, &caller.scope)),
+            cache::key("pipelines.filter", &(filter, caller.scope.listing())),
             || async {
                 cache::to_json(&page_of(pool, &filter.pipelines, &caller.scope, filter.sort, page).await?)
             },

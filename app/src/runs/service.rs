@@ -448,21 +448,7 @@ pub async fn preview(
         ));
     }
     let parameters = with_defaults(&pipeline.default_parameters, overrides);
-    let schema = match prefect {
-        Some(prefect) => match prefect.deployment(&deployment).await {
-            Ok(found) => found.parameter_openapi_schema,
-            Err(PrefectError::Rejected { status: 404, .. }) => {
-                return Err(AppError::conflict(format!(
-                    "Prefect has no deployment {deployment}"
-                )));
-            }
-            Err(error) => {
-                tracing::warn!(%error, %deployment, "cannot read the deployment's parameter schema");
-                None
-            }
-        },
-        None => None,
-    };
+    let schema = parameter_schema(prefect, &deployment).await?;
     if let (Some(schema), Some(map)) = (&schema, parameters.as_object()) {
         params::check(schema, map)?;
     }
@@ -492,18 +478,34 @@ pub async fn run_form(
         .as_object()
         .cloned()
         .unwrap_or_default();
-    let reference = pipeline.deployment.or_else(|| links.default_deployment.clone());
-    let schema = match (prefect, reference) {
-        (Some(prefect), Some(reference)) => match prefect.deployment(&reference).await {
-            Ok(deployment) => deployment.parameter_openapi_schema,
-            Err(error) => {
-                tracing::warn!(%error, deployment = %reference, "cannot read the deployment's parameter schema");
-                None
-            }
-        },
-        _ => None,
+    let schema = match pipeline.deployment.or_else(|| links.default_deployment.clone()) {
+        // A deployment Prefect does not have: the form shows the pipeline's defaults.
+        Some(reference) => parameter_schema(prefect, &reference).await.unwrap_or(None),
+        None => None,
     };
     Ok(params::fields(schema.as_ref(), &defaults))
+}
+
+/// The parameter schema of `deployment`: `None` without Prefect, or when Prefect cannot
+/// be asked now (logged); a conflict when Prefect has no such deployment.
+async fn parameter_schema(
+    prefect: Option<&PrefectClient>,
+    deployment: &str,
+) -> Result<Option<serde_json::Value>> {
+    let Some(prefect) = prefect else { return Ok(None) };
+    match prefect.deployment(deployment).await {
+        Ok(found) => Ok(found.parameter_openapi_schema),
+        Err(PrefectError::Rejected { status: 404, .. }) => {
+            tracing::warn!(%deployment, "Prefect has no such deployment");
+            Err(AppError::conflict(format!(
+                "Prefect has no deployment {deployment}"
+            )))
+        }
+        Err(error) => {
+            tracing::warn!(%error, %deployment, "cannot read the deployment's parameter schema");
+            Ok(None)
+        }
+    }
 }
 
 /// A run with its stages, for any signed-in caller.
@@ -719,9 +721,10 @@ pub async fn filter(
     caller.require(Role::Viewer)?;
     let page = paging(filter.limit, filter.offset)?;
     answers
-        .answer(cache::key("runs.filter", &(filter, &caller.scope)), || async {
-            cache::to_json(&db::matching(pool, filter, &caller.scope, page).await?)
-        })
+        .answer(
+            cache::key("runs.filter", &(filter, caller.scope.listing())),
+            || async { cache::to_json(&db::matching(pool, filter, &caller.scope, page).await?) },
+        )
         .await
 }
 

@@ -163,13 +163,18 @@ pub async fn delete(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<bool> {
     Ok(done.rows_affected() > 0)
 }
 
-/// An endpoint's latest deliveries, newest first, with their attempts.
-pub async fn deliveries(db: &sqlx::PgPool, endpoint_id: i64, limit: i64) -> sqlx::Result<Vec<Delivery>> {
+/// The latest `limit` deliveries of each of these endpoints, newest first, with their
+/// attempts: two queries, whatever the number of endpoints.
+pub async fn deliveries(db: &sqlx::PgPool, endpoint_ids: &[i64], limit: i64) -> sqlx::Result<Vec<Delivery>> {
     let rows = sqlx::query!(
-        "SELECT id, endpoint_id, message_id, event_type, state, attempts, next_attempt_at, last_error,
-                created_at, delivered_at
-         FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY id DESC LIMIT $2",
-        endpoint_id,
+        r#"SELECT d.id AS "id!", d.endpoint_id AS "endpoint_id!", d.message_id AS "message_id!",
+                  d.event_type AS "event_type!", d.state AS "state!", d.attempts AS "attempts!",
+                  d.next_attempt_at AS "next_attempt_at!", d.last_error,
+                  d.created_at AS "created_at!", d.delivered_at
+           FROM unnest($1::bigint[]) AS e (id)
+           CROSS JOIN LATERAL (SELECT * FROM webhook_deliveries
+                               WHERE endpoint_id = e.id ORDER BY id DESC LIMIT $2) d"#,
+        endpoint_ids,
         limit,
     )
     .fetch_all(db)
@@ -277,7 +282,8 @@ pub struct Outcome<'a> {
 ///
 /// `next` `None` ends the delivery (delivered
 /// when `delivered`, failed otherwise), `Some(at)` retries at `at`. A success clears the
-/// endpoint's failing time; a failure starts it. `disable` disables the endpoint.
+/// endpoint's failing time; a failure starts it, and disables an endpoint that has been
+/// failing for 24 hours. `disable` disables the endpoint anyway, saying why.
 pub async fn record_attempt(
     tx: &mut sqlx::PgConnection,
     id: i64,
@@ -319,8 +325,13 @@ pub async fn record_attempt(
     sqlx::query!(
         "UPDATE webhook_endpoints SET
                 failing_since = CASE WHEN $2 THEN NULL ELSE coalesce(failing_since, now()) END,
-                enabled = enabled AND $3::text IS NULL,
-                disabled_reason = coalesce($3, disabled_reason)
+                enabled = enabled AND $3::text IS NULL
+                          AND ($2 OR failing_since IS NULL OR failing_since >= now() - interval '24 hours'),
+                disabled_reason = coalesce(
+                    $3,
+                    CASE WHEN NOT $2 AND failing_since < now() - interval '24 hours'
+                         THEN 'every delivery failed for 24 hours' END,
+                    disabled_reason)
          WHERE id = $1",
         endpoint,
         delivered,
@@ -329,14 +340,4 @@ pub async fn record_attempt(
     .execute(&mut *tx)
     .await?;
     Ok(())
-}
-
-/// When the endpoint's attempts started failing (none since succeeded), if they did.
-pub async fn failing_since(db: impl PgExecutor<'_>, endpoint_id: i64) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar!(
-        "SELECT failing_since FROM webhook_endpoints WHERE id = $1",
-        endpoint_id
-    )
-    .fetch_one(db)
-    .await
 }

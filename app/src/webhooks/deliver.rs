@@ -250,17 +250,7 @@ async fn attempt(
         next_attempt(claimed.attempts + 1, retry_after, claimed.created_at)
     };
     let mut tx = pool.begin().await?;
-    let failing_for_a_day = !delivered
-        && db::failing_since(&mut *tx, claimed.endpoint_id)
-            .await?
-            .is_some_and(|since| since < Utc::now() - GIVE_UP_AFTER);
-    let disable = if gone {
-        Some("the receiver answered 410 Gone")
-    } else if failing_for_a_day {
-        Some("every delivery failed for 24 hours")
-    } else {
-        None
-    };
+    let disable = gone.then_some("the receiver answered 410 Gone");
     let outcome = Outcome {
         status_code: status.map(i32::from),
         latency_ms,

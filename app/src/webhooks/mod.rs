@@ -295,17 +295,7 @@ impl EventChoice {
 pub async fn list_webhooks() -> Result<Vec<(Endpoint, Vec<Delivery>)>, AppError> {
     let db = expect_context::<sqlx::PgPool>();
     let caller = crate::caller::Caller::current()?;
-    let filter = EndpointFilter {
-        limit: Some(200),
-        ..EndpointFilter::default()
-    };
-    let mut listed = Vec::new();
-    for endpoint in service::filter(&db, &caller, &filter).await? {
-        let mut deliveries = service::deliveries(&db, &caller, endpoint.id).await?;
-        deliveries.truncate(5);
-        listed.push((endpoint, deliveries));
-    }
-    Ok(listed)
+    service::overview(&db, &caller, 5).await
 }
 
 /// The admin page's endpoint table, rendered afresh.

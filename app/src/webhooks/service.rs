@@ -273,7 +273,31 @@ pub async fn rotate(
 pub async fn deliveries(pool: &PgPool, caller: &Caller, id: i64) -> Result<Vec<Delivery>> {
     caller.require(Role::Admin)?;
     db::fetch(pool, id).await?;
-    Ok(db::deliveries(pool, id, 50).await?)
+    Ok(db::deliveries(pool, &[id], 50).await?)
+}
+
+/// The newest 200 endpoints, each with its latest `per_endpoint` deliveries (the admin
+/// page).
+pub async fn overview(
+    pool: &PgPool,
+    caller: &Caller,
+    per_endpoint: i64,
+) -> Result<Vec<(Endpoint, Vec<Delivery>)>> {
+    let filter = EndpointFilter {
+        limit: Some(200),
+        ..EndpointFilter::default()
+    };
+    let endpoints = self::filter(pool, caller, &filter).await?;
+    let ids: Vec<i64> = endpoints.iter().map(|e| e.id).collect();
+    let mut deliveries = db::deliveries(pool, &ids, per_endpoint).await?;
+    Ok(endpoints
+        .into_iter()
+        .map(|endpoint| {
+            let (own, rest) = deliveries.drain(..).partition(|d| d.endpoint_id == endpoint.id);
+            deliveries = rest;
+            (endpoint, own)
+        })
+        .collect())
 }
 
 /// Sends a delivery again, whatever became of it.
