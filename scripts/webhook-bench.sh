@@ -27,6 +27,7 @@ class Fast(BaseHTTPRequestHandler):
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Fast).serve_forever()
 PY
 receiver_pid=$!
+trap 'kill "$receiver_pid" 2>/dev/null' EXIT
 export FLOWDECK_WEBHOOK_ALLOW=127.0.0.0/8 RUST_LOG=warn
 serve_fresh flowdeck_webhook_bench
 trap 'kill "$receiver_pid" 2>/dev/null; serve_fresh_cleanup' EXIT

@@ -66,6 +66,11 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/admin/api-keys") view=api_keys::page::ApiKeysPage ssr=SsrMode::Async />
                 <Route path=path!("/audit") view=audit::page::AuditTrailPage ssr=SsrMode::Async />
                 <Route path=path!("/admin/webhooks") view=webhooks::page::WebhooksPage ssr=SsrMode::Async />
+                <Route
+                    path=path!("/admin/webhooks/:id")
+                    view=webhooks::endpoint_page::EndpointPage
+                    ssr=SsrMode::Async
+                />
             </Routes>
         </Router>
     }

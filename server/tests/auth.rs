@@ -431,6 +431,16 @@ async fn every_page_answers_each_role_as_the_table_says(db: PgPool) {
     let app = TestApp::new(db).await;
     let id = app.pipeline(json!({"name": "p"})).await;
     let run = app.start_run(id, json!({})).await["id"].as_i64().unwrap();
+    let hook = app
+        .post(
+            "/api/webhooks/",
+            &app.admin,
+            json!({"url": "https://hooks.invalid/x", "event_types": ["run.failed"]}),
+        )
+        .await
+        .json()["id"]
+        .as_i64()
+        .unwrap();
     // (page, least role that may see it); weaker roles get the 403 page.
     let pages = [
         ("/".to_owned(), "viewer"),
@@ -439,6 +449,8 @@ async fn every_page_answers_each_role_as_the_table_says(db: PgPool) {
         ("/pipelines/new".to_owned(), "admin"),
         ("/admin/api-keys".to_owned(), "admin"),
         ("/audit".to_owned(), "admin"),
+        ("/admin/webhooks".to_owned(), "admin"),
+        (format!("/admin/webhooks/{hook}"), "admin"),
     ];
     let cookies = [
         ("viewer", session_cookie(&app, &app.viewer).await),

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use app::webhooks::deliver::{DeliveryConfig, client, deliver_due};
+use app::webhooks::deliver::{Deliverer, DeliveryConfig};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -92,9 +92,9 @@ fn config(allow_loopback: bool) -> DeliveryConfig {
 /// Delivers what is due, then makes every pending retry due at once (instead of waiting
 /// out the backoff); `rounds` times.
 async fn deliver_rounds(db: &PgPool, config: &DeliveryConfig, rounds: usize) {
-    let http = client(config).unwrap();
+    let deliverer = Deliverer::new(db.clone(), config.clone()).unwrap();
     for _ in 0..rounds {
-        deliver_due(db, &http, config).await.unwrap();
+        deliverer.drain().await.unwrap();
         sqlx::query("UPDATE webhook_deliveries SET next_attempt_at = now() WHERE state = 'pending'")
             .execute(db)
             .await
@@ -123,6 +123,11 @@ async fn failed_run(app: &TestApp) -> i64 {
     let pipeline = app
         .pipeline(json!({"name": "Nightly", "stages": ["extract", "load"], "tags": ["ops"]}))
         .await;
+    fail_run(app, pipeline).await
+}
+
+/// A new run of `pipeline` whose stage `extract` failed with `boom`.
+async fn fail_run(app: &TestApp, pipeline: i64) -> i64 {
     let run = app.start_run(pipeline, json!({})).await["id"].as_i64().unwrap();
     let report = app
         .post(
@@ -261,4 +266,86 @@ async fn bad_subscriptions_are_refused_and_write_nothing(db: PgPool) {
         .await;
     assert_eq!(operator.status, StatusCode::FORBIDDEN);
     assert_eq!(app.count("webhook_endpoints").await, before);
+}
+
+/// A receiver that takes `delay` to answer 200, counting requests and the most it held
+/// at once.
+#[derive(Clone, Default)]
+struct Timed {
+    now: Arc<std::sync::atomic::AtomicUsize>,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+    done: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn timed_receiver(delay: Duration) -> (SocketAddr, Timed) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let state = Timed::default();
+    let held = state.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let held = held.clone();
+            async move {
+                let now = held.now.fetch_add(1, SeqCst) + 1;
+                held.most.fetch_max(now, SeqCst);
+                tokio::time::sleep(delay).await;
+                held.now.fetch_sub(1, SeqCst);
+                held.done.fetch_add(1, SeqCst);
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, state)
+}
+
+/// Waits up to `limit` for `count` to reach `want`; answers how long it took.
+async fn reached(count: &std::sync::atomic::AtomicUsize, want: usize, limit: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    while count.load(std::sync::atomic::Ordering::SeqCst) < want {
+        assert!(started.elapsed() < limit, "{want} not reached in {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_slow_receiver_holds_only_its_own_slots(db: PgPool) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app = TestApp::new(db.clone()).await;
+    let (slow_addr, slow) = timed_receiver(Duration::from_millis(800)).await;
+    let (fast_addr, fast) = timed_receiver(Duration::ZERO).await;
+    subscribe(&app, &format!("http://{slow_addr}/hook"), &["run.failed"]).await;
+    subscribe(&app, &format!("http://{fast_addr}/hook"), &["run.failed"]).await;
+    let pipeline = app.pipeline(json!({"name": "Many", "stages": ["extract"]})).await;
+    const RUNS: usize = 12;
+    for _ in 0..RUNS {
+        fail_run(&app, pipeline).await;
+    }
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let deliverer = Deliverer::new(db.clone(), config(true)).unwrap();
+    let running = tokio::spawn(deliverer.run(stopped));
+    reached(&fast.done, RUNS, Duration::from_secs(10)).await;
+    assert!(
+        slow.done.load(SeqCst) < RUNS,
+        "the fast receiver got every event before the slow one's backlog was through"
+    );
+    reached(&slow.done, RUNS, Duration::from_secs(20)).await;
+    let most = slow.most.load(SeqCst);
+    assert_eq!(
+        most,
+        app::webhooks::deliver::PER_ENDPOINT as usize,
+        "the slow receiver had at most (and at some point exactly) the per-endpoint bound in flight"
+    );
+    stop.send(true).unwrap();
+    running.await.unwrap();
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE state <> 'delivered'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(pending, 0);
 }

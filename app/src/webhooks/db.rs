@@ -219,7 +219,7 @@ pub async fn deliveries(db: &sqlx::PgPool, endpoint_ids: &[i64], limit: i64) -> 
 /// its endpoint; `None` when there is no such delivery.
 pub async fn resend(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar!(
-        "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = now(), locked_until = NULL,
+        "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = now(),
                 created_at = CASE WHEN state = 'pending' THEN created_at ELSE now() END
          WHERE id = $1 RETURNING endpoint_id",
         id
@@ -242,17 +242,47 @@ pub struct Claimed {
     pub previous_secret: Option<String>,
 }
 
-/// Claims up to `limit` due deliveries of enabled endpoints for `lease_seconds`, oldest
-/// first; another replica skips them meanwhile.
-pub async fn claim(db: impl PgExecutor<'_>, limit: i64, lease_seconds: i32) -> sqlx::Result<Vec<Claimed>> {
-    sqlx::query_as!(
+/// Claims up to `limit` due deliveries of enabled endpoints for `lease_seconds`; another
+/// replica skips them meanwhile.
+///
+/// Each endpoint gives its oldest due deliveries, no more than `per_endpoint` minus those
+/// it already has in flight (leased and pending, by any replica), so a slow receiver's
+/// backlog neither fills the claim nor holds up the others. Replicas claim for an
+/// endpoint one at a time (a transaction-scoped advisory lock each; an endpoint another
+/// replica is claiming for is skipped), and the claim itself is a later statement, which
+/// sees the leases the replica before committed: the bound holds across replicas.
+pub async fn claim(
+    pool: &sqlx::PgPool,
+    limit: i64,
+    lease_seconds: i32,
+    per_endpoint: i64,
+) -> sqlx::Result<Vec<Claimed>> {
+    let mut tx = pool.begin().await?;
+    let endpoints: Vec<i64> = sqlx::query_scalar!(
+        r#"SELECT id AS "id!" FROM webhook_endpoints
+           WHERE enabled AND pg_try_advisory_xact_lock(hashtextextended('flowdeck:webhook-claim:' || id, 0))"#
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if endpoints.is_empty() {
+        return Ok(Vec::new());
+    }
+    let claimed = sqlx::query_as!(
         Claimed,
-        r#"WITH due AS (
-               SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id
-               WHERE d.state = 'pending' AND d.next_attempt_at <= now() AND w.enabled
-                 AND (d.locked_until IS NULL OR d.locked_until < now())
+        r#"WITH room AS (
+               SELECT w.id, $3 - (SELECT count(*) FROM webhook_deliveries b
+                                  WHERE b.endpoint_id = w.id AND b.state = 'pending'
+                                    AND b.locked_until >= now()) AS free
+               FROM webhook_endpoints w WHERE w.id = ANY($4) AND w.enabled
+           ), due AS (
+               SELECT d.id FROM room r CROSS JOIN LATERAL (
+                   SELECT d.id, d.next_attempt_at FROM webhook_deliveries d
+                   WHERE d.endpoint_id = r.id AND d.state = 'pending' AND d.next_attempt_at <= now()
+                     AND (d.locked_until IS NULL OR d.locked_until < now())
+                   ORDER BY d.next_attempt_at LIMIT greatest(r.free, 0)
+                   FOR UPDATE OF d SKIP LOCKED
+               ) d
                ORDER BY d.next_attempt_at LIMIT $1
-               FOR UPDATE OF d SKIP LOCKED
            ), claimed AS (
                UPDATE webhook_deliveries d SET locked_until = now() + make_interval(secs => $2)
                FROM due WHERE d.id = due.id
@@ -265,9 +295,13 @@ pub async fn claim(db: impl PgExecutor<'_>, limit: i64, lease_seconds: i32) -> s
            FROM claimed c JOIN webhook_endpoints w ON w.id = c.endpoint_id"#,
         limit,
         f64::from(lease_seconds),
+        per_endpoint,
+        &endpoints,
     )
-    .fetch_all(db)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(claimed)
 }
 
 /// What an attempt found.

@@ -15,13 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use ipnet::IpNet;
 use rand::Rng;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, Semaphore, watch};
 
 use super::db::{self, Claimed, Outcome};
 use crate::prefect::PrefectLinks;
@@ -32,6 +31,9 @@ pub const CHANNEL: &str = "flowdeck_webhooks";
 pub const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(24);
 /// How many deliveries one replica sends at once.
 const IN_FLIGHT: usize = 16;
+/// How many deliveries one endpoint has in flight at once (across replicas, as far as
+/// leases tell), so one slow receiver takes only a few of a replica's slots.
+pub const PER_ENDPOINT: i64 = 4;
 /// How long a claim lasts: longer than an attempt can take.
 const LEASE_SECONDS: i32 = 60;
 /// How much of a receiver's answer is kept.
@@ -294,68 +296,152 @@ fn describe(error: &reqwest::Error) -> String {
     }
 }
 
-/// Claims and sends due deliveries until none are left; answers how many were sent.
-pub async fn deliver_due(
-    pool: &PgPool,
-    http: &reqwest::Client,
-    config: &DeliveryConfig,
-) -> sqlx::Result<usize> {
-    let mut sent = 0;
-    loop {
-        let claimed = db::claim(pool, 64, LEASE_SECONDS).await?;
-        if claimed.is_empty() {
-            return Ok(sent);
+/// One replica's deliverer: claims due deliveries as slots free up and sends each in its
+/// own task, so a slow receiver holds only its own slots (at most [`PER_ENDPOINT`]).
+#[derive(Clone)]
+pub struct Deliverer {
+    pool: PgPool,
+    http: reqwest::Client,
+    config: Arc<DeliveryConfig>,
+    slots: Arc<Semaphore>,
+    finished: Arc<Notify>,
+}
+
+impl Deliverer {
+    /// A deliverer sending with [`client`].
+    pub fn new(pool: PgPool, config: DeliveryConfig) -> reqwest::Result<Self> {
+        Ok(Deliverer {
+            http: client(&config)?,
+            pool,
+            config: Arc::new(config),
+            slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+            finished: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Claims due deliveries for the free slots and starts sending them; answers how many
+    /// it started. Each attempt is recorded by its own task.
+    pub async fn start_due(&self) -> sqlx::Result<usize> {
+        let mut started = 0;
+        loop {
+            let free = self.slots.available_permits();
+            if free == 0 {
+                return Ok(started);
+            }
+            let Ok(mut slots) = self.slots.clone().try_acquire_many_owned(free as u32) else {
+                return Ok(started);
+            };
+            let claimed = db::claim(&self.pool, free as i64, LEASE_SECONDS, PER_ENDPOINT).await?;
+            let all_claimed = claimed.len() == free;
+            for one in claimed {
+                let Some(slot) = slots.split(1) else { break };
+                started += 1;
+                let this = self.clone();
+                tokio::spawn(async move {
+                    // Frees the slot and wakes the deliverer however the attempt ends.
+                    let _done = Done {
+                        _slot: slot,
+                        finished: this.finished.clone(),
+                    };
+                    let delivery = one.id;
+                    if let Err(error) = attempt(&this.pool, &this.http, &this.config, one).await {
+                        // Its lease runs out and it is claimed again.
+                        tracing::warn!(%error, webhook.delivery = delivery, "a webhook attempt was not recorded");
+                    }
+                });
+            }
+            if !all_claimed {
+                return Ok(started);
+            }
         }
-        sent += claimed.len();
-        let results: Vec<sqlx::Result<()>> = futures_util::stream::iter(claimed)
-            .map(|c| attempt(pool, http, config, c))
-            .buffer_unordered(IN_FLIGHT)
-            .collect()
-            .await;
-        results.into_iter().collect::<sqlx::Result<()>>()?;
+    }
+
+    /// Whether nothing is being sent.
+    fn idle(&self) -> bool {
+        self.slots.available_permits() == IN_FLIGHT
+    }
+
+    /// Sends until nothing is due and nothing is in flight (tests and benchmarks).
+    pub async fn drain(&self) -> sqlx::Result<()> {
+        loop {
+            let finished = self.finished.notified();
+            let started = self.start_due().await?;
+            if started == 0 && self.idle() {
+                return Ok(());
+            }
+            finished.await;
+        }
+    }
+
+    /// Runs until `shutdown` turns true: woken when deliveries are queued, when a slot
+    /// frees, and every second for retries that came due. At shutdown, the attempts in
+    /// flight are finished and recorded (each takes at most the timeout).
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        self.serve(shutdown).await;
+        let all = u32::try_from(IN_FLIGHT).unwrap_or(u32::MAX);
+        let finishing = self.slots.acquire_many(all);
+        if tokio::time::timeout(self.config.timeout + Duration::from_secs(5), finishing)
+            .await
+            .is_err()
+        {
+            tracing::warn!("webhook attempts still in flight at shutdown are sent again after their lease");
+        }
+    }
+
+    async fn serve(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut listener = match PgListener::connect_with(&self.pool).await {
+            Ok(mut listener) => listener.listen(CHANNEL).await.ok().map(|()| listener),
+            Err(_) => None,
+        };
+        loop {
+            let finished = self.finished.notified();
+            tokio::select! {
+                result = self.start_due() => {
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "webhook deliveries wait for the database");
+                    }
+                }
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            // A lost connection is made again by the next `recv`; meanwhile the second's
+            // poll below keeps time, so a database that is down is not asked in a tight loop.
+            let wake = async {
+                match listener.as_mut() {
+                    Some(listener) => {
+                        if listener.recv().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = wake => {}
+                () = finished => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
     }
 }
 
-/// Runs the deliverer until `shutdown` turns true: woken when deliveries are queued, and
-/// every second for retries that came due.
-pub async fn run(pool: PgPool, config: DeliveryConfig, mut shutdown: watch::Receiver<bool>) {
-    let http = match client(&config) {
-        Ok(http) => http,
-        Err(error) => {
-            tracing::error!(%error, "cannot build the webhook client; no webhooks are sent");
-            return;
-        }
-    };
-    let mut listener = match PgListener::connect_with(&pool).await {
-        Ok(mut listener) => listener.listen(CHANNEL).await.ok().map(|()| listener),
-        Err(_) => None,
-    };
-    loop {
-        tokio::select! {
-            result = deliver_due(&pool, &http, &config) => {
-                if let Err(error) = result {
-                    tracing::warn!(%error, "webhook deliveries wait for the database");
-                }
-            }
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        // A lost connection is made again by the next `recv`; meanwhile the second's
-        // poll below keeps time, so a database that is down is not asked in a tight loop.
-        let wake = async {
-            match listener.as_mut() {
-                Some(listener) => {
-                    if listener.recv().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = wake => {}
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
+/// A slot held by an attempt: freed, and the deliverer woken, when the attempt ends.
+struct Done {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    finished: Arc<Notify>,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.finished.notify_one();
+    }
+}
+
+/// Runs a replica's deliverer until `shutdown` turns true.
+pub async fn run(pool: PgPool, config: DeliveryConfig, shutdown: watch::Receiver<bool>) {
+    match Deliverer::new(pool, config) {
+        Ok(deliverer) => deliverer.run(shutdown).await,
+        Err(error) => tracing::error!(%error, "cannot build the webhook client; no webhooks are sent"),
     }
 }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::AppError;
 use crate::filter::{IdFilter, TextFilter};
 
+pub mod endpoint_page;
 pub mod page;
 
 #[cfg(feature = "ssr")]
@@ -337,7 +338,8 @@ pub async fn create_webhook(
         }),
     };
     let created = service::create(&db, &caller, new).await?;
-    Ok(view! { <page::NewSecret created /> }.to_html())
+    let what = format!("Endpoint {} was created.", created.endpoint.id);
+    Ok(view! { <page::NewSecret created what /> }.to_html())
 }
 
 /// Sends a delivery again from the admin page (a plain form: it comes back to the page).
@@ -346,4 +348,42 @@ pub async fn resend_webhook_delivery(id: i64) -> Result<(), AppError> {
     let db = expect_context::<sqlx::PgPool>();
     let caller = crate::caller::Caller::current()?;
     service::resend(&db, &caller, id).await
+}
+
+/// One endpoint with its latest 50 deliveries and their attempts, for its page.
+#[server(prefix = "/sfn", endpoint = "webhook_detail")]
+pub async fn webhook_detail(id: i64) -> Result<(Endpoint, Vec<Delivery>), AppError> {
+    let db = expect_context::<sqlx::PgPool>();
+    let caller = crate::caller::Caller::current()?;
+    let endpoint = service::get(&db, &caller, id).await?;
+    let deliveries = service::deliveries(&db, &caller, id).await?;
+    Ok((endpoint, deliveries))
+}
+
+/// Enables (clearing why it was disabled) or disables an endpoint from its page (a plain
+/// form: it comes back to the page).
+#[server(prefix = "/sfn", endpoint = "set_webhook_enabled")]
+pub async fn set_webhook_enabled(id: i64, enabled: bool) -> Result<(), AppError> {
+    let db = expect_context::<sqlx::PgPool>();
+    let caller = crate::caller::Caller::current()?;
+    let patch = EndpointPatch {
+        enabled: Some(enabled),
+        ..EndpointPatch::default()
+    };
+    service::update(&db, &caller, id, patch).await.map(drop)
+}
+
+/// Gives an endpoint a new signing secret from its page; answers the notice with it,
+/// once, rendered. The old secret still signs for `overlap_hours` (default 24).
+#[server(prefix = "/sfn", endpoint = "rotate_webhook_secret")]
+pub async fn rotate_webhook_secret(id: i64, overlap_hours: Option<u32>) -> Result<String, AppError> {
+    let db = expect_context::<sqlx::PgPool>();
+    let caller = crate::caller::Caller::current()?;
+    let created = service::rotate(&db, &caller, id, SecretRotation { overlap_hours }).await?;
+    let what = format!(
+        "Endpoint {} has a new secret. Deliveries carry the old secret's signature too until {}.",
+        created.endpoint.id,
+        crate::ui::when(created.endpoint.previous_secret_until)
+    );
+    Ok(view! { <page::NewSecret created what /> }.to_html())
 }

@@ -119,11 +119,12 @@ fn NewEndpointFields() -> impl IntoView {
 /// A new endpoint's secret, shown once (rendered in the answer of `create_webhook`).
 #[cfg(feature = "ssr")]
 #[component]
-pub(super) fn NewSecret(created: super::CreatedEndpoint) -> impl IntoView {
+pub(super) fn NewSecret(created: super::CreatedEndpoint, what: String) -> impl IntoView {
     view! {
         <div class="secret" role="status">
             <p>
-                {format!("Endpoint {} was created. ", created.endpoint.id)}
+                {what}
+                " "
                 <strong>"Copy its signing secret now: it will not be shown again."</strong>
             </p>
             <input class="code" readonly value=created.secret aria-label="The signing secret" />
@@ -145,53 +146,70 @@ pub(super) fn EndpointTable(endpoints: Vec<(Endpoint, Vec<Delivery>)>) -> impl I
     .into_any()
 }
 
-#[component]
-fn EndpointCard(endpoint: Endpoint, deliveries: Vec<Delivery>) -> impl IntoView {
-    let state = if endpoint.enabled {
-        match endpoint.failing_since {
-            Some(since) => (format!("failing since {}", when(Some(since))), "failed"),
-            None => ("enabled".to_owned(), "completed"),
-        }
-    } else {
-        (
+/// An endpoint's state in words, with the badge class that colours it.
+pub(super) fn state(endpoint: &Endpoint) -> (String, &'static str) {
+    match (endpoint.enabled, endpoint.failing_since) {
+        (true, Some(since)) => (format!("failing since {}", when(Some(since))), "failed"),
+        (true, None) => ("enabled".to_owned(), "completed"),
+        (false, _) => (
             format!(
                 "disabled: {}",
-                endpoint.disabled_reason.clone().unwrap_or_default()
+                endpoint.disabled_reason.as_deref().unwrap_or_default()
             ),
             "cancelled",
-        )
-    };
-    let scope = if endpoint.tags.is_empty() && endpoint.pipeline_ids.is_empty() {
-        "every pipeline".to_owned()
-    } else {
-        let ids: Vec<String> = endpoint.pipeline_ids.iter().map(i64::to_string).collect();
-        [ids.join(", "), endpoint.tags.join(", ")]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
+        ),
+    }
+}
+
+/// The badge class that colours a delivery's state.
+pub(super) fn delivery_badge(state: &str) -> &'static str {
+    match state {
+        "delivered" => "completed",
+        "failed" => "failed",
+        _ => "running",
+    }
+}
+
+/// Which pipelines' events an endpoint gets, in words.
+pub(super) fn scope(endpoint: &Endpoint) -> String {
+    if endpoint.tags.is_empty() && endpoint.pipeline_ids.is_empty() {
+        return "every pipeline".to_owned();
+    }
+    let ids: Vec<String> = endpoint.pipeline_ids.iter().map(|id| format!("#{id}")).collect();
+    let tags: Vec<String> = endpoint.tags.iter().map(|tag| format!("tagged {tag}")).collect();
+    ids.into_iter().chain(tags).collect::<Vec<_>>().join(", ")
+}
+
+#[component]
+fn EndpointCard(endpoint: Endpoint, deliveries: Vec<Delivery>) -> impl IntoView {
+    let (state, badge) = state(&endpoint);
+    let summary = format!(
+        "#{} · {} · {} · {}",
+        endpoint.id,
+        endpoint.event_types.join(", "),
+        scope(&endpoint),
+        endpoint.format.as_str()
+    );
     view! {
         <section class="card webhook" data-webhook-id=endpoint.id>
             <h2>
-                <code>{endpoint.url}</code>
+                <a href=format!("/admin/webhooks/{}", endpoint.id)><code>{endpoint.url}</code></a>
                 " "
-                <span class=format!("badge badge-{}", state.1)>{state.0}</span>
+                <span class=format!("badge badge-{badge}")>{state}</span>
             </h2>
             <p class="muted">
-                {format!("#{} · {} · {} · {}", endpoint.id, endpoint.event_types.join(", "), scope, endpoint.format.as_str())}
+                {summary}
                 {(!endpoint.description.is_empty()).then(|| format!(" · {}", endpoint.description))}
             </p>
             <table class="grid deliveries">
                 <thead>
                     <tr>
                         <th>"Event"</th>
-                        <th>"webhook-id"</th>
                         <th>"State"</th>
                         <th>"Attempts"</th>
                         <th>"Last answer"</th>
                         <th>"Happened"</th>
-                        <th></th>
+                        <th><span class="visually-hidden">"Actions"</span></th>
                     </tr>
                 </thead>
                 <tbody>
@@ -213,15 +231,10 @@ fn DeliveryRow(delivery: Delivery) -> impl IntoView {
             (None, Some(error)) => error.clone(),
             (None, None) => "—".to_owned(),
         });
-    let badge = match delivery.state.as_str() {
-        "delivered" => "completed",
-        "failed" => "failed",
-        _ => "running",
-    };
+    let badge = delivery_badge(&delivery.state);
     view! {
         <tr>
             <td>{delivery.event_type}</td>
-            <td><code>{delivery.message_id}</code></td>
             <td><span class=format!("badge badge-{badge}")>{delivery.state}</span></td>
             <td>{delivery.attempts}</td>
             <td>{last.unwrap_or_else(|| "—".to_owned())}</td>
