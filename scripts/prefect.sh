@@ -31,6 +31,10 @@ prefect_env() {
   # The UI is for people (make run); tests leave it off.
   export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 PREFECT_UI_ENABLED="${FLOWDECK_PREFECT_UI:-false}"
   export PREFECT_WORKER_QUERY_SECONDS=1 PREFECT_LOGGING_LEVEL=WARNING
+  # Flow and task run logs go to the API at INFO (the run page shows them), though
+  # Prefect's own loggers stay at WARNING; the server streams new logs to followers.
+  export PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL=INFO PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL=INFO
+  export PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED=true PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED=true
   mkdir -p "$PREFECT_HOME"
 }
 

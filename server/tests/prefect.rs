@@ -175,6 +175,28 @@ async fn submitting_again_returns_the_same_flow_run(db: PgPool) {
     );
 }
 
+/// A finished run of the demo flow told to fail at `Spark Processing`.
+async fn failed_demo_run(
+    app: &TestApp,
+    prefect: &PrefectClient,
+    callback_url: &str,
+    stage_seconds: f64,
+) -> Value {
+    let pipeline = app
+        .pipeline(json!({"name": "demo", "deployment": "etl/demo"}))
+        .await;
+    let accepted = app
+        .start_run(
+            pipeline,
+            json!({"parameters": {"fail_stage": "Spark Processing", "stage_seconds": stage_seconds}}),
+        )
+        .await;
+    let run_id = accepted["id"].as_i64().unwrap();
+    let run = drive(app, prefect, callback_url, run_id, Duration::from_secs(120)).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    run
+}
+
 #[sqlx::test(migrations = "../migrations")]
 #[ignore = "needs a real Prefect: make test runs it"]
 async fn a_failing_stage_fails_the_run_with_its_reason(db: PgPool) {
@@ -182,18 +204,7 @@ async fn a_failing_stage_fails_the_run_with_its_reason(db: PgPool) {
     let prefect = prefect();
     let served = serve(&app).await;
     let callback_url = served.callback_url.clone();
-    let pipeline = app
-        .pipeline(json!({"name": "demo", "deployment": "etl/demo"}))
-        .await;
-    let accepted = app
-        .start_run(
-            pipeline,
-            json!({"parameters": {"fail_stage": "Spark Processing", "stage_seconds": 0}}),
-        )
-        .await;
-    let run_id = accepted["id"].as_i64().unwrap();
-    let run = drive(&app, &prefect, &callback_url, run_id, Duration::from_secs(120)).await;
-    assert_eq!(run["status"], "failed", "{run}");
+    let run = failed_demo_run(&app, &prefect, &callback_url, 0.0).await;
     assert!(
         run["error_message"]
             .as_str()
@@ -489,5 +500,97 @@ async fn a_request_id_and_trace_reach_the_flow_run_and_come_back_with_every_call
             .all(|(_, id)| id.as_deref() == Some(request_id.as_str())),
         "{reported:?}"
     );
+    served.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+#[ignore = "needs a real Prefect: make test runs it"]
+async fn a_runs_flow_logs_are_read_from_prefect_by_level_and_stage(db: PgPool) {
+    let prefect = prefect();
+    let app = TestApp::with(db, |b| b.prefect(Some(Arc::new(prefect.clone())))).await;
+    let served = serve(&app).await;
+    let callback_url = served.callback_url.clone();
+    let run = failed_demo_run(&app, &prefect, &callback_url, 0.2).await;
+    let run_id = run["id"].as_i64().unwrap();
+
+    // The flow's logs reach Prefect in batches: wait for the error that ended it.
+    let logs_of = |query: &str| {
+        let uri = format!("/api/runs/{run_id}/logs{query}");
+        let app = &app;
+        async move { app.get(&uri, &app.viewer).await }
+    };
+    let started = Instant::now();
+    let all = loop {
+        let answer = logs_of("").await;
+        assert_eq!(answer.status, axum::http::StatusCode::OK, "{}", answer.text());
+        let page = answer.json();
+        let errors = page["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["level"] == "error");
+        if errors || started.elapsed() > Duration::from_secs(30) {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(all["prefect_flow_run_id"], run["prefect_flow_run_id"]);
+    let lines = all["logs"].as_array().unwrap();
+    let records = lines
+        .iter()
+        .find(|l| l["message"].as_str().unwrap().starts_with("Data Generation: "))
+        .unwrap_or_else(|| panic!("the first stage's info line: {all:#}"));
+    assert_eq!(records["level"], "info");
+    assert_eq!(
+        records["stage"], "Data Generation",
+        "attributed by time: {records}"
+    );
+    let failure = lines
+        .iter()
+        .find(|l| l["level"] == "error" && l["message"].as_str().unwrap().contains("simulated failure"))
+        .unwrap_or_else(|| panic!("the failure's error line: {all:#}"));
+    assert_eq!(failure["stage"], "Spark Processing", "{failure}");
+    for line in lines {
+        let text = line["message"].as_str().unwrap();
+        assert!(
+            !text.contains("fdc_") || text.contains("fdc_****"),
+            "no callback credential in clear: {text}"
+        );
+    }
+
+    // Only errors; only one stage; a page at a time.
+    let errors = logs_of("?level=error").await.json();
+    assert!(
+        errors["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["level"] == "error" || l["level"] == "critical")
+    );
+    assert!(!errors["logs"].as_array().unwrap().is_empty());
+    let stage = logs_of("?stage=Data%20Generation").await.json();
+    let stage = stage["logs"].as_array().unwrap();
+    assert!(!stage.is_empty() && stage.iter().all(|l| l["stage"] == "Data Generation"));
+    let first = logs_of("?limit=1").await.json();
+    assert_eq!(first["logs"].as_array().unwrap().len(), 1);
+    assert_eq!(first["next_offset"], 1);
+    assert_eq!(first["logs"][0], lines[0]);
+    let second = logs_of("?limit=1&offset=1").await.json();
+    assert_eq!(second["logs"][0], lines[1]);
+
+    // Bad queries are refused, naming the field.
+    for (query, field) in [
+        ("?level=loud", "level"),
+        ("?limit=0", "limit"),
+        ("?order=up", "order"),
+    ] {
+        let answer = logs_of(query).await;
+        assert_eq!(
+            answer.status,
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}"
+        );
+        assert!(answer.text().contains(field), "{query}: {}", answer.text());
+    }
     served.stop().await;
 }

@@ -115,6 +115,38 @@ pub fn looks_like_callback_token(candidate: &str) -> bool {
     has_shape(candidate, CALLBACK_TOKEN_PREFIX)
 }
 
+/// `text` with every API key and callback credential in it masked.
+///
+/// The prefix stays (`fdc_****`), so a reader sees a credential was there but never the
+/// credential. Flow logs may print the parameters Flowdeck passed, the callback
+/// credential among them.
+pub fn mask(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(API_KEY_PREFIX) && !text.contains(CALLBACK_TOKEN_PREFIX) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut masked = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = [API_KEY_PREFIX, CALLBACK_TOKEN_PREFIX]
+        .iter()
+        .filter_map(|prefix| rest.find(prefix).map(|at| (at, prefix.len())))
+        .min()
+    {
+        let (at, prefix_len) = at;
+        let after = at + prefix_len;
+        let secret_len = rest[after..]
+            .bytes()
+            .take_while(u8::is_ascii_alphanumeric)
+            .count();
+        masked.push_str(&rest[..after]);
+        if secret_len > 0 {
+            masked.push_str("****");
+        }
+        rest = &rest[after + secret_len..];
+    }
+    masked.push_str(rest);
+    std::borrow::Cow::Owned(masked)
+}
+
 /// A checksummed secret with this prefix, or one in the shape issued before checksums
 /// (64 hex digits), which stays valid until it expires or is revoked.
 fn has_shape(candidate: &str, prefix: &str) -> bool {
@@ -133,6 +165,23 @@ fn has_shape(candidate: &str, prefix: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_text_are_masked_and_the_rest_kept() {
+        let token = new_callback_token().clear;
+        let key = new_api_key().clear;
+        let line = format!("params: {{'flowdeck_token': '{token}', 'key': {key}}} fdc_ and done");
+        let masked = mask(&line);
+        assert!(
+            !masked.contains(&token[4..]) && !masked.contains(&key[4..]),
+            "{masked}"
+        );
+        assert_eq!(
+            masked,
+            "params: {'flowdeck_token': 'fdc_****', 'key': fdk_****} fdc_ and done"
+        );
+        assert!(matches!(mask("nothing here"), std::borrow::Cow::Borrowed(_)));
+    }
 
     #[test]
     fn api_keys_are_prefixed_checksummed_random_and_hash_to_what_is_stored() {

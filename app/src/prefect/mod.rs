@@ -148,6 +148,35 @@ pub struct SetStateResult {
     pub state: Option<FlowRunState>,
 }
 
+/// One log line of a flow run, as Prefect stores it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PrefectLog {
+    /// Log id.
+    pub id: String,
+    /// The logger's name (`prefect.flow_runs`, `prefect.task_runs`, …).
+    pub name: String,
+    /// Python's level number: 10 debug, 20 info, 30 warning, 40 error, 50 critical.
+    pub level: i32,
+    /// The line.
+    pub message: String,
+    /// When it was written.
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    /// The task run that wrote it, if a task did.
+    #[serde(default)]
+    pub task_run_id: Option<String>,
+}
+
+/// Which page of logs to read.
+#[derive(Debug, Clone, Copy)]
+pub struct LogPage {
+    /// At most this many (Prefect's limit is 200).
+    pub limit: usize,
+    /// Skip this many first.
+    pub offset: usize,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+}
+
 /// What to create a flow run with.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewFlowRun {
@@ -423,6 +452,24 @@ impl PrefectClient {
             .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(named)
+    }
+
+    /// One page of a flow run's logs (`POST /logs/filter`), at or above `min_level`, by
+    /// time (oldest first unless `newest_first`); Prefect answers at most 200 a page.
+    pub async fn flow_run_logs(
+        &self,
+        flow_run_id: &str,
+        min_level: i32,
+        page: LogPage,
+    ) -> Result<Vec<PrefectLog>, PrefectError> {
+        let body = json!({
+            "logs": { "flow_run_id": { "any_": [flow_run_id] }, "level": { "ge_": min_level } },
+            "sort": if page.newest_first { "TIMESTAMP_DESC" } else { "TIMESTAMP_ASC" },
+            "limit": page.limit.min(200),
+            "offset": page.offset,
+        });
+        self.call("filter_logs", Method::POST, "/logs/filter", Some(body))
+            .await
     }
 
     /// Creates a flow run of a deployment (`POST /deployments/{id}/create_flow_run`).

@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::filter::RunFilter;
+use super::logs::{self, LogQuery, RunLogs};
 use super::reports::ReportWriter;
 use super::triggers::TriggerWriter;
 use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
@@ -19,7 +20,7 @@ use crate::api::cache::{Answers, Touched};
 use crate::api::encoding::KeptJson;
 use crate::api::responses::Errors;
 use crate::api::rules::{self, MAX_NAME, Rule, text};
-use crate::api::{ApiId, ApiJson, OptionalJson};
+use crate::api::{ApiId, ApiJson, ApiQuery, OptionalJson};
 use crate::auth::limits::Limits;
 use crate::caller::Caller;
 use crate::error::{AppError, Result};
@@ -151,6 +152,23 @@ async fn get_run(
         .map(KeptJson)
 }
 
+/// A page of a run's flow logs, read from Prefect.
+#[utoipa::path(get, path = "/api/runs/{id}/logs", tag = "runs",
+    description = "Role: viewer. The flow run's Prefect logs (flow and task logs), oldest first, each with the stage that was running when it was written; credentials Flowdeck passed to the flow are masked. Empty before the run is submitted.",
+    params(("id" = i64, Path, description = "Run id", minimum = 1), LogQuery),
+    responses((status = 200, description = "The lines", body = RunLogs), Errors))]
+async fn run_logs(
+    State(db): State<PgPool>,
+    State(prefect): State<Option<Arc<PrefectClient>>>,
+    caller: Caller,
+    ApiId(id): ApiId,
+    ApiQuery(query): ApiQuery<LogQuery>,
+) -> Result<Json<RunLogs>> {
+    logs::page(&db, prefect.as_deref(), &caller, id, &query)
+        .await
+        .map(Json)
+}
+
 /// A stage or run status report (the seed's callback).
 #[utoipa::path(post, path = "/api/status-update/", tag = "runs",
     description = "Role: operator, or the run's own callback credential. Duplicates (same `event_id`) and stale reports change nothing.",
@@ -239,6 +257,7 @@ where
         .routes(routes!(create_run))
         .routes(routes!(trigger_pipeline))
         .routes(routes!(get_run))
+        .routes(routes!(run_logs))
         .routes(routes!(cancel_run))
         .routes(routes!(retry_run))
         .routes(routes!(update_status))

@@ -9,6 +9,7 @@ use crate::status::RunStatus;
 
 pub mod charts;
 pub mod filter;
+pub mod logs;
 pub mod params;
 
 /// The prefix of the run event ids Flowdeck makes itself (Prefect states, submissions);
