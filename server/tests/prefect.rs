@@ -214,6 +214,32 @@ async fn a_failing_stage_fails_the_run_with_its_reason(db: PgPool) {
     );
     assert_eq!(run["stages"][1]["status"], "completed");
     assert_eq!(run["stages"][2]["status"], "failed");
+    // Why, in one place: the stage, its report, and Prefect's final word (the run failed
+    // by its stage's report first; Prefect's final state is followed after it).
+    let started = Instant::now();
+    let run = loop {
+        sync_once(&app.db, &prefect).await.ok();
+        let run = app.run(run["id"].as_i64().unwrap()).await;
+        if !run["prefect_message"].is_null() || started.elapsed() > Duration::from_secs(30) {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let failure = &run["failure"];
+    assert_eq!(failure["stage"], "Spark Processing", "{run}");
+    assert!(
+        failure["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Spark Processing: simulated failure"),
+        "{run}"
+    );
+    assert!(
+        failure["prefect_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("simulated failure")),
+        "Prefect's state message: {run}"
+    );
     assert_eq!(run["stages"][3]["status"], "pending");
     served.stop().await;
 }

@@ -453,3 +453,66 @@ async fn a_remembered_key_is_refused_once_revoked_here_or_elsewhere_or_expired(d
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(status(quiet).await, StatusCode::UNAUTHORIZED, "expired");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_failed_run_says_why_in_the_api_and_on_its_pages(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    let pipeline = app
+        .pipeline(json!({"name": "Why", "stages": ["extract", "load"]}))
+        .await;
+    let run = app.start_run(pipeline, json!({})).await["id"].as_i64().unwrap();
+    assert_eq!(
+        app.run(run).await["failure"],
+        Value::Null,
+        "a pending run has no failure"
+    );
+    let report = app
+        .post(
+            "/api/status-update/",
+            &app.operator,
+            json!({"run_id": run, "stage_name": "extract", "status": "failed", "error_message": "disk full"}),
+        )
+        .await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.text());
+    // Prefect's final state arrives after the stage's report: its message is kept beside it.
+    let state = app::runs::service::PrefectState {
+        status: app::status::RunStatus::Failed,
+        name: "Failed".into(),
+        key: "test-failed".into(),
+        message: Some("Flow run encountered an exception: OSError".into()),
+        at: None,
+    };
+    app::runs::service::apply_prefect_state(&db, run, &state)
+        .await
+        .unwrap();
+
+    let read = app.run(run).await;
+    let failure = &read["failure"];
+    assert_eq!(failure["stage"], "extract", "{read}");
+    assert_eq!(failure["stage_error"], "disk full");
+    assert_eq!(
+        failure["prefect_message"],
+        "Flow run encountered an exception: OSError"
+    );
+    assert_eq!(failure["reason"], "extract: disk full");
+
+    // The run page says why at its top, the pipeline page beside the run, the dashboard
+    // on its badge.
+    let cookie = common::session_cookie(&app, &app.viewer).await;
+    for (uri, needle) in [
+        (format!("/runs/{run}"), "Why it failed"),
+        (format!("/pipelines/{pipeline}"), "run-failure"),
+        ("/".to_owned(), r#"title="extract: disk full""#),
+    ] {
+        let request = axum::http::Request::get(&uri)
+            .header("cookie", &cookie)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let html = app.send(request).await.text();
+        assert!(html.contains(needle), "{uri} lacks {needle}");
+        assert!(html.contains("extract: disk full"), "{uri} lacks the reason");
+        if uri.starts_with("/runs/") {
+            assert!(html.contains("Prefect: Flow run encountered an exception: OSError"));
+        }
+    }
+}

@@ -33,7 +33,6 @@ use crate::prefect::{PrefectClient, PrefectLinks};
 use crate::runs::filter::RunFilter;
 use crate::runs::triggers::TriggerWriter;
 use crate::runs::{self, Run, TriggerRequest};
-use crate::status::RunStatus;
 
 pub mod http;
 
@@ -141,15 +140,7 @@ fn caller_of(http: &::http::request::Parts) -> Result<Caller, AppError> {
 
 /// A run with what an agent asks first: how long it took and, if it failed, why.
 fn run_json(run: Run, links: &PrefectLinks) -> Value {
-    let failure = run
-        .stages
-        .iter()
-        .find(|s| matches!(s.status, RunStatus::Failed | RunStatus::Crashed))
-        .map(|s| json!({"stage": s.name, "message": s.error_message}))
-        .or_else(|| {
-            matches!(run.status, RunStatus::Failed | RunStatus::Crashed)
-                .then(|| json!({"stage": null, "message": run.error_message}))
-        });
+    let failure = run.failure.clone();
     let seconds = run.started_at.map(|start| {
         (run.ended_at.unwrap_or_else(chrono::Utc::now) - start).num_milliseconds() as f64 / 1000.0
     });
@@ -332,7 +323,7 @@ impl Flowdeck {
 
     /// A run with its stages and, when it failed, why.
     #[tool(
-        description = "Read a run: status, stages with their timings, records processed, and for a failed run the failed stage and its error.",
+        description = "Read a run: status, stages with their timings, records processed, and for a failed run `failure`: the failed stage, its error, Prefect's final message and the reason in one line.",
         annotations(read_only_hint = true)
     )]
     async fn get_run(

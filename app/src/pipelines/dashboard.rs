@@ -228,13 +228,17 @@ pub(super) fn DashboardRows(page: Page, query: DashboardQuery) -> impl IntoView 
                     view! { " " <a class="tag" href=href>{t.clone()}</a> }
                 })
                 .collect_view();
+            // Why the latest run failed, on hover.
+            let reason = matches!(p.status, RunStatus::Failed | RunStatus::Crashed)
+                .then(|| crate::runs::failure_reason(&p.stages, p.error_message.as_deref()))
+                .flatten();
             view! {
                 <tr data-testid="pipeline-row">
                     <td>
                         <a href=format!("/pipelines/{}", p.id)>{p.name}</a>
                         <div class="muted small">{p.slug}{tags}</div>
                     </td>
-                    <td><StatusBadge status=p.status /></td>
+                    <td title=reason><StatusBadge status=p.status /></td>
                     <td><StageDots stages=p.stages.into_iter().map(|s| (s.name, s.status)).collect() /></td>
                     <td><Sparkline points=p.recent_runs /></td>
                     <td class="num">{p.records_processed}</td>

@@ -158,7 +158,10 @@ fn PipelineView(
                             .map(|r| view! {
                                 <tr data-testid="run-row">
                                     <td><a href=format!("/runs/{}", r.id)>{format!("#{}", r.id)}</a></td>
-                                    <td><StatusBadge status=r.status /></td>
+                                    <td>
+                                        <StatusBadge status=r.status />
+                                        {r.failure.as_ref().map(|f| view! { <div class="form-error small" data-testid="run-failure">{f.reason.clone()}</div> })}
+                                    </td>
                                     <td class="small">{r.actor.clone()}" via "{r.source.clone()}</td>
                                     <td class="small">{when(Some(r.created_at))}</td>
                                     <td class="num">{r.records_processed}</td>

@@ -169,6 +169,7 @@ pub struct RunRow {
     retry_of_run_id: Option<i64>,
     prefect_flow_run_id: Option<String>,
     prefect_state: Option<String>,
+    prefect_message: Option<String>,
     records_processed: i64,
     error_message: Option<String>,
     created_at: DateTime<Utc>,
@@ -183,7 +184,7 @@ impl RunRow {
     /// The columns of a [`RunRow`], from `runs r JOIN pipelines p`.
     pub const COLUMNS: &str = "r.id, r.pipeline_id, p.name AS pipeline_name, r.status, r.parameters, \
         r.actor, r.source, r.request_id, r.idempotency_key, r.retry_of_run_id, \
-        r.prefect_flow_run_id, r.prefect_state, r.records_processed, r.error_message, \
+        r.prefect_flow_run_id, r.prefect_state, r.prefect_message, r.records_processed, r.error_message, \
         r.created_at, r.submitted_at, r.started_at, r.ended_at, r.updated_at, r.stuck_since";
 }
 
@@ -202,6 +203,7 @@ impl From<RunRow> for Run {
             retry_of_run_id: r.retry_of_run_id,
             prefect_flow_run_id: r.prefect_flow_run_id,
             prefect_state: r.prefect_state,
+            prefect_message: r.prefect_message,
             records_processed: r.records_processed,
             error_message: r.error_message,
             created_at: r.created_at,
@@ -212,7 +214,9 @@ impl From<RunRow> for Run {
             stuck_since: r.stuck_since,
             prefect_url: None,
             stages: Vec::new(),
+            failure: None,
         }
+        .explained()
     }
 }
 
@@ -227,7 +231,7 @@ pub async fn runs_by_ids(db: impl PgExecutor<'_>, run_ids: &[i64]) -> sqlx::Resu
         RunRow,
         "SELECT r.id, r.pipeline_id, p.name AS pipeline_name, r.status, r.parameters, r.actor,
                 r.source, r.request_id, r.idempotency_key, r.retry_of_run_id,
-                r.prefect_flow_run_id, r.prefect_state, r.records_processed, r.error_message,
+                r.prefect_flow_run_id, r.prefect_state, r.prefect_message, r.records_processed, r.error_message,
                 r.created_at, r.submitted_at, r.started_at, r.ended_at, r.updated_at, r.stuck_since
          FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
          WHERE r.id = ANY($1)",
@@ -248,7 +252,7 @@ pub async fn runs_for_pipeline(
         RunRow,
         "SELECT r.id, r.pipeline_id, p.name AS pipeline_name, r.status, r.parameters, r.actor,
                 r.source, r.request_id, r.idempotency_key, r.retry_of_run_id,
-                r.prefect_flow_run_id, r.prefect_state, r.records_processed, r.error_message,
+                r.prefect_flow_run_id, r.prefect_state, r.prefect_message, r.records_processed, r.error_message,
                 r.created_at, r.submitted_at, r.started_at, r.ended_at, r.updated_at, r.stuck_since
          FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
          WHERE r.pipeline_id = $1

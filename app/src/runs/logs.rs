@@ -227,6 +227,7 @@ mod service {
         let mut from = 0;
         // One more than asked, to know whether there is a next page; a stage's lines are
         // looked for in at most 10,000 of the run's.
+        let mut exhausted = false;
         for _ in 0..50 {
             let window = LogPage {
                 limit: 200,
@@ -255,14 +256,17 @@ mod service {
                 }
                 kept.push(log);
             }
+            exhausted = last_page;
             if last_page || kept.len() > limit {
                 break;
             }
         }
-        let more = kept.len() > limit;
+        // More lines, or a stage's lines not all looked for yet (the next page goes on).
+        let more = kept.len() > limit || !exhausted;
         kept.truncate(limit);
+        let next = offset + kept.len();
         Ok(RunLogs {
-            next_offset: more.then(|| (offset + limit) as i64),
+            next_offset: (more && next <= 100_000).then_some(next as i64),
             logs: kept,
             ..empty(&run)
         })

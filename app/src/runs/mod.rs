@@ -115,6 +115,9 @@ pub struct Run {
     pub prefect_flow_run_id: Option<String>,
     /// Prefect's state name, as last seen.
     pub prefect_state: Option<String>,
+    /// The message of that state, if Prefect gave one.
+    #[serde(default)]
+    pub prefect_message: Option<String>,
     /// Records processed, as reported.
     pub records_processed: i64,
     /// Why the run failed, if it did.
@@ -136,6 +139,60 @@ pub struct Run {
     pub prefect_url: Option<String>,
     /// Its stages, in order (empty in run listings).
     pub stages: Vec<Stage>,
+    /// Why it failed, when it failed or crashed.
+    #[serde(default)]
+    pub failure: Option<RunFailure>,
+}
+
+/// Why a failed or crashed run ended so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct RunFailure {
+    /// The stage that failed, if one reported failing (single-run reads only: listings do
+    /// not read stages).
+    pub stage: Option<String>,
+    /// The error that stage reported.
+    pub stage_error: Option<String>,
+    /// The message of Prefect's final state (`Flow run encountered an exception: …`).
+    pub prefect_message: Option<String>,
+    /// The reason in one line, for badges and lists.
+    pub reason: String,
+}
+
+/// The stage that failed among `stages`, if one did.
+pub fn failed_stage(stages: &[Stage]) -> Option<&Stage> {
+    stages
+        .iter()
+        .find(|s| matches!(s.status, RunStatus::Failed | RunStatus::Crashed))
+}
+
+/// A failure's reason in one line: the failed stage with what it reported, else `error`.
+pub fn failure_reason(stages: &[Stage], error: Option<&str>) -> Option<String> {
+    match failed_stage(stages) {
+        Some(stage) => Some(match &stage.error_message {
+            Some(reported) => format!("{}: {reported}", stage.name),
+            None => format!("{} {}", stage.name, stage.status.as_str()),
+        }),
+        None => error.map(str::to_owned),
+    }
+}
+
+impl Run {
+    /// The run with [`Run::failure`] worked out from its status, stages and messages.
+    pub fn explained(mut self) -> Self {
+        self.failure = matches!(self.status, RunStatus::Failed | RunStatus::Crashed).then(|| {
+            let failed = failed_stage(&self.stages);
+            RunFailure {
+                stage: failed.map(|s| s.name.clone()),
+                stage_error: failed.and_then(|s| s.error_message.clone()),
+                prefect_message: self.prefect_message.clone(),
+                reason: failure_reason(&self.stages, self.error_message.as_deref())
+                    .or_else(|| self.prefect_message.clone())
+                    .unwrap_or_else(|| format!("{} without a reason given", self.status.as_str())),
+            }
+        });
+        self
+    }
 }
 
 #[cfg(feature = "ssr")]

@@ -137,7 +137,20 @@ pub(super) fn RunHead(run: Run) -> impl IntoView {
             " / run"
         </p>
         <h1>{format!("Run #{id} ")}<StatusBadge status=run.status /></h1>
-        {run.error_message.map(|e| view! { <p class="form-error">{e}</p> })}
+        {match run.failure {
+            Some(failure) => {
+                let prefect = failure.prefect_message.filter(|m| *m != failure.reason);
+                view! {
+                    <section class="failure" aria-labelledby="failure-head">
+                        <h2 id="failure-head">"Why it failed"</h2>
+                        <p data-testid="failure-reason">{failure.reason}</p>
+                        {prefect.map(|m| view! { <p class="muted small">{format!("Prefect: {m}")}</p> })}
+                    </section>
+                }
+                .into_any()
+            }
+            None => run.error_message.map(|e| view! { <p class="form-error">{e}</p> }).into_any(),
+        }}
         {run.stuck_since.map(|since| view! {
             <p class="form-error" role="status">
                 {format!("No report since {} — the run may be stuck.", when(Some(since)))}

@@ -541,7 +541,7 @@ async fn get_unchecked(pool: &PgPool, run_id: i64) -> Result<Run> {
         .await?
         .ok_or_else(|| AppError::not_found("Run"))?;
     run.stages = db::stages_for_runs(pool, &[run_id]).await?;
-    Ok(run)
+    Ok(run.explained())
 }
 
 /// The latest runs of a pipeline, newest first.
@@ -549,7 +549,16 @@ async fn get_unchecked(pool: &PgPool, run_id: i64) -> Result<Run> {
 pub async fn recent_for_pipeline(pool: &PgPool, caller: &Caller, pipeline_id: i64) -> Result<Vec<Run>> {
     caller.require(Role::Viewer)?;
     caller.sees_pipeline(pool, pipeline_id).await?;
-    Ok(db::runs_for_pipeline(pool, pipeline_id, RECENT_RUNS).await?)
+    let mut runs = db::runs_for_pipeline(pool, pipeline_id, RECENT_RUNS).await?;
+    // Their stages, so each failure names its stage.
+    let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let mut stages = db::stages_for_runs(pool, &ids).await?;
+    for run in &mut runs {
+        let (own, rest) = stages.drain(..).partition(|s| s.run_id == Some(run.id));
+        stages = rest;
+        run.stages = own;
+    }
+    Ok(runs.into_iter().map(Run::explained).collect())
 }
 
 fn validate_update(update: &StatusUpdate) -> Result<RunStatus> {
@@ -675,12 +684,13 @@ pub async fn apply_prefect_state(pool: &PgPool, run_id: i64, state: &PrefectStat
     if !fresh {
         return Ok(());
     }
-    sync::db::set_prefect_state(&mut *tx, run_id, &state.name).await?;
     let newer = run.reported_at.is_none_or(|last| at >= last);
+    // A flow's exception may quote its parameters, the callback credential among them.
+    let message = state.message.as_deref().map(crate::auth::secrets::mask);
+    sync::db::set_prefect_state(&mut *tx, run_id, &state.name, message.as_deref(), newer).await?;
     let moved = run.status.on_report(state.status, newer) == Change::Move;
     if moved {
-        let error = state
-            .message
+        let error = message
             .as_deref()
             .filter(|_| matches!(state.status, RunStatus::Failed | RunStatus::Crashed));
         run.move_to(state.status, error, None, at);

@@ -10,17 +10,25 @@ pub struct FollowedRun {
     pub flow_run_id: String,
 }
 
-/// Unfinished runs that Prefect knows, oldest first.
-pub async fn unfinished_submitted_runs(
-    db: impl PgExecutor<'_>,
-    limit: i64,
-) -> sqlx::Result<Vec<FollowedRun>> {
+/// The runs to ask Prefect about.
+///
+/// Unfinished runs that Prefect knows, oldest first, and runs that finished in the last
+/// 10 minutes (by their own report, say) while Prefect had not yet shown its final state,
+/// so that state and its message are recorded too.
+pub async fn runs_to_follow(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<FollowedRun>> {
     sqlx::query_as!(
         FollowedRun,
-        r#"SELECT id, prefect_flow_run_id AS "flow_run_id!" FROM runs
-           WHERE prefect_flow_run_id IS NOT NULL
-             AND status NOT IN ('completed', 'failed', 'cancelled', 'crashed')
-           ORDER BY id LIMIT $1"#,
+        r#"(SELECT id AS "id!", prefect_flow_run_id AS "flow_run_id!" FROM runs
+            WHERE prefect_flow_run_id IS NOT NULL
+              AND status NOT IN ('completed', 'failed', 'cancelled', 'crashed')
+            ORDER BY id LIMIT $1)
+           UNION ALL
+           (SELECT id, prefect_flow_run_id FROM runs
+            WHERE ended_at > now() - interval '10 minutes' AND prefect_flow_run_id IS NOT NULL
+              AND status IN ('completed', 'failed', 'cancelled', 'crashed')
+              AND prefect_state IS DISTINCT FROM 'Completed' AND prefect_state IS DISTINCT FROM 'Failed'
+              AND prefect_state IS DISTINCT FROM 'Crashed' AND prefect_state IS DISTINCT FROM 'Cancelled'
+            ORDER BY ended_at DESC LIMIT $1)"#,
         limit
     )
     .fetch_all(db)
@@ -34,12 +42,25 @@ pub async fn run_for_flow_run(db: impl PgExecutor<'_>, flow_run_id: &str) -> sql
         .await
 }
 
-/// Records Prefect's state name on a run.
-pub async fn set_prefect_state(db: impl PgExecutor<'_>, run_id: i64, state_name: &str) -> sqlx::Result<()> {
+/// Records Prefect's state name on a run, and its message unless the state is older than
+/// what the run already knows (`newer` false) and a message is kept.
+pub async fn set_prefect_state(
+    db: impl PgExecutor<'_>,
+    run_id: i64,
+    state_name: &str,
+    message: Option<&str>,
+    newer: bool,
+) -> sqlx::Result<()> {
     sqlx::query!(
-        "UPDATE runs SET prefect_state = $2 WHERE id = $1 AND prefect_state IS DISTINCT FROM $2",
+        "UPDATE runs SET prefect_state = $2,
+                prefect_message = CASE WHEN $4 OR prefect_message IS NULL THEN $3 ELSE prefect_message END
+         WHERE id = $1
+           AND (prefect_state IS DISTINCT FROM $2
+                OR (($4 OR prefect_message IS NULL) AND prefect_message IS DISTINCT FROM $3))",
         run_id,
-        state_name
+        state_name,
+        message,
+        newer
     )
     .execute(db)
     .await?;

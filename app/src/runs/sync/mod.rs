@@ -89,7 +89,7 @@ fn streamed_state(change: &StateChange) -> Option<PrefectState> {
 
 /// Polls Prefect once for every unfinished submitted run; returns how many it looked at.
 pub async fn sync_once(pool: &PgPool, prefect: &PrefectClient) -> crate::error::Result<usize> {
-    let followed = db::unfinished_submitted_runs(pool, BATCH).await?;
+    let followed = db::runs_to_follow(pool, BATCH).await?;
     if followed.is_empty() {
         return Ok(0);
     }

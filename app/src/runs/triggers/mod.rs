@@ -268,6 +268,7 @@ fn new_run(runs: &db::NewRuns, index: usize, locked: &db::Locked, recorded: db::
         retry_of_run_id: None,
         prefect_flow_run_id: None,
         prefect_state: None,
+        prefect_message: None,
         records_processed: 0,
         error_message: None,
         created_at: recorded.created_at,
@@ -277,6 +278,7 @@ fn new_run(runs: &db::NewRuns, index: usize, locked: &db::Locked, recorded: db::
         updated_at: recorded.updated_at,
         stuck_since: None,
         prefect_url: None,
+        failure: None,
         stages,
     })
 }
