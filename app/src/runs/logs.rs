@@ -229,8 +229,13 @@ mod service {
         // looked for in at most 10,000 of the run's.
         let mut exhausted = false;
         for _ in 0..50 {
+            // A stage's lines are looked for in full pages; otherwise only what is missing.
             let window = LogPage {
-                limit: 200,
+                limit: if query.stage.is_some() {
+                    200
+                } else {
+                    (limit + 1 - kept.len()).min(200)
+                },
                 offset: if query.stage.is_some() {
                     from
                 } else {

@@ -114,7 +114,8 @@ async fn deliveries(
     caller: Caller,
     ApiId(id): ApiId,
 ) -> Result<Json<Vec<Delivery>>> {
-    service::deliveries(&db, &caller, id).await.map(Json)
+    let (_, deliveries) = service::detail(&db, &caller, id).await?;
+    Ok(Json(deliveries))
 }
 
 /// Sends a delivery again.

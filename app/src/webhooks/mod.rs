@@ -355,9 +355,7 @@ pub async fn resend_webhook_delivery(id: i64) -> Result<(), AppError> {
 pub async fn webhook_detail(id: i64) -> Result<(Endpoint, Vec<Delivery>), AppError> {
     let db = expect_context::<sqlx::PgPool>();
     let caller = crate::caller::Caller::current()?;
-    let endpoint = service::get(&db, &caller, id).await?;
-    let deliveries = service::deliveries(&db, &caller, id).await?;
-    Ok((endpoint, deliveries))
+    service::detail(&db, &caller, id).await
 }
 
 /// Enables (clearing why it was disabled) or disables an endpoint from its page (a plain

@@ -269,11 +269,11 @@ pub async fn rotate(
     })
 }
 
-/// An endpoint's latest 50 deliveries with their attempts.
-pub async fn deliveries(pool: &PgPool, caller: &Caller, id: i64) -> Result<Vec<Delivery>> {
+/// An endpoint with its latest 50 deliveries and their attempts.
+pub async fn detail(pool: &PgPool, caller: &Caller, id: i64) -> Result<(Endpoint, Vec<Delivery>)> {
     caller.require(Role::Admin)?;
-    db::fetch(pool, id).await?;
-    Ok(db::deliveries(pool, &[id], 50).await?)
+    let endpoint = db::fetch(pool, id).await?;
+    Ok((endpoint, db::deliveries(pool, &[id], 50).await?))
 }
 
 /// The newest 200 endpoints, each with its latest `per_endpoint` deliveries (the admin
@@ -310,9 +310,10 @@ pub async fn resend(pool: &PgPool, caller: &Caller, delivery_id: i64) -> Result<
         .ok_or_else(|| AppError::not_found("Webhook delivery"))?;
     let target = format!("webhook_delivery:{delivery_id}");
     record::success(&mut *tx, caller, "webhook.resend", &target).await?;
-    tx.commit().await?;
+    // Delivered at commit: the deliverers wake once the delivery is due.
     sqlx::query("SELECT pg_notify('flowdeck_webhooks', '')")
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(())
 }
