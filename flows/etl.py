@@ -5,17 +5,30 @@ Flowdeck's status endpoint with the run's own callback credential, the trigger's
 id (`X-Request-ID`) and its trace context (`traceparent`). Callbacks use only the
 standard library; each carries an `event_id` kept across retries, so Flowdeck ignores
 repeats, and the time the change happened, so Flowdeck applies them in order.
+
+Each stage is a Prefect task run named after the stage. It reads the previous stage's
+output and leaves its own as a JSON file under `FLOWDECK_DEMO_OUTPUTS` (one folder per
+flow run), so a restart can begin at a later stage: Flowdeck then passes
+`flowdeck_resume` = `{"from_stage": name, "outputs": {earlier stage: the flow run whose
+output it reuses}}`. The flow checks every reused output is still there before running
+anything, and fails at the first stage it would run, saying which output is gone, if one
+is not.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
 from datetime import datetime, timezone
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+from prefect.runtime import flow_run as this_flow_run
 
 STAGES = [
     "Data Generation",
@@ -38,6 +51,44 @@ TIMEOUT_S = 5.0
 
 class StageFailed(RuntimeError):
     """A stage failed on purpose (the `fail_stage` parameter)."""
+
+
+class OutputGone(RuntimeError):
+    """A restart needs an earlier run's stage output that is no longer there."""
+
+
+def outputs_dir():
+    return os.environ.get("FLOWDECK_DEMO_OUTPUTS") or os.path.join(tempfile.gettempdir(), "flowdeck-demo-outputs")
+
+
+def output_path(flow_run_id, name):
+    """Where the stage `name` of flow run `flow_run_id` leaves its output."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    folder = re.sub(r"[^A-Za-z0-9-]", "_", str(flow_run_id))
+    return os.path.join(outputs_dir(), folder, f"{slug}.json")
+
+
+def read_output(flow_run_id, name):
+    with open(output_path(flow_run_id, name), encoding="utf-8") as file:
+        return json.load(file)
+
+
+def write_output(flow_run_id, name, output):
+    path = output_path(flow_run_id, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    staged = path + ".tmp"
+    with open(staged, "w", encoding="utf-8") as file:
+        json.dump(output, file)
+    os.replace(staged, path)
+
+
+@task(task_run_name="{name}", cache_policy=NONE)
+def run_stage(name: str, generated: int, fail: bool, seconds: float) -> dict:
+    """One stage's work: `generated` rows in, the share of them it keeps out."""
+    time.sleep(max(0.0, seconds))
+    if fail:
+        raise StageFailed(f"simulated failure in stage '{name}'")
+    return {"stage": name, "generated": generated, "records": int(generated * KEPT[name])}
 
 
 def trace_parent():
@@ -95,6 +146,7 @@ def etl(
     rows: int = 1000,
     fail_stage: str | None = None,
     stage_seconds: float = 0.5,
+    flowdeck_resume: dict | None = None,
 ) -> dict:
     logger = get_run_logger()
     traceparent = trace_parent()
@@ -103,15 +155,34 @@ def etl(
         report(flowdeck_callback_url, flowdeck_token, flowdeck_request_id,
                dict(payload, run_id=flowdeck_run_id), logger, traceparent)
 
+    resume = flowdeck_resume or {}
+    start_at = resume.get("from_stage") or STAGES[0]
+    if start_at not in STAGES:
+        raise ValueError(f"flowdeck_resume.from_stage must be one of {', '.join(STAGES)}, not {start_at!r}")
+    start = STAGES.index(start_at)
+    reused = resume.get("outputs") or {}
+    generated = rows
+    for name in STAGES[:start]:
+        source = reused.get(name)
+        try:
+            generated = read_output(source, name)["generated"]
+        except (OSError, ValueError, KeyError, TypeError):
+            message = (f"cannot start at '{start_at}': the output of '{name}' from flow run {source} is gone "
+                       f"(looked in {output_path(source, name)}); retry every stage instead")
+            send({"stage_name": start_at, "status": "failed", "error_message": message})
+            raise OutputGone(message)
+        logger.info("%s: reusing the output of flow run %s", name, source)
+
     processed = {}
-    for name in STAGES:
+    for name in STAGES[start:]:
         send({"stage_name": name, "status": "running"})
-        time.sleep(max(0.0, stage_seconds))
-        if fail_stage == name:
-            message = f"simulated failure in stage '{name}'"
-            send({"stage_name": name, "status": "failed", "error_message": message})
-            raise StageFailed(message)
-        processed[name] = int(rows * KEPT[name])
+        try:
+            output = run_stage(name, generated, fail_stage == name, stage_seconds)
+        except StageFailed as error:
+            send({"stage_name": name, "status": "failed", "error_message": str(error)})
+            raise
+        write_output(this_flow_run.id, name, output)
+        processed[name] = output["records"]
         send({"stage_name": name, "status": "completed", "records_processed": processed[name]})
         logger.info("%s: %d records", name, processed[name])
     return processed

@@ -57,6 +57,14 @@ PARAMETERS = {
                        "position": 5, "title": "Fail at stage", "description": "Make this stage fail"},
         "stage_seconds": {"type": "number", "default": 0.5, "minimum": 0, "position": 6,
                           "title": "Seconds per stage", "description": "Simulated work per stage"},
+        "flowdeck_resume": {
+            "anyOf": [{"type": "object", "additionalProperties": False, "required": ["from_stage", "outputs"],
+                       "properties": {"from_stage": {"type": "string", "enum": STAGES},
+                                      "outputs": {"type": "object",
+                                                  "additionalProperties": {"anyOf": [{"type": "string"},
+                                                                                     {"type": "null"}]}}}},
+                      {"type": "null"}],
+            "default": None, "position": 7, "title": "Restart", "description": "Set by Flowdeck on a restart"},
     },
     "additionalProperties": False,
 }

@@ -17,10 +17,11 @@ prefect_port="$(free_port)"
 trap '"$ROOT/scripts/prefect.sh" stop "$prefect_dir"' EXIT
 "$ROOT/scripts/prefect.sh" start "$prefect_dir" "$prefect_port"
 DATABASE_URL="$DB_ADMIN_URL" FLOWDECK_TEST_PREFECT_URL="http://127.0.0.1:$prefect_port/api" \
-  cargo test -p server --test prefect -- --ignored \
+  FLOWDECK_TEST_PREFECT_OUTPUTS="$prefect_dir/outputs" cargo test -p server --test prefect -- --ignored \
   || { tail -n 30 "$prefect_dir/worker.log"; die "Prefect contract tests failed"; }
 
 "$ROOT/scripts/e2e.sh"
+"$ROOT/scripts/e2e-prefect.sh" "$prefect_dir" "$prefect_port"
 
 say "the REST API: README examples and schemathesis against the live server"
 "$ROOT/scripts/api-check.sh"

@@ -27,6 +27,9 @@ pub enum RunStatus {
     Crashed,
     /// Suspended, waiting to resume.
     Paused,
+    /// A stage carried over by a restart from a later stage, its output reused from an
+    /// earlier run. Stages only: no run, report or filter takes it.
+    Skipped,
 }
 
 impl RunStatus {
@@ -55,6 +58,7 @@ impl RunStatus {
             RunStatus::Cancelled => "cancelled",
             RunStatus::Crashed => "crashed",
             RunStatus::Paused => "paused",
+            RunStatus::Skipped => "skipped",
         }
     }
 
@@ -70,6 +74,9 @@ impl RunStatus {
 
     /// Parses a status read from the database, where the CHECK constraint guarantees it.
     pub fn from_db(value: &str) -> Self {
+        if value == "skipped" {
+            return RunStatus::Skipped;
+        }
         Self::parse(value, "status").unwrap_or(RunStatus::Pending)
     }
 
@@ -77,7 +84,11 @@ impl RunStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled | RunStatus::Crashed
+            RunStatus::Completed
+                | RunStatus::Failed
+                | RunStatus::Cancelled
+                | RunStatus::Crashed
+                | RunStatus::Skipped
         )
     }
 
@@ -144,7 +155,7 @@ mod tests {
 
     #[test]
     fn finished_states_never_move() {
-        for done in [Completed, Failed, Cancelled, Crashed] {
+        for done in [Completed, Failed, Cancelled, Crashed, Skipped] {
             for next in RunStatus::ALL {
                 assert!(!done.may_become(next), "{done} -> {next}");
             }
@@ -183,5 +194,8 @@ mod tests {
             matches!(RunStatus::parse("done", "status"), Err(AppError::Invalid { field, .. }) if field == "status")
         );
         assert_eq!(RunStatus::parse("crashed", "status"), Ok(Crashed));
+        // Only a restart carries a stage over; no report may say so.
+        assert!(RunStatus::parse("skipped", "status").is_err());
+        assert_eq!(RunStatus::from_db("skipped"), Skipped);
     }
 }

@@ -510,6 +510,7 @@ const ROLE_BY_ROUTE: &[(&str, &str, Option<&str>)] = &[
     ("post", "/api/trigger/{id}", Some("operator")),
     ("get", "/api/runs/{id}", Some("viewer")),
     ("get", "/api/runs/{id}/logs", Some("viewer")),
+    ("get", "/api/runs/{id}/logs/download", Some("viewer")),
     ("post", "/api/runs/{id}/cancel", Some("operator")),
     ("post", "/api/runs/{id}/retry", Some("operator")),
     ("post", "/api/status-update/", Some("operator")),

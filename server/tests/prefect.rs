@@ -241,6 +241,35 @@ async fn a_failing_stage_fails_the_run_with_its_reason(db: PgPool) {
         "Prefect's state message: {run}"
     );
     assert_eq!(run["stages"][3]["status"], "pending");
+
+    // The last error lines of its log, kept once Prefect's final state has settled.
+    let started = Instant::now();
+    let run = loop {
+        app::runs::sync::explain_failures(&app.db, &prefect)
+            .await
+            .unwrap();
+        let run = app.run(run["id"].as_i64().unwrap()).await;
+        let kept = run["failure"]["log_lines"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty());
+        if kept || started.elapsed() > Duration::from_secs(30) {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let lines = run["failure"]["log_lines"].as_array().unwrap();
+    assert!((1..=5).contains(&lines.len()), "{run}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"] == "error" || l["level"] == "critical")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("simulated failure")),
+        "{run}"
+    );
     served.stop().await;
 }
 
@@ -618,5 +647,312 @@ async fn a_runs_flow_logs_are_read_from_prefect_by_level_and_stage(db: PgPool) {
         );
         assert!(answer.text().contains(field), "{query}: {}", answer.text());
     }
+    served.stop().await;
+}
+
+/// The names of a flow run's task runs in Prefect, in the order they started, once there
+/// are `expected` of them (Prefect records task runs from their events, a moment later).
+async fn task_run_names(flow_run_id: &str, expected: usize) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let names = task_runs_now(flow_run_id).await;
+        if names.len() >= expected || started.elapsed() > Duration::from_secs(30) {
+            return names;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn task_runs_now(flow_run_id: &str) -> Vec<String> {
+    let url = std::env::var("FLOWDECK_TEST_PREFECT_URL").unwrap();
+    let filter =
+        json!({"task_runs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "EXPECTED_START_TIME_ASC"});
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{url}/task_runs/filter"))
+        .json(&filter)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+#[ignore = "needs a real Prefect: make test runs it"]
+async fn a_failed_run_restarts_from_its_failed_stage_and_runs_only_the_rest(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let prefect = prefect();
+    let served = serve(&app).await;
+    let callback_url = served.callback_url.clone();
+    let failed = failed_demo_run(&app, &prefect, &callback_url, 0.0).await;
+    let failed_id = failed["id"].as_i64().unwrap();
+    let retry = |body: Value| {
+        let app = &app;
+        async move {
+            let uri = format!("/api/runs/{failed_id}/retry");
+            app.post(&uri, &app.operator, body).await
+        }
+    };
+
+    // A stage the run does not have, or one whose earlier stages left nothing: 422 naming
+    // `from_stage`, and nothing written.
+    let before = app.footprint().await;
+    for stage in ["Nope", "DBT Transformation"] {
+        let answer = retry(json!({"from_stage": stage})).await;
+        assert_eq!(
+            answer.status,
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "{stage}: {}",
+            answer.text()
+        );
+        assert!(answer.text().contains("from_stage"), "{}", answer.text());
+    }
+    assert_eq!(app.footprint().await, before, "a refused restart writes nothing");
+
+    // From the failed stage, with the failure switched off.
+    let answer = retry(json!({"from_stage": "Spark Processing", "parameters": {"fail_stage": null}})).await;
+    assert_eq!(
+        answer.status,
+        axum::http::StatusCode::ACCEPTED,
+        "{}",
+        answer.text()
+    );
+    let restart = answer.json();
+    let restart_id = restart["id"].as_i64().unwrap();
+    assert_eq!(restart["retry_of_run_id"], failed_id);
+    assert_eq!(restart["from_stage"], "Spark Processing");
+    let run = drive(
+        &app,
+        &prefect,
+        &callback_url,
+        restart_id,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let statuses: Vec<&str> = run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["skipped", "skipped", "completed", "completed", "completed"],
+        "{run}"
+    );
+    for carried in &run["stages"].as_array().unwrap()[..2] {
+        assert_eq!(carried["output_run_id"], failed_id, "{carried}");
+    }
+    // Prefect ran only the remaining stages; the failed run ran the first three.
+    let names = task_run_names(run["prefect_flow_run_id"].as_str().unwrap(), 3).await;
+    assert_eq!(names, ["Spark Processing", "DBT Transformation", "Data Export"]);
+    let names = task_run_names(failed["prefect_flow_run_id"].as_str().unwrap(), 3).await;
+    assert_eq!(names, ["Data Generation", "Data Ingestion", "Spark Processing"]);
+    // Reused rows carried on: the restarted stages processed what the first run generated.
+    assert_eq!(run["stages"][4]["records_processed"], 800, "{run}");
+
+    // A restart of the restart reuses outputs of both runs, each from the run that made it.
+    let uri = format!("/api/runs/{restart_id}/retry");
+    let again = app
+        .post(&uri, &app.operator, json!({"from_stage": "Data Export"}))
+        .await;
+    assert_eq!(again.status, axum::http::StatusCode::ACCEPTED, "{}", again.text());
+    let again_id = again.json()["id"].as_i64().unwrap();
+    let run = drive(&app, &prefect, &callback_url, again_id, Duration::from_secs(120)).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let sources: Vec<&Value> = run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["output_run_id"])
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            &json!(failed_id),
+            &json!(failed_id),
+            &json!(restart_id),
+            &json!(restart_id),
+            &Value::Null
+        ]
+    );
+
+    // Outputs that are gone: the flow refuses at the stage it would start with, saying so.
+    if let Ok(outputs) = std::env::var("FLOWDECK_TEST_PREFECT_OUTPUTS") {
+        let folder = std::path::Path::new(&outputs).join(failed["prefect_flow_run_id"].as_str().unwrap());
+        std::fs::remove_dir_all(&folder).unwrap_or_else(|e| panic!("{}: {e}", folder.display()));
+        let answer =
+            retry(json!({"from_stage": "Spark Processing", "parameters": {"fail_stage": null}})).await;
+        let gone_id = answer.json()["id"].as_i64().unwrap();
+        let run = drive(&app, &prefect, &callback_url, gone_id, Duration::from_secs(120)).await;
+        assert_eq!(run["status"], "failed", "{run}");
+        assert_eq!(run["failure"]["stage"], "Spark Processing", "{run}");
+        assert!(
+            run["failure"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("output of 'Data Generation'"),
+            "{run}"
+        );
+    }
+    served.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+#[ignore = "needs a real Prefect: make test runs it"]
+async fn a_runs_log_is_followed_live_until_the_run_ends(db: PgPool) {
+    let prefect = prefect();
+    let app = TestApp::with(db, |b| b.prefect(Some(Arc::new(prefect.clone())))).await;
+    let served = serve(&app).await;
+    let callback_url = served.callback_url.clone();
+    let pipeline = app
+        .pipeline(json!({"name": "demo", "deployment": "etl/demo"}))
+        .await;
+    let body = json!({"parameters": {"fail_stage": "Spark Processing", "stage_seconds": 1.0}});
+    let run_id = app.start_run(pipeline, body).await["id"].as_i64().unwrap();
+    let open = |last_event_id: Option<String>| {
+        let mut request = axum::http::Request::get(format!("/api/runs/{run_id}/logs?level=debug"))
+            .header("authorization", format!("Bearer {}", app.viewer))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        app.open_stream(request.body(axum::body::Body::empty()).unwrap())
+    };
+    // Opened before the run reaches Prefect: the stream waits for it.
+    let mut stream = open(None).await;
+    let reading = async {
+        let mut lines = Vec::new();
+        let mut arrivals = std::collections::HashMap::new();
+        while let Some(event) = stream.next(Duration::from_secs(90)).await {
+            match event.event.as_deref() {
+                Some("log") => {
+                    let line = event.json();
+                    arrivals.insert(line["id"].as_str().unwrap().to_owned(), chrono::Utc::now());
+                    assert_eq!(
+                        event.id.as_deref().map(|id| id.len()),
+                        Some(27),
+                        "a line time: {event:?}"
+                    );
+                    lines.push((line, app.run(run_id).await["status"].clone()));
+                }
+                Some("end") => return (lines, arrivals, Some(event.json())),
+                _ => {}
+            }
+        }
+        (lines, arrivals, None)
+    };
+    let ended = std::sync::atomic::AtomicBool::new(false);
+    let reading = async {
+        let read = reading.await;
+        ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        read
+    };
+    // Submits the run and follows Prefect, as the server's workers would, until the
+    // stream has ended (it waits for Prefect's final state after the run's own report).
+    let driving = async {
+        let run = drive(&app, &prefect, &callback_url, run_id, Duration::from_secs(120)).await;
+        while !ended.load(std::sync::atomic::Ordering::Relaxed) {
+            sync_once(&app.db, &prefect).await.ok();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        run
+    };
+    let (run, (lines, arrivals, end)) = tokio::join!(driving, reading);
+    assert_eq!(run["status"], "failed");
+    let end = end.expect("the stream ends once the run and Prefect have finished");
+    assert_eq!(end["status"], "failed");
+    assert!(stream.ends_within(Duration::from_secs(5)).await);
+
+    // Lines came while the run ran, each once, the first stage's attributed to it, up to
+    // the error that ended it; each shown within 2 s of Prefect receiving it.
+    let ids: std::collections::HashSet<&str> = lines.iter().map(|(l, _)| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), lines.len(), "no line twice");
+    assert!(
+        lines
+            .iter()
+            .any(|(l, status)| l["stage"] == "Data Generation" && status == "running"),
+        "a first-stage line arrived while the run was running: {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|(l, _)| l["level"] == "error" && l["stage"] == "Spark Processing"),
+        "the failure's error line: {lines:?}"
+    );
+    // How late each line came after Prefect received it (its `received_at`, read back).
+    let page = app
+        .get(&format!("/api/runs/{run_id}/logs?level=debug"), &app.viewer)
+        .await
+        .json();
+    let delays: Vec<i64> = page["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| {
+            let received: chrono::DateTime<chrono::Utc> =
+                serde_json::from_value(l["received_at"].clone()).ok()?;
+            Some((*arrivals.get(l["id"].as_str()?)? - received).num_milliseconds())
+        })
+        .collect();
+    assert_eq!(
+        delays.len(),
+        lines.len(),
+        "every line the stream sent is in Prefect, and back"
+    );
+    let worst = delays.iter().max().copied().unwrap_or_default();
+    println!(
+        "{} lines followed live; Prefect to follower: worst {worst} ms",
+        lines.len()
+    );
+    assert!(
+        worst < 2000,
+        "every line within 2 s of Prefect receiving it: {delays:?}"
+    );
+
+    // Resuming after the second line sends what came after it, and ends.
+    let second = lines[1].0["timestamp"].as_str().unwrap().to_owned();
+    let mut resumed = open(Some(second.clone())).await;
+    let mut again = Vec::new();
+    while let Some(event) = resumed.next(Duration::from_secs(30)).await {
+        match event.event.as_deref() {
+            Some("log") => again.push(event.json()["id"].as_str().unwrap().to_owned()),
+            Some("end") => break,
+            _ => {}
+        }
+    }
+    assert!(
+        !again.contains(&lines[0].0["id"].as_str().unwrap().to_owned()),
+        "nothing before the resume point"
+    );
+    assert_eq!(
+        again.last(),
+        lines
+            .last()
+            .map(|(l, _)| l["id"].as_str().unwrap().to_owned())
+            .as_ref()
+    );
+
+    // A bad resume point is refused.
+    let request = axum::http::Request::get(format!("/api/runs/{run_id}/logs"))
+        .header("authorization", format!("Bearer {}", app.viewer))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "yesterday")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.send(request).await.status,
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY
+    );
     served.stop().await;
 }

@@ -515,4 +515,143 @@ async fn a_failed_run_says_why_in_the_api_and_on_its_pages(db: PgPool) {
             assert!(html.contains("Prefect: Flow run encountered an exception: OSError"));
         }
     }
+
+    // The last error lines of its log, once kept, in the API and atop the run page.
+    let line = json!([{"id": "l1", "timestamp": "2026-12-03T10:00:00Z", "level": "error",
+        "logger": "prefect.flow_runs", "stage": "extract", "task_run_id": null,
+        "message": "OSError: [Errno 28] No space left on device", "received_at": null}]);
+    sqlx::query("UPDATE runs SET failure_logs = $2 WHERE id = $1")
+        .bind(run)
+        .bind(&line)
+        .execute(&db)
+        .await
+        .unwrap();
+    let read = app.run(run).await;
+    assert_eq!(
+        read["failure"]["log_lines"][0]["message"], line[0]["message"],
+        "{read}"
+    );
+    let html = page_html(&app, &format!("/runs/{run}"), &app.viewer).await;
+    assert!(html.contains("Last error lines of the log (1)"));
+    assert!(html.contains("No space left on device"));
+}
+
+/// The HTML of page `uri` as the holder of `key` sees it.
+async fn page_html(app: &TestApp, uri: &str, key: &str) -> String {
+    let cookie = common::session_cookie(app, key).await;
+    let request = axum::http::Request::get(uri)
+        .header("cookie", &cookie)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    app.send(request).await.text()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_failed_run_restarts_from_a_stage_with_the_stages_before_it_carried_over(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    let pipeline = app
+        .pipeline(json!({"name": "Restart", "stages": ["extract", "transform", "load"], "default_parameters": {"rows": 5}}))
+        .await;
+    let run = app.start_run(pipeline, json!({})).await["id"].as_i64().unwrap();
+    for (stage, status) in [
+        ("extract", "completed"),
+        ("transform", "completed"),
+        ("load", "failed"),
+    ] {
+        let report =
+            json!({"run_id": run, "stage_name": stage, "status": status, "error_message": "disk full"});
+        let answer = app.post("/api/status-update/", &app.operator, report).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    }
+    sqlx::query("UPDATE runs SET prefect_flow_run_id = 'flow-run-1' WHERE id = $1")
+        .bind(run)
+        .execute(&db)
+        .await
+        .unwrap();
+    // Operators are offered a restart at the failed stage.
+    let html = page_html(&app, &format!("/runs/{run}"), &app.operator).await;
+    assert!(
+        html.contains("Retry from load"),
+        "the run page offers the restart"
+    );
+
+    let uri = format!("/api/runs/{run}/retry");
+    let restart = |key: &'static str, body: Value| {
+        let app = &app;
+        let uri = uri.clone();
+        async move {
+            let request = axum::http::Request::post(&uri)
+                .header("authorization", format!("Bearer {}", app.operator))
+                .header("content-type", "application/json")
+                .header("idempotency-key", key)
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap();
+            app.send(request).await
+        }
+    };
+    let body = json!({"from_stage": "load", "parameters": {"rows": 9}});
+    let first = restart("restart-1", body.clone()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text());
+    let new = first.json();
+    assert_eq!(new["from_stage"], "load");
+    assert_eq!(new["retry_of_run_id"], run);
+    assert_eq!(
+        new["parameters"],
+        json!({"rows": 9}),
+        "the overrides on top of the run's parameters"
+    );
+    let stages: Vec<(&str, &Value)> = new["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["status"].as_str().unwrap(), &s["output_run_id"]))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("skipped", &json!(run)),
+            ("skipped", &json!(run)),
+            ("pending", &Value::Null)
+        ]
+    );
+
+    // The same key and body: the same run; the same key for another request: refused.
+    let again = restart("restart-1", body).await;
+    assert_eq!(again.json()["id"], new["id"]);
+    let other = restart("restart-1", json!({"from_stage": "transform"})).await;
+    assert_eq!(other.status, StatusCode::CONFLICT, "{}", other.text());
+
+    // The flow is told where to start and which flow run left each output.
+    let claimed = app::runs::dispatch::db::claim_outbox(&db, 10, 60).await.unwrap();
+    let resume = claimed
+        .iter()
+        .find(|c| json!(c.run_id) == new["id"])
+        .and_then(|c| c.resume.clone());
+    assert_eq!(
+        resume,
+        Some(json!({"from_stage": "load", "outputs": {"extract": "flow-run-1", "transform": "flow-run-1"}}))
+    );
+
+    // The new run's page says what it restarts and where each carried stage comes from.
+    let new_id = new["id"].as_i64().unwrap();
+    let html = page_html(&app, &format!("/runs/{new_id}"), &app.viewer).await;
+    assert!(html.contains("from load"), "the page says where it started");
+    assert_eq!(html.matches("Output reused from").count(), 2);
+
+    // From the first stage is a plain retry; a stage the run does not have is refused.
+    let plain = restart("restart-2", json!({"from_stage": "extract"})).await;
+    assert_eq!(plain.status, StatusCode::ACCEPTED, "{}", plain.text());
+    assert_eq!(plain.json()["from_stage"], Value::Null);
+    assert!(
+        plain.json()["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "pending")
+    );
+    let before = app.footprint().await;
+    let gap = restart("restart-3", json!({"from_stage": "nope"})).await;
+    assert_eq!(gap.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", gap.text());
+    assert!(gap.text().contains("extract, transform, load"), "{}", gap.text());
+    assert_eq!(app.footprint().await, before, "a refused restart writes nothing");
 }

@@ -118,6 +118,24 @@ pub struct RunRef {
     pub run_id: i64,
 }
 
+/// `retry_run`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRun {
+    /// The finished run to run again.
+    pub run_id: i64,
+    /// Restart from this stage (a failed run's failed stage, say): the stages before it are
+    /// carried over as skipped, reusing their outputs. Without it, every stage runs again.
+    #[serde(default)]
+    pub from_stage: Option<String>,
+    /// Overrides on top of the parameters the run used.
+    #[serde(default)]
+    pub parameters: Option<serde_json::Map<String, Value>>,
+    /// Makes the call safe to repeat: the same key and request give the same run.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
 /// `wait_for_run`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -433,17 +451,25 @@ impl Flowdeck {
 
     /// Runs a finished run again.
     #[tool(
-        description = "Run a finished run again with the same parameters: a new run linked to it. Needs the retry action; counts against the key's budgets.",
+        description = "Run a finished run again: a new run linked to it, with its parameters and any overrides. With from_stage, restart there (get_run's failure.stage names a failed run's stage), reusing the earlier stages' outputs. Needs the retry action; counts against the key's budgets.",
         annotations(destructive_hint = false, idempotent_hint = false)
     )]
     async fn retry_run(
         &self,
         Extension(http): Extension<::http::request::Parts>,
-        Parameters(input): Parameters<RunRef>,
+        Parameters(input): Parameters<RetryRun>,
     ) -> Result<CallToolResult, ErrorData> {
         let target = Some(format!("run:{}", input.run_id));
         self.call(&http, "retry_run", target, |parts, caller| async move {
-            let run = runs::service::retry(&parts.db, &parts.limits, &caller, input.run_id).await?;
+            let retry = runs::service::Retry {
+                run_id: input.run_id,
+                request: runs::RetryRequest {
+                    from_stage: input.from_stage,
+                    parameters: input.parameters,
+                },
+                idempotency_key: input.idempotency_key.as_deref(),
+            };
+            let run = runs::service::retry(&parts.db, &parts.limits, &caller, retry).await?;
             Ok(run_json(run, &parts.links))
         })
         .await

@@ -15,7 +15,10 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 mod events;
+mod log_stream;
+mod socket;
 pub use events::{EventStream, StateChange};
+pub use log_stream::LogStream;
 
 /// Where Flowdeck points at Prefect: the deployment of pipelines that name none
 /// (`FLOWDECK_DEFAULT_DEPLOYMENT`) and Prefect's UI (`PREFECT_UI_URL`, else derived from
@@ -164,6 +167,9 @@ pub struct PrefectLog {
     /// The task run that wrote it, if a task did.
     #[serde(default)]
     pub task_run_id: Option<String>,
+    /// When Prefect received it.
+    #[serde(default)]
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Which page of logs to read.
@@ -175,6 +181,8 @@ pub struct LogPage {
     pub offset: usize,
     /// Newest first instead of oldest first.
     pub newest_first: bool,
+    /// Only lines written at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What to create a flow run with.
@@ -462,8 +470,13 @@ impl PrefectClient {
         min_level: i32,
         page: LogPage,
     ) -> Result<Vec<PrefectLog>, PrefectError> {
+        let mut logs = json!({ "flow_run_id": { "any_": [flow_run_id] }, "level": { "ge_": min_level } });
+        if let Some(since) = page.since {
+            logs["timestamp"] =
+                json!({ "after_": since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true) });
+        }
         let body = json!({
-            "logs": { "flow_run_id": { "any_": [flow_run_id] }, "level": { "ge_": min_level } },
+            "logs": logs,
             "sort": if page.newest_first { "TIMESTAMP_DESC" } else { "TIMESTAMP_ASC" },
             "limit": page.limit.min(200),
             "offset": page.offset,

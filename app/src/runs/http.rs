@@ -1,7 +1,9 @@
 //! REST routes for runs: triggers (canonical and seed), run reads and status callbacks.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::Sse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json};
 use serde::Serialize;
@@ -12,18 +14,21 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::filter::RunFilter;
-use super::logs::{self, LogQuery, RunLogs};
+use super::logs::{self, LogQuery, RunLogs, follow};
 use super::reports::ReportWriter;
 use super::triggers::TriggerWriter;
-use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
+use super::{RetryRequest, Run, StatusUpdate, StatusUpdateAck, TriggerRequest, service};
 use crate::api::cache::{Answers, Touched};
 use crate::api::encoding::KeptJson;
 use crate::api::responses::Errors;
 use crate::api::rules::{self, MAX_NAME, Rule, text};
 use crate::api::{ApiId, ApiJson, ApiQuery, OptionalJson};
+use crate::auth::Identity;
+use crate::auth::credentials::Presented;
 use crate::auth::limits::Limits;
 use crate::caller::Caller;
 use crate::error::{AppError, Result};
+use crate::events::hub::Hub;
 use crate::prefect::{PrefectClient, PrefectLinks};
 use crate::status::RunStatus;
 
@@ -152,21 +157,72 @@ async fn get_run(
         .map(KeptJson)
 }
 
-/// A page of a run's flow logs, read from Prefect.
+/// A page of a run's flow logs, read from Prefect; or, asked for `text/event-stream`, the
+/// lines as they are written.
 #[utoipa::path(get, path = "/api/runs/{id}/logs", tag = "runs",
-    description = "Role: viewer. The flow run's Prefect logs (flow and task logs), oldest first, each with the stage that was running when it was written; credentials Flowdeck passed to the flow are masked. Empty before the run is submitted.",
-    params(("id" = i64, Path, description = "Run id", minimum = 1), LogQuery),
-    responses((status = 200, description = "The lines", body = RunLogs), Errors))]
+    description = "Role: viewer. The flow run's Prefect logs (flow and task logs), oldest first, each with the stage that was running when it was written; credentials Flowdeck passed to the flow are masked. Empty before the run is submitted. With `Accept: text/event-stream`, follows the run live instead: `log` events (data: one line; `id`: its time, resume with `Last-Event-ID`), first the newest 1,000 lines (`truncated` first when there are more), `heartbeat` while quiet, and `end` once the run and Prefect have finished; only `level` applies there.",
+    params(("id" = i64, Path, description = "Run id", minimum = 1), LogQuery,
+           ("Last-Event-ID" = Option<String>, Header, description = "Event stream only: resume after this line time")),
+    responses((status = 200, description = "The lines", content(
+        (RunLogs = "application/json"),
+        (String = "text/event-stream"),
+    )), Errors))]
+#[allow(clippy::too_many_arguments)]
 async fn run_logs(
+    State(db): State<PgPool>,
+    State(prefect): State<Option<Arc<PrefectClient>>>,
+    State(hub): State<Arc<Hub>>,
+    State(identity): State<Identity>,
+    caller: Caller,
+    presented: std::result::Result<Presented, AppError>,
+    headers: HeaderMap,
+    ApiId(id): ApiId,
+    ApiQuery(query): ApiQuery<LogQuery>,
+) -> Result<Response> {
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if !wants_stream {
+        let page = logs::page(&db, prefect.as_deref(), &caller, id, &query).await?;
+        return Ok(Json(page).into_response());
+    }
+    let presented = presented?;
+    let resume = follow::resume_from(headers.get("last-event-id").and_then(|v| v.to_str().ok()))?;
+    let prefect = prefect.ok_or_else(|| AppError::Upstream {
+        service: "prefect".into(),
+    })?;
+    let parts = follow::Parts {
+        db,
+        prefect,
+        identity,
+        closing: hub.closing(),
+    };
+    let level = query.level.unwrap_or_default();
+    let lines = follow::follow(parts, &caller, presented, id, level, resume).await?;
+    Ok(Sse::new(lines).into_response())
+}
+
+/// A run's whole flow log as a text file.
+#[utoipa::path(get, path = "/api/runs/{id}/logs/download", tag = "runs",
+    description = "Role: viewer. Every line of the run's flow log (up to 50,000, every level) as text, one per line: time, level, stage, logger, message; credentials masked.",
+    params(("id" = i64, Path, description = "Run id", minimum = 1)),
+    responses((status = 200, description = "The log", content_type = "text/plain", body = String), Errors))]
+async fn download_logs(
     State(db): State<PgPool>,
     State(prefect): State<Option<Arc<PrefectClient>>>,
     caller: Caller,
     ApiId(id): ApiId,
-    ApiQuery(query): ApiQuery<LogQuery>,
-) -> Result<Json<RunLogs>> {
-    logs::page(&db, prefect.as_deref(), &caller, id, &query)
-        .await
-        .map(Json)
+) -> Result<Response> {
+    let text = logs::download(&db, prefect.as_deref(), &caller, id).await?;
+    let headers = [
+        (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"run-{id}-logs.txt\""),
+        ),
+    ];
+    Ok((headers, text).into_response())
 }
 
 /// A stage or run status report (the seed's callback).
@@ -200,18 +256,29 @@ async fn cancel_run(
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
-/// Runs a finished run again with its parameters.
-#[utoipa::path(post, path = "/api/runs/{id}/retry", tag = "runs", description = "Role: operator.",
-    params(("id" = i64, Path, description = "Run id", minimum = 1)),
+/// Runs a finished run again, from its first stage or a later one.
+#[utoipa::path(post, path = "/api/runs/{id}/retry", tag = "runs",
+    description = "Role: operator. A new run linked to this one, with its parameters and the body's overrides on top. With `from_stage`, the stages before it are carried over as `skipped` (each naming the run whose output it reuses) and the flow starts there, told by its `flowdeck_resume` parameter; `422` if the run has no such stage or a stage before it did not complete.",
+    params(("id" = i64, Path, description = "Run id", minimum = 1),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
+    request_body(content = Option<RetryRequest>, description = "Where to start and what to change; none runs everything again"),
     responses((status = 202, description = "The new run", body = Run), Errors))]
 async fn retry_run(
     State(db): State<PgPool>,
     State(limits): State<Arc<Limits>>,
     caller: Caller,
+    headers: HeaderMap,
     ApiId(id): ApiId,
-) -> Result<(StatusCode, Json<Run>)> {
-    let run = service::retry(&db, &limits, &caller, id).await?;
-    Ok((StatusCode::ACCEPTED, Json(run)))
+    OptionalJson(request): OptionalJson<RetryRequest>,
+) -> Result<(StatusCode, Extension<Touched>, Json<Run>)> {
+    let retry = service::Retry {
+        run_id: id,
+        request,
+        idempotency_key: idempotency_key(&headers)?,
+    };
+    let run = service::retry(&db, &limits, &caller, retry).await?;
+    let touched = Extension(Touched::run(run.pipeline_id, run.id));
+    Ok((StatusCode::ACCEPTED, touched, Json(run)))
 }
 
 /// Runs matching a filter, on their own fields and their pipeline's.
@@ -252,12 +319,15 @@ where
     Arc<TriggerWriter>: axum::extract::FromRef<S>,
     Option<Arc<PrefectClient>>: axum::extract::FromRef<S>,
     PrefectLinks: axum::extract::FromRef<S>,
+    Arc<Hub>: axum::extract::FromRef<S>,
+    Identity: axum::extract::FromRef<S>,
 {
     OpenApiRouter::new()
         .routes(routes!(create_run))
         .routes(routes!(trigger_pipeline))
         .routes(routes!(get_run))
         .routes(routes!(run_logs))
+        .routes(routes!(download_logs))
         .routes(routes!(cancel_run))
         .routes(routes!(retry_run))
         .routes(routes!(update_status))
@@ -289,6 +359,8 @@ pub fn rules() -> Vec<Rule> {
         ),
         Rule::Header("Idempotency-Key", service::IDEMPOTENCY_KEY),
         Rule::FreeForm("TriggerRequest", "parameters"),
+        Rule::FreeForm("RetryRequest", "parameters"),
+        Rule::Property("RetryRequest", "from_stage", text(MAX_NAME)),
         // A status report names a run, or a pipeline whose latest run is meant: one of the
         // two is present and not null.
         Rule::Schema(

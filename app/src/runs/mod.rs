@@ -9,6 +9,7 @@ use crate::status::RunStatus;
 
 pub mod charts;
 pub mod filter;
+pub mod log_view;
 pub mod logs;
 pub mod params;
 
@@ -65,6 +66,9 @@ pub struct Stage {
     pub records_processed: Option<i64>,
     /// The error a failed stage reported.
     pub error_message: Option<String>,
+    /// For a `skipped` stage, carried over by a restart: the run whose output it reuses.
+    #[serde(default)]
+    pub output_run_id: Option<i64>,
 }
 
 impl Stage {
@@ -83,6 +87,7 @@ impl Stage {
             execution_time_seconds: None,
             records_processed: None,
             error_message: None,
+            output_run_id: None,
         }
     }
 }
@@ -111,6 +116,10 @@ pub struct Run {
     pub idempotency_key: Option<String>,
     /// The run this one retries, if any.
     pub retry_of_run_id: Option<i64>,
+    /// The stage a restart began at (the stages before it are `skipped`); `None` for a run
+    /// of every stage.
+    #[serde(default)]
+    pub from_stage: Option<String>,
     /// Prefect's flow run id, once submitted.
     pub prefect_flow_run_id: Option<String>,
     /// Prefect's state name, as last seen.
@@ -142,6 +151,9 @@ pub struct Run {
     /// Why it failed, when it failed or crashed.
     #[serde(default)]
     pub failure: Option<RunFailure>,
+    /// The last error-level lines of a failed run's log, as kept (shown in `failure`).
+    #[serde(skip)]
+    pub failure_logs: Vec<logs::RunLog>,
 }
 
 /// Why a failed or crashed run ended so.
@@ -157,6 +169,10 @@ pub struct RunFailure {
     pub prefect_message: Option<String>,
     /// The reason in one line, for badges and lists.
     pub reason: String,
+    /// The last error-level lines of the flow's log (at most 5, credentials masked), once
+    /// Prefect has received them all; empty until then.
+    #[serde(default)]
+    pub log_lines: Vec<logs::RunLog>,
 }
 
 /// The stage that failed among `stages`, if one did.
@@ -178,8 +194,21 @@ pub fn failure_reason(stages: &[Stage], error: Option<&str>) -> Option<String> {
 }
 
 impl Run {
+    /// The stage a retry of this finished run could start at: the one that failed, unless
+    /// it was the first (then there is nothing to reuse).
+    pub fn restart_point(&self) -> Option<String> {
+        failed_stage(&self.stages)
+            .filter(|s| s.position > 0)
+            .map(|s| s.name.clone())
+    }
+
     /// The run with [`Run::failure`] worked out from its status, stages and messages.
     pub fn explained(mut self) -> Self {
+        // A run read back from JSON has its lines in `failure` only.
+        let log_lines = match self.failure.take() {
+            Some(failure) if self.failure_logs.is_empty() => failure.log_lines,
+            _ => self.failure_logs.clone(),
+        };
         self.failure = matches!(self.status, RunStatus::Failed | RunStatus::Crashed).then(|| {
             let failed = failed_stage(&self.stages);
             RunFailure {
@@ -189,6 +218,7 @@ impl Run {
                 reason: failure_reason(&self.stages, self.error_message.as_deref())
                     .or_else(|| self.prefect_message.clone())
                     .unwrap_or_else(|| format!("{} without a reason given", self.status.as_str())),
+                log_lines,
             }
         });
         self
@@ -214,6 +244,25 @@ impl Run {
 #[serde(deny_unknown_fields)]
 pub struct TriggerRequest {
     /// Overrides merged over the pipeline's default parameters.
+    #[serde(default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Body of a retry: where to start and what to change; none runs everything again with the
+/// same parameters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ssr", schema(example = json!({"from_stage": "Spark Processing", "parameters": {"fail_stage": null}})))]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// Restart from this stage: the stages before it are carried over as `skipped`, reusing
+    /// the outputs the earlier runs left, and the flow gets the `flowdeck_resume` parameter
+    /// (see the README). Each of those stages must have completed (or been carried over) in
+    /// the run retried.
+    #[serde(default)]
+    pub from_stage: Option<String>,
+    /// Overrides merged over the parameters the run retried used.
     #[serde(default)]
     #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
     pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
@@ -334,13 +383,22 @@ pub async fn cancel_run(id: i64) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Retries a finished run from the UI; goes to the new run's page.
+/// Retries a finished run from the UI, from its first stage or `from_stage`; goes to the
+/// new run's page.
 #[server(prefix = "/sfn", endpoint = "retry_run")]
-pub async fn retry_run(id: i64) -> Result<i64, AppError> {
+pub async fn retry_run(id: i64, from_stage: Option<String>) -> Result<i64, AppError> {
     let db = expect_context::<sqlx::PgPool>();
     let limits = expect_context::<std::sync::Arc<crate::auth::limits::Limits>>();
     let caller = crate::caller::Caller::current()?;
-    let run = service::retry(&db, &limits, &caller, id).await?;
+    let retry = service::Retry {
+        run_id: id,
+        request: RetryRequest {
+            from_stage: from_stage.filter(|s| !s.is_empty()),
+            parameters: None,
+        },
+        idempotency_key: None,
+    };
+    let run = service::retry(&db, &limits, &caller, retry).await?;
     leptos_axum::redirect(&format!("/runs/{}", run.id));
     Ok(run.id)
 }
@@ -372,10 +430,10 @@ pub async fn run_parts(id: i64) -> Result<RunRegions, AppError> {
     let may_operate = crate::caller::Caller::current()?
         .require(crate::caller::Role::Operator)
         .is_ok();
-    let (run_id, finished) = (run.id, run.status.is_terminal());
+    let (run_id, finished, restart_from) = (run.id, run.status.is_terminal(), run.restart_point());
     Ok(RunRegions {
         head: view! { <page::RunHead run=run.clone() /> }.to_html(),
-        actions: view! { <page::RunActions run_id finished may_operate /> }.to_html(),
+        actions: view! { <page::RunActions run_id finished may_operate restart_from /> }.to_html(),
         body: view! { <page::RunBody run /> }.to_html(),
     })
 }

@@ -6,6 +6,7 @@
 
 use leptos::prelude::*;
 
+use super::log_view::RunLogViewer;
 use super::{CancelRun, RetryRun, Run, get_run, run_parts};
 use crate::auth::page::signed_in_as;
 use crate::caller::Role;
@@ -13,6 +14,7 @@ use crate::error::AppError;
 use crate::events::live::{self, LiveIndicator};
 use crate::layout::Frame;
 use crate::runs::charts::StageTimeline;
+use crate::status::RunStatus;
 use crate::ui::regions::{self, Loads, Throttle};
 use crate::ui::{ErrorView, FormError, StatusBadge, duration, path_id, when};
 
@@ -44,15 +46,23 @@ pub fn RunPage() -> impl IntoView {
                                 let may_operate = may_operate.await;
                                 let run_id = run.id;
                                 let finished = run.status.is_terminal();
+                                let restart_from = run.restart_point();
+                                let stages: Vec<String> = run.stages.iter().map(|s| s.name.clone()).collect();
                                 view! {
                                     <section class="page-head">
                                         <div id=HEAD_ID><RunHead run=run.clone() /></div>
                                         <div class="head-side">
                                             <RunLive run_id />
-                                            <div id=ACTIONS_ID><RunActions run_id finished may_operate /></div>
+                                            <div id=ACTIONS_ID><RunActions run_id finished may_operate restart_from /></div>
                                         </div>
                                     </section>
                                     <div id=BODY_ID><RunBody run /></div>
+                                    {prefect_configured().then(|| view! {
+                                        <section class="card" aria-labelledby="logs-head">
+                                            <h2 id="logs-head">"Logs"</h2>
+                                            <RunLogViewer run_id stages />
+                                        </section>
+                                    })}
                                 }
                                 .into_any()
                             }
@@ -63,6 +73,18 @@ pub fn RunPage() -> impl IntoView {
             </Suspense>
         </Frame>
     }
+}
+
+/// Whether this server talks to Prefect (without it there are no logs to show).
+fn prefect_configured() -> bool {
+    #[cfg(feature = "ssr")]
+    {
+        use_context::<Option<std::sync::Arc<crate::prefect::PrefectClient>>>()
+            .flatten()
+            .is_some()
+    }
+    #[cfg(not(feature = "ssr"))]
+    false
 }
 
 /// The live indicator: an island that keeps the page's run current. Eager (in the main wasm
@@ -87,24 +109,44 @@ fn RunLive(run_id: i64) -> impl IntoView {
     view! { <LiveIndicator link /> }
 }
 
-/// Cancel (while the run is live) and Retry (once it has finished), for operators: plain
-/// forms posting to server functions. Cancel comes back to this page, Retry goes to the new
-/// run's; a refusal comes back in the address and shows here.
+/// Cancel (while the run is live) and Retry (once it has finished), for operators, with
+/// "Retry from <stage>" when a later stage failed: plain forms posting to server functions.
+/// Cancel comes back to this page, Retry goes to the new run's; a refusal comes back in
+/// the address and shows here.
 #[component]
-pub(super) fn RunActions(run_id: i64, finished: bool, may_operate: bool) -> impl IntoView {
+pub(super) fn RunActions(
+    run_id: i64,
+    finished: bool,
+    may_operate: bool,
+    restart_from: Option<String>,
+) -> impl IntoView {
     use leptos::server_fn::ServerFn;
     let (retry, cancel) = (ServerAction::<RetryRun>::new(), ServerAction::<CancelRun>::new());
     let form = match (may_operate, finished) {
         (false, _) => None,
-        (true, true) => Some(
+        (true, true) => Some({
+            // With a restart on offer, that is the main action.
+            let retry_class = if restart_from.is_some() { "" } else { "primary" };
             view! {
+                <div class="run-buttons">
+                {restart_from.map(|stage| {
+                    let label = format!("↻ Retry from {stage}");
+                    view! {
+                        <ActionForm action=retry>
+                            <input type="hidden" name="id" value=run_id.to_string() />
+                            <input type="hidden" name="from_stage" value=stage />
+                            <button type="submit" class="primary" data-testid="retry-from">{label}</button>
+                        </ActionForm>
+                    }
+                })}
                 <ActionForm action=retry>
                     <input type="hidden" name="id" value=run_id.to_string() />
-                    <button type="submit" class="primary">"↻ Retry"</button>
+                    <button type="submit" class=retry_class>"↻ Retry"</button>
                 </ActionForm>
+                </div>
             }
-            .into_any(),
-        ),
+            .into_any()
+        }),
         (true, false) => Some(
             view! {
                 <ActionForm action=cancel>
@@ -145,6 +187,20 @@ pub(super) fn RunHead(run: Run) -> impl IntoView {
                         <h2 id="failure-head">"Why it failed"</h2>
                         <p data-testid="failure-reason">{failure.reason}</p>
                         {prefect.map(|m| view! { <p class="muted small">{format!("Prefect: {m}")}</p> })}
+                        {(!failure.log_lines.is_empty()).then(|| {
+                            let text = failure
+                                .log_lines
+                                .iter()
+                                .map(|line| line.as_text())
+                                .collect::<Vec<_>>()
+                                .join("\n");
+                            view! {
+                                <details class="failure-lines" open>
+                                    <summary>{format!("Last error lines of the log ({})", failure.log_lines.len())}</summary>
+                                    <pre class="code" tabindex="0" data-testid="failure-lines">{text}</pre>
+                                </details>
+                            }
+                        })}
                     </section>
                 }
                 .into_any()
@@ -156,8 +212,13 @@ pub(super) fn RunHead(run: Run) -> impl IntoView {
                 {format!("No report since {} — the run may be stuck.", when(Some(since)))}
             </p>
         })}
-        {run.retry_of_run_id.map(|original| view! {
-            <p class="muted small">"Retry of "<a href=format!("/runs/{original}")>{format!("run #{original}")}</a></p>
+        {run.retry_of_run_id.map(|original| {
+            let from = run.from_stage.map(|stage| format!(", from {stage}")).unwrap_or_default();
+            view! {
+                <p class="muted small" data-testid="retry-of">
+                    "Retry of "<a href=format!("/runs/{original}")>{format!("run #{original}")}</a>{from}
+                </p>
+            }
         })}
     }
 }
@@ -183,6 +244,11 @@ pub(super) fn RunBody(run: Run) -> impl IntoView {
                 <td>
                     {s.name.clone()}
                     {s.error_message.clone().map(|e| view! { <div class="form-error small">{e}</div> })}
+                    {s.output_run_id.filter(|_| s.status == RunStatus::Skipped).map(|from| view! {
+                        <div class="muted small">
+                            "Output reused from "<a href=format!("/runs/{from}")>{format!("run #{from}")}</a>
+                        </div>
+                    })}
                 </td>
                 <td><StatusBadge status=s.status /></td>
                 <td class="small">{when(s.started_at)}</td>

@@ -10,7 +10,10 @@ use super::filter::RunFilter;
 use super::params::{self, ParamField};
 use super::reports::{Report, ReportWriter};
 use super::triggers::{NewTrigger, TriggerWriter};
-use super::{Run, StatusUpdate, StatusUpdateAck, TriggerRequest, db, dispatch, idempotency, reports, sync};
+use super::{
+    RetryRequest, Run, Stage, StatusUpdate, StatusUpdateAck, TriggerRequest, db, dispatch, idempotency,
+    reports, sync,
+};
 use crate::api::cache::{self, Answers, Scope};
 use crate::api::encoding::Kept;
 use crate::api::rules::{self, MAX_NAME};
@@ -45,14 +48,55 @@ enum Parameters {
 }
 
 /// What a new run is made from: its pipeline and parameters, where the request came from,
-/// the run it retries, the audit action and the idempotency key.
+/// the run it retries (and the stage it restarts from), the audit action and the
+/// idempotency key.
 struct Accept<'a> {
     pipeline_id: i64,
     parameters: Parameters,
     source: &'a str,
     retry_of: Option<i64>,
+    restart: Option<Restart<'a>>,
     action: &'a str,
     idempotency: Option<&'a Idempotency>,
+}
+
+/// A restart from a stage: where it starts and the stages of the run it retries.
+struct Restart<'a> {
+    from_stage: &'a str,
+    original: &'a [Stage],
+}
+
+impl Restart<'_> {
+    /// For each stage of the pipeline before the restart's first, the run whose output it
+    /// reuses: the run retried where the stage completed, or the run it reused in turn.
+    fn carried_over(&self, stage_names: &[String]) -> Result<Vec<i64>> {
+        let start = stage_names
+            .iter()
+            .position(|name| name == self.from_stage)
+            .ok_or_else(|| {
+                AppError::invalid(
+                    "from_stage",
+                    format!("must be one of the pipeline's stages: {}", stage_names.join(", ")),
+                )
+            })?;
+        stage_names[..start]
+            .iter()
+            .map(|name| {
+                let earlier = self.original.iter().find(|s| &s.name == name);
+                match earlier.map(|s| (s.status, s.run_id, s.output_run_id)) {
+                    Some((RunStatus::Completed, Some(run_id), _)) => Ok(run_id),
+                    Some((RunStatus::Skipped, _, Some(output_run_id))) => Ok(output_run_id),
+                    _ => Err(AppError::invalid(
+                        "from_stage",
+                        format!(
+                            "stage '{name}' did not complete in the run retried, so there is no output to start '{}' from; retry from an earlier stage",
+                            self.from_stage
+                        ),
+                    )),
+                }
+            })
+            .collect()
+    }
 }
 
 /// Records a `pending` run with its stages, callback credential, outbox entry, first event
@@ -63,6 +107,7 @@ async fn accept(pool: &PgPool, caller: &Caller, new: Accept<'_>) -> Result<Run> 
         parameters,
         source,
         retry_of,
+        restart,
         action,
         idempotency,
     } = new;
@@ -75,6 +120,10 @@ async fn accept(pool: &PgPool, caller: &Caller, new: Accept<'_>) -> Result<Run> 
     let pipeline = db::lock_template(&mut *tx, pipeline_id)
         .await?
         .ok_or_else(|| AppError::not_found("Pipeline"))?;
+    let reused = match &restart {
+        Some(restart) => restart.carried_over(&pipeline.stage_names)?,
+        None => Vec::new(),
+    };
     if let Some(key_id) = caller.key_id {
         budgets::check(&mut tx, key_id, caller.budget).await?;
     }
@@ -99,6 +148,11 @@ async fn accept(pool: &PgPool, caller: &Caller, new: Accept<'_>) -> Result<Run> 
         idempotency_key: idempotency.map(|i| i.key.as_str()),
         stage_names: &pipeline.stage_names,
         retry_of_run_id: retry_of,
+        from_stage: restart
+            .as_ref()
+            .map(|r| r.from_stage)
+            .filter(|_| !reused.is_empty()),
+        reused: &reused,
         callback_token_hash: &callback.hash,
         api_key_id: caller.key_id,
     };
@@ -171,6 +225,7 @@ pub(super) async fn accept_alone(pool: &PgPool, trigger: &NewTrigger) -> Result<
         parameters: Parameters::Overrides(trigger.overrides.clone()),
         source: &trigger.source,
         retry_of: None,
+        restart: None,
         action: "run.trigger",
         idempotency: None,
     };
@@ -184,9 +239,10 @@ pub struct Idempotency {
 }
 
 impl Idempotency {
-    /// Checks the header value and fingerprints the request (target and parsed body, so
-    /// the same JSON with other spacing or key order counts as the same request).
-    pub fn new(key: &str, pipeline_id: i64, request: &TriggerRequest) -> Result<Self> {
+    /// Checks the header value and fingerprints the request (target, such as
+    /// `trigger 7`, and parsed body, so the same JSON with other spacing or key order
+    /// counts as the same request).
+    pub fn new(key: &str, target: &str, request: &impl serde::Serialize) -> Result<Self> {
         if !IDEMPOTENCY_KEY_RE.is_match(key) {
             return Err(AppError::invalid(
                 "Idempotency-Key",
@@ -194,7 +250,7 @@ impl Idempotency {
             ));
         }
         let body = serde_json::to_string(request).map_err(|_| AppError::Internal)?;
-        let hash = secrets::hash_secret(&format!("trigger {pipeline_id} {body}"));
+        let hash = secrets::hash_secret(&format!("{target} {body}"));
         Ok(Idempotency {
             key: key.to_owned(),
             hash,
@@ -256,7 +312,7 @@ pub async fn trigger(
         caller.sees_pipeline(pool, pipeline_id).await?;
         limits.trigger(&caller.actor)?;
         let idempotency = idempotency_key
-            .map(|key| Idempotency::new(key, pipeline_id, &request))
+            .map(|key| Idempotency::new(key, &format!("trigger {pipeline_id}"), &request))
             .transpose()?;
         // A key with budgets is counted under its lock, one trigger at a time (`accept`).
         if idempotency.is_none() && !caller.budget.limits() {
@@ -274,6 +330,7 @@ pub async fn trigger(
             parameters: overrides,
             source,
             retry_of: None,
+            restart: None,
             action: "run.trigger",
             idempotency: idempotency.as_ref(),
         };
@@ -294,30 +351,74 @@ fn count_refusal(result: Result<Run>) -> Result<Run> {
     result
 }
 
-/// Runs a finished run again: a new run with the same parameters, linked to the original.
-#[tracing::instrument(name = "runs.retry", skip_all, fields(run.id = run_id))]
-pub async fn retry(pool: &PgPool, limits: &Limits, caller: &Caller, run_id: i64) -> Result<Run> {
+/// A retry as it arrives: the run retried, where to start and what to change, where it
+/// came from (`api`, `ui`) and its `Idempotency-Key`.
+pub struct Retry<'a> {
+    /// The run to run again.
+    pub run_id: i64,
+    /// Where to start and the parameters to change.
+    pub request: RetryRequest,
+    /// The caller's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// Runs a finished run again: a new run linked to the original.
+///
+/// It has the original's parameters and the request's overrides on top. With
+/// `from_stage`, the stages before it are carried
+/// over as `skipped` and the flow starts there; a stage the run does not have, or one
+/// whose earlier stages left no output, is refused before anything is written.
+#[tracing::instrument(name = "runs.retry", skip_all, fields(run.id = retry.run_id))]
+pub async fn retry(pool: &PgPool, limits: &Limits, caller: &Caller, retry: Retry<'_>) -> Result<Run> {
+    let Retry {
+        run_id,
+        request,
+        idempotency_key,
+    } = retry;
     let accepted = async {
         caller.may(Action::Retry)?;
         caller.sees_run(pool, run_id).await?;
-        limits.trigger(&caller.actor)?;
         let original = db::run_by_id(pool, run_id)
             .await?
             .ok_or_else(|| AppError::not_found("Run"))?;
+        let stages = match &request.from_stage {
+            Some(_) => db::stages_for_runs(pool, &[run_id]).await?,
+            None => Vec::new(),
+        };
+        if let Some(from_stage) = &request.from_stage
+            && !stages.iter().any(|s| &s.name == from_stage)
+        {
+            let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+            return Err(AppError::invalid(
+                "from_stage",
+                format!("must be one of the run's stages: {}", names.join(", ")),
+            ));
+        }
+        limits.trigger(&caller.actor)?;
+        let idempotency = idempotency_key
+            .map(|key| Idempotency::new(key, &format!("retry {run_id}"), &request))
+            .transpose()?;
         if !original.status.is_terminal() {
             return Err(AppError::conflict(format!(
                 "only a finished run can be retried; this one is {}",
                 original.status
             )));
         }
-        let parameters = Parameters::Exact(original.parameters);
+        let parameters = Parameters::Exact(with_defaults(
+            &original.parameters,
+            request.parameters.clone().unwrap_or_default(),
+        ));
         let new = Accept {
             pipeline_id: original.pipeline_id,
             parameters,
             source: "retry",
             retry_of: Some(run_id),
+            restart: request.from_stage.as_deref().map(|from_stage| Restart {
+                from_stage,
+                original: &stages,
+            }),
             action: "run.retry",
-            idempotency: None,
+            idempotency: idempotency.as_ref(),
         };
         accept(pool, caller, new).await
     };

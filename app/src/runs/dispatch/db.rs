@@ -28,6 +28,10 @@ pub struct OutboxRun {
     pub deployment: Option<String>,
     /// The run's Prefect idempotency key, the same on every attempt.
     pub idempotency_key: String,
+    /// For a restart, the flow's `flowdeck_resume` parameter: `{"from_stage": …,
+    /// "outputs": {stage: the Prefect flow run whose output it reuses}}` (flow run ids, not
+    /// Flowdeck's run ids, which another Flowdeck on the same Prefect may also use).
+    pub resume: Option<serde_json::Value>,
 }
 
 /// Queues a run for submission, waking the dispatchers once the transaction commits (on
@@ -73,7 +77,13 @@ pub async fn claim_outbox(
            )
            SELECT c.run_id AS "run_id!", c.attempts AS "attempts!", c.callback_token AS "callback_token!",
                   r.parameters, r.request_id, r.traceparent, p.slug AS pipeline_slug, p.deployment,
-                  r.prefect_idempotency_key AS idempotency_key
+                  r.prefect_idempotency_key AS idempotency_key,
+                  CASE WHEN r.from_stage IS NOT NULL THEN jsonb_build_object(
+                      'from_stage', r.from_stage,
+                      'outputs', (SELECT coalesce(jsonb_object_agg(s.name, o.prefect_flow_run_id), '{}')
+                                  FROM stage_runs s LEFT JOIN runs o ON o.id = s.output_run_id
+                                  WHERE s.run_id = r.id AND s.status = 'skipped'))
+                  END AS resume
            FROM claimed c JOIN runs r ON r.id = c.run_id JOIN pipelines p ON p.id = r.pipeline_id
            ORDER BY c.run_id"#,
         limit,

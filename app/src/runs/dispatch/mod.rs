@@ -53,6 +53,12 @@ fn flow_parameters(run: &db::OutboxRun, callback_url: &str) -> Value {
     parameters.insert("flowdeck_callback_url".into(), json!(callback_url));
     parameters.insert("flowdeck_token".into(), json!(run.callback_token));
     parameters.insert("flowdeck_request_id".into(), json!(run.request_id));
+    // Only a restart sends it (never a caller's own), so flows that do not take it still
+    // accept every other run.
+    match &run.resume {
+        Some(resume) => parameters.insert("flowdeck_resume".into(), resume.clone()),
+        None => parameters.remove("flowdeck_resume"),
+    };
     Value::Object(parameters)
 }
 

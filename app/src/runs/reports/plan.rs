@@ -189,7 +189,7 @@ impl State {
                         self.stages
                             .iter()
                             .filter(|s| s.run_id == *run_id)
-                            .all(|s| s.status == RunStatus::Completed)
+                            .all(|s| matches!(s.status, RunStatus::Completed | RunStatus::Skipped))
                     };
                     let follow = match (change, status) {
                         (Change::Move, RunStatus::Running) => Some(RunStatus::Running),

@@ -35,6 +35,50 @@ pub async fn runs_to_follow(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result
     .await
 }
 
+/// A failed run whose last error lines were not read yet.
+pub struct FailureToExplain {
+    /// Run id.
+    pub id: i64,
+    /// Prefect's flow run id.
+    pub flow_run_id: String,
+    /// Whether Prefect's final state came long enough ago for its last lines to be in.
+    pub settled: bool,
+}
+
+/// Failed or crashed runs of the last 10 minutes in a final Prefect state whose error
+/// lines were not read yet, oldest first.
+pub async fn failures_to_explain(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<FailureToExplain>> {
+    sqlx::query_as!(
+        FailureToExplain,
+        r#"SELECT id AS "id!", prefect_flow_run_id AS "flow_run_id!",
+                  updated_at < now() - interval '3 seconds' AS "settled!"
+           FROM runs
+           WHERE status IN ('failed', 'crashed') AND failure_logs IS NULL
+             AND prefect_flow_run_id IS NOT NULL AND ended_at > now() - interval '10 minutes'
+             AND prefect_state IN ('Failed', 'Crashed', 'Cancelled', 'Completed')
+           ORDER BY ended_at LIMIT $1"#,
+        limit
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Keeps a failed run's last error lines (a JSON array of run log lines).
+pub async fn set_failure_logs(
+    db: impl PgExecutor<'_>,
+    run_id: i64,
+    lines: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE runs SET failure_logs = $2 WHERE id = $1 AND failure_logs IS NULL",
+        run_id,
+        lines
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// The run submitted as this Prefect flow run, if any.
 pub async fn run_for_flow_run(db: impl PgExecutor<'_>, flow_run_id: &str) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar!("SELECT id FROM runs WHERE prefect_flow_run_id = $1", flow_run_id)

@@ -151,6 +151,10 @@ async fn follow_events(
                                 if let Err(e) = apply_change(&pool, &change).await {
                                     tracing::warn!(error = %e, prefect.flow_run = %change.flow_run_id, "cannot apply a Prefect event; the poll will");
                                 }
+                                // A failure's last lines are read by the poll: wake it.
+                                if matches!(change.state_type.as_str(), "FAILED" | "CRASHED") {
+                                    resync.notify_one();
+                                }
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "Prefect's event stream ended; polling until it is back");
@@ -176,6 +180,32 @@ async fn follow_events(
         }
         wait = (wait * 2).min(MAX_RECONNECT);
     }
+}
+
+/// Error lines kept per failed run.
+const FAILURE_LINES: usize = 5;
+/// How soon the poll comes back while a failed run's last lines are still arriving.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// Keeps the last error lines of runs that failed, once Prefect's final state has settled
+/// (the flow's last lines follow it by a moment); returns how many failed runs still wait.
+pub async fn explain_failures(pool: &PgPool, prefect: &PrefectClient) -> crate::error::Result<usize> {
+    let mut waiting = 0;
+    for run in db::failures_to_explain(pool, 20).await? {
+        if !run.settled {
+            waiting += 1;
+            continue;
+        }
+        let stages = super::db::stages_for_runs(pool, &[run.id]).await?;
+        match super::logs::explain_logs(prefect, &run.flow_run_id, &stages, FAILURE_LINES).await {
+            Ok(lines) => {
+                let lines = serde_json::to_value(lines).map_err(|_| crate::error::AppError::Internal)?;
+                db::set_failure_logs(pool, run.id, &lines).await?;
+            }
+            Err(e) => tracing::debug!(error = %e, run.id = run.id, "cannot read a failed run's last lines"),
+        }
+    }
+    Ok(waiting)
 }
 
 /// Flags running runs silent for longer than `silence`, logging each once.
@@ -216,11 +246,18 @@ pub async fn run(
         if let Err(e) = flag_stuck(&pool, silence).await {
             tracing::error!(error = %e, "cannot flag stuck runs");
         }
-        let pause = if live.load(Ordering::Relaxed) {
+        let explaining = explain_failures(&pool, &prefect).await.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "cannot keep failed runs' last lines");
+            0
+        });
+        let mut pause = if live.load(Ordering::Relaxed) {
             (interval * 10).min(LIVE_POLL).max(interval)
         } else {
             interval
         };
+        if explaining > 0 {
+            pause = pause.min(SETTLE);
+        }
         let wake = async {
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}

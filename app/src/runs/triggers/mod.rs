@@ -266,6 +266,7 @@ fn new_run(runs: &db::NewRuns, index: usize, locked: &db::Locked, recorded: db::
         request_id: Some(runs.request_ids.get(index)?.clone()),
         idempotency_key: None,
         retry_of_run_id: None,
+        from_stage: None,
         prefect_flow_run_id: None,
         prefect_state: None,
         prefect_message: None,
@@ -279,6 +280,7 @@ fn new_run(runs: &db::NewRuns, index: usize, locked: &db::Locked, recorded: db::
         stuck_since: None,
         prefect_url: None,
         failure: None,
+        failure_logs: Vec::new(),
         stages,
     })
 }
