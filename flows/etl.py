@@ -83,9 +83,16 @@ def write_output(flow_run_id, name, output):
 
 
 @task(task_run_name="{name}", cache_policy=NONE)
-def run_stage(name: str, generated: int, fail: bool, seconds: float) -> dict:
-    """One stage's work: `generated` rows in, the share of them it keeps out."""
-    time.sleep(max(0.0, seconds))
+def run_stage(name: str, generated: int, fail: bool, seconds: float, log_lines: int = 0) -> dict:
+    """One stage's work: `generated` rows in, the share of them it keeps out; `log_lines`
+    lines logged on the way, spread over the stage (for benchmarks)."""
+    if log_lines > 0:
+        logger = get_run_logger()
+        for line in range(1, log_lines + 1):
+            logger.info("%s: working, line %d of %d", name, line, log_lines)
+            time.sleep(max(0.0, seconds) / log_lines)
+    else:
+        time.sleep(max(0.0, seconds))
     if fail:
         raise StageFailed(f"simulated failure in stage '{name}'")
     return {"stage": name, "generated": generated, "records": int(generated * KEPT[name])}
@@ -147,6 +154,7 @@ def etl(
     fail_stage: str | None = None,
     stage_seconds: float = 0.5,
     flowdeck_resume: dict | None = None,
+    log_lines: int = 0,
 ) -> dict:
     logger = get_run_logger()
     traceparent = trace_parent()
@@ -177,7 +185,7 @@ def etl(
     for name in STAGES[start:]:
         send({"stage_name": name, "status": "running"})
         try:
-            output = run_stage(name, generated, fail_stage == name, stage_seconds)
+            output = run_stage(name, generated, fail_stage == name, stage_seconds, log_lines)
         except StageFailed as error:
             send({"stage_name": name, "status": "failed", "error_message": str(error)})
             raise

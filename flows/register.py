@@ -65,6 +65,8 @@ PARAMETERS = {
                                                                                      {"type": "null"}]}}}},
                       {"type": "null"}],
             "default": None, "position": 7, "title": "Restart", "description": "Set by Flowdeck on a restart"},
+        "log_lines": {"type": "integer", "default": 0, "minimum": 0, "maximum": 100000, "position": 8,
+                      "title": "Log lines per stage", "description": "Extra lines each stage logs (benchmarks)"},
     },
     "additionalProperties": False,
 }

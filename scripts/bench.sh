@@ -183,7 +183,10 @@ record "release wasm" "\"raw_bytes\": $wasm_raw, \"brotli_bytes\": $wasm_br, \"f
 
 # Webhook deliveries, against a server of their own (scripts/webhook-bench.sh).
 "$ROOT/scripts/webhook-bench.sh" "$out" || die "the webhook benchmark failed"
+# Live logs on the run page, with a real Prefect and Chromium (scripts/log-bench.sh).
+"$ROOT/scripts/log-bench.sh" "$out" || die "the log benchmark failed"
 python3 "$ROOT/bench/report.py" "$results" "$out/live.txt" "$out/page-weight.txt" >"$out/report.md"
 cat "$out/webhooks.md" >>"$out/report.md"
+{ echo; echo "## Live logs on the run page (scripts/log-bench.sh)"; echo; cat "$out/logs.md"; } >>"$out/report.md"
 say "report: $out/report.md"
 cat "$out/report.md"

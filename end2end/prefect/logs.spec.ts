@@ -1,4 +1,5 @@
 import { expect, test, type Page } from "@playwright/test";
+import { expectAccessible, WIDTHS } from "../tests/a11y";
 import { adminKey, signIn } from "../tests/session";
 
 const api = { Authorization: `Bearer ${adminKey}` };
@@ -74,6 +75,12 @@ test("a failing run's log shows live on its page, its failure says why, and it r
   expect(download.headers()["content-disposition"]).toContain(`run-${run}-logs.txt`);
   expect(await download.text()).toContain("[Data Generation] prefect.flow_runs: Data Generation: 1000 records");
   await page.screenshot({ path: "test-results/run-logs.png", fullPage: true });
+  for (const width of WIDTHS) {
+    await page.setViewportSize({ width, height: 900 });
+    await expectAccessible(page, `the run page with its log at ${width} px`);
+    if (width < 500) await page.screenshot({ path: "test-results/run-logs-phone.png", fullPage: true });
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
 
   // Retry from the failed stage (same parameters: it fails there again, reusing the rest).
   await page.getByTestId("retry-from").click();

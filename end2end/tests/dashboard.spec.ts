@@ -160,6 +160,12 @@ test("a pipeline created through the API appears on an open dashboard within a s
   expect(made.status()).toBe(201);
   await expect(page.getByRole("link", { name })).toBeVisible({ timeout: 1000 });
   expect(reloaded, "the row arrives without a reload").toBe(false);
+  // Its first run is announced to screen readers as its status changes (a new row is not).
+  await expect(page.getByTestId("rows-announce")).toHaveText("");
+  const pipeline = (await made.json()).id;
+  const run = await (await request.post(`/api/pipelines/${pipeline}/runs`, { headers: auth(), data: {} })).json();
+  await request.post("/api/status-update/", { headers: auth(), data: { run_id: run.id, status: "running" } });
+  await expect(page.getByTestId("rows-announce")).toHaveText(`${name}: running`);
 });
 
 test("a stage update appears on an open run page within a second", async ({ page, request }) => {
@@ -184,6 +190,8 @@ test("a stage update appears on an open run page within a second", async ({ page
   await expect(row).toContainText("running", { timeout: 1000 });
   await expect(row).toContainText("42", { timeout: 1000 });
   await expect(page.getByRole("heading", { name: /Run #\d+/ })).toContainText("running", { timeout: 1000 });
+  // Screen readers hear the new status, politely.
+  await expect(page.getByTestId("run-announce")).toHaveText(`Run #${run.id} is running`);
   // The stage timeline appears and draws the running stage.
   await expect(page.getByTestId("timeline-row")).toHaveCount(5, { timeout: 1000 });
   await expect(page.getByTestId("timeline").locator("rect")).toHaveCount(1);
@@ -197,5 +205,6 @@ test("a stage update appears on an open run page within a second", async ({ page
   await expect(page.getByRole("button", { name: "↻ Retry" })).toBeVisible({ timeout: 1000 });
   await expect(page.getByRole("button", { name: "■ Cancel" })).toHaveCount(0);
   await expect(page.getByRole("heading", { name: /Run #\d+/ })).toContainText("failed");
+  await expect(page.getByTestId("run-announce")).toHaveText(`Run #${run.id} failed: boom`);
   expect(reloaded, "the stage changes without a reload").toBe(false);
 });

@@ -419,7 +419,11 @@ async fn the_forms_offer_prefects_deployments_and_the_flows_parameters(db: PgPoo
         .json();
     let fields = fields.as_array().unwrap();
     let names: Vec<&str> = fields.iter().map(|f| f["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["rows", "fail_stage", "stage_seconds"], "{fields:?}");
+    assert_eq!(
+        names,
+        ["rows", "fail_stage", "stage_seconds", "log_lines"],
+        "{fields:?}"
+    );
     assert_eq!(fields[0]["kind"]["kind"], "integer");
     assert_eq!(fields[0]["value"], "42", "the pipeline's default fills the form");
     assert_eq!(fields[2]["kind"]["kind"], "number");

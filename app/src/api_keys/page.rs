@@ -37,7 +37,10 @@ pub fn ApiKeysPage() -> impl IntoView {
                                     <NewKeyFields />
                                 </KeyAdmin>
                             </section>
-                            <div id=TABLE_ID><KeyTable keys /></div>
+                            <section class="card" aria-labelledby="keys-head">
+                                <h2 id="keys-head">"Keys"</h2>
+                                <div id=TABLE_ID><KeyTable keys /></div>
+                            </section>
                         }
                         .into_any(),
                     }

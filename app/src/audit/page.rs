@@ -154,6 +154,7 @@ fn AuditTable(listing: super::AuditListing, query: AuditQuery) -> impl IntoView 
         .collect_view();
     view! {
         <p class="muted">{format!("{} events", listing.total)}</p>
+        <section class="card" aria-label="Audit events" tabindex="0">
         <table class="grid audit">
             <thead>
                 <tr>
@@ -169,6 +170,7 @@ fn AuditTable(listing: super::AuditListing, query: AuditQuery) -> impl IntoView 
             </thead>
             <tbody>{rows}</tbody>
         </table>
+        </section>
         <nav class="pager" aria-label="Pages">
             {(page > 1).then(|| view! { <a href=query.url(page - 1)>"← Newer"</a> })}
             <span>{format!("Page {page} of {pages}")}</span>

@@ -86,8 +86,51 @@ async fn run(
     on_change: Callback<()>,
     on_resync: Callback<()>,
     link: WriteSignal<Link>,
-    mut stopped: futures_channel::oneshot::Receiver<()>,
+    stopped: futures_channel::oneshot::Receiver<()>,
 ) {
+    let url = format!("/api/events{query}");
+    read_stream(&url, &KINDS, link, stopped, |events, reopened| {
+        for (kind, _) in events {
+            match kind.as_str() {
+                // A new stream starts from now: once it says hello, reload whatever may
+                // have changed while the page had none. (The browser's own reconnects
+                // resume.)
+                "hello" if reopened => on_resync.run(()),
+                "hello" | "heartbeat" => {}
+                "resync" => on_resync.run(()),
+                _ => on_change.run(()),
+            }
+        }
+        Read::More
+    })
+    .await;
+}
+
+/// Whether a stream's reader wants more.
+#[cfg(feature = "hydrate")]
+pub(crate) enum Read {
+    /// Keep reading.
+    More,
+    /// Close the stream: it is over.
+    Done,
+}
+
+/// Reads the event stream at `url` until `on_events` says it is done or the page goes away
+/// (`stopped`).
+///
+/// Subscribes to `kinds` and hands `on_events` each batch of events already waiting (so a
+/// burst is handled once), with whether this stream was opened again after a lost one.
+/// When the browser gives up, or the stream goes silent past its heartbeats, it opens a
+/// new one with backoff; `link` says which state it is in.
+#[cfg(feature = "hydrate")]
+pub(crate) async fn read_stream(
+    url: &str,
+    kinds: &[&str],
+    link: WriteSignal<Link>,
+    mut stopped: futures_channel::oneshot::Receiver<()>,
+    mut on_events: impl FnMut(Vec<(String, web_sys::MessageEvent)>, bool) -> Read,
+) {
+    use futures_util::FutureExt;
     use futures_util::future::{Either, select};
     use futures_util::stream::{StreamExt, select_all};
     use gloo_net::eventsource::futures::EventSource;
@@ -98,11 +141,9 @@ async fn run(
     let mut backoff = Duration::from_secs(1);
     let mut opened_before = false;
     loop {
-        if let Ok(mut source) = EventSource::new(&format!("/api/events{query}")) {
-            // A new stream starts from now: once it says hello, reload whatever may have
-            // changed while the page had none. (The browser's own reconnects resume.)
-            let mut reload = std::mem::replace(&mut opened_before, true);
-            let streams: Vec<_> = KINDS
+        if let Ok(mut source) = EventSource::new(url) {
+            let reopened = std::mem::replace(&mut opened_before, true);
+            let streams: Vec<_> = kinds
                 .iter()
                 .filter_map(|kind| source.subscribe(*kind).ok())
                 .collect();
@@ -119,18 +160,16 @@ async fn run(
                         return;
                     }
                 };
-                let Some(Ok((kind, _))) = item else { break };
+                let Some(Ok(first)) = item else { break };
                 link.set(Link::Live);
                 backoff = Duration::from_secs(1);
-                match kind.as_str() {
-                    "hello" => {
-                        if std::mem::take(&mut reload) {
-                            on_resync.run(());
-                        }
-                    }
-                    "heartbeat" => {}
-                    "resync" => on_resync.run(()),
-                    _ => on_change.run(()),
+                let mut batch = vec![first];
+                while let Some(Some(Ok(item))) = events.next().now_or_never() {
+                    batch.push(item);
+                }
+                if let Read::Done = on_events(batch, reopened) {
+                    source.close();
+                    return;
                 }
             }
             source.close();

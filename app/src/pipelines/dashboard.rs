@@ -61,9 +61,18 @@ fn DashboardFilters(query: DashboardQuery) -> impl IntoView {
     crate::ui::mark_hydrated();
     let query = RwSignal::new(query);
     let loads = Loads::new();
+    // Status changes of the rows shown, for screen readers (not every refresh).
+    let announce = RwSignal::new(String::new());
     let load = Callback::new(move |()| {
         let rows = dashboard_rows(Some(query.get_untracked()));
-        loads.load(rows, |html| regions::put(ROWS_ID, &html));
+        loads.load(rows, move |html| {
+            let before = regions::attributes(ROWS_ID, "data-status");
+            regions::put(ROWS_ID, &html);
+            let changed = regions::changed(&before, &regions::attributes(ROWS_ID, "data-status"));
+            if !changed.is_empty() {
+                announce.set(changed.join("; "));
+            }
+        });
     });
     let set_filter = move |field: &str, value: String| {
         let value = Some(value).filter(|v| !v.trim().is_empty());
@@ -93,6 +102,9 @@ fn DashboardFilters(query: DashboardQuery) -> impl IntoView {
         <Toolbar query set_filter>
             <LiveIndicator link />
         </Toolbar>
+        <span class="visually-hidden" role="status" aria-live="polite" data-testid="rows-announce">
+            {move || announce.get()}
+        </span>
     }
 }
 
@@ -232,8 +244,9 @@ pub(super) fn DashboardRows(page: Page, query: DashboardQuery) -> impl IntoView 
             let reason = matches!(p.status, RunStatus::Failed | RunStatus::Crashed)
                 .then(|| crate::runs::failure_reason(&p.stages, p.error_message.as_deref()))
                 .flatten();
+            let spoken = format!("{}: {}", p.name, p.status.as_str());
             view! {
-                <tr data-testid="pipeline-row">
+                <tr data-testid="pipeline-row" data-status=spoken>
                     <td>
                         <a href=format!("/pipelines/{}", p.id)>{p.name}</a>
                         <div class="muted small">{p.slug}{tags}</div>

@@ -35,7 +35,7 @@ pub(super) fn StageDots(stages: Vec<(String, RunStatus)>) -> impl IntoView {
                 .into_iter()
                 .map(|(name, status)| {
                     let label = format!("{name}: {status}");
-                    view! { <span class=format!("dot dot-{}", status.as_str()) title=label.clone() aria-label=label></span> }
+                    view! { <span class=format!("dot dot-{}", status.as_str()) role="img" title=label.clone() aria-label=label></span> }
                 })
                 .collect_view()}
         </span>

@@ -11,6 +11,8 @@
 use leptos::prelude::*;
 use serde::Deserialize;
 
+use crate::events::live::Link;
+
 /// Lines the viewer keeps; older ones are dropped (the download has them all).
 pub const KEPT: usize = 5000;
 
@@ -37,27 +39,13 @@ fn rank(level: &str) -> usize {
     LEVELS.iter().position(|l| *l == level).unwrap_or(0)
 }
 
-/// What the viewer's stream is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    /// Opening.
-    Connecting,
-    /// Receiving lines as they are written.
-    Live,
-    /// The run finished and every line was read.
-    Ended,
-    /// Lost; trying again.
-    Offline,
-}
-
-impl Stream {
-    fn says(self) -> &'static str {
-        match self {
-            Stream::Connecting => "Connecting to the log…",
-            Stream::Live => "Following the log live.",
-            Stream::Ended => "The run has finished; its log is complete.",
-            Stream::Offline => "Lost the log stream; trying again.",
-        }
+/// What the stream's state says, for screen readers too.
+fn says(link: Link, ended: bool) -> &'static str {
+    match (ended, link) {
+        (true, _) => "The run has finished; its log is complete.",
+        (false, Link::Connecting) => "Connecting to the log…",
+        (false, Link::Live) => "Following the log live.",
+        (false, Link::Offline) => "Lost the log stream; trying again.",
     }
 }
 
@@ -87,7 +75,8 @@ fn clock(timestamp: &str) -> &str {
 pub fn RunLogViewer(run_id: i64, stages: Vec<String>) -> impl IntoView {
     crate::ui::mark_hydrated();
     let lines = RwSignal::new(Vec::<ViewLine>::new());
-    let stream = RwSignal::new(Stream::Connecting);
+    let (link, set_link) = signal(Link::Connecting);
+    let ended = RwSignal::new(false);
     let truncated = RwSignal::new(false);
     let filters = RwSignal::new(Filters {
         level: 1,
@@ -101,7 +90,7 @@ pub fn RunLogViewer(run_id: i64, stages: Vec<String>) -> impl IntoView {
         on_cleanup(move || {
             stop.send(()).ok();
         });
-        leptos::task::spawn_local(follow(run_id, lines, stream, truncated, stopped));
+        leptos::task::spawn_local(follow(run_id, lines, set_link, ended, truncated, stopped));
         // New lines scroll into view while following.
         Effect::new(move |_| {
             lines.track();
@@ -109,10 +98,13 @@ pub fn RunLogViewer(run_id: i64, stages: Vec<String>) -> impl IntoView {
             if following.get()
                 && let Some(list) = list.get()
             {
-                list.set_scroll_top(list.scroll_height());
+                // After the new rows are laid out.
+                request_animation_frame(move || list.set_scroll_top(list.scroll_height()));
             }
         });
     }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = set_link;
     let shown = Memo::new(move |_| {
         let filters = filters.get();
         lines.with(|lines| {
@@ -184,7 +176,7 @@ pub fn RunLogViewer(run_id: i64, stages: Vec<String>) -> impl IntoView {
             <a href=download download="" class="button">"Download"</a>
         </div>
         <p class="muted small" role="status" aria-live="polite" data-testid="log-state">
-            {move || stream.get().says()}
+            {move || says(link.get(), ended.get())}
         </p>
         <p class="muted small">
             {count}
@@ -210,87 +202,46 @@ pub fn RunLogViewer(run_id: i64, stages: Vec<String>) -> impl IntoView {
     }
 }
 
-/// Follows the run's log until it ends or the page goes away; reopens a lost stream with
-/// backoff (lines it sends again are dropped by id).
+/// Follows the run's log until it ends or the page goes away; a lost stream is opened
+/// again (lines it sends again are dropped by id).
 #[cfg(feature = "hydrate")]
 async fn follow(
     run_id: i64,
     lines: RwSignal<Vec<ViewLine>>,
-    stream: RwSignal<Stream>,
+    link: WriteSignal<Link>,
+    ended: RwSignal<bool>,
     truncated: RwSignal<bool>,
-    mut stopped: futures_channel::oneshot::Receiver<()>,
+    stopped: futures_channel::oneshot::Receiver<()>,
 ) {
-    use futures_util::FutureExt;
-    use futures_util::future::{Either, select};
-    use futures_util::stream::{StreamExt, select_all};
-    use gloo_net::eventsource::futures::EventSource;
-    use std::collections::HashSet;
-    use std::time::Duration;
-
-    // The server sends a heartbeat every 15 s; silence past this means the link is dead.
-    const SILENCE: Duration = Duration::from_secs(35);
-    let mut seen = HashSet::new();
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        if let Ok(mut source) = EventSource::new(&format!("/api/runs/{run_id}/logs?level=debug")) {
-            let streams: Vec<_> = ["hello", "heartbeat", "log", "truncated", "end"]
-                .iter()
-                .filter_map(|kind| source.subscribe(*kind).ok())
-                .collect();
-            let mut events = select_all(streams);
-            loop {
-                let next = events.next();
-                let timeout = crate::events::live::sleep(SILENCE);
-                futures_util::pin_mut!(next, timeout);
-                let first = match select(select(next, timeout), &mut stopped).await {
-                    Either::Left((Either::Left((item, _)), _)) => item,
-                    Either::Left((Either::Right(_), _)) => None,
-                    Either::Right(_) => {
-                        source.close();
-                        return;
-                    }
-                };
-                let Some(Ok(first)) = first else { break };
-                stream.set(Stream::Live);
-                backoff = Duration::from_secs(1);
-                // Take every event already waiting, so a burst renders once.
-                let mut batch = vec![first];
-                while let Some(Some(Ok(item))) = events.next().now_or_never() {
-                    batch.push(item);
-                }
-                let mut new = Vec::new();
-                for (kind, message) in batch {
-                    let data = message.data().as_string().unwrap_or_default();
-                    match kind.as_str() {
-                        "log" => {
-                            if let Ok(line) = serde_json::from_str::<ViewLine>(&data)
-                                && seen.insert(line.id.clone())
-                            {
-                                new.push(line);
-                            }
-                        }
-                        "truncated" => truncated.set(true),
-                        "end" => {
-                            source.close();
-                            append(lines, truncated, new);
-                            stream.set(Stream::Ended);
-                            return;
-                        }
-                        _ => {}
+    use crate::events::live::{Read, read_stream};
+    let mut seen = std::collections::HashSet::new();
+    let url = format!("/api/runs/{run_id}/logs?level=debug");
+    let kinds = ["hello", "heartbeat", "log", "truncated", "end"];
+    read_stream(&url, &kinds, link, stopped, |events, _| {
+        let mut new = Vec::new();
+        let mut read = Read::More;
+        for (kind, message) in events {
+            let data = message.data().as_string().unwrap_or_default();
+            match kind.as_str() {
+                "log" => {
+                    if let Ok(line) = serde_json::from_str::<ViewLine>(&data)
+                        && seen.insert(line.id.clone())
+                    {
+                        new.push(line);
                     }
                 }
-                append(lines, truncated, new);
+                "truncated" => truncated.set(true),
+                "end" => {
+                    ended.set(true);
+                    read = Read::Done;
+                }
+                _ => {}
             }
-            source.close();
         }
-        stream.set(Stream::Offline);
-        let pause = crate::events::live::sleep(backoff);
-        futures_util::pin_mut!(pause);
-        if let Either::Right(_) = select(pause, &mut stopped).await {
-            return;
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
+        append(lines, truncated, new);
+        read
+    })
+    .await;
 }
 
 /// Adds `new` lines, keeping the newest [`KEPT`].

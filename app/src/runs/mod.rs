@@ -202,6 +202,14 @@ impl Run {
             .map(|s| s.name.clone())
     }
 
+    /// The run's status in words, as a screen reader announces its changes.
+    pub fn spoken_status(&self) -> String {
+        match &self.failure {
+            Some(failure) => format!("Run #{} {}: {}", self.id, self.status, failure.reason),
+            None => format!("Run #{} is {}", self.id, self.status),
+        }
+    }
+
     /// The run with [`Run::failure`] worked out from its status, stages and messages.
     pub fn explained(mut self) -> Self {
         // A run read back from JSON has its lines in `failure` only.
@@ -421,6 +429,8 @@ pub struct RunRegions {
     pub actions: String,
     /// The timeline, stages, details and parameters (`page::BODY_ID`).
     pub body: String,
+    /// The run's status in words, announced to screen readers when it changes.
+    pub status: String,
 }
 
 /// A run page's parts, rendered afresh.
@@ -432,6 +442,7 @@ pub async fn run_parts(id: i64) -> Result<RunRegions, AppError> {
         .is_ok();
     let (run_id, finished, restart_from) = (run.id, run.status.is_terminal(), run.restart_point());
     Ok(RunRegions {
+        status: run.spoken_status(),
         head: view! { <page::RunHead run=run.clone() /> }.to_html(),
         actions: view! { <page::RunActions run_id finished may_operate restart_from /> }.to_html(),
         body: view! { <page::RunBody run /> }.to_html(),

@@ -47,12 +47,13 @@ pub fn RunPage() -> impl IntoView {
                                 let run_id = run.id;
                                 let finished = run.status.is_terminal();
                                 let restart_from = run.restart_point();
+                                let status = run.spoken_status();
                                 let stages: Vec<String> = run.stages.iter().map(|s| s.name.clone()).collect();
                                 view! {
                                     <section class="page-head">
                                         <div id=HEAD_ID><RunHead run=run.clone() /></div>
                                         <div class="head-side">
-                                            <RunLive run_id />
+                                            <RunLive run_id status />
                                             <div id=ACTIONS_ID><RunActions run_id finished may_operate restart_from /></div>
                                         </div>
                                     </section>
@@ -90,14 +91,21 @@ fn prefect_configured() -> bool {
 /// The live indicator: an island that keeps the page's run current. Eager (in the main wasm
 /// module, as the dashboard's), so the page needs no other wasm.
 #[island]
-fn RunLive(run_id: i64) -> impl IntoView {
+fn RunLive(run_id: i64, status: String) -> impl IntoView {
     crate::ui::mark_hydrated();
     let loads = Loads::new();
+    // The status as last shown, and what to announce when it changes.
+    let last = StoredValue::new(status);
+    let announce = RwSignal::new(String::new());
     let load = Callback::new(move |()| {
-        loads.load(run_parts(run_id), |parts| {
+        loads.load(run_parts(run_id), move |parts| {
             regions::put(HEAD_ID, &parts.head);
             regions::put(ACTIONS_ID, &parts.actions);
             regions::put(BODY_ID, &parts.body);
+            if last.get_value() != parts.status {
+                announce.set(parts.status.clone());
+                last.set_value(parts.status);
+            }
         });
     });
     let throttle = Throttle::new(load);
@@ -106,7 +114,12 @@ fn RunLive(run_id: i64) -> impl IntoView {
         Callback::new(move |()| throttle.changed()),
         load,
     );
-    view! { <LiveIndicator link /> }
+    view! {
+        <LiveIndicator link />
+        <span class="visually-hidden" role="status" aria-live="polite" data-testid="run-announce">
+            {move || announce.get()}
+        </span>
+    }
 }
 
 /// Cancel (while the run is live) and Retry (once it has finished), for operators, with

@@ -13,6 +13,38 @@ pub fn put(id: &str, html: &str) {
     }
 }
 
+/// The values of `attribute` on the elements inside element `id` that have it, in order.
+/// Called in the browser only.
+pub fn attributes(id: &str, attribute: &str) -> Vec<String> {
+    let Some(Ok(found)) = document()
+        .get_element_by_id(id)
+        .map(|element| element.query_selector_all(&format!("[{attribute}]")))
+    else {
+        return Vec::new();
+    };
+    (0..found.length())
+        .filter_map(|i| found.item(i))
+        .filter_map(|node| leptos::wasm_bindgen::JsCast::dyn_into::<web_sys::Element>(node).ok())
+        .filter_map(|element| element.get_attribute(attribute))
+        .collect()
+}
+
+/// The `name: status` values of `after` whose name was in `before` with another status:
+/// what changed among the rows shown both times (rows that came or went are not changes).
+pub fn changed(before: &[String], after: &[String]) -> Vec<String> {
+    let name = |value: &str| value.rsplit_once(": ").map(|(name, _)| name.to_owned());
+    after
+        .iter()
+        .filter(|now| {
+            !before.contains(now)
+                && before
+                    .iter()
+                    .any(|was| name(was).is_some() && name(was) == name(now))
+        })
+        .cloned()
+        .collect()
+}
+
 /// Numbers loads so that an answer never replaces one asked for later: answers may arrive
 /// out of order (filters typed quickly, a change and a filter at once).
 #[derive(Clone, Copy)]
@@ -102,5 +134,21 @@ impl Throttle {
             },
             Self::PAUSE,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changed;
+
+    #[test]
+    fn only_rows_shown_both_times_with_another_status_are_changes() {
+        let before = ["Alpha: running".to_owned(), "Beta: pending".to_owned()];
+        let after = [
+            "Alpha: completed".to_owned(),
+            "Beta: pending".to_owned(),
+            "Gamma: failed".to_owned(),
+        ];
+        assert_eq!(changed(&before, &after), ["Alpha: completed"]);
     }
 }

@@ -43,6 +43,12 @@ const SETTLE: Duration = Duration::from_secs(3);
 const GIVE_UP: Duration = Duration::from_secs(60);
 /// How long the log stream stays down before it is tried again.
 const RECONNECT: Duration = Duration::from_secs(10);
+/// While the log stream is up, `logs/filter` is still read this often: a Prefect that does
+/// not publish its logs (`PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED` off, its
+/// default) accepts the subscription and stays silent.
+const CROSS_CHECK: Duration = Duration::from_secs(5);
+/// A line Prefect received this long ago and the stream never sent was missed by it.
+const MISSED: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
 /// A quiet follower sends `heartbeat` this often.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// A follower's credential is checked again this often.
@@ -99,6 +105,8 @@ pub async fn follow(
         seen: Seen::default(),
         socket: None,
         reconnect_at: Instant::now(),
+        cross_check_at: Instant::now() + CROSS_CHECK,
+        stream_missed: false,
         finished_at: None,
         tick: Instant::now() + TICK,
         heartbeat: Instant::now() + HEARTBEAT,
@@ -167,6 +175,10 @@ struct Follower {
     seen: Seen,
     socket: Option<LogStream>,
     reconnect_at: Instant,
+    /// When `logs/filter` is next read while the stream is up.
+    cross_check_at: Instant,
+    /// The stream missed lines: this follower polls from then on.
+    stream_missed: bool,
     /// When the run and Prefect were first both seen finished.
     finished_at: Option<Instant>,
     /// When the run is next read again, a heartbeat is due, the credential next checked.
@@ -239,12 +251,16 @@ impl Follower {
         };
         self.connect(&flow_run).await;
         match self.since {
-            Some(_) => self.catch_up(&flow_run).await?,
+            Some(_) => {
+                self.catch_up(&flow_run).await?;
+            }
             None => self.tail(&flow_run).await?,
         }
         loop {
             match self.next_wake().await? {
-                Wake::Line(line) => self.emit(line).await?,
+                Wake::Line(line) => {
+                    self.emit(line).await?;
+                }
                 Wake::Dropped => {
                     self.socket = None;
                     self.reconnect_at = Instant::now() + RECONNECT;
@@ -252,13 +268,24 @@ impl Follower {
                 Wake::Tick => {
                     self.refresh().await;
                     if self.socket.is_none() {
-                        if Instant::now() >= self.reconnect_at {
+                        if Instant::now() >= self.reconnect_at && !self.stream_missed {
                             self.connect(&flow_run).await;
                         }
                         self.catch_up(&flow_run).await?;
+                    } else if Instant::now() >= self.cross_check_at {
+                        self.cross_check_at = Instant::now() + CROSS_CHECK;
+                        if self.catch_up(&flow_run).await? > 0 {
+                            tracing::info!(
+                                run.id = self.run.id,
+                                "Prefect's log stream missed lines; polling instead"
+                            );
+                            self.stream_missed = true;
+                            self.socket = None;
+                        }
                     }
                     if self.settled() {
-                        return self.catch_up(&flow_run).await;
+                        self.catch_up(&flow_run).await?;
+                        return Ok(());
                     }
                 }
             }
@@ -312,10 +339,10 @@ impl Follower {
         }
     }
 
-    /// Sends a line not sent yet.
-    async fn emit(&mut self, log: PrefectLog) -> std::result::Result<(), Gone> {
+    /// Sends a line not sent yet; true if it was new.
+    async fn emit(&mut self, log: PrefectLog) -> std::result::Result<bool, Gone> {
         if log.level < self.level || !self.seen.first(&log.id) {
-            return Ok(());
+            return Ok(false);
         }
         let line: RunLog = line(log, &self.run.stages);
         self.since = Some(self.since.map_or(line.timestamp, |s| s.max(line.timestamp)));
@@ -323,7 +350,8 @@ impl Follower {
         let id = line
             .timestamp
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        self.send(Event::default().event("log").id(id).data(data)).await
+        self.send(Event::default().event("log").id(id).data(data)).await?;
+        Ok(true)
     }
 
     /// The newest [`TAIL`] lines, oldest first; `truncated` first when there are more.
@@ -356,8 +384,10 @@ impl Follower {
         Ok(())
     }
 
-    /// Every line at or after the newest sent, oldest first (up to 5,000 a call).
-    async fn catch_up(&mut self, flow_run: &str) -> std::result::Result<(), Gone> {
+    /// Every line at or after the newest sent, oldest first (up to 5,000 a call); returns
+    /// how many of those sent were received by Prefect a while ago (missed by the stream).
+    async fn catch_up(&mut self, flow_run: &str) -> std::result::Result<usize, Gone> {
+        let mut missed = 0;
         let mut offset = 0;
         let since = self.since;
         for _ in 0..25 {
@@ -368,18 +398,21 @@ impl Follower {
                 since,
             };
             let Ok(found) = self.parts.prefect.flow_run_logs(flow_run, self.level, page).await else {
-                return Ok(());
+                return Ok(missed);
             };
             offset += found.len();
             let last = found.len() < 200;
             for log in found {
-                self.emit(log).await?;
+                let old = log.created.is_some_and(|at| at < Utc::now() - MISSED);
+                if self.emit(log).await? && old {
+                    missed += 1;
+                }
             }
             if last {
                 break;
             }
         }
-        Ok(())
+        Ok(missed)
     }
 }
 
