@@ -35,12 +35,16 @@ await browser.close();
 
 // When Prefect received each line, read back a page at a time.
 const received = {};
+const written = [];
 for (let offset = 0; ; offset += 200) {
   const answer = await fetch(`${base}/api/runs/${run}/logs?level=debug&limit=200&offset=${offset}`, {
     headers: { Authorization: `Bearer ${key}` },
   });
   const page = await answer.json();
-  for (const line of page.logs) received[line.id] = Date.parse(line.received_at);
+  for (const line of page.logs) {
+    received[line.id] = Date.parse(line.received_at);
+    written.push(Date.parse(line.timestamp));
+  }
   if (page.next_offset == null) break;
 }
 const delays = Object.entries(arrivals)
@@ -50,7 +54,10 @@ const delays = Object.entries(arrivals)
 const times = Object.values(arrivals).sort((a, b) => a - b);
 const span = (times[times.length - 1] - times[0]) / 1000;
 const pick = (q) => delays[Math.min(delays.length - 1, Math.floor(q * delays.length))];
+written.sort((a, b) => a - b);
+const wrote = (written[written.length - 1] - written[0]) / 1000;
 console.log(
+  `written ${written.length} lines in ${wrote.toFixed(1)} s (${Math.round(written.length / wrote)} lines/s); ` +
   `lines shown ${times.length} of ${Object.keys(received).length} in ${span.toFixed(1)} s ` +
     `(${Math.round(times.length / span)} lines/s); Prefect to page: ` +
     `p50 ${pick(0.5)} ms, p99 ${pick(0.99)} ms, worst ${delays[delays.length - 1]} ms`,

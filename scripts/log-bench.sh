@@ -19,8 +19,8 @@ api() { curl -fsS -H "Authorization: Bearer $key" -H 'Content-Type: application/
 pipeline="$(api -X POST "$url/api/pipelines/" -d '{"name": "Log bench"}' | field '["id"]')"
 
 {
-  echo "| lines/s written | lines shown live | page kept up with | Prefect to page |"
-  echo "| --- | --- | --- | --- |"
+  echo "| asked | written by the flow | lines shown live | page kept up with | Prefect to page |"
+  echo "| --- | --- | --- | --- | --- |"
 } >"$dir/logs.md"
 for rate in $RATES; do
   per_stage=$((rate * SECONDS_PER_STAGE))
@@ -32,7 +32,7 @@ for rate in $RATES; do
   echo "$line" | python3 -c '
 import re, sys
 line = sys.stdin.read()
-m = re.search(r"lines shown (\d+) of (\d+) in ([\d.]+) s \((\d+) lines/s\); Prefect to page: (.*)", line)
-print(f"| '"$rate"' | {m[1]} of {m[2]} | {m[4]} lines/s | {m[5]} |")' >>"$dir/logs.md"
+m = re.search(r"written (\d+) lines in ([\d.]+) s \((\d+) lines/s\); lines shown (\d+) of (\d+) in ([\d.]+) s \((\d+) lines/s\); Prefect to page: (.*)", line)
+print(f"| '"$rate"'/s | {m[1]} lines at {m[3]}/s | {m[4]} of {m[5]} | {m[7]} lines/s | {m[8]} |")' >>"$dir/logs.md"
 done
 say "wrote $dir/logs.md"

@@ -89,7 +89,7 @@ async fn run(
     stopped: futures_channel::oneshot::Receiver<()>,
 ) {
     let url = format!("/api/events{query}");
-    read_stream(&url, &KINDS, link, stopped, |events, reopened| {
+    read_stream(&url, &KINDS, None, link, stopped, |events, reopened| {
         for (kind, _) in events {
             match kind.as_str() {
                 // A new stream starts from now: once it says hello, reload whatever may
@@ -119,13 +119,15 @@ pub(crate) enum Read {
 /// (`stopped`).
 ///
 /// Subscribes to `kinds` and hands `on_events` each batch of events already waiting (so a
-/// burst is handled once), with whether this stream was opened again after a lost one.
+/// burst is handled once; with `gather`, those that came that long after the first too),
+/// with whether this stream was opened again after a lost one.
 /// When the browser gives up, or the stream goes silent past its heartbeats, it opens a
 /// new one with backoff; `link` says which state it is in.
 #[cfg(feature = "hydrate")]
 pub(crate) async fn read_stream(
     url: &str,
     kinds: &[&str],
+    gather: Option<std::time::Duration>,
     link: WriteSignal<Link>,
     mut stopped: futures_channel::oneshot::Receiver<()>,
     mut on_events: impl FnMut(Vec<(String, web_sys::MessageEvent)>, bool) -> Read,
@@ -164,6 +166,9 @@ pub(crate) async fn read_stream(
                 link.set(Link::Live);
                 backoff = Duration::from_secs(1);
                 let mut batch = vec![first];
+                if let Some(gather) = gather {
+                    sleep(gather).await;
+                }
                 while let Some(Some(Ok(item))) = events.next().now_or_never() {
                     batch.push(item);
                 }

@@ -217,7 +217,9 @@ async fn follow(
     let mut seen = std::collections::HashSet::new();
     let url = format!("/api/runs/{run_id}/logs?level=debug");
     let kinds = ["hello", "heartbeat", "log", "truncated", "end"];
-    read_stream(&url, &kinds, link, stopped, |events, _| {
+    // Lines are rendered ten times a second at most, however fast they come.
+    let gather = Some(std::time::Duration::from_millis(100));
+    read_stream(&url, &kinds, gather, link, stopped, |events, _| {
         let mut new = Vec::new();
         let mut read = Read::More;
         for (kind, message) in events {

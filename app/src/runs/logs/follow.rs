@@ -47,6 +47,10 @@ const RECONNECT: Duration = Duration::from_secs(10);
 /// not publish its logs (`PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED` off, its
 /// default) accepts the subscription and stays silent.
 const CROSS_CHECK: Duration = Duration::from_secs(5);
+/// How far before the newest line sent a catch-up reads again: lines written by another
+/// process (the worker, a task) may arrive a moment late with an older time, and a
+/// stream under load may drop some; lines read twice are sent once.
+const OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
 /// A line Prefect received this long ago and the stream never sent was missed by it.
 const MISSED: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
 /// A quiet follower sends `heartbeat` this often.
@@ -384,12 +388,12 @@ impl Follower {
         Ok(())
     }
 
-    /// Every line at or after the newest sent, oldest first (up to 5,000 a call); returns
+    /// Every line from just before the newest sent, oldest first (up to 5,000 a call); returns
     /// how many of those sent were received by Prefect a while ago (missed by the stream).
     async fn catch_up(&mut self, flow_run: &str) -> std::result::Result<usize, Gone> {
         let mut missed = 0;
         let mut offset = 0;
-        let since = self.since;
+        let since = self.since.map(|since| since - OVERLAP);
         for _ in 0..25 {
             let page = LogPage {
                 limit: 200,
