@@ -255,8 +255,9 @@ impl Follower {
         };
         self.connect(&flow_run).await;
         match self.since {
+            // A resume sends only what came after the line the client has.
             Some(_) => {
-                self.catch_up(&flow_run).await?;
+                self.catch_up(&flow_run, chrono::TimeDelta::zero()).await?;
             }
             None => self.tail(&flow_run).await?,
         }
@@ -275,10 +276,10 @@ impl Follower {
                         if Instant::now() >= self.reconnect_at && !self.stream_missed {
                             self.connect(&flow_run).await;
                         }
-                        self.catch_up(&flow_run).await?;
+                        self.catch_up(&flow_run, OVERLAP).await?;
                     } else if Instant::now() >= self.cross_check_at {
                         self.cross_check_at = Instant::now() + CROSS_CHECK;
-                        if self.catch_up(&flow_run).await? > 0 {
+                        if self.catch_up(&flow_run, OVERLAP).await? > 0 {
                             tracing::info!(
                                 run.id = self.run.id,
                                 "Prefect's log stream missed lines; polling instead"
@@ -288,7 +289,7 @@ impl Follower {
                         }
                     }
                     if self.settled() {
-                        self.catch_up(&flow_run).await?;
+                        self.catch_up(&flow_run, OVERLAP).await?;
                         return Ok(());
                     }
                 }
@@ -388,12 +389,16 @@ impl Follower {
         Ok(())
     }
 
-    /// Every line from just before the newest sent, oldest first (up to 5,000 a call); returns
+    /// Every line from `overlap` before the newest sent, oldest first (up to 5,000 a call); returns
     /// how many of those sent were received by Prefect a while ago (missed by the stream).
-    async fn catch_up(&mut self, flow_run: &str) -> std::result::Result<usize, Gone> {
+    async fn catch_up(
+        &mut self,
+        flow_run: &str,
+        overlap: chrono::TimeDelta,
+    ) -> std::result::Result<usize, Gone> {
         let mut missed = 0;
         let mut offset = 0;
-        let since = self.since.map(|since| since - OVERLAP);
+        let since = self.since.map(|since| since - overlap);
         for _ in 0..25 {
             let page = LogPage {
                 limit: 200,
