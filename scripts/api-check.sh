@@ -61,7 +61,7 @@ say "schemathesis $SCHEMATHESIS_VERSION: every check but use_after_free, every o
 # the audit trail show it), as the document says. Deleting a pipeline removes it, and
 # server/tests/api.rs checks that it then answers 404.
 report="$(mktemp -t flowdeck-schemathesis.XXXXXX)"
-if ! "$SCHEMATHESIS" --no-color run "$url/api/openapi.json" \
+if ! "$SCHEMATHESIS" --config-file "$ROOT/scripts/schemathesis.toml" --no-color run "$url/api/openapi.json" \
     --header "Authorization: Bearer $key" \
     --checks all \
     --exclude-checks use_after_free \
