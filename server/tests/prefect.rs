@@ -655,12 +655,14 @@ async fn a_runs_flow_logs_are_read_from_prefect_by_level_and_stage(db: PgPool) {
 }
 
 /// The names of a flow run's task runs in Prefect, in the order they started, once there
-/// are `expected` of them (Prefect records task runs from their events, a moment later).
+/// are `expected` of them with their own names (Prefect records task runs from their
+/// events, a moment later, and may show one under a provisional `run_stage-…` name first).
 async fn task_run_names(flow_run_id: &str, expected: usize) -> Vec<String> {
     let started = Instant::now();
     loop {
         let names = task_runs_now(flow_run_id).await;
-        if names.len() >= expected || started.elapsed() > Duration::from_secs(30) {
+        let named = !names.iter().any(|n| n.starts_with("run_stage"));
+        if (names.len() >= expected && named) || started.elapsed() > Duration::from_secs(30) {
             return names;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
