@@ -794,23 +794,22 @@ async fn a_failed_run_restarts_from_its_failed_stage_and_runs_only_the_rest(db: 
     );
 
     // Outputs that are gone: the flow refuses at the stage it would start with, saying so.
-    if let Ok(outputs) = std::env::var("FLOWDECK_TEST_PREFECT_OUTPUTS") {
-        let folder = std::path::Path::new(&outputs).join(failed["prefect_flow_run_id"].as_str().unwrap());
-        std::fs::remove_dir_all(&folder).unwrap_or_else(|e| panic!("{}: {e}", folder.display()));
-        let answer =
-            retry(json!({"from_stage": "Spark Processing", "parameters": {"fail_stage": null}})).await;
-        let gone_id = answer.json()["id"].as_i64().unwrap();
-        let run = drive(&app, &prefect, &callback_url, gone_id, Duration::from_secs(120)).await;
-        assert_eq!(run["status"], "failed", "{run}");
-        assert_eq!(run["failure"]["stage"], "Spark Processing", "{run}");
-        assert!(
-            run["failure"]["reason"]
-                .as_str()
-                .unwrap()
-                .contains("output of 'Data Generation'"),
-            "{run}"
-        );
-    }
+    let outputs = std::env::var("FLOWDECK_TEST_PREFECT_OUTPUTS")
+        .expect("FLOWDECK_TEST_PREFECT_OUTPUTS must name where the demo worker leaves stage outputs");
+    let folder = std::path::Path::new(&outputs).join(failed["prefect_flow_run_id"].as_str().unwrap());
+    std::fs::remove_dir_all(&folder).unwrap_or_else(|e| panic!("{}: {e}", folder.display()));
+    let answer = retry(json!({"from_stage": "Spark Processing", "parameters": {"fail_stage": null}})).await;
+    let gone_id = answer.json()["id"].as_i64().unwrap();
+    let run = drive(&app, &prefect, &callback_url, gone_id, Duration::from_secs(120)).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["failure"]["stage"], "Spark Processing", "{run}");
+    assert!(
+        run["failure"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("output of 'Data Generation'"),
+        "{run}"
+    );
     served.stop().await;
 }
 
@@ -820,6 +819,8 @@ async fn a_runs_log_is_followed_live_until_the_run_ends(db: PgPool) {
     let prefect = prefect();
     let app = TestApp::with(db, |b| b.prefect(Some(Arc::new(prefect.clone())))).await;
     let served = serve(&app).await;
+    // The follower hears of the run's changes through this replica's change feed.
+    let _listening = app.listen().await;
     let callback_url = served.callback_url.clone();
     let pipeline = app
         .pipeline(json!({"name": "demo", "deployment": "etl/demo"}))

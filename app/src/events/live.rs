@@ -69,7 +69,7 @@ pub fn follow(query: String, on_change: Callback<()>, on_resync: Callback<()>) -
 }
 
 #[cfg(feature = "hydrate")]
-pub(crate) async fn sleep(duration: std::time::Duration) {
+async fn sleep(duration: std::time::Duration) {
     let (done, wait) = futures_channel::oneshot::channel::<()>();
     set_timeout(
         move || {

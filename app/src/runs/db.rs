@@ -195,7 +195,7 @@ pub struct RunRow {
 impl RunRow {
     /// The columns of a [`RunRow`], from `runs r JOIN pipelines p`.
     pub const COLUMNS: &str = "r.id, r.pipeline_id, p.name AS pipeline_name, r.status, r.parameters, \
-        r.actor, r.source, r.request_id, r.idempotency_key, r.retry_of_run_id, r.from_stage, r.from_stage, \
+        r.actor, r.source, r.request_id, r.idempotency_key, r.retry_of_run_id, r.from_stage, \
         r.prefect_flow_run_id, r.prefect_state, r.prefect_message, r.records_processed, r.error_message, \
         r.created_at, r.submitted_at, r.started_at, r.ended_at, r.updated_at, r.stuck_since, r.failure_logs";
 }

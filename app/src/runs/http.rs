@@ -196,7 +196,7 @@ async fn run_logs(
         db,
         prefect,
         identity,
-        closing: hub.closing(),
+        hub,
     };
     let level = query.level.unwrap_or_default();
     let lines = follow::follow(parts, &caller, presented, id, level, resume).await?;

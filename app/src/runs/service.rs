@@ -351,8 +351,8 @@ fn count_refusal(result: Result<Run>) -> Result<Run> {
     result
 }
 
-/// A retry as it arrives: the run retried, where to start and what to change, where it
-/// came from (`api`, `ui`) and its `Idempotency-Key`.
+/// A retry as it arrives: the run retried, where to start and what to change, and its
+/// `Idempotency-Key`.
 pub struct Retry<'a> {
     /// The run to run again.
     pub run_id: i64,

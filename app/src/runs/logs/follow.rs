@@ -9,8 +9,9 @@
 //! Prefect has said so, it reads the last lines Prefect received and ends with `end`.
 //!
 //! Each line is a `log` event whose `id` is its time (resume with `Last-Event-ID`) and
-//! whose data is a [`RunLog`]; the stage is read again every second, so lines of a stage
-//! that just started name it. The stream ends when its credential does, and at shutdown.
+//! whose data is a [`RunLog`]. The run (its status, Prefect state and stages) is read again
+//! when the change feed says it changed, at most once a second, so lines of a stage that
+//! just started name it. The stream ends when its credential does, and at shutdown.
 
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
@@ -21,21 +22,24 @@ use axum::response::sse::Event;
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use super::read::line;
+use super::read::{line, lines};
 use super::{LogLevel, RunLog};
 use crate::auth::Identity;
 use crate::auth::credentials::{Presented, recheck};
 use crate::caller::Caller;
 use crate::error::{AppError, Result};
-use crate::prefect::{LogPage, LogStream, PrefectClient, PrefectLog};
+use crate::events::hub::{Hub, Published};
+use crate::prefect::{LogStream, PrefectClient, PrefectLog};
 use crate::runs::{Run, service};
 
 /// Lines a new follower is sent first: the newest this many.
 pub const TAIL: usize = 1000;
-/// How often the run is read again (status, stages), and logs polled while the stream is down.
+/// How often the run is read again if it changed (status, stages), and logs polled while
+/// the stream is down.
 const TICK: Duration = Duration::from_secs(1);
 /// How long after the run and Prefect both finished the last lines are read.
 const SETTLE: Duration = Duration::from_secs(3);
@@ -57,6 +61,8 @@ const MISSED: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// A follower's credential is checked again this often.
 const RECHECK: Duration = Duration::from_secs(15);
+/// Most lines one catch-up reads.
+const CATCH_UP: usize = 5000;
 /// Line ids remembered to send each line once.
 const REMEMBERED: usize = 4096;
 /// How long a browser waits before reconnecting (`retry:`).
@@ -83,8 +89,8 @@ pub struct Parts {
     pub prefect: Arc<PrefectClient>,
     /// For checking the credential again.
     pub identity: Identity,
-    /// Turns true at shutdown.
-    pub closing: tokio::sync::watch::Receiver<bool>,
+    /// The change feed: when the run changes, and when the server is closing.
+    pub hub: Arc<Hub>,
 }
 
 /// Starts following run `run_id`'s lines at `level` and above for `caller`, who must see
@@ -97,10 +103,15 @@ pub async fn follow(
     level: LogLevel,
     resume: Option<DateTime<Utc>>,
 ) -> Result<impl Stream<Item = std::result::Result<Event, Infallible>> + use<>> {
+    // Subscribed before the run is read, so no change to it falls between the two.
+    let changes = parts.hub.subscribe();
     let run = service::get(&parts.db, caller, run_id).await?;
     let (events, receiver) = mpsc::channel(256);
     let follower = Follower {
         key_moves: parts.identity.freshness.key_moves(),
+        closing: parts.hub.closing(),
+        changes: Some(changes),
+        changed: false,
         parts,
         presented,
         run,
@@ -166,6 +177,8 @@ enum Wake {
 enum Chore {
     Heartbeat,
     Recheck,
+    /// A change on the feed, perhaps to this run.
+    Noted(std::result::Result<Arc<Published>, RecvError>),
 }
 
 struct Follower {
@@ -190,6 +203,21 @@ struct Follower {
     heartbeat: Instant,
     check: Instant,
     events: mpsc::Sender<Event>,
+    closing: tokio::sync::watch::Receiver<bool>,
+    /// This replica's change feed (`None` once it closed: the run is then read every tick).
+    changes: Option<broadcast::Receiver<Arc<Published>>>,
+    /// The feed said the run (or its stages) changed since it was last read.
+    changed: bool,
+}
+
+/// The next change on the feed; never, once it closed.
+async fn next_change(
+    changes: &mut Option<broadcast::Receiver<Arc<Published>>>,
+) -> std::result::Result<Arc<Published>, RecvError> {
+    match changes {
+        Some(changes) => changes.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next line of the log stream; never, while it is down.
@@ -217,8 +245,12 @@ impl Follower {
         self.events.send(event).await.map_err(|_| Gone)
     }
 
-    /// Reads the run again: status, Prefect state, stages.
+    /// Reads the run again (status, Prefect state, stages) if the change feed said it
+    /// changed, or cannot say.
     async fn refresh(&mut self) {
+        if !std::mem::take(&mut self.changed) && self.changes.is_some() {
+            return;
+        }
         if let Ok(Some(mut run)) = crate::runs::db::run_by_id(&self.parts.db, self.run.id).await
             && let Ok(stages) = crate::runs::db::stages_for_runs(&self.parts.db, &[run.id]).await
         {
@@ -314,13 +346,20 @@ impl Follower {
                 () = tokio::time::sleep_until(self.heartbeat) => Chore::Heartbeat,
                 () = tokio::time::sleep_until(self.check) => Chore::Recheck,
                 Ok(()) = self.key_moves.changed() => Chore::Recheck,
-                _ = self.parts.closing.wait_for(|closing| *closing) => return Err(Gone),
+                change = next_change(&mut self.changes) => Chore::Noted(change),
+                _ = self.closing.wait_for(|closing| *closing) => return Err(Gone),
                 () = self.events.closed() => return Err(Gone),
             };
             match woke {
                 Chore::Heartbeat => {
                     self.send(Event::default().event("heartbeat").data("{}")).await?;
                 }
+                Chore::Noted(Ok(published)) => {
+                    self.changed |= published.change.run_id == Some(self.run.id);
+                }
+                // Missed changes may have been this run's; a closed feed says nothing more.
+                Chore::Noted(Err(RecvError::Lagged(_))) => self.changed = true,
+                Chore::Noted(Err(RecvError::Closed)) => self.changes = None,
                 Chore::Recheck => {
                     self.check = Instant::now() + RECHECK;
                     if !recheck(&self.parts.identity, &mut self.presented).await {
@@ -361,23 +400,10 @@ impl Follower {
 
     /// The newest [`TAIL`] lines, oldest first; `truncated` first when there are more.
     async fn tail(&mut self, flow_run: &str) -> std::result::Result<(), Gone> {
-        let mut lines = Vec::new();
-        while lines.len() < TAIL {
-            let page = LogPage {
-                limit: 200,
-                offset: lines.len(),
-                newest_first: true,
-                since: None,
-            };
-            let Ok(found) = self.parts.prefect.flow_run_logs(flow_run, self.level, page).await else {
-                break;
-            };
-            let last = found.len() < 200;
-            lines.extend(found);
-            if last {
-                break;
-            }
-        }
+        // Read again by the next catch-up if Prefect cannot be read now.
+        let lines = lines(&self.parts.prefect, flow_run, self.level, true, None, TAIL)
+            .await
+            .unwrap_or_default();
         if lines.len() >= TAIL {
             let note = serde_json::json!({ "shown": TAIL, "download": format!("/api/runs/{}/logs/download", self.run.id) });
             self.send(Event::default().event("truncated").data(note.to_string()))
@@ -396,29 +422,15 @@ impl Follower {
         flow_run: &str,
         overlap: chrono::TimeDelta,
     ) -> std::result::Result<usize, Gone> {
-        let mut missed = 0;
-        let mut offset = 0;
         let since = self.since.map(|since| since - overlap);
-        for _ in 0..25 {
-            let page = LogPage {
-                limit: 200,
-                offset,
-                newest_first: false,
-                since,
-            };
-            let Ok(found) = self.parts.prefect.flow_run_logs(flow_run, self.level, page).await else {
-                return Ok(missed);
-            };
-            offset += found.len();
-            let last = found.len() < 200;
-            for log in found {
-                let old = log.created.is_some_and(|at| at < Utc::now() - MISSED);
-                if self.emit(log).await? && old {
-                    missed += 1;
-                }
-            }
-            if last {
-                break;
+        let found = lines(&self.parts.prefect, flow_run, self.level, false, since, CATCH_UP)
+            .await
+            .unwrap_or_default();
+        let mut missed = 0;
+        for log in found {
+            let old = log.created.is_some_and(|at| at < Utc::now() - MISSED);
+            if self.emit(log).await? && old {
+                missed += 1;
             }
         }
         Ok(missed)

@@ -149,13 +149,41 @@ pub async fn explain_logs(
         since: None,
     };
     let mut found: Vec<RunLog> = prefect
-        .flow_run_logs(flow_run_id, 40, window)
+        .flow_run_logs(flow_run_id, LogLevel::Error.number(), window)
         .await?
         .into_iter()
         .map(|log| line(log, stages))
         .collect();
     found.reverse();
     Ok(found)
+}
+
+/// Up to `most` of a flow run's lines at `level` and above, read a Prefect page (200) at a
+/// time: oldest first from `since`, or the newest first.
+pub(super) async fn lines(
+    prefect: &PrefectClient,
+    flow_run: &str,
+    level: i32,
+    newest_first: bool,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    most: usize,
+) -> std::result::Result<Vec<PrefectLog>, crate::prefect::PrefectError> {
+    let mut lines = Vec::new();
+    while lines.len() < most {
+        let page = LogPage {
+            limit: 200,
+            offset: lines.len(),
+            newest_first,
+            since,
+        };
+        let found = prefect.flow_run_logs(flow_run, level, page).await?;
+        let last_page = found.len() < 200;
+        lines.extend(found);
+        if last_page {
+            break;
+        }
+    }
+    Ok(lines)
 }
 
 /// Most lines a download holds.
@@ -177,26 +205,18 @@ pub async fn download(
     let prefect = prefect.ok_or_else(|| AppError::Upstream {
         service: "prefect".into(),
     })?;
-    let mut read = 0;
-    while read < DOWNLOAD_LINES {
-        let window = LogPage {
-            limit: 200,
-            offset: read,
-            newest_first: false,
-            since: None,
-        };
-        let found = prefect
-            .flow_run_logs(flow_run, LogLevel::Debug.number(), window)
-            .await?;
-        read += found.len();
-        let last_page = found.len() < 200;
-        for log in found {
-            text.push_str(&line(log, &run.stages).as_text());
-            text.push('\n');
-        }
-        if last_page {
-            break;
-        }
+    let found = lines(
+        prefect,
+        flow_run,
+        LogLevel::Debug.number(),
+        false,
+        None,
+        DOWNLOAD_LINES,
+    )
+    .await?;
+    for log in found {
+        text.push_str(&line(log, &run.stages).as_text());
+        text.push('\n');
     }
     Ok(text)
 }
