@@ -132,8 +132,11 @@ for i in $(seq 1 20); do
 done
 for k in $(seq 1 5); do
   for target in "$one_url" "$two_url"; do
-    (api "$target" POST "/api/pipelines/$pipeline/runs" '{}' "Idempotency-Key: both-$k" | field '["id"]' \
-      | sed "s|^|$target key-$k |" >>"$work/keyed.txt") &
+    # A key still in use on the other replica answers 409: sent again, as a client would.
+    (for _ in $(seq 1 100); do
+       api "$target" POST "/api/pipelines/$pipeline/runs" '{}' "Idempotency-Key: both-$k" >"$work/keyed-$k-${target##*:}.json" && break
+       sleep 0.1
+     done; field '["id"]' <"$work/keyed-$k-${target##*:}.json" | sed "s|^|$target key-$k |" >>"$work/keyed.txt") &
     background+=($!); triggering+=($!)
   done
 done

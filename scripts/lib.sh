@@ -15,6 +15,11 @@ MCP_VERSION=2.3.0
 # The Standard Webhooks reference library (Python), with which scripts/webhook_receiver.py
 # verifies every delivery in scripts/webhook-test.sh; own virtualenv too.
 STANDARDWEBHOOKS_VERSION=1.1.0
+# Client generators scripts/clients-test.sh proves the document with: openapi-python-client
+# in a virtualenv, cargo-progenitor installed into TOOLS_DIR.
+OPENAPI_PYTHON_CLIENT_VERSION=0.29.1
+PROGENITOR_VERSION=0.15.1
+PROGENITOR="$TOOLS_DIR/progenitor-$PROGENITOR_VERSION/bin/cargo-progenitor"
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 export DB_ADMIN_URL="${DB_ADMIN_URL:-postgres://$PGUSER@$PGHOST:$PGPORT/postgres}"
 

@@ -29,6 +29,12 @@ say "the REST API: README examples and schemathesis against the live server"
 say "fault test: Flowdeck killed mid-submission while Prefect hangs"
 "$ROOT/scripts/crash-test.sh" "$prefect_dir" "$prefect_port"
 
+say "clients: Python, TypeScript and Rust clients generated from the live document"
+"$ROOT/scripts/clients-test.sh"
+
+say "the flowdeck CLI as a CI job uses it, against the real Prefect demo flow"
+"$ROOT/scripts/cli-test.sh" "$prefect_dir" "$prefect_port"
+
 say "MCP: a real MCP client (the Python SDK) drives /mcp with scoped keys"
 "$ROOT/scripts/mcp-test.sh" "$prefect_dir" "$prefect_port"
 

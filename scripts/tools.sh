@@ -42,6 +42,15 @@ if [ "$want" = test ]; then
   python_tool schemathesis "$SCHEMATHESIS_VERSION" schemathesis
   python_tool mcp "$MCP_VERSION" mcp.client.streamable_http
   python_tool standardwebhooks "$STANDARDWEBHOOKS_VERSION" standardwebhooks
+  # The client generators scripts/clients-test.sh runs on the live document: Python's here,
+  # TypeScript's from end2end's npm packages, and Rust's, progenitor, compiled once into
+  # TOOLS_DIR.
+  python_tool openapi-python-client "$OPENAPI_PYTHON_CLIENT_VERSION" openapi_python_client
+  if [ ! -x "$PROGENITOR" ]; then
+    say "installing cargo-progenitor $PROGENITOR_VERSION into $TOOLS_DIR (compiles, once)"
+    cargo install --quiet --locked --root "$TOOLS_DIR/progenitor-$PROGENITOR_VERSION" \
+      cargo-progenitor --version "$PROGENITOR_VERSION" || die "cargo install cargo-progenitor failed"
+  fi
 fi
 
 if [ "$want" = test ] || [ "$want" = bench ]; then

@@ -24,6 +24,13 @@ pub enum AppError {
         /// Why the request clashes.
         message: String,
     },
+    /// Another request with the same `Idempotency-Key` is still being processed; sent again
+    /// once that one has ended, the request answers its result.
+    #[error("{message}")]
+    InProgress {
+        /// What is in progress.
+        message: String,
+    },
     /// A field of the request is missing or wrong.
     #[error("{field}: {reason}")]
     Invalid {
@@ -120,7 +127,7 @@ impl AppError {
     pub fn status_code(&self) -> u16 {
         match self {
             Self::NotFound { .. } => 404,
-            Self::Conflict { .. } => 409,
+            Self::Conflict { .. } | Self::InProgress { .. } => 409,
             Self::Invalid { .. } => 422,
             Self::Unauthorized => 401,
             Self::Forbidden { .. } | Self::OutOfScope { .. } => 403,
@@ -143,7 +150,7 @@ impl AppError {
         match self {
             Self::RateLimited { retry_after } => Some(*retry_after),
             Self::OverBudget { retry_after, .. } => *retry_after,
-            Self::Unavailable { .. } => Some(1),
+            Self::Unavailable { .. } | Self::InProgress { .. } => Some(1),
             _ => None,
         }
     }
@@ -153,6 +160,7 @@ impl AppError {
         match self {
             Self::NotFound { .. } => "not_found",
             Self::Conflict { .. } => "conflict",
+            Self::InProgress { .. } => "in_progress",
             Self::Invalid { .. } => "invalid",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden { .. } | Self::OutOfScope { .. } => "forbidden",
@@ -191,4 +199,4 @@ impl leptos::server_fn::error::FromServerFnError for AppError {
 #[cfg(feature = "ssr")]
 mod http;
 #[cfg(feature = "ssr")]
-pub use http::{ErrorBody, ResultExt};
+pub use http::{ErrorBody, PROBLEM_JSON, ResultExt, problem_media_type};

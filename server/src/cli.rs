@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `migrate`, `api-key create|list|rotate|revoke`, `check`.
+//! The command line: `serve` (default), `migrate`, `api-key create|list|rotate|revoke`,
+//! `check`; and the client commands (`pipelines`, `run`, `runs`: [`crate::remote`]).
 
 use anyhow::Context;
 use app::api_keys::{
@@ -10,9 +11,16 @@ use clap::{Parser, Subcommand};
 use sqlx::PgPool;
 
 use crate::config::Config;
+use crate::remote;
 
 const ENVIRONMENT: &str = "\
-Environment:
+Environment of the client commands (pipelines, run, runs):
+  FLOWDECK_URL             the Flowdeck server, e.g. https://flowdeck.example.com
+  FLOWDECK_API_KEY         the API key they send (a viewer's reads; run and cancel need an operator's)
+  Exit codes: 0 done (a waited run completed), 1 a waited run failed, crashed, was cancelled
+  or did not end in time, 2 usage, connection or server error.
+
+Environment of the server commands:
   DATABASE_URL             PostgreSQL URL [default: postgres://postgres@127.0.0.1:5432/flowdeck]
   FLOWDECK_MIGRATION_DATABASE_URL  the schema owner's URL: migrate (and serve's and api-key's
                            migration step) use it, then give DATABASE_URL's role rows only,
@@ -88,6 +96,32 @@ pub enum Command {
     /// Run one pruning pass now and print what it deleted, as JSON (for benchmarks).
     #[command(hide = true)]
     Prune,
+    /// Client: list the pipelines of the server at `FLOWDECK_URL`.
+    Pipelines {
+        /// What to do.
+        #[command(subcommand)]
+        action: remote::PipelinesCommand,
+    },
+    /// Client: trigger a pipeline on the server at `FLOWDECK_URL`, and wait for its run.
+    Run(remote::RunArgs),
+    /// Client: read or cancel a run, print or follow its log.
+    Runs {
+        /// What to do.
+        #[command(subcommand)]
+        action: remote::RunsCommand,
+    },
+}
+
+impl Command {
+    /// The client command this is, or itself when it is a server command.
+    pub fn into_remote(self) -> Result<remote::Command, Command> {
+        match self {
+            Command::Pipelines { action } => Ok(remote::Command::Pipelines(action)),
+            Command::Run(args) => Ok(remote::Command::Run(args)),
+            Command::Runs { action } => Ok(remote::Command::Runs(action)),
+            other => Err(other),
+        }
+    }
 }
 
 /// API key commands.

@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod remote;
 mod schema;
 mod telemetry;
 
@@ -17,7 +18,11 @@ use crate::cli::{ApiKeyCommand, Cli, Command};
 use crate::config::Config;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let command = match Cli::parse().command.unwrap_or(Command::Serve).into_remote() {
+        // A client of another server: none of this one's configuration applies.
+        Ok(client) => std::process::exit(remote::main(client).into()),
+        Err(command) => command,
+    };
     let config = Config::from_env()?;
     // Set up outside the runtime: the exporter has its own thread and is flushed when
     // `telemetry` drops, after the runtime is gone.
@@ -26,14 +31,14 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = runtime.block_on(run(cli, config));
+    let outcome = runtime.block_on(run(command, config));
     drop(runtime);
     drop(telemetry);
     outcome
 }
 
-async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Serve) {
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
             schema::migrate(&config).await?;
@@ -60,6 +65,9 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Prune => {
             let pool = schema::connect_migrated(&config).await?;
             cli::prune(&pool, &config.pruner()).await
+        }
+        Command::Pipelines { .. } | Command::Run(_) | Command::Runs { .. } => {
+            unreachable!("client commands are run by remote::main")
         }
     }
 }

@@ -679,12 +679,14 @@ async fn an_idempotency_key_replays_the_first_run_and_refuses_another_body(db: P
             json!({"parameters": {"a": 9}}),
         ))
         .await;
-    assert_eq!(other.status, StatusCode::CONFLICT);
+    // Another body under a used key is 422 (the IETF Idempotency-Key draft), naming the key.
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", other.text());
+    assert_eq!(other.json()["field"], "Idempotency-Key");
     assert!(
         other.json()["detail"]
             .as_str()
             .unwrap()
-            .contains("Idempotency-Key")
+            .contains("different request")
     );
     let too_long = app
         .send(keyed_trigger(id, &app.operator, &"k".repeat(300), json!({})))
@@ -724,19 +726,53 @@ async fn concurrent_triggers_with_one_idempotency_key_make_one_run(db: PgPool) {
         });
     }
     let mut ids = std::collections::HashSet::new();
+    let mut in_progress = 0;
     while let Some(answer) = tasks.join_next().await {
         let (status, body) = answer.unwrap();
-        assert!(
-            status == StatusCode::ACCEPTED || status == StatusCode::CONFLICT,
-            "{status} {body}"
-        );
-        if status == StatusCode::ACCEPTED {
-            ids.insert(body["id"].as_i64().unwrap());
+        match status {
+            StatusCode::ACCEPTED => {
+                ids.insert(body["id"].as_i64().unwrap());
+            }
+            // A repeat while the first is still being processed (the IETF draft's 409).
+            StatusCode::CONFLICT => {
+                assert_eq!(body["code"], "in_progress", "{body}");
+                in_progress += 1;
+            }
+            _ => panic!("{status} {body}"),
         }
     }
     assert_eq!(ids.len(), 1, "every accepted answer names the same run");
     assert_eq!(app.count("runs").await, 1);
     assert_eq!(app.count("run_outbox").await, 1);
+    println!(
+        "50 at once: {} accepted, {in_progress} told the key is in use",
+        50 - in_progress
+    );
+
+    // Held by a request still being processed (here: a transaction holding its lock),
+    // the key answers 409 at once; once that ends, the repeat answers the run.
+    let actor: String = sqlx::query_scalar("SELECT actor FROM runs LIMIT 1")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let mut held = app.db.begin().await.unwrap();
+    assert!(
+        app::runs::idempotency::hold(&mut *held, &actor, "burst", false)
+            .await
+            .unwrap()
+    );
+    let busy = app
+        .send(keyed_trigger(id, &app.operator, "burst", json!({})))
+        .await;
+    assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.text());
+    assert_eq!(busy.json()["code"], "in_progress");
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    held.rollback().await.unwrap();
+    let after = app
+        .send(keyed_trigger(id, &app.operator, "burst", json!({})))
+        .await;
+    assert_eq!(after.status, StatusCode::ACCEPTED, "{}", after.text());
+    assert!(ids.contains(&after.json()["id"].as_i64().unwrap()));
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -1239,9 +1275,16 @@ async fn the_openapi_document_and_its_docs_come_from_the_binary(db: PgPool) {
         );
     }
     let mut operations = 0;
+    let mut operation_ids = std::collections::HashSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             operations += 1;
+            // Client generators name their functions after it: one name, one operation.
+            let id = operation["operationId"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                operation_ids.insert(id.clone()),
+                "{method} {path}: operationId {id} again"
+            );
             let description = operation["description"].as_str().unwrap_or_default();
             assert!(description.starts_with("Role: "), "{method} {path} says its role");
             if !["/api/health", "/api/ready"].contains(&path.as_str()) {
@@ -1257,6 +1300,20 @@ async fn the_openapi_document_and_its_docs_come_from_the_binary(db: PgPool) {
         }
     }
     assert!(operations >= 20, "{operations} operations");
+
+    // The same document as OpenAPI 3.0, for generators that read only that.
+    let old = app.call("GET", "/api/openapi-3.0.json", None, None).await;
+    assert_eq!(old.status, StatusCode::OK);
+    let old = old.json();
+    assert_eq!(old["openapi"], "3.0.3");
+    assert_eq!(
+        old["paths"].as_object().unwrap().len(),
+        doc["paths"].as_object().unwrap().len()
+    );
+    let text = old.to_string();
+    for keyword in ["\"null\"", "propertyNames", "\"const\""] {
+        assert!(!text.contains(keyword), "3.0 has no {keyword}");
+    }
 
     // The interactive docs: Swagger UI from the binary, under a policy that loads nothing
     // from anywhere else.
@@ -1293,6 +1350,26 @@ async fn wrong_methods_and_unknown_api_paths_answer_in_the_error_shape(db: PgPoo
     let unknown = app.get("/api/no/such/thing", &app.admin).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.json()["code"], "not_found");
+    // RFC 9457 problem details, as JSON; as application/problem+json when asked for.
+    assert_eq!(unknown.json()["type"], "about:blank");
+    assert_eq!(unknown.json()["title"], "Not Found");
+    assert_eq!(unknown.json()["status"], 404);
+    assert_eq!(unknown.header("content-type"), Some("application/json"));
+    let asking_for_problems = |uri: &str, key: Option<&str>| {
+        let mut request = axum::http::Request::get(uri).header("accept", "application/problem+json");
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        app.send(request.body(axum::body::Body::empty()).unwrap())
+    };
+    let problem = asking_for_problems("/api/pipelines/999", Some(&app.viewer)).await;
+    assert_eq!(problem.status, StatusCode::NOT_FOUND);
+    assert_eq!(problem.header("content-type"), Some("application/problem+json"));
+    assert_eq!(problem.json()["detail"], "Pipeline not found");
+    let refused = asking_for_problems("/api/pipelines/", None).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.header("content-type"), Some("application/problem+json"));
+    assert_eq!(refused.json()["status"], 401);
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -1359,6 +1436,11 @@ async fn runs_and_pipelines_filter_on_their_fields_and_related_ones(db: PgPool) 
         ids(runs(json!({"runs": {"ended": {"is_null_": false}}, "sort": "ENDED_DESC"})).await),
         [failed]
     );
+    assert_eq!(
+        ids(runs(json!({"sort": "ENDED_ASC"})).await),
+        [failed, pending],
+        "unfinished runs last"
+    );
     assert_eq!(ids(runs(json!({"limit": 1, "offset": 1})).await), [failed]);
     let count = app
         .post(
@@ -1378,6 +1460,16 @@ async fn runs_and_pipelines_filter_on_their_fields_and_related_ones(db: PgPool) 
         ids(pipelines(json!({"sort": "NAME_ASC"})).await),
         [hourly, nightly, report]
     );
+    // Each field sorts both ways.
+    for (sort, order) in [
+        ("ID_DESC", [report, hourly, nightly]),
+        ("NAME_DESC", [report, nightly, hourly]),
+        // The later of the definition's change and its latest run's.
+        ("UPDATED_DESC", [hourly, nightly, report]),
+        ("UPDATED_ASC", [report, nightly, hourly]),
+    ] {
+        assert_eq!(ids(pipelines(json!({"sort": sort})).await), order, "{sort}");
+    }
     assert_eq!(
         ids(pipelines(json!({"pipelines": {"tags": {"is_null_": true}}})).await),
         [report]

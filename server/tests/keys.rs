@@ -245,6 +245,10 @@ async fn keys_and_audit_events_filter_count_and_sort(db: PgPool) {
         names(filter(json!({"sort": "NAME_ASC", "limit": 1, "offset": 1})).await),
         ["beta"]
     );
+    assert_eq!(
+        names(filter(json!({"api_keys": {"name": {"any_": ["alpha", "beta"]}}, "sort": "NAME_DESC"})).await),
+        ["beta", "alpha"]
+    );
     let count = app
         .post(
             "/api/api_keys/count",

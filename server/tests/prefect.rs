@@ -846,11 +846,11 @@ async fn a_runs_log_is_followed_live_until_the_run_ends(db: PgPool) {
                 Some("log") => {
                     let line = event.json();
                     arrivals.insert(line["id"].as_str().unwrap().to_owned(), chrono::Utc::now());
-                    assert_eq!(
-                        event.id.as_deref().map(|id| id.len()),
-                        Some(27),
-                        "a line time: {event:?}"
-                    );
+                    // The line's time in microseconds since 1970.
+                    let at = event.id.as_deref().and_then(|id| id.parse::<i64>().ok());
+                    let written =
+                        chrono::DateTime::parse_from_rfc3339(line["timestamp"].as_str().unwrap()).unwrap();
+                    assert_eq!(at, Some(written.timestamp_micros()), "a line time: {event:?}");
                     lines.push((line, app.run(run_id).await["status"].clone()));
                 }
                 Some("end") => return (lines, arrivals, Some(event.json())),
@@ -928,8 +928,8 @@ async fn a_runs_log_is_followed_live_until_the_run_ends(db: PgPool) {
     );
 
     // Resuming after the second line sends what came after it, and ends.
-    let second = lines[1].0["timestamp"].as_str().unwrap().to_owned();
-    let mut resumed = open(Some(second.clone())).await;
+    let second = chrono::DateTime::parse_from_rfc3339(lines[1].0["timestamp"].as_str().unwrap()).unwrap();
+    let mut resumed = open(Some(second.timestamp_micros().to_string())).await;
     let mut again = Vec::new();
     while let Some(event) = resumed.next(Duration::from_secs(30)).await {
         match event.event.as_deref() {

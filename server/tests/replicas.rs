@@ -105,16 +105,22 @@ async fn draining_finishes_requests_in_flight_ends_streams_and_refuses_new_conne
     assert_eq!(stored, 8, "every report answered 200 during the drain is stored");
 }
 
-/// A trigger of `pipeline` with `key` as its `Idempotency-Key`: its status and run id.
+/// A trigger of `pipeline` with `key` as its `Idempotency-Key`, sent again while the key
+/// is in use elsewhere (`409`), as a client would: its status and run id.
 async fn keyed_trigger(app: &TestApp, pipeline: i64, key: &str) -> (StatusCode, Option<i64>) {
-    let request = Request::post(format!("/api/pipelines/{pipeline}/runs"))
-        .header(header::AUTHORIZATION, format!("Bearer {}", app.operator))
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("idempotency-key", key)
-        .body(Body::from("{}"))
-        .unwrap();
-    let answer = app.send(request).await;
-    (answer.status, answer.json()["id"].as_i64())
+    loop {
+        let request = Request::post(format!("/api/pipelines/{pipeline}/runs"))
+            .header(header::AUTHORIZATION, format!("Bearer {}", app.operator))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from("{}"))
+            .unwrap();
+        let answer = app.send(request).await;
+        if answer.status != StatusCode::CONFLICT {
+            return (answer.status, answer.json()["id"].as_i64());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[sqlx::test(migrations = "../migrations")]

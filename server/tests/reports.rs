@@ -619,7 +619,8 @@ async fn a_failed_run_restarts_from_a_stage_with_the_stages_before_it_carried_ov
     let again = restart("restart-1", body).await;
     assert_eq!(again.json()["id"], new["id"]);
     let other = restart("restart-1", json!({"from_stage": "transform"})).await;
-    assert_eq!(other.status, StatusCode::CONFLICT, "{}", other.text());
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", other.text());
+    assert_eq!(other.json()["field"], "Idempotency-Key");
 
     // The flow is told where to start and which flow run left each output.
     let claimed = app::runs::dispatch::db::claim_outbox(&db, 10, 60).await.unwrap();

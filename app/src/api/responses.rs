@@ -19,7 +19,10 @@ impl IntoResponses for Errors {
                 "The credential's role does not allow this, or a cross-site browser request",
             ),
             ("404", "No such object"),
-            ("409", "The request clashes with the current state"),
+            (
+                "409",
+                "The request clashes with the current state (`conflict`), or its `Idempotency-Key` is still in use by another request (`in_progress`, retry after `Retry-After` seconds)",
+            ),
             ("413", "The body is larger than the limit (1 MiB by default)"),
             (
                 "405",
@@ -48,4 +51,19 @@ impl IntoResponses for Errors {
         })
         .collect()
     }
+}
+
+/// One event of a `text/event-stream` answer, as a client parses it: the schema each event
+/// of the stream has (OpenAPI 3.2 names it `itemSchema`; 3.0 and 3.1 tools read `schema` so).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "only its schema is used")]
+pub struct StreamEvent {
+    /// Its type: the operation lists them (`log`, `heartbeat`, `end`; `run.status`, …).
+    event: String,
+    /// JSON text: the change or the line, `{}` for the stream's own events.
+    data: String,
+    /// Where the stream stands; sent back as `Last-Event-ID` to resume after it.
+    id: Option<String>,
+    /// Milliseconds a client waits before it reconnects.
+    retry: Option<u64>,
 }

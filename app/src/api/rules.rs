@@ -93,6 +93,16 @@ pub fn constrain(document: &mut Value, rules: &[Rule]) {
             .filter_map(|operation| operation.get_mut("parameters")?.as_array_mut())
             .flatten();
         for parameter in parameters {
+            // A parameter is there or not; none is `null` (a header or query `null` is text).
+            if let Some(kind) = parameter.pointer_mut("/schema/type")
+                && let Value::Array(types) = kind
+            {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let only = types.remove(0);
+                    *kind = only;
+                }
+            }
             for rule in rules {
                 if let Rule::Header(name, pattern) = rule
                     && parameter["name"] == *name
@@ -112,9 +122,14 @@ pub fn constrain(document: &mut Value, rules: &[Rule]) {
         schemas.insert("JsonValue".to_owned(), json_value());
     }
     let free_form = json!({
-        "type": ["object", "null"],
-        "propertyNames": {"pattern": NO_NUL},
-        "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+        "anyOf": [
+            {
+                "type": "object",
+                "propertyNames": {"pattern": NO_NUL},
+                "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+            },
+            {"type": "null"},
+        ]
     });
     for rule in rules {
         match rule {
@@ -156,19 +171,22 @@ fn no_nul_strings(node: &mut Value) {
 }
 
 /// Free-form JSON, as parameters take it: anything but U+0000 in a string or key.
+///
+/// Not recursive, and one type per branch: the mainstream client generators
+/// (`openapi-python-client`, progenitor) drop every schema that reaches a recursive union
+/// or a type array inside `anyOf`, and with it every operation that uses one. So the
+/// document states the rule for a value and its keys, and the description for what is
+/// nested; the server checks it at every depth, naming the path (`parameters.a.0`).
 fn json_value() -> Value {
     json!({
-        "description": "Any JSON value; no string or key may contain U+0000",
+        "description": "Any JSON value; no string or key in it, at any depth, may contain U+0000",
         "anyOf": [
             {"type": "string", "pattern": NO_NUL},
             {"type": "number", "minimum": -1e300, "maximum": 1e300},
-            {"type": ["boolean", "null"]},
-            {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
-            {
-                "type": "object",
-                "propertyNames": {"pattern": NO_NUL},
-                "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}
-            }
+            {"type": "boolean"},
+            {"type": "null"},
+            {"type": "array", "items": {}},
+            {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": {}}
         ]
     })
 }

@@ -21,7 +21,7 @@ use crate::error::Result;
     description = "Role: admin. The answer's `secret` is the key; it is not stored and cannot be shown again.",
     request_body = NewApiKey,
     responses((status = 201, description = "Created", body = CreatedApiKey), Errors))]
-async fn create(
+async fn create_api_key(
     State(db): State<PgPool>,
     caller: Caller,
     ApiJson(new): ApiJson<NewApiKey>,
@@ -34,7 +34,7 @@ async fn create(
 #[utoipa::path(post, path = "/api/api_keys/filter", tag = "api_keys", description = "Role: admin.",
     request_body(content = Option<ApiKeyFilter>, description = "Criteria, sort and paging; none lists the newest 50"),
     responses((status = 200, description = "The keys, never their secrets", body = Vec<ApiKey>), Errors))]
-async fn filter(
+async fn filter_api_keys(
     State(db): State<PgPool>,
     caller: Caller,
     OptionalJson(filter): OptionalJson<ApiKeyFilter>,
@@ -46,7 +46,7 @@ async fn filter(
 #[utoipa::path(post, path = "/api/api_keys/count", tag = "api_keys", description = "Role: admin. Answers a bare integer.",
     request_body(content = Option<ApiKeyFilter>, description = "Criteria (sort and paging are ignored)"),
     responses((status = 200, description = "The count", body = i64, content_type = "application/json", example = json!(3)), Errors))]
-async fn count(
+async fn count_api_keys(
     State(db): State<PgPool>,
     caller: Caller,
     OptionalJson(filter): OptionalJson<ApiKeyFilter>,
@@ -58,7 +58,7 @@ async fn count(
 #[utoipa::path(get, path = "/api/api_keys/{id}", tag = "api_keys", description = "Role: admin.",
     params(("id" = i64, Path, description = "Key id", minimum = 1)),
     responses((status = 200, description = "The key, never its secret", body = ApiKey), Errors))]
-async fn read(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<Json<ApiKey>> {
+async fn get_api_key(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<Json<ApiKey>> {
     service::get(&db, &caller, id).await.map(Json)
 }
 
@@ -68,7 +68,7 @@ async fn read(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Res
     params(("id" = i64, Path, description = "Key id", minimum = 1)),
     request_body = KeyLimits,
     responses((status = 200, description = "The key", body = ApiKey), Errors))]
-async fn limit(
+async fn limit_api_key(
     State(db): State<PgPool>,
     caller: Caller,
     ApiId(id): ApiId,
@@ -83,7 +83,7 @@ async fn limit(
     params(("id" = i64, Path, description = "Key id", minimum = 1)),
     request_body(content = Option<Rotation>, description = "Overlap and expiry; defaults: 60 minutes, the old key's expiry"),
     responses((status = 201, description = "The successor, with its secret", body = CreatedApiKey), Errors))]
-async fn rotate(
+async fn rotate_api_key(
     State(db): State<PgPool>,
     caller: Caller,
     ApiId(id): ApiId,
@@ -98,7 +98,7 @@ async fn rotate(
     description = "Role: admin. Idempotent: revoking a revoked key succeeds and changes nothing.",
     params(("id" = i64, Path, description = "Key id", minimum = 1)),
     responses((status = 204, description = "Revoked"), Errors))]
-async fn revoke(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<StatusCode> {
+async fn revoke_api_key(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<StatusCode> {
     service::revoke(&db, &caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -110,12 +110,12 @@ where
     PgPool: axum::extract::FromRef<S>,
 {
     OpenApiRouter::new()
-        .routes(routes!(create))
-        .routes(routes!(filter))
-        .routes(routes!(count))
-        .routes(routes!(read, revoke, limit))
-        .routes(routes!(rotate))
-        .route("/api/api_keys", post(create))
+        .routes(routes!(create_api_key))
+        .routes(routes!(filter_api_keys))
+        .routes(routes!(count_api_keys))
+        .routes(routes!(get_api_key, revoke_api_key, limit_api_key))
+        .routes(routes!(rotate_api_key))
+        .route("/api/api_keys", post(create_api_key))
 }
 
 /// What the OpenAPI document says key requests take.

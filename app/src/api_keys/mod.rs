@@ -197,8 +197,12 @@ pub enum ApiKeySort {
     CreatedAsc,
     /// By name.
     NameAsc,
+    /// By name, from Z to A.
+    NameDesc,
     /// Most recently used first, never used last.
     LastUsedDesc,
+    /// Least recently used first, never used last.
+    LastUsedAsc,
 }
 
 /// `POST /api/api_keys/filter` and `/count`.

@@ -167,7 +167,9 @@ pub async fn filter(db: &PgPool, caller: &Caller, filter: &ApiKeyFilter) -> Resu
         ApiKeySort::CreatedDesc => " ORDER BY created_at DESC, id DESC",
         ApiKeySort::CreatedAsc => " ORDER BY created_at, id",
         ApiKeySort::NameAsc => " ORDER BY name, id",
+        ApiKeySort::NameDesc => " ORDER BY name DESC, id DESC",
         ApiKeySort::LastUsedDesc => " ORDER BY last_used_at DESC NULLS LAST, id DESC",
+        ApiKeySort::LastUsedAsc => " ORDER BY last_used_at NULLS LAST, id",
     };
     w.page(order, page);
     let now = Utc::now();

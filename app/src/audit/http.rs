@@ -16,7 +16,7 @@ use crate::error::Result;
 #[utoipa::path(post, path = "/api/audit_events/filter", tag = "audit", description = "Role: admin.",
     request_body(content = Option<AuditFilter>, description = "Criteria, sort and paging; none lists the newest 50"),
     responses((status = 200, description = "The events", body = Vec<AuditEvent>), Errors))]
-async fn filter(
+async fn filter_audit_events(
     State(db): State<PgPool>,
     caller: Caller,
     OptionalJson(filter): OptionalJson<AuditFilter>,
@@ -28,7 +28,7 @@ async fn filter(
 #[utoipa::path(post, path = "/api/audit_events/count", tag = "audit", description = "Role: admin. Answers a bare integer.",
     request_body(content = Option<AuditFilter>, description = "Criteria (sort and paging are ignored)"),
     responses((status = 200, description = "The count", body = i64, content_type = "application/json", example = json!(42)), Errors))]
-async fn count(
+async fn count_audit_events(
     State(db): State<PgPool>,
     caller: Caller,
     OptionalJson(filter): OptionalJson<AuditFilter>,
@@ -48,6 +48,6 @@ where
     PgPool: axum::extract::FromRef<S>,
 {
     OpenApiRouter::new()
-        .routes(routes!(filter))
-        .routes(routes!(count))
+        .routes(routes!(filter_audit_events))
+        .routes(routes!(count_audit_events))
 }

@@ -24,6 +24,7 @@ fn is_public(path: &str) -> bool {
         "/api/health"
             | "/api/ready"
             | "/api/openapi.json"
+            | "/api/openapi-3.0.json"
             | "/login"
             | "/sfn/sign_in"
             | "/auth/oidc/login"

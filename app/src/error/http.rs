@@ -6,16 +6,30 @@ use serde::Serialize;
 
 use super::AppError;
 
-/// The one JSON error body of the API: `{"detail", "code", "field"?}`.
+/// The one JSON error body of the API: RFC 9457 problem details (`type`, `title`,
+/// `status`, `detail`) with Flowdeck's members (`code`, `field`, `budget`).
 ///
 /// `detail` keeps the seed's (`FastAPI`'s) field name, so existing clients still read it.
+/// It is sent as `application/json`, which every client generator reads, or as
+/// `application/problem+json` to a client whose `Accept` asks for that.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"detail": "name: is required", "code": "invalid", "field": "name"}))]
+#[schema(example = json!({"type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+    "detail": "name: is required", "code": "invalid", "field": "name"}))]
 pub struct ErrorBody {
+    /// The problem type: `about:blank`, so `title` is the HTTP status's and `code` says
+    /// which problem it is.
+    #[serde(rename = "type")]
+    pub problem_type: &'static str,
+    /// The HTTP status's reason phrase.
+    pub title: &'static str,
+    /// The HTTP status code.
+    pub status: u16,
     /// Human-readable explanation.
     pub detail: String,
-    /// Machine-readable code: `not_found`, `conflict`, `invalid`, `unauthorized`,
-    /// `forbidden`, `over_budget`, `rate_limited`, `upstream`, `unavailable`, `internal`.
+    /// Machine-readable code: `not_found`, `conflict`, `in_progress` (the request's
+    /// `Idempotency-Key` is in use; retry after `Retry-After`), `invalid`, `unauthorized`,
+    /// `forbidden`, `over_budget`, `rate_limited`, `too_large`, `unsupported_media_type`,
+    /// `upstream`, `unavailable`, `internal`.
     pub code: String,
     /// The offending field, for `invalid`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,13 +74,60 @@ impl ErrorBody {
             }),
             _ => None,
         };
+        ErrorBody::new(
+            error.status_code(),
+            error.to_string(),
+            error.code(),
+            field,
+            budget,
+        )
+    }
+
+    /// A body for `status`, with the problem details' members filled in.
+    pub fn new(
+        status: u16,
+        detail: String,
+        code: &str,
+        field: Option<String>,
+        budget: Option<BudgetBody>,
+    ) -> Self {
+        let title = StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
         ErrorBody {
-            detail: error.to_string(),
-            code: error.code().to_owned(),
+            problem_type: "about:blank",
+            title,
+            status,
+            detail,
+            code: code.to_owned(),
             field,
             budget,
         }
     }
+}
+
+/// The media type of problem details (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Sends an error body as `application/problem+json` to a client whose `Accept` names that
+/// type (and not plain JSON first); others get `application/json`, as before.
+pub async fn problem_media_type(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let wants_problem = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains(PROBLEM_JSON));
+    let mut response = next.run(request).await;
+    let is_error_json = response.status().as_u16() >= 400
+        && response.headers().get(header::CONTENT_TYPE)
+            == Some(&HeaderValue::from_static("application/json"));
+    if wants_problem && is_error_json {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    }
+    response
 }
 
 impl IntoResponse for AppError {

@@ -231,9 +231,9 @@ impl Feed {
     description = "Role: viewer. Server-Sent Events: one `data:` JSON change per event (`id` resumes with `Last-Event-ID`), `heartbeat` events while quiet, `resync` when too much was missed. A scoped key sees only the changes of pipelines in its scope. The stream ends when its credential expires or is revoked, when its key's scope changes, or when its session signs out.",
     params(("pipeline_id" = Option<i64>, Query, description = "Only this pipeline's changes"),
            ("run_id" = Option<i64>, Query, description = "Only this run's changes"),
-           ("last_event_id" = Option<i64>, Query, description = "Resume after this change id"),
-           ("Last-Event-ID" = Option<String>, Header, description = "Resume after this change id")),
-    responses((status = 200, description = "The stream", content_type = "text/event-stream", body = String), Errors))]
+           ("last_event_id" = Option<i64>, Query, minimum = 0, description = "Resume after this change id"),
+           ("Last-Event-ID" = Option<i64>, Header, minimum = 0, description = "Resume after this change id")),
+    responses((status = 200, description = "The stream", content_type = "text/event-stream", body = crate::api::responses::StreamEvent), Errors))]
 async fn events(
     State(hub): State<Arc<Hub>>,
     State(identity): State<Identity>,
@@ -243,6 +243,12 @@ async fn events(
     ApiQuery(query): ApiQuery<Query>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     caller.require(Role::Viewer)?;
+    if query.last_event_id.is_some_and(|id| id < 0) {
+        return Err(AppError::invalid(
+            "last_event_id",
+            "must be an event id from this stream",
+        ));
+    }
     let resume = last_event_id(&headers)?.or(query.last_event_id);
     let filter = Filter {
         pipeline_id: query.pipeline_id,

@@ -332,6 +332,7 @@ impl Flowdeck {
                 },
                 source: "mcp",
                 idempotency_key: input.idempotency_key.as_deref(),
+                repeat_waits: false,
             };
             let run = runs::service::trigger(&parts.db, &parts.limits, &parts.triggers, &caller, trigger).await?;
             Ok(run_json(run, &parts.links))

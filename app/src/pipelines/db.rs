@@ -270,7 +270,11 @@ pub async fn matching(
         PipelineSort::CreatedDesc => " ORDER BY p.created_at DESC, p.id DESC",
         PipelineSort::CreatedAsc => " ORDER BY p.created_at, p.id",
         PipelineSort::NameAsc => " ORDER BY lower(p.name), p.id",
+        PipelineSort::NameDesc => " ORDER BY lower(p.name) DESC, p.id DESC",
+        PipelineSort::UpdatedDesc => " ORDER BY GREATEST(p.updated_at, r.updated_at) DESC, p.id DESC",
+        PipelineSort::UpdatedAsc => " ORDER BY GREATEST(p.updated_at, r.updated_at), p.id",
         PipelineSort::IdAsc => " ORDER BY p.id",
+        PipelineSort::IdDesc => " ORDER BY p.id DESC",
     };
     w.page(order, page);
     w.query.build_query_as::<PipelineRow>().fetch_all(db).await

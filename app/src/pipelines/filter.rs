@@ -16,8 +16,17 @@ pub enum PipelineSort {
     CreatedAsc,
     /// By name, ignoring case.
     NameAsc,
+    /// By name, ignoring case, from Z to A.
+    NameDesc,
+    /// Most recently updated first: the pipeline's definition or its latest run, whichever
+    /// changed last (the `updated_at` a pipeline shows).
+    UpdatedDesc,
+    /// Least recently updated first.
+    UpdatedAsc,
     /// By id.
     IdAsc,
+    /// By id, highest first.
+    IdDesc,
 }
 
 /// `POST /api/pipelines/filter` and `/count`.

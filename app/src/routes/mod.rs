@@ -17,6 +17,7 @@ use crate::{App, api, auth, telemetry};
 mod health;
 pub mod metrics;
 mod openapi;
+mod openapi30;
 mod state;
 
 pub use state::{AppState, Builder};
@@ -152,6 +153,8 @@ pub fn router(state: AppState) -> Router {
             auth::middleware::identify,
         ))
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        // Refusals too, the identity layer's among them, as problem details when asked.
+        .layer(axum::middleware::from_fn(crate::error::problem_media_type))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             secure_headers,

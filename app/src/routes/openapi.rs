@@ -3,12 +3,14 @@
 //!
 //! The document is generated from the handlers' `#[utoipa::path]` attributes and the types'
 //! `ToSchema` derives (collected by `utoipa-axum` as the routes are added), served at
-//! `/api/openapi.json`, with Swagger UI (vendored into the binary) at `/api/docs`.
+//! `/api/openapi.json` (OpenAPI 3.1) and `/api/openapi-3.0.json` (the same, as 3.0, for
+//! generators that read only that: `openapi30`), with Swagger UI (vendored into the
+//! binary) at `/api/docs`.
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
-use axum::routing::any;
+use axum::routing::{any, get};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -82,17 +84,21 @@ fn capability_rules() -> Vec<rules::Rule> {
     .collect()
 }
 
-/// `/api/openapi.json` and the interactive docs at `/api/docs`.
+/// `/api/openapi.json`, its 3.0 form and the interactive docs at `/api/docs`.
 ///
 /// The docs' assets are in the binary. The docs page gets a policy that lets Swagger UI run (its own scripts and
 /// inline styles), nothing from elsewhere.
 fn docs_router(document: utoipa::openapi::OpenApi) -> Router<AppState> {
     let mut document = serde_json::to_value(document).expect("the OpenAPI document serializes");
     rules::constrain(&mut document, &capability_rules());
+    let old_form = axum::Json(super::openapi30::downgrade(&document));
     let swagger: Router<AppState> = utoipa_swagger_ui::SwaggerUi::new("/api/docs")
         .external_url_unchecked("/api/openapi.json", document)
         .into();
-    swagger.layer(axum::middleware::map_response(docs_policy))
+    swagger.layer(axum::middleware::map_response(docs_policy)).route(
+        "/api/openapi-3.0.json",
+        get(move || async move { old_form.clone() }),
+    )
 }
 
 async fn docs_policy(mut response: axum::response::Response) -> axum::response::Response {
@@ -117,12 +123,13 @@ async fn json_method_not_allowed(response: axum::response::Response) -> axum::re
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .unwrap_or("other methods");
-    let body = crate::error::ErrorBody {
-        detail: format!("this route takes {allowed}"),
-        code: "method_not_allowed".to_owned(),
-        field: None,
-        budget: None,
-    };
+    let body = crate::error::ErrorBody::new(
+        405,
+        format!("this route takes {allowed}"),
+        "method_not_allowed",
+        None,
+        None,
+    );
     let mut answer = (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response();
     if let Some(allow) = allow {
         answer.headers_mut().insert(header::ALLOW, allow);

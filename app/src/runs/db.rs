@@ -422,6 +422,7 @@ pub async fn matching(
         RunSort::CreatedDesc => " ORDER BY r.created_at DESC, r.id DESC",
         RunSort::CreatedAsc => " ORDER BY r.created_at, r.id",
         RunSort::EndedDesc => " ORDER BY r.ended_at DESC NULLS LAST, r.id DESC",
+        RunSort::EndedAsc => " ORDER BY r.ended_at NULLS LAST, r.id",
     };
     w.page(order, page);
     let rows = w.query.build_query_as::<RunRow>().fetch_all(db).await?;

@@ -93,6 +93,8 @@ pub enum RunSort {
     CreatedAsc,
     /// Most recently ended first; unfinished runs last.
     EndedDesc,
+    /// Earliest ended first; unfinished runs last.
+    EndedAsc,
 }
 
 /// `POST /api/runs/filter` and `/count`.

@@ -47,7 +47,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>> {
 #[utoipa::path(post, path = "/api/pipelines/{id}/runs", tag = "runs",
     description = "Role: operator. The run is recorded at once and submitted to Prefect after commit. With the same `Idempotency-Key` a repeat answers the first run and creates nothing.",
     params(("id" = i64, Path, description = "Pipeline id", minimum = 1),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this trigger safe")),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body answer the first run; another body is `422`; `409` while a request with the key is still being processed")),
     request_body(content = Option<TriggerRequest>, description = "Optional parameter overrides"),
     responses((status = 202, description = "Accepted", body = Run), Errors))]
 async fn create_run(
@@ -91,6 +91,7 @@ async fn trigger(
         request,
         source,
         idempotency_key: idempotency_key(headers)?,
+        repeat_waits: false,
     };
     service::trigger(db, limits, triggers, caller, trigger).await
 }
@@ -108,7 +109,7 @@ struct SeedTriggerAck {
 #[utoipa::path(post, path = "/api/trigger/{id}", tag = "runs",
     description = "Role: operator. The seed's trigger; the same as `POST /api/pipelines/{id}/runs`.",
     params(("id" = i64, Path, description = "Pipeline id", minimum = 1),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this trigger safe")),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body answer the first run; another body is `422`; `409` while a request with the key is still being processed")),
     request_body(content = Option<TriggerRequest>, description = "Optional parameter overrides"),
     responses((status = 202, description = "Accepted", body = SeedTriggerAck), Errors))]
 async fn trigger_pipeline(
@@ -160,12 +161,12 @@ async fn get_run(
 /// A page of a run's flow logs, read from Prefect; or, asked for `text/event-stream`, the
 /// lines as they are written.
 #[utoipa::path(get, path = "/api/runs/{id}/logs", tag = "runs",
-    description = "Role: viewer. The flow run's Prefect logs (flow and task logs), oldest first, each with the stage that was running when it was written; credentials Flowdeck passed to the flow are masked. Empty before the run is submitted. With `Accept: text/event-stream`, follows the run live instead: `log` events (data: one line; `id`: its time, resume with `Last-Event-ID`), first the newest 1,000 lines (`truncated` first when there are more), `heartbeat` while quiet, and `end` once the run and Prefect have finished; only `level` applies there.",
+    description = "Role: viewer. The flow run's Prefect logs (flow and task logs), oldest first, each with the stage that was running when it was written; credentials Flowdeck passed to the flow are masked. Empty before the run is submitted. With `Accept: text/event-stream`, follows the run live instead: `log` events (data: one line; `id`: its time in microseconds since 1970, resume with `Last-Event-ID`), first the newest 1,000 lines (`truncated` first when there are more), `heartbeat` while quiet, and `end` once the run and Prefect have finished; only `level` applies there.",
     params(("id" = i64, Path, description = "Run id", minimum = 1), LogQuery,
-           ("Last-Event-ID" = Option<String>, Header, description = "Event stream only: resume after this line time")),
+           ("Last-Event-ID" = Option<i64>, Header, minimum = 0, maximum = 253_402_300_799_999_999_i64, description = "Event stream only: resume after this line (the `id` of the last `log` event received: the line's time in microseconds since 1970)")),
     responses((status = 200, description = "The lines", content(
         (RunLogs = "application/json"),
-        (String = "text/event-stream"),
+        (crate::api::responses::StreamEvent = "text/event-stream"),
     )), Errors))]
 #[allow(clippy::too_many_arguments)]
 async fn run_logs(
@@ -183,12 +184,16 @@ async fn run_logs(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
+    // Checked for both answers: a resume point that is not one is refused either way.
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("not text"));
+    let resume = follow::resume_from(last_event_id)?;
     if !wants_stream {
         let page = logs::page(&db, prefect.as_deref(), &caller, id, &query).await?;
         return Ok(Json(page).into_response());
     }
     let presented = presented?;
-    let resume = follow::resume_from(headers.get("last-event-id").and_then(|v| v.to_str().ok()))?;
     let prefect = prefect.ok_or_else(|| AppError::Upstream {
         service: "prefect".into(),
     })?;
@@ -260,7 +265,7 @@ async fn cancel_run(
 #[utoipa::path(post, path = "/api/runs/{id}/retry", tag = "runs",
     description = "Role: operator. A new run linked to this one, with its parameters and the body's overrides on top. With `from_stage`, the stages before it are carried over as `skipped` (each naming the run whose output it reuses) and the flow starts there, told by its `flowdeck_resume` parameter; `422` if the run has no such stage or a stage before it did not complete.",
     params(("id" = i64, Path, description = "Run id", minimum = 1),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body answer the first run; another body is `422`; `409` while a request with the key is still being processed")),
     request_body(content = Option<RetryRequest>, description = "Where to start and what to change; none runs everything again"),
     responses((status = 202, description = "The new run", body = Run), Errors))]
 async fn retry_run(

@@ -2,6 +2,32 @@
 
 use sqlx::PgExecutor;
 
+/// Holds a caller's key for the rest of the transaction, on every replica.
+///
+/// One request per key is processed at a time (a transaction-scoped advisory lock in its
+/// own key space). With `wait`, waits for a request holding it to end; else answers false
+/// at once.
+pub async fn hold(db: impl PgExecutor<'_>, actor: &str, key: &str, wait: bool) -> sqlx::Result<bool> {
+    if wait {
+        sqlx::query!(
+            r"SELECT pg_advisory_xact_lock(hashtext('flowdeck.idempotency_key'), hashtext($1 || E'\n' || $2))",
+            actor,
+            key
+        )
+        .execute(db)
+        .await?;
+        return Ok(true);
+    }
+    let held = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock(hashtext('flowdeck.idempotency_key'), hashtext($1 || E'\n' || $2)) AS "held!""#,
+        actor,
+        key
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(held)
+}
+
 /// Records the run an `Idempotency-Key` made; false if the key was taken meanwhile.
 pub async fn insert_idempotency_key(
     db: impl PgExecutor<'_>,

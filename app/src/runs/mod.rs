@@ -353,6 +353,7 @@ pub async fn trigger_run(
         request,
         source: "ui",
         idempotency_key: idempotency_key.as_deref().filter(|k| !k.is_empty()),
+        repeat_waits: true,
     };
     let triggers = expect_context::<std::sync::Arc<triggers::TriggerWriter>>();
     let run = service::trigger(&db, &limits, &triggers, &caller, trigger).await?;

@@ -111,12 +111,15 @@ async fn accept(pool: &PgPool, caller: &Caller, new: Accept<'_>) -> Result<Run> 
         action,
         idempotency,
     } = new;
-    if let Some(idempotency) = idempotency
-        && let Some(run) = replay(pool, caller, idempotency).await?
-    {
-        return Ok(run);
-    }
     let mut tx = pool.begin().await?;
+    if let Some(idempotency) = idempotency {
+        if !idempotency::hold(&mut *tx, &caller.actor, &idempotency.key, idempotency.wait).await? {
+            return Err(in_progress());
+        }
+        if let Some(run) = replay(pool, caller, idempotency).await? {
+            return Ok(run);
+        }
+    }
     let pipeline = db::lock_template(&mut *tx, pipeline_id)
         .await?
         .ok_or_else(|| AppError::not_found("Pipeline"))?;
@@ -158,8 +161,7 @@ async fn accept(pool: &PgPool, caller: &Caller, new: Accept<'_>) -> Result<Run> 
     };
     let run_id = db::insert_run(&mut *tx, &new_run).await?;
     if let Some(idempotency) = idempotency {
-        // A concurrent request with the same key waits here until the first commits, then
-        // finds the key taken: it drops its own run and answers with the first one.
+        // The key is held (above), so it is free here; taken would mean held elsewhere.
         let claimed = idempotency::insert_idempotency_key(
             &mut *tx,
             &caller.actor,
@@ -169,10 +171,7 @@ async fn accept(pool: &PgPool, caller: &Caller, new: Accept<'_>) -> Result<Run> 
         )
         .await?;
         if !claimed {
-            tx.rollback().await?;
-            return replay(pool, caller, idempotency)
-                .await?
-                .ok_or_else(|| AppError::conflict("a request with this Idempotency-Key is in progress"));
+            return Err(in_progress());
         }
     }
     dispatch::db::insert_outbox(&mut tx, run_id, &callback.clear).await?;
@@ -232,10 +231,22 @@ pub(super) async fn accept_alone(pool: &PgPool, trigger: &NewTrigger) -> Result<
     accept(pool, &trigger.caller, new).await
 }
 
+/// The refusal of a request whose `Idempotency-Key` another request is still using (`409`,
+/// as the IETF Idempotency-Key draft says); sent again once that one ends, it answers its run.
+fn in_progress() -> AppError {
+    AppError::InProgress {
+        message: "a request with this Idempotency-Key is still being processed; send it again in a moment"
+            .to_owned(),
+    }
+}
+
 /// A trigger's `Idempotency-Key` with the fingerprint of what it asked for.
 pub struct Idempotency {
     key: String,
     hash: Vec<u8>,
+    /// Whether a repeat waits for the request still using the key rather than being
+    /// refused: a form submitted twice shows its run, not a refusal.
+    wait: bool,
 }
 
 impl Idempotency {
@@ -254,12 +265,20 @@ impl Idempotency {
         Ok(Idempotency {
             key: key.to_owned(),
             hash,
+            wait: false,
         })
+    }
+
+    /// The same key, but a repeat waits for the request using it instead of a `409`.
+    pub fn waiting(self) -> Self {
+        Self { wait: true, ..self }
     }
 }
 
 /// The run an earlier request with the same key made, if any (counted as deduplicated);
-/// refuses a different request.
+/// refuses a different request (`422`, as the IETF Idempotency-Key draft says).
+///
+/// Read once the key is held, so a request that used it before has committed.
 async fn replay(pool: &PgPool, caller: &Caller, idempotency: &Idempotency) -> Result<Option<Run>> {
     let Some((hash, run_id)) =
         idempotency::find_idempotency_key(pool, &caller.actor, &idempotency.key).await?
@@ -267,8 +286,9 @@ async fn replay(pool: &PgPool, caller: &Caller, idempotency: &Idempotency) -> Re
         return Ok(None);
     };
     if hash != idempotency.hash {
-        return Err(AppError::conflict(
-            "this Idempotency-Key was already used for a different request; use a new key",
+        return Err(AppError::invalid(
+            "Idempotency-Key",
+            "was already used for a different request; use a new key",
         ));
     }
     let run = get_unchecked(pool, run_id).await?;
@@ -287,6 +307,9 @@ pub struct Trigger<'a> {
     pub source: &'a str,
     /// The caller's `Idempotency-Key`, if any.
     pub idempotency_key: Option<&'a str>,
+    /// Whether a repeat of the key waits for the request still using it (a form sent
+    /// twice) instead of being refused with `409`.
+    pub repeat_waits: bool,
 }
 
 /// Accepts a trigger: a `pending` run with the pipeline's defaults and the caller's overrides.
@@ -306,6 +329,7 @@ pub async fn trigger(
         request,
         source,
         idempotency_key,
+        repeat_waits,
     } = trigger;
     let accepted = async {
         caller.may(Action::Trigger)?;
@@ -313,7 +337,8 @@ pub async fn trigger(
         limits.trigger(&caller.actor)?;
         let idempotency = idempotency_key
             .map(|key| Idempotency::new(key, &format!("trigger {pipeline_id}"), &request))
-            .transpose()?;
+            .transpose()?
+            .map(|key| if repeat_waits { key.waiting() } else { key });
         // A key with budgets is counted under its lock, one trigger at a time (`accept`).
         if idempotency.is_none() && !caller.budget.limits() {
             let new = NewTrigger {

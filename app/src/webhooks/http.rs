@@ -23,7 +23,7 @@ use crate::error::Result;
     description = "Role: admin. The answer's `secret` (`whsec_…`) verifies the `webhook-signature` of every delivery (Standard Webhooks); it cannot be shown again.",
     request_body = NewEndpoint,
     responses((status = 201, description = "Created", body = CreatedEndpoint), Errors))]
-async fn create(
+async fn create_webhook(
     State(db): State<PgPool>,
     caller: Caller,
     ApiJson(new): ApiJson<NewEndpoint>,
@@ -36,7 +36,7 @@ async fn create(
 #[utoipa::path(post, path = "/api/webhooks/filter", tag = "webhooks", description = "Role: admin.",
     request_body(content = Option<EndpointFilter>, description = "Criteria and paging; none lists the newest 50"),
     responses((status = 200, description = "The endpoints, never their secrets", body = Vec<Endpoint>), Errors))]
-async fn filter(
+async fn filter_webhooks(
     State(db): State<PgPool>,
     caller: Caller,
     OptionalJson(filter): OptionalJson<EndpointFilter>,
@@ -48,7 +48,7 @@ async fn filter(
 #[utoipa::path(post, path = "/api/webhooks/count", tag = "webhooks", description = "Role: admin. Answers a bare integer.",
     request_body(content = Option<EndpointFilter>, description = "Criteria (paging is ignored)"),
     responses((status = 200, description = "The count", body = i64, content_type = "application/json", example = json!(2)), Errors))]
-async fn count(
+async fn count_webhooks(
     State(db): State<PgPool>,
     caller: Caller,
     OptionalJson(filter): OptionalJson<EndpointFilter>,
@@ -60,7 +60,7 @@ async fn count(
 #[utoipa::path(get, path = "/api/webhooks/{id}", tag = "webhooks", description = "Role: admin.",
     params(("id" = i64, Path, description = "Endpoint id", minimum = 1)),
     responses((status = 200, description = "The endpoint", body = Endpoint), Errors))]
-async fn read(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<Json<Endpoint>> {
+async fn get_webhook(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<Json<Endpoint>> {
     service::get(&db, &caller, id).await.map(Json)
 }
 
@@ -70,7 +70,7 @@ async fn read(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Res
     params(("id" = i64, Path, description = "Endpoint id", minimum = 1)),
     request_body = EndpointPatch,
     responses((status = 200, description = "The endpoint", body = Endpoint), Errors))]
-async fn update(
+async fn update_webhook(
     State(db): State<PgPool>,
     caller: Caller,
     ApiId(id): ApiId,
@@ -83,7 +83,7 @@ async fn update(
 #[utoipa::path(delete, path = "/api/webhooks/{id}", tag = "webhooks", description = "Role: admin.",
     params(("id" = i64, Path, description = "Endpoint id", minimum = 1)),
     responses((status = 204, description = "Deleted"), Errors))]
-async fn delete(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<StatusCode> {
+async fn delete_webhook(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<StatusCode> {
     service::delete(&db, &caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -94,7 +94,7 @@ async fn delete(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> R
     params(("id" = i64, Path, description = "Endpoint id", minimum = 1)),
     request_body(content = Option<SecretRotation>, description = "The overlap; default 24 hours"),
     responses((status = 201, description = "The endpoint with its new secret", body = CreatedEndpoint), Errors))]
-async fn rotate(
+async fn rotate_webhook_secret(
     State(db): State<PgPool>,
     caller: Caller,
     ApiId(id): ApiId,
@@ -109,7 +109,7 @@ async fn rotate(
     description = "Role: admin. The latest 50, newest first; each with its attempts (status, latency, the start of the answer).",
     params(("id" = i64, Path, description = "Endpoint id", minimum = 1)),
     responses((status = 200, description = "The deliveries", body = Vec<Delivery>), Errors))]
-async fn deliveries(
+async fn list_webhook_deliveries(
     State(db): State<PgPool>,
     caller: Caller,
     ApiId(id): ApiId,
@@ -123,7 +123,11 @@ async fn deliveries(
     description = "Role: admin. The same event with the same `webhook-id`, due now, retried for another day if it fails.",
     params(("id" = i64, Path, description = "Delivery id", minimum = 1)),
     responses((status = 202, description = "Queued"), Errors))]
-async fn resend(State(db): State<PgPool>, caller: Caller, ApiId(id): ApiId) -> Result<StatusCode> {
+async fn resend_webhook_delivery(
+    State(db): State<PgPool>,
+    caller: Caller,
+    ApiId(id): ApiId,
+) -> Result<StatusCode> {
     service::resend(&db, &caller, id).await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -135,13 +139,13 @@ where
     PgPool: axum::extract::FromRef<S>,
 {
     OpenApiRouter::new()
-        .routes(routes!(create))
-        .routes(routes!(filter))
-        .routes(routes!(count))
-        .routes(routes!(read, update, delete))
-        .routes(routes!(rotate))
-        .routes(routes!(deliveries))
-        .routes(routes!(resend))
+        .routes(routes!(create_webhook))
+        .routes(routes!(filter_webhooks))
+        .routes(routes!(count_webhooks))
+        .routes(routes!(get_webhook, update_webhook, delete_webhook))
+        .routes(routes!(rotate_webhook_secret))
+        .routes(routes!(list_webhook_deliveries))
+        .routes(routes!(resend_webhook_delivery))
 }
 
 /// What the OpenAPI document says webhook requests take.

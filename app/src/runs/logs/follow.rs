@@ -70,13 +70,28 @@ const RETRY: Duration = Duration::from_secs(2);
 /// Prefect's final state names.
 const FINAL: [&str; 4] = ["Completed", "Failed", "Crashed", "Cancelled"];
 
-/// Where a resuming follower left off: the time in `Last-Event-ID`.
+/// The latest line time an event id may name: the end of the year 9999, in microseconds
+/// since 1970 (the document states the range, so every id it allows is read).
+pub const LAST_EVENT_ID_MAX: i64 = 253_402_300_799_999_999;
+
+/// A line's event id: its time in microseconds since 1970, a plain integer that clients
+/// and the document describe exactly.
+fn event_id(at: DateTime<Utc>) -> String {
+    at.timestamp_micros().to_string()
+}
+
+/// Where a resuming follower left off: the line time in `Last-Event-ID`.
 pub fn resume_from(last_event_id: Option<&str>) -> Result<Option<DateTime<Utc>>> {
     last_event_id
         .map(|id| {
-            DateTime::parse_from_rfc3339(id.trim())
-                .map(|at| at.with_timezone(&Utc))
-                .map_err(|_| AppError::invalid("Last-Event-ID", "must be a line time from this stream"))
+            id.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|micros| (0..=LAST_EVENT_ID_MAX).contains(micros))
+                .and_then(DateTime::from_timestamp_micros)
+                .ok_or_else(|| {
+                    AppError::invalid("Last-Event-ID", "must be a line's event id from this stream")
+                })
         })
         .transpose()
 }
@@ -391,9 +406,7 @@ impl Follower {
         let line: RunLog = line(log, &self.run.stages);
         self.since = Some(self.since.map_or(line.timestamp, |s| s.max(line.timestamp)));
         let data = serde_json::to_string(&line).unwrap_or_default();
-        let id = line
-            .timestamp
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let id = event_id(line.timestamp);
         self.send(Event::default().event("log").id(id).data(data)).await?;
         Ok(true)
     }
@@ -455,9 +468,19 @@ mod tests {
 
     #[test]
     fn a_resume_names_a_line_time() {
-        let at = resume_from(Some("2026-12-03T10:00:00.123456Z")).unwrap().unwrap();
-        assert_eq!(at.timestamp_subsec_micros(), 123_456);
-        assert!(resume_from(Some("17")).is_err());
+        let written = DateTime::parse_from_rfc3339("2026-12-03T10:00:00.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = resume_from(Some(&event_id(written))).unwrap().unwrap();
+        assert_eq!(at, written);
+        assert!(
+            resume_from(Some(&LAST_EVENT_ID_MAX.to_string()))
+                .unwrap()
+                .is_some()
+        );
+        for bad in ["2026-12-03T10:00:00Z", "-1", "253402300800000000", "x", ""] {
+            assert!(resume_from(Some(bad)).is_err(), "{bad}");
+        }
         assert_eq!(resume_from(None).unwrap(), None);
     }
 }
