@@ -199,4 +199,4 @@ impl leptos::server_fn::error::FromServerFnError for AppError {
 #[cfg(feature = "ssr")]
 mod http;
 #[cfg(feature = "ssr")]
-pub use http::{ErrorBody, PROBLEM_JSON, ResultExt, problem_media_type};
+pub use http::{ErrorBody, ResultExt, problem_media_type};

@@ -196,6 +196,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_parameter_is_nullable() {
+        let mut document = json!({"paths": {"/e": {"get": {"parameters": [
+            {"name": "q", "in": "query", "schema": {"type": ["string", "null"]}},
+            {"name": "Last-Event-ID", "in": "header", "schema": {"type": ["integer", "null"], "minimum": 0}}
+        ]}}}});
+        constrain(&mut document, &[]);
+        assert_eq!(
+            document["paths"]["/e"]["get"]["parameters"],
+            json!([
+                {"name": "q", "in": "query", "schema": {"type": "string"}},
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0}}
+            ]),
+            "a parameter is there or not"
+        );
+    }
+
+    #[test]
     fn text_has_no_surrounding_spaces_or_control_characters() {
         for good in ["a", "Nightly ETL", "ünïcödé  ok", "x\u{3000}"] {
             assert!(is_text(good, 200), "{good:?}");

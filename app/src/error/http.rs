@@ -108,7 +108,7 @@ impl ErrorBody {
 }
 
 /// The media type of problem details (RFC 9457).
-pub const PROBLEM_JSON: &str = "application/problem+json";
+const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Sends an error body as `application/problem+json` to a client whose `Accept` names that
 /// type (and not plain JSON first); others get `application/json`, as before.

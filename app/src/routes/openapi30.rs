@@ -10,9 +10,10 @@
 //!
 //! Three more changes keep the 3.0 generators' output compiling (progenitor's, checked by
 //! `scripts/clients-test.sh`): a value of any JSON type (`JsonValue`) is the empty schema;
-//! a parameter is never nullable (it is there or not); and a query parameter named like a
-//! header parameter of the same operation (`last_event_id`, `Last-Event-ID`: generators
-//! name both `last_event_id`) is left out, the header saying the same.
+//! and a query parameter named like a header parameter of the same operation
+//! (`last_event_id`, `Last-Event-ID`: generators name both `last_event_id`) is left out,
+//! the header saying the same. (No parameter is nullable in the 3.1 document either:
+//! `api::rules::constrain`.)
 
 use serde_json::{Map, Value, json};
 
@@ -60,8 +61,8 @@ fn in_paths(node: &mut Value) {
     }
 }
 
-/// An operation's parameters: converted, never nullable, without a query parameter that a
-/// header parameter names alike.
+/// An operation's parameters: converted, without a query parameter that a header parameter
+/// names alike (none is nullable already: `api::rules::constrain`).
 fn parameters(node: &mut Value) {
     let Value::Array(list) = node else { return };
     let snake = |p: &Value| {
@@ -76,9 +77,6 @@ fn parameters(node: &mut Value) {
     for parameter in list.iter_mut() {
         if let Some(inner) = parameter.get_mut("schema") {
             schema(inner);
-            if let Some(map) = inner.as_object_mut() {
-                map.remove("nullable");
-            }
         }
     }
 }
@@ -218,7 +216,7 @@ mod tests {
         let document = json!({
             "openapi": "3.1.0",
             "info": {"title": "t", "version": "1", "license": {"name": "MIT", "identifier": "MIT"}},
-            "paths": {"/a": {"get": {"parameters": [{"name": "q", "in": "query", "schema": {"type": ["string", "null"]}}],
+            "paths": {"/a": {"get": {"parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/A"}}}}}}}},
             "components": {"schemas": {"A": {"type": "object", "properties": {
                 "ref": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/B"}]},
@@ -233,8 +231,7 @@ mod tests {
         assert_eq!(old["info"]["license"], json!({"name": "MIT"}));
         assert_eq!(
             old["paths"]["/a"]["get"]["parameters"][0]["schema"],
-            json!({"type": "string"}),
-            "a parameter is there or not"
+            json!({"type": "string"})
         );
         let properties = &old["components"]["schemas"]["A"]["properties"];
         assert_eq!(
@@ -258,13 +255,13 @@ mod tests {
     }
 
     #[test]
-    fn any_json_is_the_empty_schema_and_parameters_are_never_nullable() {
+    fn any_json_is_the_empty_schema_and_a_query_parameter_named_like_a_header_goes() {
         let document = json!({
             "openapi": "3.1.0",
             "paths": {"/e": {"get": {"parameters": [
-                {"name": "last_event_id", "in": "query", "schema": {"type": ["integer", "null"]}},
-                {"name": "Last-Event-ID", "in": "header", "schema": {"type": ["integer", "null"], "minimum": 0}},
-                {"name": "run_id", "in": "query", "schema": {"type": ["integer", "null"]}}
+                {"name": "last_event_id", "in": "query", "schema": {"type": "integer"}},
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "run_id", "in": "query", "schema": {"type": "integer"}}
             ], "responses": {}}}},
             "components": {"schemas": {"JsonValue": {"description": "Any JSON value", "anyOf": [
                 {"type": "string", "pattern": "x"}, {"type": "number"}, {"type": "boolean"},

@@ -8,24 +8,17 @@ use sqlx::PgExecutor;
 /// own key space). With `wait`, waits for a request holding it to end; else answers false
 /// at once.
 pub async fn hold(db: impl PgExecutor<'_>, actor: &str, key: &str, wait: bool) -> sqlx::Result<bool> {
-    if wait {
-        sqlx::query!(
-            r"SELECT pg_advisory_xact_lock(hashtext('flowdeck.idempotency_key'), hashtext($1 || E'\n' || $2))",
-            actor,
-            key
-        )
-        .execute(db)
-        .await?;
-        return Ok(true);
-    }
-    let held = sqlx::query_scalar!(
-        r#"SELECT pg_try_advisory_xact_lock(hashtext('flowdeck.idempotency_key'), hashtext($1 || E'\n' || $2)) AS "held!""#,
+    sqlx::query_scalar!(
+        r#"SELECT CASE WHEN $3
+                  THEN (SELECT true FROM pg_advisory_xact_lock(hashtext('flowdeck.idempotency_key'), hashtext($1 || E'\n' || $2)))
+                  ELSE pg_try_advisory_xact_lock(hashtext('flowdeck.idempotency_key'), hashtext($1 || E'\n' || $2))
+                  END AS "held!""#,
         actor,
-        key
+        key,
+        wait
     )
     .fetch_one(db)
-    .await?;
-    Ok(held)
+    .await
 }
 
 /// Records the run an `Idempotency-Key` made; false if the key was taken meanwhile.
