@@ -79,3 +79,30 @@ test("a key scoped to a tag, with a budget, shows its limits and sees only that 
   await theirs.screenshot({ path: "test-results/dashboard-scoped.png", fullPage: true });
   await agent.close();
 });
+
+test("hydrated forms answer in place: a refused key at sign-in, a bad number in the key form", async ({ page }) => {
+  await page.goto("/login?next=/admin/api-keys");
+  await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
+  // A reload would drop this mark: the answers below must come without one.
+  await page.evaluate(() => ((window as unknown as { stayed: boolean }).stayed = true));
+  const stayed = () => page.evaluate(() => (window as unknown as { stayed?: boolean }).stayed === true);
+
+  await page.getByLabel("API key").fill("fdk_not_a_key");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await expect(page.getByRole("alert")).toHaveText("That key is not valid, expired or revoked.");
+  expect(await stayed()).toBe(true);
+
+  // The right key: the server function's redirect takes the browser to `next`.
+  await page.getByLabel("API key").fill(process.env.FLOWDECK_ADMIN_KEY ?? "");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL((url) => url.pathname === "/admin/api-keys");
+  await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
+  await page.evaluate(() => ((window as unknown as { stayed: boolean }).stayed = true));
+
+  await page.getByLabel("Name *").fill("e2e bad expiry");
+  await page.getByLabel("Expires in days (empty: never)").fill("0");
+  await page.getByRole("button", { name: "Create key" }).click();
+  await expect(page.getByRole("alert")).toContainText("whole number from 1 to 3650");
+  expect(await stayed()).toBe(true);
+  await expect(page.locator("tr", { hasText: "e2e bad expiry" })).toHaveCount(0);
+});

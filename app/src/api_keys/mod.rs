@@ -311,13 +311,13 @@ impl LimitsForm {
     }
 }
 
-/// Creates a key from the admin page; `expires_in_days` empty for never, the scope and
-/// budgets as [`LimitsForm`] takes them. Answers the notice showing its secret, once,
+/// Creates a key from the admin page; `role` by its name, `expires_in_days` empty for
+/// never, the scope and budgets as [`LimitsForm`] takes them. Answers the notice showing its secret, once,
 /// rendered.
 #[server(prefix = "/sfn", endpoint = "create_api_key")]
 pub async fn create_api_key(
     name: String,
-    role: Role,
+    role: String,
     expires_in_days: Option<String>,
     #[server(flatten)] limits: LimitsForm,
 ) -> Result<String, AppError> {
@@ -343,7 +343,7 @@ pub async fn create_api_key(
     let (scope, budget) = limits.parse()?;
     let new = NewApiKey {
         name: name.trim().to_owned(),
-        role,
+        role: role.parse()?,
         expires_at,
         scope,
         budget,

@@ -7,8 +7,11 @@
 
 use leptos::prelude::*;
 
-use super::{ApiKey, CreateApiKey, KeyState, key_table, list_api_keys, revoke_api_key, rotate_api_key};
+use super::{
+    ApiKey, CreateApiKey, KeyState, LimitsForm, key_table, list_api_keys, revoke_api_key, rotate_api_key,
+};
 use crate::layout::Frame;
+use crate::ui::form::{Fields, ServerForm};
 use crate::ui::regions::{self, Loads};
 use crate::ui::{ErrorView, when};
 
@@ -101,12 +104,29 @@ fn KeyAdmin(children: Children) -> impl IntoView {
     });
     on_cleanup(move || clicks.remove());
     view! {
-        <ActionForm action=create attr:class="param-form inline-fields">
+        <ServerForm action=create read=new_key class="param-form inline-fields">
             {children()}
             <button type="submit" class="primary" disabled=move || create.pending().get()>"Create key"</button>
-        </ActionForm>
+        </ServerForm>
         <div id=SECRET_ID></div>
         {move || error.get().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
+    }
+}
+
+/// The New key form's input, from its fields.
+fn new_key(f: &Fields) -> CreateApiKey {
+    CreateApiKey {
+        name: f.text("name"),
+        role: f.text("role"),
+        expires_in_days: f.get("expires_in_days"),
+        limits: LimitsForm {
+            scope_tags: f.get("scope_tags"),
+            scope_pipelines: f.get("scope_pipelines"),
+            scope_actions: f.get("scope_actions"),
+            triggers_per_hour: f.get("triggers_per_hour"),
+            triggers_per_day: f.get("triggers_per_day"),
+            max_unfinished_runs: f.get("max_unfinished_runs"),
+        },
     }
 }
 

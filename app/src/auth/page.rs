@@ -6,6 +6,7 @@ use leptos_router::hooks::use_query_map;
 use super::{SignIn, SignOut, whoami};
 use crate::caller::Principal;
 use crate::error::AppError;
+use crate::ui::form::ServerForm;
 
 /// The signed-in user, loaded once per page frame.
 pub type MeResource = Resource<Result<Option<Principal>, AppError>>;
@@ -87,7 +88,7 @@ fn SignInForm(next: String) -> impl IntoView {
     let action = ServerAction::<SignIn>::new();
     let failed = move || matches!(action.value().get(), Some(Err(_)));
     view! {
-        <ActionForm action>
+        <ServerForm action read=|f| SignIn { api_key: f.text("api_key"), next: f.get("next") }>
             <input type="hidden" name="next" value=next />
             <label for="api_key">"API key"</label>
             <input
@@ -104,7 +105,7 @@ fn SignInForm(next: String) -> impl IntoView {
             <button type="submit" class="primary" disabled=move || action.pending().get()>
                 "Sign in"
             </button>
-        </ActionForm>
+        </ServerForm>
     }
 }
 

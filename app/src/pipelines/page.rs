@@ -11,6 +11,7 @@ use crate::runs::charts::DurationTrend;
 use crate::runs::params::{ParamField, ParamKind};
 use crate::runs::{TriggerRun, form_key, run_form};
 use crate::status::RunStatus;
+use crate::ui::form::{Fields, ServerForm};
 use crate::ui::{ErrorView, FormError, StatusBadge, duration, path_id, when};
 
 /// The way to the New pipeline form, for admins.
@@ -308,13 +309,25 @@ fn NewPipelineForm(children: Children) -> impl IntoView {
         _ => None,
     };
     view! {
-        <ActionForm action attr:class="param-form">
+        <ServerForm action read=new_pipeline class="param-form">
             {children()}
             <button type="submit" class="primary" disabled=move || action.pending().get()>
                 "Create pipeline"
             </button>
             {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
-        </ActionForm>
+        </ServerForm>
+    }
+}
+
+/// The New pipeline form's input, from its fields.
+fn new_pipeline(f: &Fields) -> CreatePipeline {
+    CreatePipeline {
+        name: f.text("name"),
+        description: f.text("description"),
+        deployment: f.text("deployment"),
+        stages: f.text("stages"),
+        default_parameters: f.text("default_parameters"),
+        tags: f.text("tags"),
     }
 }
 

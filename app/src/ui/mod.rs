@@ -6,6 +6,7 @@ use leptos::prelude::*;
 use crate::error::AppError;
 use crate::status::RunStatus;
 
+pub mod form;
 pub mod history;
 pub mod regions;
 

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::error::AppError;
 use crate::layout::Frame;
+use crate::ui::form::{Fields, ServerForm};
 use crate::ui::{ErrorView, FormError, path_id, regions, when};
 
 /// The id of the element showing a new secret, once.
@@ -134,13 +135,21 @@ fn RotateSecret(id: i64, children: Children) -> impl IntoView {
         None => {}
     });
     view! {
-        <ActionForm action=rotate attr:class="param-form inline-fields">
+        <ServerForm action=rotate read=new_secret class="param-form inline-fields">
             <input type="hidden" name="id" value=id.to_string() />
             {children()}
             <button type="submit" disabled=move || rotate.pending().get()>"New secret"</button>
-        </ActionForm>
+        </ServerForm>
         <div id=ROTATED_ID></div>
         {move || error.get().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
+    }
+}
+
+/// The New secret form's input, from its fields (the endpoint's id is a hidden one).
+fn new_secret(f: &Fields) -> RotateWebhookSecret {
+    RotateWebhookSecret {
+        id: f.text("id").parse().unwrap_or_default(),
+        overlap_hours: f.get("overlap_hours").and_then(|h| h.parse().ok()),
     }
 }
 

@@ -270,6 +270,22 @@ pub struct EventChoice {
 }
 
 impl EventChoice {
+    /// The boxes of a submitted form, each named like its event type with `_` for `.`
+    /// (`run_failed`), ticked when `ticked` says so.
+    pub fn ticked(ticked: impl Fn(&str) -> bool) -> Self {
+        let on = |name: &str| ticked(name).then(|| "on".to_owned());
+        EventChoice {
+            run_completed: on("run_completed"),
+            run_failed: on("run_failed"),
+            run_crashed: on("run_crashed"),
+            run_cancelled: on("run_cancelled"),
+            run_stuck: on("run_stuck"),
+            run_recovered: on("run_recovered"),
+            pipeline_created: on("pipeline_created"),
+            pipeline_deleted: on("pipeline_deleted"),
+        }
+    }
+
     /// The event types ticked, in [`EVENT_TYPES`]' order.
     pub fn types(&self) -> Vec<String> {
         let ticked = [

@@ -7,9 +7,11 @@
 use leptos::prelude::*;
 
 use super::{
-    CreateWebhook, Delivery, EVENT_TYPES, Endpoint, ResendWebhookDelivery, list_webhooks, webhook_table,
+    CreateWebhook, Delivery, EVENT_TYPES, Endpoint, EventChoice, ResendWebhookDelivery, list_webhooks,
+    webhook_table,
 };
 use crate::layout::Frame;
+use crate::ui::form::{Fields, ServerForm};
 use crate::ui::regions::{self, Loads};
 use crate::ui::{ErrorView, FormError, when};
 
@@ -66,12 +68,23 @@ fn WebhookAdmin(children: Children) -> impl IntoView {
         None => {}
     });
     view! {
-        <ActionForm action=create attr:class="param-form inline-fields">
+        <ServerForm action=create read=new_endpoint class="param-form inline-fields">
             {children()}
             <button type="submit" class="primary" disabled=move || create.pending().get()>"Create endpoint"</button>
-        </ActionForm>
+        </ServerForm>
         <div id=SECRET_ID></div>
         {move || error.get().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
+    }
+}
+
+/// The New endpoint form's input, from its fields.
+fn new_endpoint(f: &Fields) -> CreateWebhook {
+    CreateWebhook {
+        url: f.text("url"),
+        description: f.get("description"),
+        tags: f.get("tags"),
+        format: f.get("format"),
+        events: EventChoice::ticked(|name| f.get(name).is_some()),
     }
 }
 
