@@ -312,8 +312,8 @@ impl LimitsForm {
 }
 
 /// Creates a key from the admin page; `role` by its name, `expires_in_days` empty for
-/// never, the scope and budgets as [`LimitsForm`] takes them. Answers the notice showing its secret, once,
-/// rendered.
+/// never, the scope and budgets as [`LimitsForm`] takes them. Answers the notice showing
+/// its secret, once, rendered.
 #[server(prefix = "/sfn", endpoint = "create_api_key")]
 pub async fn create_api_key(
     name: String,
