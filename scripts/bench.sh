@@ -26,18 +26,37 @@ loads=0
 # record NAME JSON: one result line.
 record() { echo "{\"name\": \"$1\", $2}" >>"$results"; }
 
-# load NAME MODE CLIENTS [env...]: one wrk measurement, recorded with its client count.
+# The WAL a write load made: its bytes (from the log positions), and the part of them that
+# were full-page images (pg_waldump over the same span, where this user can read the log:
+# the first change to a page after a checkpoint writes the whole 8 KiB page).
+lsn() { psql -tA -d "$DATABASE_URL" -c 'SELECT pg_current_wal_lsn()'; }
+pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+wal_dir="$(psql -tA -d "$DATABASE_URL" -c 'SHOW data_directory' 2>/dev/null)/pg_wal"
+checkpoints() { psql -tA -d "$DATABASE_URL" -c 'SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter'; }
+# wal_between START END CHECKPOINTS_BEFORE: the JSON of what was written from START to END.
+wal_between() {
+  local bytes fpi
+  bytes="$(psql -tA -d "$DATABASE_URL" -c "SELECT pg_wal_lsn_diff('$2', '$1')::bigint")"
+  fpi="$("$pg_bin/pg_waldump" --stats -p "$wal_dir" -s "$1" -e "$2" 2>/dev/null \
+    | awk '$1 == "Total" { print $5 }')"
+  echo "{\"bytes\": $bytes, \"fpi_bytes\": ${fpi:-null}, \"checkpoints\": $(( $(checkpoints) - $3 ))}"
+}
+
+# load NAME MODE CLIENTS [env...]: one wrk measurement, recorded with its client count (and,
+# for a write, the WAL it made).
 load() {
   local name="$1" mode="$2" clients="$3"; shift 3
   local threads=$(( clients < 2 ? 1 : 2 ))
-  local line
+  local line wal="" start="" ckpt=""
   loads=$((loads + 1))
+  case "$mode" in status|seed|trigger) start="$(lsn)"; ckpt="$(checkpoints)" ;; esac
   line="$(env BENCH_MODE="$mode" BENCH_KEY="${BENCH_KEY:-$key}" BENCH_TAG="$loads" "$@" \
     wrk -t"$threads" -c"$clients" -d"${SECONDS_EACH}s" --timeout 10s -s "$ROOT/bench/load.lua" "$url" \
     | sed -n 's/^BENCH //p')"
   [ -n "$line" ] || die "wrk printed no result for $name"
-  record "$name" "\"mode\": \"$mode\", \"clients\": $clients, \"result\": $line"
-  printf '%-44s c=%-3s %s\n' "$name" "$clients" "$line"
+  [ -z "$start" ] || wal=", \"wal\": $(wal_between "$start" "$(lsn)" "$ckpt")"
+  record "$name" "\"mode\": \"$mode\", \"clients\": $clients, \"result\": $line$wal"
+  printf '%-44s c=%-3s %s%s\n' "$name" "$clients" "$line" "$wal"
 }
 
 # grow RUNS: seeds runs up to RUNS (ids are 1..RUNS), with a pipeline per hundred runs,

@@ -6,12 +6,18 @@
 //! request would limit a replica to one disk flush per request. Status reports and
 //! triggers are therefore queued; each writer takes what has arrived (up to a group's
 //! size), writes it in one transaction and answers every request once it has committed.
+//!
+//! Each writer has its own queue, and a request goes to the writer its key (the run or
+//! pipeline it is about) falls to. Requests about the same thing are therefore written by
+//! one writer, in the order they arrived, and two groups of this replica never contend for
+//! the same rows: with one shared queue, reports spread over ten runs kept finding their run
+//! held by another writer's group, and were written one transaction each (1,343/s at 64
+//! clients).
 
 use std::future::Future;
-use std::sync::Arc;
 
 use sqlx::PgPool;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{AppError, Result};
 
@@ -51,9 +57,9 @@ pub enum Failure {
     Commit(sqlx::Error),
 }
 
-/// The queue of one kind of grouped write.
+/// The queues of one kind of grouped write, one for each writer.
 pub struct Groups<T, A> {
-    queue: mpsc::Sender<Job<T, A>>,
+    queues: Vec<mpsc::Sender<Job<T, A>>>,
     name: &'static str,
 }
 
@@ -65,7 +71,7 @@ pub struct Shape {
     pub writers: usize,
     /// The most requests one transaction holds.
     pub max_group: usize,
-    /// Requests that may wait for a writer before callers wait to queue theirs.
+    /// Requests that may wait for each writer before callers wait to queue theirs.
     pub queue: usize,
 }
 
@@ -77,38 +83,37 @@ impl<T: Send + 'static, A: Send + 'static> Groups<T, A> {
         W: Fn(PgPool, Vec<Job<T, A>>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let (queue, receiver) = mpsc::channel(shape.queue);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..shape.writers {
-            let (pool, receiver, write_group) = (pool.clone(), receiver.clone(), write_group.clone());
-            let max_group = shape.max_group;
-            tokio::spawn(async move {
-                let mut jobs = Vec::with_capacity(max_group);
-                loop {
-                    // The lock is held only while waiting, so another writer gathers the
-                    // next group while this one writes.
-                    if receiver.lock().await.recv_many(&mut jobs, max_group).await == 0 {
-                        return;
+        let queues = (0..shape.writers.max(1))
+            .map(|_| {
+                let (queue, mut receiver) = mpsc::channel(shape.queue);
+                let (pool, write_group) = (pool.clone(), write_group.clone());
+                let max_group = shape.max_group;
+                tokio::spawn(async move {
+                    let mut jobs = Vec::with_capacity(max_group);
+                    while receiver.recv_many(&mut jobs, max_group).await > 0 {
+                        write_group(pool.clone(), std::mem::take(&mut jobs)).await;
                     }
-                    write_group(pool.clone(), std::mem::take(&mut jobs)).await;
-                }
-            });
-        }
+                });
+                queue
+            })
+            .collect();
         Groups {
-            queue,
+            queues,
             name: shape.name,
         }
     }
 
-    /// Queues `item` and answers once its group has committed (or it was refused).
-    pub async fn submit(&self, item: T) -> Result<A> {
+    /// Queues `item`, about the run or pipeline `key`, and answers once its group has
+    /// committed (or it was refused).
+    pub async fn submit(&self, key: i64, item: T) -> Result<A> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             item,
             span: tracing::Span::current(),
             reply,
         };
-        if self.queue.send(job).await.is_err() {
+        let queue = &self.queues[key.unsigned_abs() as usize % self.queues.len()];
+        if queue.send(job).await.is_err() {
             tracing::error!(kind = self.name, "the writers have stopped");
             return Err(AppError::Internal);
         }
@@ -116,5 +121,115 @@ impl<T: Send + 'static, A: Send + 'static> Groups<T, A> {
             tracing::error!(kind = self.name, "a writer dropped a request unanswered");
             Err(AppError::Internal)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// What the writers saw: the keys being written now, how often a key was written by
+    /// two groups at once, the most groups written at once, and each key's items in the
+    /// order written.
+    #[derive(Default)]
+    struct Seen {
+        writing: Mutex<HashSet<i64>>,
+        clashes: AtomicUsize,
+        at_once: AtomicUsize,
+        most_at_once: AtomicUsize,
+        order: Mutex<Vec<(i64, usize)>>,
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_key_is_written_by_one_writer_at_a_time_in_arrival_order() {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://localhost/never-connected")
+            .unwrap();
+        let seen = Arc::new(Seen::default());
+        let shape = Shape {
+            name: "test",
+            writers: 4,
+            max_group: 8,
+            queue: 64,
+        };
+        let writers_seen = seen.clone();
+        let groups = Arc::new(Groups::start(
+            pool,
+            shape,
+            move |_, jobs: Vec<Job<(i64, usize), ()>>| {
+                let seen = writers_seen.clone();
+                async move {
+                    let keys: HashSet<i64> = jobs.iter().map(|job| job.item.0).collect();
+                    {
+                        let mut writing = seen.writing.lock().unwrap();
+                        for key in &keys {
+                            if !writing.insert(*key) {
+                                seen.clashes.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    let now = seen.at_once.fetch_add(1, Ordering::SeqCst) + 1;
+                    seen.most_at_once.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    seen.order.lock().unwrap().extend(jobs.iter().map(|job| job.item));
+                    seen.at_once.fetch_sub(1, Ordering::SeqCst);
+                    let mut writing = seen.writing.lock().unwrap();
+                    for key in &keys {
+                        writing.remove(key);
+                    }
+                    drop(writing);
+                    for job in jobs {
+                        job.reply.send(Ok(())).ok();
+                    }
+                }
+            },
+        ));
+        // 5 keys, each with 8 callers sending their items one after another, and one
+        // sending 20 at once (queued in the order sent).
+        let mut callers = Vec::new();
+        for key in 0..5i64 {
+            for caller in 0..8usize {
+                let groups = groups.clone();
+                callers.push(tokio::spawn(async move {
+                    for _ in 0..10 {
+                        groups.submit(key, (key, 1000 + caller)).await.unwrap();
+                    }
+                }));
+            }
+            let groups = groups.clone();
+            callers.push(tokio::spawn(async move {
+                let sent = (0..20).map(|n| groups.submit(key, (key, n)));
+                for answer in futures_util::future::join_all(sent).await {
+                    answer.unwrap();
+                }
+            }));
+        }
+        for caller in callers {
+            caller.await.unwrap();
+        }
+        assert_eq!(
+            seen.clashes.load(Ordering::SeqCst),
+            0,
+            "a key written by two groups at once"
+        );
+        assert!(
+            seen.most_at_once.load(Ordering::SeqCst) > 1,
+            "the writers never wrote at the same time"
+        );
+        let order = seen.order.lock().unwrap();
+        assert_eq!(order.len(), 5 * (8 * 10 + 20));
+        // The items sent at once were written in the order they were sent.
+        for key in 0..5 {
+            let sent: Vec<usize> = order
+                .iter()
+                .filter(|(k, item)| *k == key && *item < 1000)
+                .map(|(_, item)| *item)
+                .collect();
+            assert_eq!(sent, (0..20).collect::<Vec<_>>(), "key {key}");
+        }
     }
 }

@@ -3,12 +3,14 @@
 //! A report is answered only once its transaction has committed, but reports that arrive
 //! together share one: one commit for all of them ([`super::groups`] says why).
 //!
-//! A group never waits for a lock. A report whose run another transaction holds (a cancel,
-//! a Prefect state, another replica's group) is written on its own, in a transaction that
-//! waits, so one busy run cannot hold up the others. So is a report that names only a
-//! pipeline whose row another transaction holds (a trigger), and every report of a group
-//! whose transaction fails before its commit. A report that names only a pipeline is
-//! otherwise grouped like the others, about the pipeline's latest run.
+//! Reports about the same run go to the same writer, so this replica's groups do not hold
+//! each other's runs (a report naming only a pipeline goes by the pipeline). A group never
+//! waits for a lock. A report whose run another transaction holds (a cancel, a Prefect
+//! state, another replica's group) is written on its own, in a transaction that waits, so
+//! one busy run cannot hold up the others. So is a report that names only a pipeline whose
+//! row another transaction holds (a trigger), and every report of a group whose
+//! transaction fails before its commit. A report that names only a pipeline is otherwise
+//! grouped like the others, about the pipeline's latest run.
 
 pub mod db;
 mod plan;
@@ -67,9 +69,12 @@ impl ReportWriter {
         Arc::new(ReportWriter { groups })
     }
 
-    /// Writes `report` and answers once it is committed (or refused).
+    /// Writes `report` and answers once it is committed (or refused). Reports naming the
+    /// same run, or only the same pipeline, go to the same writer, in arrival order.
     pub async fn submit(&self, report: Report) -> Result<StatusUpdateAck> {
-        self.groups.submit(report).await
+        let update = &report.update;
+        let key = update.run_id.or(update.pipeline_id).unwrap_or_default();
+        self.groups.submit(key, report).await
     }
 }
 

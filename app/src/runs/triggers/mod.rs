@@ -77,7 +77,7 @@ impl TriggerWriter {
 
     /// Accepts `trigger` and answers its run once committed (or the refusal).
     pub async fn submit(&self, trigger: NewTrigger) -> Result<Run> {
-        self.groups.submit(trigger).await
+        self.groups.submit(trigger.pipeline_id, trigger).await
     }
 }
 
