@@ -1,5 +1,5 @@
-//! Writes that arrive together, committed together: a queue and the writers that take
-//! groups from it.
+//! Writes that arrive together, committed together: writers, each taking groups from its
+//! own queue.
 //!
 //! In `PostgreSQL` a commit that sends a NOTIFY (every write here does, through the change
 //! feed) holds a database-wide lock until its log is on disk, so one transaction per
