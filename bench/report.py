@@ -198,12 +198,13 @@ for size in sizes:
         cell = f"{x['rps']:,.0f}/s<br>{ms(x['p99_ms'])}"
         if x["rps"] < floor or (p99 and x["p99_ms"] >= p99):
             cell = f"**{cell}**"
-            growth_misses.append((size, mode, label, x))
+            growth_misses.append((size, mode, label, r))
         row.append(cell)
     out.append("| " + " | ".join(row) + " |")
 if growth_misses:
     out.append("\nBelow its target (bold), and why:\n")
-for size, mode, label, x in growth_misses:
+for size, mode, label, r in growth_misses:
+    x = r["result"]
     pipelines = max(size // 100, 10)
     if mode == "seed" and pipelines < 64:
         why = (f"{pipelines} pipelines: the seed's payload names a pipeline, so the 64 clients report to "
@@ -211,13 +212,13 @@ for size, mode, label, x in growth_misses:
     elif mode in ("status", "seed"):
         steady = find("POST /api/status-update/ (durable)" if mode == "status"
                       else "POST /api/status-update/ (seed payload, durable)")
-        here, later = wal_per_request(find(f"growth {mode} @{size}")), wal_per_request(steady)
+        here, later = wal_per_request(r), wal_per_request(steady)
         if here and later:
             def images(share):
                 return "" if share is None else f" ({share:.0%} full-page images)"
             why = (f"each report wrote {here[0]:,.0f} bytes of WAL{images(here[1])}, against {later[0]:,.0f} bytes"
                    f"{images(later[1])} in the full-size measurement taken later on the same runs")
-            busy = find(f"growth {mode} @{size}")["wal"].get("autovacuums")
+            busy = r["wal"].get("autovacuums")
             if busy:
                 why += f"; {busy} autovacuum worker(s) were writing halfway through it"
             why += (". These are the first writes after the step's seeding was vacuumed and checkpointed; "

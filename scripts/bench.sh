@@ -30,7 +30,7 @@ record() { echo "{\"name\": \"$1\", $2}" >>"$results"; }
 # were full-page images (pg_waldump over the same span, where this user can read the log:
 # the first change to a page after a checkpoint writes the whole 8 KiB page).
 lsn() { psql -tA -d "$DATABASE_URL" -c 'SELECT pg_current_wal_lsn()'; }
-pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+pg_bin="$(pg_bin_dir)"
 wal_dir="$(psql -tA -d "$DATABASE_URL" -c 'SHOW data_directory' 2>/dev/null)/pg_wal"
 checkpoints() { psql -tA -d "$DATABASE_URL" -c 'SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter'; }
 # Autovacuum workers busy now (another writer of the same tables).

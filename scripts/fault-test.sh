@@ -20,7 +20,7 @@ export FLOWDECK_TRIGGERS_PER_MIN=1000000 FLOWDECK_AUTH_FAILURES_PER_MIN=1000000
 servers=(); databases=(); pg_data=""; background=()
 
 # Runs a PostgreSQL server binary as the postgres user when we are root (it refuses root).
-pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+pg_bin="$(pg_bin_dir)"
 as_postgres() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }

@@ -44,6 +44,8 @@ locked_version() {
 }
 
 # field EXPR: prints EXPR (e.g. '["id"]') of the JSON on stdin.
+# The newest installed PostgreSQL's server programs (initdb, pg_ctl, pg_waldump), if any.
+pg_bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 # wait_healthy URL LOG: waits up to 10 s for URL/api/health; else prints LOG and fails.

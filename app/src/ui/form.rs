@@ -43,7 +43,7 @@ pub fn ServerForm<S>(
     /// The server function's action; its value and pending state are the form's.
     action: ServerAction<S>,
     /// Makes the server function's input from the submitted fields.
-    read: fn(&Fields) -> S,
+    read: impl Fn(&Fields) -> S + 'static,
     /// The form's class.
     #[prop(optional)]
     class: Option<&'static str>,

@@ -135,7 +135,7 @@ fn RotateSecret(id: i64, children: Children) -> impl IntoView {
         None => {}
     });
     view! {
-        <ServerForm action=rotate read=new_secret class="param-form inline-fields">
+        <ServerForm action=rotate read=move |f| new_secret(id, f) class="param-form inline-fields">
             <input type="hidden" name="id" value=id.to_string() />
             {children()}
             <button type="submit" disabled=move || rotate.pending().get()>"New secret"</button>
@@ -145,10 +145,10 @@ fn RotateSecret(id: i64, children: Children) -> impl IntoView {
     }
 }
 
-/// The New secret form's input, from its fields (the endpoint's id is a hidden one).
-fn new_secret(f: &Fields) -> RotateWebhookSecret {
+/// The New secret form's input for endpoint `id`, from its fields.
+fn new_secret(id: i64, f: &Fields) -> RotateWebhookSecret {
     RotateWebhookSecret {
-        id: f.text("id").parse().unwrap_or_default(),
+        id,
         overlap_hours: f.get("overlap_hours").and_then(|h| h.parse().ok()),
     }
 }

@@ -273,37 +273,36 @@ impl EventChoice {
     /// The boxes of a submitted form, each named like its event type with `_` for `.`
     /// (`run_failed`), ticked when `ticked` says so.
     pub fn ticked(ticked: impl Fn(&str) -> bool) -> Self {
-        let on = |name: &str| ticked(name).then(|| "on".to_owned());
-        EventChoice {
-            run_completed: on("run_completed"),
-            run_failed: on("run_failed"),
-            run_crashed: on("run_crashed"),
-            run_cancelled: on("run_cancelled"),
-            run_stuck: on("run_stuck"),
-            run_recovered: on("run_recovered"),
-            pipeline_created: on("pipeline_created"),
-            pipeline_deleted: on("pipeline_deleted"),
+        let mut choice = EventChoice::default();
+        for (name, on) in EVENT_TYPES.iter().zip(choice.boxes()) {
+            *on = ticked(&name.replace('.', "_")).then(|| "on".to_owned());
         }
+        choice
     }
 
     /// The event types ticked, in [`EVENT_TYPES`]' order.
     pub fn types(&self) -> Vec<String> {
-        let ticked = [
-            &self.run_completed,
-            &self.run_failed,
-            &self.run_crashed,
-            &self.run_cancelled,
-            &self.run_stuck,
-            &self.run_recovered,
-            &self.pipeline_created,
-            &self.pipeline_deleted,
-        ];
+        let mut choice = self.clone();
         EVENT_TYPES
             .iter()
-            .zip(ticked)
+            .zip(choice.boxes())
             .filter(|(_, on)| on.is_some())
             .map(|(name, _)| (*name).to_owned())
             .collect()
+    }
+
+    /// The boxes, in [`EVENT_TYPES`]' order.
+    fn boxes(&mut self) -> [&mut Option<String>; 8] {
+        [
+            &mut self.run_completed,
+            &mut self.run_failed,
+            &mut self.run_crashed,
+            &mut self.run_cancelled,
+            &mut self.run_stuck,
+            &mut self.run_recovered,
+            &mut self.pipeline_created,
+            &mut self.pipeline_deleted,
+        ]
     }
 }
 
@@ -400,4 +399,17 @@ pub async fn rotate_webhook_secret(id: i64, overlap_hours: Option<u32>) -> Resul
         crate::ui::when(created.endpoint.previous_secret_until)
     );
     Ok(view! { <page::NewSecret created what /> }.to_html())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_boxes_ticked_are_the_event_types_chosen() {
+        let choice = EventChoice::ticked(|name| name == "run_failed" || name == "pipeline_created");
+        assert_eq!(choice.types(), ["run.failed", "pipeline.created"]);
+        assert!(EventChoice::ticked(|_| false).types().is_empty());
+        assert_eq!(EventChoice::ticked(|_| true).types(), EVENT_TYPES);
+    }
 }
